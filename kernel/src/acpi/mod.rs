@@ -1,0 +1,5 @@
+//! ACPI: table discovery and what the kernel takes from it.
+pub mod machine;
+pub mod recorded;
+#[cfg(kernel_target)]
+pub mod tables;

@@ -1,0 +1,198 @@
+//! Per-CPU data, reached through the GS base (one load: `gs:[0]` is the
+//! struct's own address). All fields are either atomics or written only by
+//! their own CPU before it comes online.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use x86_64::structures::gdt::GlobalDescriptorTable;
+use x86_64::structures::tss::TaskStateSegment;
+
+use super::msr;
+
+/// Most CPUs the kernel runs.
+pub const MAX_CPUS: usize = crate::acpi::machine::MAX_CPUS;
+
+/// A stack: `[bottom, top)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stack {
+    pub bottom: u64,
+    pub top: u64,
+}
+
+impl Stack {
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.bottom && addr < self.top
+    }
+}
+
+/// Indices into the TSS interrupt stack table (0-based: index 0 is IST1).
+pub mod ist {
+    pub const NMI: usize = 0;
+    pub const DOUBLE_FAULT: usize = 1;
+    pub const MACHINE_CHECK: usize = 2;
+    pub const BREAKPOINT: usize = 3;
+    /// Every other exception.
+    pub const EXCEPTION: usize = 4;
+    /// Device interrupts and IPIs (interrupt gates: they do not nest).
+    pub const IRQ: usize = 5;
+    pub const COUNT: usize = 6;
+}
+
+/// Named stacks of one CPU, for call-trace bounds and reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stacks {
+    pub kernel: Stack,
+    pub ist: [Stack; ist::COUNT],
+    /// Used for #BP and other exceptions taken inside the NMI handler, so
+    /// they never overwrite the frame of a #BP/exception the NMI interrupted.
+    pub nmi_breakpoint: Stack,
+    pub nmi_exception: Stack,
+}
+
+#[repr(C, align(64))]
+pub struct PerCpu {
+    /// `gs:[0]`: this struct's address.
+    self_ptr: UnsafeCell<*const PerCpu>,
+    /// Dense CPU number: 0 is the BSP, then MADT order.
+    pub index: AtomicU32,
+    pub apic_id: AtomicU32,
+    pub online: AtomicBool,
+    /// Set when this CPU stopped on a fatal exception.
+    pub dead: AtomicBool,
+    /// > 0 while this CPU runs its NMI handler.
+    pub nmi_depth: AtomicU32,
+    pub timer_ticks: AtomicU64,
+    pub nmis: AtomicU64,
+    pub xcalls: AtomicU64,
+    pub exceptions: AtomicU64,
+    pub spurious: AtomicU64,
+    /// Last cross-CPU call sequence number this CPU completed.
+    pub xcall_done: AtomicU64,
+    pub tss: UnsafeCell<TaskStateSegment>,
+    pub gdt: UnsafeCell<GlobalDescriptorTable>,
+    pub stacks: UnsafeCell<Stacks>,
+}
+
+// SAFETY: the UnsafeCell fields (self_ptr, tss, gdt, stacks) are written only
+// by `init_cpu` for a CPU that is not yet running (or by that CPU itself
+// before it publishes `online`), and read-only afterwards except for the IST
+// swap done by the owning CPU's NMI handler; everything else is atomic.
+unsafe impl Sync for PerCpu {}
+
+impl PerCpu {
+    const fn new() -> Self {
+        PerCpu {
+            self_ptr: UnsafeCell::new(core::ptr::null()),
+            index: AtomicU32::new(0),
+            apic_id: AtomicU32::new(0),
+            online: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            nmi_depth: AtomicU32::new(0),
+            timer_ticks: AtomicU64::new(0),
+            nmis: AtomicU64::new(0),
+            xcalls: AtomicU64::new(0),
+            exceptions: AtomicU64::new(0),
+            spurious: AtomicU64::new(0),
+            xcall_done: AtomicU64::new(0),
+            tss: UnsafeCell::new(TaskStateSegment::new()),
+            gdt: UnsafeCell::new(GlobalDescriptorTable::new()),
+            stacks: UnsafeCell::new(Stacks {
+                kernel: Stack { bottom: 0, top: 0 },
+                ist: [Stack { bottom: 0, top: 0 }; ist::COUNT],
+                nmi_breakpoint: Stack { bottom: 0, top: 0 },
+                nmi_exception: Stack { bottom: 0, top: 0 },
+            }),
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index.load(Ordering::Relaxed) as usize
+    }
+
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Relaxed)
+    }
+
+    pub fn stacks(&self) -> Stacks {
+        // SAFETY: written once before the CPU runs (see the Sync impl); a copy is read.
+        unsafe { *self.stacks.get() }
+    }
+
+    /// Point this CPU's TSS IST entry `i` at `top`.
+    ///
+    /// # Safety
+    /// Must run on the CPU that owns this struct, and no exception using IST
+    /// `i` may be in progress on a stack the change would let be overwritten.
+    pub unsafe fn set_ist(&self, i: usize, top: u64) {
+        // SAFETY: only the owning CPU touches its TSS after boot (caller's contract).
+        unsafe { (*self.tss.get()).interrupt_stack_table[i] = x86_64::VirtAddr::new(top) };
+    }
+}
+
+static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+/// How many CPUs have a `PerCpu` assigned (online or being started).
+static CPU_COUNT: AtomicU32 = AtomicU32::new(0);
+
+/// The `PerCpu` of CPU `index`.
+pub fn cpu(index: usize) -> Option<&'static PerCpu> {
+    (index < CPU_COUNT.load(Ordering::Acquire) as usize).then(|| &CPUS[index])
+}
+
+/// Every CPU with a `PerCpu` (online or not).
+pub fn all() -> &'static [PerCpu] {
+    &CPUS[..CPU_COUNT.load(Ordering::Acquire) as usize]
+}
+
+pub fn online_count() -> usize {
+    all().iter().filter(|c| c.online.load(Ordering::Acquire)).count()
+}
+
+/// Reserve the next `PerCpu` for a CPU with this APIC id. Boot-CPU only.
+pub fn reserve(apic_id: u32) -> Option<&'static PerCpu> {
+    let i = CPU_COUNT.load(Ordering::Relaxed) as usize;
+    let c = CPUS.get(i)?;
+    c.index.store(i as u32, Ordering::Relaxed);
+    c.apic_id.store(apic_id, Ordering::Relaxed);
+    // SAFETY: this PerCpu is not yet visible to any other CPU (CPU_COUNT not yet bumped).
+    unsafe { *c.self_ptr.get() = c };
+    CPU_COUNT.store(i as u32 + 1, Ordering::Release);
+    Some(c)
+}
+
+/// Record the stacks of a CPU that is not running yet (or is the caller).
+///
+/// # Safety
+/// No other CPU may be reading `c.stacks` or running on `c`'s TSS.
+pub unsafe fn set_stacks(c: &PerCpu, s: Stacks) {
+    // SAFETY: forwarded to the caller.
+    unsafe { *c.stacks.get() = s };
+}
+
+/// Make `c` this CPU's per-CPU data (write IA32_GS_BASE).
+///
+/// # Safety
+/// `c` must be reserved for the calling CPU and not used by any other.
+pub unsafe fn install(c: &'static PerCpu) {
+    // SAFETY: IA32_GS_BASE exists on every x86_64 CPU; the kernel never uses
+    // GS for anything else and never runs swapgs.
+    unsafe { msr::wrmsr(msr::IA32_GS_BASE, c as *const PerCpu as u64) };
+}
+
+/// This CPU's per-CPU data. Valid from the first lines of `kmain`/`ap_main`.
+#[inline]
+pub fn this_cpu() -> &'static PerCpu {
+    let p: *const PerCpu;
+    // SAFETY: GS base points at a live, 'static PerCpu whose first field is its
+    // own address (set by `reserve` + `install` before any caller runs).
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags));
+        &*p
+    }
+}
+
+/// Whether `install` has run on this CPU (GS base non-zero).
+pub fn installed() -> bool {
+    // SAFETY: reading IA32_GS_BASE has no side effects.
+    unsafe { msr::rdmsr(msr::IA32_GS_BASE) != 0 }
+}

@@ -1,0 +1,298 @@
+//! Kernel command line: `word word=value ...` parsed into typed [`Options`].
+//!
+//! Pure logic (host-tested). Every word is either understood, or reported as a
+//! [`Diagnostic`] (unknown option, bad value, missing value): nothing is
+//! silently ignored. Parsing never fails as a whole; a bad word keeps the
+//! default for that option and the rest of the line still applies.
+
+use core::fmt;
+use heapless::{String, Vec};
+
+/// Most diagnostics kept for one command line; more are counted in `dropped_diagnostics`.
+pub const MAX_DIAGNOSTICS: usize = 16;
+/// A word longer than this is shortened in its diagnostic.
+pub const MAX_WORD: usize = 64;
+
+/// Log verbosity (`loglevel=error|warn|info|debug|trace`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// What `selftest=` asks the kernel to do after boot, to prove a mechanism works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selftest {
+    /// Execute `ud2`: the #UD handler must print a symbolized register dump.
+    Exception,
+    /// Read an unmapped address: the #PF handler must print CR2 and the dump.
+    PageFault,
+    /// Write to kernel text: must fault (W^X is enforced by the page tables).
+    WriteText,
+    /// Panic from Rust code: the panic handler prints the message and a call trace.
+    Panic,
+}
+
+/// Typed kernel options. Defaults are what a plain boot should do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub loglevel: LogLevel,
+    pub selftest: Option<Selftest>,
+    /// Exit QEMU through isa-debug-exit when boot is complete (or on a fatal
+    /// error), so a test gets a verdict from the exit code.
+    pub test_exit: bool,
+    /// Local-APIC timer interrupts per second on every CPU.
+    pub timer_hz: u32,
+    /// How long to wait for one application processor to come up.
+    pub smp_timeout_ms: u32,
+    /// Start at most this many CPUs (the BSP included).
+    pub max_cpus: Option<u32>,
+    /// Kernel heap size.
+    pub heap_mb: u32,
+    /// Use x2APIC when the CPU has it (`x2apic=off` forces xAPIC).
+    pub x2apic: bool,
+    /// Print every ACPI table as hex (to record fixtures for host tests).
+    pub acpi_dump: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            loglevel: LogLevel::Info,
+            selftest: None,
+            test_exit: false,
+            timer_hz: 100,
+            smp_timeout_ms: 1000,
+            max_cpus: None,
+            heap_mb: 64,
+            x2apic: true,
+            acpi_dump: false,
+        }
+    }
+}
+
+/// What went wrong with one word of the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    UnknownOption,
+    /// The option takes `key=value` and got no value.
+    MissingValue,
+    /// The option takes no value (it is a flag) but got one.
+    UnexpectedValue,
+    /// The value is not one of the accepted ones; the text says what is.
+    BadValue(&'static str),
+}
+
+/// One reported word.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub word: String<MAX_WORD>,
+    pub problem: Problem,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.problem {
+            Problem::UnknownOption => write!(f, "unknown option `{}` (ignored)", self.word),
+            Problem::MissingValue => write!(f, "option `{}` needs a value (`{}=...`)", self.word, self.word),
+            Problem::UnexpectedValue => write!(f, "option `{}` takes no value", self.word),
+            Problem::BadValue(expected) => {
+                write!(f, "bad value in `{}`: expected {} (default kept)", self.word, expected)
+            }
+        }
+    }
+}
+
+/// The result of parsing: options plus everything that was not understood.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Parsed {
+    pub options: Options,
+    pub diagnostics: Vec<Diagnostic, MAX_DIAGNOSTICS>,
+    pub dropped_diagnostics: usize,
+}
+
+fn truncated(word: &str) -> String<MAX_WORD> {
+    let mut s = String::new();
+    for c in word.chars() {
+        if s.push(c).is_err() {
+            break;
+        }
+    }
+    s
+}
+
+fn parse_u32(v: &str, min: u32, max: u32) -> Option<u32> {
+    let n: u32 = v.parse().ok()?;
+    (min..=max).contains(&n).then_some(n)
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "on" | "yes" | "true" => Some(true),
+        "0" | "off" | "no" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+impl Parsed {
+    fn report(&mut self, word: &str, problem: Problem) {
+        let d = Diagnostic { word: truncated(word), problem };
+        if self.diagnostics.push(d).is_err() {
+            self.dropped_diagnostics += 1;
+        }
+    }
+}
+
+/// Parse a whole command line. Words are separated by ASCII whitespace.
+pub fn parse(line: &str) -> Parsed {
+    let mut p = Parsed::default();
+    let mut words = line.split_ascii_whitespace().peekable();
+    // Multiboot1 loaders (QEMU `-kernel`, GRUB's `multiboot`) put the image's
+    // path first, as Linux's boot loaders do: skip it.
+    if words.peek().is_some_and(|w| w.contains('/') && !w.contains('=')) {
+        words.next();
+    }
+    for word in words {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        apply(&mut p, word, key, value);
+    }
+    p
+}
+
+/// Apply a `key=value` option. `$field = parser(value)` or report `$expected`.
+macro_rules! valued {
+    ($p:ident, $word:ident, $key:ident, $value:ident, $expected:literal, |$v:ident| $conv:expr, |$o:ident, $x:ident| $set:expr) => {{
+        match $value {
+            None => $p.report($key, Problem::MissingValue),
+            Some($v) => match $conv {
+                Some($x) => {
+                    let $o = &mut $p.options;
+                    $set;
+                }
+                None => $p.report($word, Problem::BadValue($expected)),
+            },
+        }
+    }};
+}
+
+fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
+    match key {
+        "loglevel" => valued!(p, word, key, value, "error|warn|info|debug|trace", |v| match v {
+            "error" => Some(LogLevel::Error),
+            "warn" => Some(LogLevel::Warn),
+            "info" => Some(LogLevel::Info),
+            "debug" => Some(LogLevel::Debug),
+            "trace" => Some(LogLevel::Trace),
+            _ => None,
+        }, |o, x| o.loglevel = x),
+        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic", |v| match v {
+            "exception" => Some(Selftest::Exception),
+            "pagefault" => Some(Selftest::PageFault),
+            "write_text" => Some(Selftest::WriteText),
+            "panic" => Some(Selftest::Panic),
+            _ => None,
+        }, |o, x| o.selftest = Some(x)),
+        "timer_hz" => valued!(p, word, key, value, "an integer 1..=10000", |v| parse_u32(v, 1, 10_000),
+            |o, x| o.timer_hz = x),
+        "smp_timeout_ms" => valued!(p, word, key, value, "an integer 1..=60000", |v| parse_u32(v, 1, 60_000),
+            |o, x| o.smp_timeout_ms = x),
+        "max_cpus" => valued!(p, word, key, value, "an integer 1..=4096", |v| parse_u32(v, 1, 4096),
+            |o, x| o.max_cpus = Some(x)),
+        "heap_mb" => valued!(p, word, key, value, "an integer 4..=4096", |v| parse_u32(v, 4, 4096),
+            |o, x| o.heap_mb = x),
+        "x2apic" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.x2apic = x),
+        "test_exit" | "acpi_dump" => {
+            if value.is_some() {
+                p.report(key, Problem::UnexpectedValue);
+            } else if key == "test_exit" {
+                p.options.test_exit = true;
+            } else {
+                p.options.acpi_dump = true;
+            }
+        }
+        _ => p.report(word, Problem::UnknownOption),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        let p = parse("   ");
+        assert_eq!(p.options, Options::default());
+        assert!(p.diagnostics.is_empty());
+    }
+
+    #[test]
+    fn typed_values() {
+        let p = parse("loglevel=debug selftest=pagefault timer_hz=250 max_cpus=3 heap_mb=16 x2apic=off test_exit");
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let o = p.options;
+        assert_eq!(o.loglevel, LogLevel::Debug);
+        assert_eq!(o.selftest, Some(Selftest::PageFault));
+        assert_eq!(o.timer_hz, 250);
+        assert_eq!(o.max_cpus, Some(3));
+        assert_eq!(o.heap_mb, 16);
+        assert!(!o.x2apic);
+        assert!(o.test_exit);
+    }
+
+    #[test]
+    fn unknown_and_bad_words_are_reported_and_the_rest_applies() {
+        let p = parse("frobnicate timer_hz=0 timer_hz=abc loglevel selftest=nope test_exit=1 timer_hz=50");
+        assert_eq!(p.options.timer_hz, 50);
+        assert_eq!(p.options.selftest, None);
+        assert!(!p.options.test_exit);
+        let problems: std::vec::Vec<_> = p.diagnostics.iter().map(|d| (d.word.as_str(), d.problem.clone())).collect();
+        assert_eq!(
+            problems,
+            [
+                ("frobnicate", Problem::UnknownOption),
+                ("timer_hz=0", Problem::BadValue("an integer 1..=10000")),
+                ("timer_hz=abc", Problem::BadValue("an integer 1..=10000")),
+                ("loglevel", Problem::MissingValue),
+                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic")),
+                ("test_exit", Problem::UnexpectedValue),
+            ]
+        );
+        assert_eq!(
+            std::format!("{}", p.diagnostics[0]),
+            "unknown option `frobnicate` (ignored)"
+        );
+    }
+
+    #[test]
+    fn a_leading_image_path_is_not_an_option() {
+        let p = parse("/boot/appliance.elf test_exit");
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        assert!(p.options.test_exit);
+        // Only in first position.
+        let p = parse("test_exit /boot/appliance.elf");
+        assert_eq!(p.diagnostics[0].problem, Problem::UnknownOption);
+    }
+
+    #[test]
+    fn too_many_diagnostics_are_counted_not_lost_silently() {
+        let line: std::string::String = (0..MAX_DIAGNOSTICS + 5).map(|i| std::format!("bogus{i} ")).collect();
+        let p = parse(&line);
+        assert_eq!(p.diagnostics.len(), MAX_DIAGNOSTICS);
+        assert_eq!(p.dropped_diagnostics, 5);
+    }
+
+    #[test]
+    fn long_words_are_truncated_on_a_char_boundary() {
+        let word: std::string::String = "é".repeat(100);
+        let p = parse(&word);
+        assert_eq!(p.diagnostics.len(), 1);
+        assert!(p.diagnostics[0].word.len() <= MAX_WORD);
+        assert!(p.diagnostics[0].word.chars().all(|c| c == 'é'));
+    }
+}

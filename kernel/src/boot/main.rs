@@ -1,0 +1,370 @@
+//! The boot sequence on the bootstrap processor, from the 64-bit entry to the
+//! application, and the short path every application processor runs.
+//!
+//! Order matters: console, per-CPU data, boot information and command line,
+//! memory (frames, page tables, heap), symbols, descriptor tables, ACPI,
+//! local APIC and clocks, then the other CPUs.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use log::{error, info, warn};
+
+use super::cmdline::{self, Options, Selftest};
+use super::entry::{MB1_BOOT_MAGIC, MB2_BOOT_MAGIC};
+use super::info::{BootInfo, RegionKind};
+use super::mb1::{self, PhysMemory};
+use crate::acpi::machine::MachineInfo;
+use crate::apic::lapic;
+use crate::arch::idt::vector;
+use crate::arch::percpu::{self, PerCpu, Stack};
+use crate::arch::trap::{self, Disposition, TrapFrame};
+use crate::drivers::{qemu, serial};
+use crate::mem::frame::{FrameAllocator, Range};
+use crate::smp::{self, trampoline::TRAMPOLINE_ADDR};
+
+/// What the framework hands the application once every CPU is up.
+pub struct Kernel {
+    pub options: Options,
+    pub boot_info: BootInfo,
+    pub machine: MachineInfo,
+    pub smp: smp::boot::Report,
+    pub features: crate::arch::cpu::Features,
+    pub tsc_hz: u64,
+    /// Local-APIC timer ticks per second at divide-by-16.
+    pub apic_timer_hz: u64,
+    /// Nanoseconds from kernel entry to all CPUs online.
+    pub boot_ns: u64,
+}
+
+/// The physical frame allocator (behind a lock; never used from NMI context).
+pub static FRAMES: spin::Mutex<FrameAllocator> = spin::Mutex::new(FrameAllocator::new());
+
+static TIMER_HZ: AtomicU32 = AtomicU32::new(100);
+static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+    static boot_stack_bottom: u8;
+    static boot_stack_top: u8;
+}
+
+struct Identity;
+
+impl PhysMemory for Identity {
+    fn read(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        // Multiboot1 data lies in RAM below 4 GiB, identity-mapped by the boot tables.
+        // SAFETY: the range is in the boot identity map (first 4 GiB); reads have no side effects.
+        (addr != 0 && addr.checked_add(len as u64)? <= 1 << 32).then(|| unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
+    }
+}
+
+fn timer_handler(_f: &mut TrapFrame) -> Disposition {
+    percpu::this_cpu().timer_ticks.fetch_add(1, Ordering::Relaxed);
+    lapic::eoi();
+    Disposition::Resume
+}
+
+fn spurious_handler(_f: &mut TrapFrame) -> Disposition {
+    // No EOI for the spurious vector (SDM Vol. 3A §11.9).
+    percpu::this_cpu().spurious.fetch_add(1, Ordering::Relaxed);
+    Disposition::Resume
+}
+
+fn apic_error_handler(_f: &mut TrapFrame) -> Disposition {
+    // Writing ESR latches the errors so far (SDM Vol. 3A §11.5.3); count them as spurious events.
+    lapic::write(lapic::reg::ESR, 0);
+    percpu::this_cpu().spurious.fetch_add(1, Ordering::Relaxed);
+    lapic::eoi();
+    Disposition::Resume
+}
+
+fn fatal_hook() {
+    if TEST_EXIT.load(Ordering::Relaxed) {
+        qemu::exit(qemu::ExitCode::Failure);
+    }
+}
+
+static TEST_EXIT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Exit QEMU with success when `test_exit` is on (tests' verdict); no-op otherwise.
+pub fn test_exit_success() {
+    if TEST_EXIT.load(Ordering::Relaxed) {
+        qemu::exit(qemu::ExitCode::Success);
+    }
+}
+
+fn halt_boot(why: core::fmt::Arguments<'_>) -> ! {
+    let mut c = crate::debug::log::emergency_console();
+    let _ = writeln!(c, "BOOT FAILED: {why}");
+    drop(c);
+    fatal_hook();
+    crate::arch::cpu::halt_forever()
+}
+
+/// Per-CPU local-APIC setup (BSP and APs): mode, LVTs, timer.
+fn lapic_this_cpu(nmi_lint: Option<u8>) {
+    lapic::init_cpu(vector::SPURIOUS, vector::APIC_ERROR, nmi_lint);
+    let hz = APIC_TIMER_HZ.load(Ordering::Relaxed);
+    if hz != 0 {
+        lapic::timer_start_periodic(vector::TIMER, hz, TIMER_HZ.load(Ordering::Relaxed));
+    }
+}
+
+static MACHINE_NMI_LINTS: spin::Once<MachineInfo> = spin::Once::new();
+
+fn nmi_lint_for_apic(apic_id: u32) -> Option<u8> {
+    let m = MACHINE_NMI_LINTS.get()?;
+    let cpu = m.cpus.iter().find(|c| c.apic_id == apic_id)?;
+    m.nmi_lint_for(cpu.uid).map(|n| n.lint)
+}
+
+static AP_APP: AtomicU64 = AtomicU64::new(0);
+
+fn ap_main(c: &'static PerCpu) -> ! {
+    lapic_this_cpu(nmi_lint_for_apic(c.apic_id()));
+    let seen = lapic::id();
+    if seen != c.apic_id() {
+        warn!("cpu{}: local APIC reports id {seen}, MADT said {}", c.index(), c.apic_id());
+    }
+    c.online.store(true, Ordering::Release);
+    let f = AP_APP.load(Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: only `start` stores here, from an `fn(&'static PerCpu) -> !`.
+        let f = unsafe { core::mem::transmute::<u64, fn(&'static PerCpu) -> !>(f) };
+        f(c)
+    }
+    idle()
+}
+
+/// The idle loop: wait for interrupts forever.
+pub fn idle() -> ! {
+    loop {
+        crate::arch::cpu::idle_wait();
+    }
+}
+
+/// Run `selftest=` (after boot). Each one must end in the fatal path.
+fn run_selftest(t: Selftest) {
+    info!("selftest: {t:?}");
+    match t {
+        Selftest::Exception => {
+            // SAFETY: ud2 raises #UD on purpose; the handler reports and stops this CPU.
+            unsafe { core::arch::asm!("ud2") }
+        }
+        Selftest::PageFault => {
+            // SAFETY: deliberately reads the unmapped page 0 to raise #PF.
+            let v = unsafe { core::ptr::read_volatile(core::ptr::null::<u64>().wrapping_add(0x10)) };
+            info!("read {v}");
+        }
+        Selftest::WriteText => {
+            let p = run_selftest as *const () as *mut u8;
+            // SAFETY: deliberately writes read-only text to raise #PF (W^X check).
+            unsafe { core::ptr::write_volatile(p, 0xCC) };
+            error!("selftest: kernel text is writable!");
+        }
+        Selftest::Panic => panic!("selftest panic"),
+    }
+}
+
+/// Boot the machine and hand over to `app` on the BSP; every AP runs `ap_app`
+/// once online (or idles when `None`).
+pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn(&'static PerCpu) -> !>) -> ! {
+    let t0 = crate::arch::cpu::rdtsc();
+    serial::init();
+    let _ = writeln!(crate::debug::log::console(), "\nkernel: entered 64-bit mode (boot magic {magic:#x})");
+
+    // Per-CPU data of the boot CPU first: logging and traps read it.
+    let bsp = percpu::reserve(crate::arch::cpu::cpuid_apic_id()).expect("per-CPU slot for the BSP");
+    // SAFETY: first per-CPU install on the BSP; nothing else uses this slot.
+    unsafe { percpu::install(bsp) };
+    trap::set_fatal_hook(fatal_hook);
+
+    // SAFETY: EBX as the loader left it; the boot tables identity-map the first 4 GiB.
+    let boot_info = match magic {
+        MB2_BOOT_MAGIC => unsafe { super::info::from_mb2(info_addr as u64) }.unwrap_or_else(|e| halt_boot(format_args!("bad multiboot2 information: {e:?}"))),
+        MB1_BOOT_MAGIC => mb1::parse(&Identity, info_addr as u64).unwrap_or_else(|e| halt_boot(format_args!("bad multiboot1 information: {e:?}"))),
+        m => halt_boot(format_args!("unknown boot magic {m:#x}: not started by a multiboot loader")),
+    };
+    let parsed = cmdline::parse(&boot_info.cmdline);
+    let opts = parsed.options.clone();
+    TEST_EXIT.store(opts.test_exit, Ordering::Relaxed);
+    TIMER_HZ.store(opts.timer_hz, Ordering::Relaxed);
+    crate::debug::log::init(opts.loglevel);
+    info!("boot: {:?} loader `{}`, command line `{}`", boot_info.loader, boot_info.loader_name, boot_info.cmdline);
+    for d in &parsed.diagnostics {
+        warn!("cmdline: {d}");
+    }
+    if parsed.dropped_diagnostics > 0 || boot_info.cmdline_truncated {
+        warn!("cmdline: {} more problems not shown; truncated: {}", parsed.dropped_diagnostics, boot_info.cmdline_truncated);
+    }
+    let features = crate::arch::cpu::features();
+    let mut brand = heapless::String::<64>::new();
+    crate::arch::cpu::brand(&mut brand);
+    info!("cpu: {brand}; {features:?}");
+
+    // Memory. Page 0 is about to be unmapped: keep what the RSDP search needs from it.
+    crate::acpi::tables::save_low_page();
+    let kernel = (&raw const __kernel_start as u64, &raw const __kernel_end as u64);
+    {
+        let mut frames = FRAMES.lock();
+        for r in boot_info.regions.iter().filter(|r| r.kind == RegionKind::Usable) {
+            frames.add(Range::new(r.start, r.end));
+        }
+        // Real-mode area (IVT, BDA, EBDA, trampoline, BIOS), the image, the boot information.
+        frames.reserve(Range::new(0, 0x10_0000));
+        frames.reserve(Range::new(kernel.0, kernel.1));
+        frames.reserve(Range::new(boot_info.info_range.0, boot_info.info_range.1));
+        info!(
+            "mem: {} MiB usable in {} regions, top {:#x}; kernel image {:#x}-{:#x}",
+            boot_info.usable_bytes() >> 20,
+            boot_info.regions.len(),
+            boot_info.max_usable(),
+            kernel.0,
+            kernel.1
+        );
+        // SAFETY: boot CPU only, before other CPUs run; the boot tables
+        // identity-map every frame below 4 GiB.
+        if let Err(e) = unsafe { crate::mem::paging::init(&mut frames, boot_info.max_usable(), TRAMPOLINE_ADDR, features.nx) } {
+            halt_boot(format_args!("page tables: {e:?}"));
+        }
+        let heap_bytes = opts.heap_mb as u64 * 1024 * 1024;
+        let heap = frames
+            .alloc_run(heap_bytes / 4096, 2 * 1024 * 1024, u64::MAX)
+            .unwrap_or_else(|e| halt_boot(format_args!("no {} MiB for the heap: {e:?}", opts.heap_mb)));
+        // SAFETY: the run is fresh from the allocator, identity-mapped RW, and never handed out again.
+        unsafe { crate::mem::heap::init(heap, heap_bytes as usize) };
+        info!("mem: page tables on (text RX, rodata R, data RW+NX), heap {} MiB at {heap:#x}", opts.heap_mb);
+    }
+    match crate::debug::backtrace::init() {
+        Ok(n) => info!("symbols: {n} symbols"),
+        Err(e) => warn!("symbols: {e}"),
+    }
+
+    // Descriptor tables of the BSP (its kernel stack is the boot stack).
+    crate::arch::idt::init();
+    let boot_stack = Stack { bottom: &raw const boot_stack_bottom as u64, top: &raw const boot_stack_top as u64 };
+    let stacks = smp::boot::alloc_stacks(Some(boot_stack));
+    // SAFETY: the BSP's own PerCpu; no interrupt uses its TSS yet.
+    unsafe {
+        percpu::set_stacks(bsp, stacks);
+        smp::boot::init_this_cpu(bsp);
+    }
+    info!("cpu0: GDT, TSS (IST: NMI, #DF, #MC, #BP, exceptions, IRQs) and IDT loaded");
+
+    // ACPI.
+    let acpi = crate::acpi::tables::discover(boot_info.rsdp).unwrap_or_else(|e| halt_boot(format_args!("ACPI: {e:?}")));
+    let m = &acpi.info;
+    info!("acpi: RSDP at {:#x} ({:?}); local APIC at {:#x}, PC-AT PICs: {}", acpi.rsdp, acpi.source, m.lapic_address, m.pcat_compat);
+    for c in &m.cpus {
+        info!(
+            "acpi: processor uid {} APIC id {} ({}{}{})",
+            c.uid,
+            c.apic_id,
+            if c.x2apic_entry { "x2APIC entry" } else { "xAPIC entry" },
+            if c.enabled { ", enabled" } else { "" },
+            if c.online_capable { ", online-capable" } else { "" }
+        );
+    }
+    for io in &m.ioapics {
+        info!("acpi: IO-APIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base);
+    }
+    for o in &m.overrides {
+        info!("acpi: override bus {} IRQ {} -> GSI {} flags {:#x}", o.bus, o.irq, o.gsi, o.flags);
+    }
+    for n in &m.lapic_nmis {
+        info!("acpi: local-APIC NMI on LINT{} for {:?} flags {:#x}", n.lint, n.target, n.flags);
+    }
+    match m.hpet {
+        Some(h) => info!("acpi: HPET at {:#x}", h.address),
+        None => info!("acpi: no HPET"),
+    }
+    for e in &m.ecam {
+        info!("acpi: MCFG ECAM at {:#x} segment {} buses {}-{}", e.base, e.segment, e.bus_start, e.bus_end);
+    }
+    if m.dropped_entries > 0 {
+        warn!("acpi: {} MADT/MCFG entries did not fit and were dropped", m.dropped_entries);
+    }
+    if opts.acpi_dump {
+        let mut c = crate::debug::log::console();
+        let _ = writeln!(c, "ACPI-DUMP-BEGIN");
+        let _ = crate::acpi::tables::dump(&mut c, acpi.rsdp);
+        let _ = writeln!(c, "ACPI-DUMP-END");
+    }
+    let machine = acpi.info.clone();
+    MACHINE_NMI_LINTS.call_once(|| machine.clone());
+
+    // Interrupt controllers and clocks.
+    crate::apic::pic::disable();
+    let mode = lapic::init_mode(features.x2apic && opts.x2apic);
+    trap::register(vector::TIMER, timer_handler);
+    trap::register(vector::SPURIOUS, spurious_handler);
+    trap::register(vector::APIC_ERROR, apic_error_handler);
+    smp::xcall::init();
+    lapic::init_cpu(vector::SPURIOUS, vector::APIC_ERROR, nmi_lint_for_apic(bsp.apic_id()));
+    let id = lapic::id();
+    if id != bsp.apic_id() {
+        warn!("cpu0: local APIC id {id} differs from CPUID's {}", bsp.apic_id());
+        bsp.apic_id.store(id, Ordering::Relaxed);
+    }
+    info!("apic: {mode:?} mode, BSP APIC id {id}");
+    let tsc_hz = crate::time::clock::calibrate().unwrap_or_else(|e| halt_boot(format_args!("TSC calibration: {e}")));
+    let apic_timer_hz = lapic::timer_calibrate();
+    APIC_TIMER_HZ.store(apic_timer_hz, Ordering::Relaxed);
+    info!(
+        "time: TSC {}.{:03} MHz (invariant: {}), APIC timer {} kHz at /16, calibrated against the PIT; timer {} Hz",
+        tsc_hz / 1_000_000,
+        (tsc_hz / 1000) % 1000,
+        features.invariant_tsc,
+        apic_timer_hz / 1000,
+        opts.timer_hz
+    );
+    lapic_this_cpu(nmi_lint_for_apic(id));
+    bsp.online.store(true, Ordering::Release);
+    x86_64::instructions::interrupts::enable();
+
+    // The other CPUs.
+    if let Some(f) = ap_app {
+        AP_APP.store(f as usize as u64, Ordering::Release);
+    }
+    let ids: heapless::Vec<u32, { percpu::MAX_CPUS }> = machine.enabled_cpus().map(|c| c.apic_id).collect();
+    let max = opts.max_cpus.map_or(percpu::MAX_CPUS, |m| m as usize).min(percpu::MAX_CPUS);
+    let report = smp::boot::start_all(&ids, max, opts.smp_timeout_ms, ap_main);
+    crate::mem::paging::seal_trampoline(TRAMPOLINE_ADDR);
+    let boot_ns = crate::time::clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t0);
+    {
+        let mut line: heapless::String<512> = heapless::String::new();
+        for id in &report.online {
+            let _ = write!(line, " {id}");
+        }
+        info!("smp: {} CPUs online (APIC ids:{line})", report.online.len());
+    }
+    if !report.failed.is_empty() {
+        error!("smp: {} CPUs failed to start: APIC ids {:?}", report.failed.len(), report.failed.as_slice());
+    }
+    if report.skipped > 0 {
+        warn!("smp: {} enabled CPUs not started (max_cpus or MAX_CPUS)", report.skipped);
+    }
+
+    // Prove the cross-CPU call path: every other CPU must answer.
+    static HITS: AtomicU32 = AtomicU32::new(0);
+    fn hit(_: usize) {
+        HITS.fetch_add(1, Ordering::Relaxed);
+    }
+    let t = crate::arch::cpu::rdtsc();
+    match smp::xcall::call_others(hit, 0, 100_000_000) {
+        Ok(()) => info!(
+            "xcall: {} CPUs answered in {} us",
+            HITS.load(Ordering::Relaxed),
+            crate::time::clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t) / 1000
+        ),
+        Err(e) => error!("xcall: {e}"),
+    }
+
+    if let Some(t) = opts.selftest {
+        run_selftest(t);
+    }
+
+    app(Kernel { options: opts, boot_info, machine, smp: report, features, tsc_hz, apic_timer_hz, boot_ns })
+}

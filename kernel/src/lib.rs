@@ -1,0 +1,49 @@
+//! Our small x86_64 SMP unikernel framework.
+//!
+//! Design principles (read these before changing anything):
+//! - Pure logic (parsers, tables, allocators, formats) lives in plain modules
+//!   that build and are tested on the host with `cargo test`. Hardware code is
+//!   compiled only for the bare-metal image (`cfg(kernel_target)`, set by
+//!   xtask together with every other kernel-only flag).
+//! - Every interrupt and exception enters on an IST stack of its own, so no
+//!   entry can clobber the red zone of interrupted code.
+//! - Code reachable from NMI context takes no lock and does not allocate.
+//! - Every `unsafe` block states its contract in a `// SAFETY:` comment.
+//!
+//! Map of mechanisms (folder/file):
+//! - `boot/`: multiboot headers and 32->64-bit entry (`entry.rs`), boot
+//!   information (`info.rs`, multiboot1 in `mb1.rs`), kernel command line (`cmdline.rs`), `kmain` (`main.rs`).
+//! - `arch/`: CPU features and control registers (`cpu.rs`), MSR numbers
+//!   (`msr.rs`), GDT/TSS (`gdt.rs`), IDT and entry stubs (`idt.rs`), trap
+//!   dispatch and the register dump (`trap.rs`), per-CPU data (`percpu.rs`).
+//! - `mem/`: frame allocator (`frame.rs`), page tables (`paging.rs`), heap (`heap.rs`).
+//! - `acpi/`: MADT/HPET/MCFG walking (`machine.rs`), recorded tables (`recorded.rs`).
+//! - `apic/`: local APIC in xAPIC and x2APIC modes (`lapic.rs`), legacy PIC (`pic.rs`).
+//! - `time/`: PIT (`pit.rs`), TSC calibration and the monotonic clock (`clock.rs`).
+//! - `smp/`: AP start-up trampoline (`trampoline.rs`), INIT-SIPI-SIPI (`boot.rs`),
+//!   cross-CPU calls (`xcall.rs`).
+//! - `rt.rs`: what the prebuilt `core` needs from us (memcpy & co.) and the panic handler.
+//! - `debug/`: symbol table (`symbols.rs`), call traces (`backtrace.rs`), logging (`log.rs`).
+//! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`).
+
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod acpi;
+pub mod boot;
+pub mod debug;
+pub mod mem;
+
+#[cfg(kernel_target)]
+pub mod apic;
+#[cfg(kernel_target)]
+pub mod arch;
+#[cfg(kernel_target)]
+pub mod drivers;
+#[cfg(kernel_target)]
+pub mod smp;
+#[cfg(kernel_target)]
+pub mod time;
+#[cfg(kernel_target)]
+pub mod rt;

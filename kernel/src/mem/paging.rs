@@ -1,0 +1,171 @@
+//! Kernel page tables (x86_64 crate's `OffsetPageTable`, offset 0: the kernel
+//! runs identity-mapped).
+//!
+//! - kernel text (with the boot code): read-only, executable;
+//! - rodata (symbol table included): read-only, no-execute;
+//! - data, bss and all other memory: read-write, no-execute;
+//! - page 0 unmapped (null dereferences fault);
+//! - the AP trampoline page: executable only while APs start.
+//!
+//! W^X holds in this mapping: nothing is both writable and executable, except
+//! the trampoline page during SMP bring-up.
+
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::{
+    FrameAllocator as X86FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame,
+    Size2MiB, Size4KiB, Translate,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use super::frame::{FRAME_SIZE, FrameAllocator};
+
+pub const HUGE: u64 = 2 * 1024 * 1024;
+/// Page tables are allocated below 4 GiB (the AP trampoline loads CR3 in 32-bit mode).
+const TABLE_LIMIT: u64 = 1 << 32;
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __kernel_end: u8;
+}
+
+/// The kernel image's boundaries, from the linker script.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageLayout {
+    pub start: u64,
+    pub text_end: u64,
+    pub rodata_end: u64,
+    pub end: u64,
+}
+
+pub fn image_layout() -> ImageLayout {
+    ImageLayout {
+        start: &raw const __kernel_start as u64,
+        text_end: &raw const __text_end as u64,
+        rodata_end: &raw const __rodata_end as u64,
+        end: &raw const __kernel_end as u64,
+    }
+}
+
+struct Frames<'a>(&'a mut FrameAllocator);
+
+// SAFETY: frames come from the kernel frame allocator, which never hands one out twice.
+unsafe impl X86FrameAllocator<Size4KiB> for Frames<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        let a = self.0.alloc_run(1, FRAME_SIZE, TABLE_LIMIT).ok()?;
+        Some(PhysFrame::containing_address(PhysAddr::new(a)))
+    }
+}
+
+static PML4: spin::Mutex<u64> = spin::Mutex::new(0);
+static NX: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn nx() -> F {
+    if NX.load(core::sync::atomic::Ordering::Relaxed) { F::NO_EXECUTE } else { F::empty() }
+}
+
+/// Flags for a 4 KiB page of the identity map.
+fn small_page_flags(addr: u64, l: &ImageLayout, trampoline: u64) -> Option<F> {
+    let rw = F::PRESENT | F::WRITABLE | F::GLOBAL;
+    if addr == 0 {
+        None
+    } else if addr == trampoline {
+        Some(F::PRESENT | F::WRITABLE)
+    } else if addr >= l.start && addr < l.text_end {
+        Some(F::PRESENT | F::GLOBAL)
+    } else if addr >= l.text_end && addr < l.rodata_end {
+        Some(F::PRESENT | F::GLOBAL | nx())
+    } else {
+        Some(rw | nx())
+    }
+}
+
+/// Errors while building page tables.
+#[derive(Debug)]
+pub enum Error {
+    OutOfMemory,
+    Map(u64),
+}
+
+/// Build the kernel page tables covering `[0, max(4 GiB, max_phys))` and
+/// switch to them. `trampoline` is the AP start-up page (left executable).
+///
+/// # Safety
+/// Boot CPU only, before other CPUs run; the current (boot) tables must
+/// identity-map every frame the allocator returns below 4 GiB.
+pub unsafe fn init(frames: &mut FrameAllocator, max_phys: u64, trampoline: u64, nx_supported: bool) -> Result<(), Error> {
+    NX.store(nx_supported, core::sync::atomic::Ordering::Relaxed);
+    let layout = image_layout();
+    let pml4_phys = frames.alloc_run(1, FRAME_SIZE, TABLE_LIMIT).map_err(|_| Error::OutOfMemory)?;
+    // SAFETY: the frame is fresh, identity-mapped by the boot tables, and 4 KiB aligned.
+    let pml4 = unsafe { &mut *(pml4_phys as *mut PageTable) };
+    pml4.zero();
+    // SAFETY: physical memory is identity-mapped (offset 0) for every table frame.
+    let mut mapper = unsafe { OffsetPageTable::new(pml4, VirtAddr::new(0)) };
+    let mut alloc = Frames(frames);
+    let table_flags = F::PRESENT | F::WRITABLE;
+    let top = max_phys.max(1 << 32).next_multiple_of(HUGE);
+    let small_end = layout.end.next_multiple_of(HUGE);
+    let mut addr = 0;
+    while addr < top {
+        if addr < small_end {
+            for a in (addr..addr + HUGE).step_by(FRAME_SIZE as usize) {
+                if let Some(flags) = small_page_flags(a, &layout, trampoline) {
+                    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(a));
+                    let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(a));
+                    // SAFETY: identity mapping of physical memory; no other mapping aliases it.
+                    unsafe { mapper.map_to_with_table_flags(page, frame, flags, table_flags, &mut alloc) }
+                        .map_err(|_| Error::Map(a))?
+                        .ignore();
+                }
+            }
+        } else {
+            let page = Page::<Size2MiB>::containing_address(VirtAddr::new(addr));
+            let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(addr));
+            let flags = F::PRESENT | F::WRITABLE | F::GLOBAL | nx();
+            // SAFETY: identity mapping of physical memory (RAM or MMIO; memory types come from the MTRRs).
+            unsafe { mapper.map_to_with_table_flags(page, frame, flags, table_flags, &mut alloc) }
+                .map_err(|_| Error::Map(addr))?
+                .ignore();
+        }
+        addr += HUGE;
+    }
+    *PML4.lock() = pml4_phys;
+    // SAFETY: the new tables map the kernel image, its stacks and all memory
+    // at the same addresses as the boot tables, so execution continues.
+    unsafe { Cr3::write(PhysFrame::containing_address(PhysAddr::new(pml4_phys)), Cr3Flags::empty()) };
+    Ok(())
+}
+
+/// Physical address of the kernel PML4 (for APs' CR3).
+pub fn pml4() -> u64 {
+    *PML4.lock()
+}
+
+/// Remove execute permission from the trampoline page (after SMP bring-up).
+/// The caller flushes other CPUs' TLBs.
+pub fn seal_trampoline(trampoline: u64) {
+    let pml4_phys = *PML4.lock();
+    // SAFETY: PML4 is the live kernel table, identity-mapped; we hold the lock
+    // that serializes page-table edits.
+    let mut mapper = unsafe { OffsetPageTable::new(&mut *(pml4_phys as *mut PageTable), VirtAddr::new(0)) };
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(trampoline));
+    // SAFETY: only the flags of an existing identity mapping change (RW, NX).
+    if let Ok(flush) = unsafe { mapper.update_flags(page, F::PRESENT | F::WRITABLE | nx()) } {
+        flush.flush();
+    }
+}
+
+/// Whether `addr` is mapped, and writable / executable.
+pub fn query(addr: u64) -> Option<(bool, bool)> {
+    let pml4_phys = *PML4.lock();
+    // SAFETY: as in `seal_trampoline`; read-only walk.
+    let mapper = unsafe { OffsetPageTable::new(&mut *(pml4_phys as *mut PageTable), VirtAddr::new(0)) };
+    match mapper.translate(VirtAddr::new(addr)) {
+        x86_64::structures::paging::mapper::TranslateResult::Mapped { flags, .. } => {
+            Some((flags.contains(F::WRITABLE), !flags.contains(F::NO_EXECUTE)))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,121 @@
+//! Cross-CPU calls: run a function on every other online CPU through an IPI
+//! and wait until each one has acknowledged, with a timeout that names the
+//! CPUs that did not answer. The patching engine's sync rounds are built on it.
+//!
+//! One call is in flight at a time. The request is published as
+//! (function, argument, sequence number); each CPU's handler runs the function
+//! once per sequence number and then publishes that number in its
+//! `xcall_done`. A CPU waiting to start its own call keeps serving requests
+//! meanwhile, so two CPUs calling each other cannot deadlock with interrupts off.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use heapless::Vec;
+
+use crate::apic::lapic::{self, Dest, icr};
+use crate::arch::idt::vector;
+use crate::arch::percpu::{self, MAX_CPUS, this_cpu};
+use crate::arch::trap::{Disposition, TrapFrame};
+use crate::time::clock;
+
+/// A function run on other CPUs: `fn(arg)`, in interrupt context (IF=0).
+pub type XcallFn = fn(usize);
+
+static LOCK: AtomicBool = AtomicBool::new(false);
+static SEQ: AtomicU64 = AtomicU64::new(0);
+static FUNC: AtomicUsize = AtomicUsize::new(0);
+static ARG: AtomicUsize = AtomicUsize::new(0);
+
+/// CPUs that did not acknowledge in time, by APIC id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeout {
+    pub missing: Vec<u32, MAX_CPUS>,
+}
+
+impl core::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "cross-CPU call not acknowledged by APIC id(s)")?;
+        for id in &self.missing {
+            write!(f, " {id}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Run the pending request on this CPU if it has not yet (idempotent).
+fn serve() {
+    let cpu = this_cpu();
+    loop {
+        let seq = SEQ.load(Ordering::Acquire);
+        if seq <= cpu.xcall_done.load(Ordering::Relaxed) {
+            return;
+        }
+        let (f, a) = (FUNC.load(Ordering::Acquire), ARG.load(Ordering::Acquire));
+        // A new request may have been published between the loads: retry.
+        if SEQ.load(Ordering::Acquire) != seq {
+            continue;
+        }
+        if f != 0 {
+            // SAFETY: only `call_others` stores FUNC, from an `XcallFn`.
+            let f = unsafe { core::mem::transmute::<usize, XcallFn>(f) };
+            f(a);
+        }
+        cpu.xcalls.fetch_add(1, Ordering::Relaxed);
+        cpu.xcall_done.store(seq, Ordering::Release);
+        return;
+    }
+}
+
+fn handler(_frame: &mut TrapFrame) -> Disposition {
+    serve();
+    lapic::eoi();
+    Disposition::Resume
+}
+
+/// Install the IPI handler. Boot CPU, before APs start.
+pub fn init() {
+    crate::arch::trap::register(vector::XCALL, handler);
+}
+
+/// Run `f(arg)` on every other online CPU; return when all have run it, or
+/// after `timeout_ns` with the APIC ids that did not. Interrupts may be on or
+/// off on the caller; never call from NMI context.
+pub fn call_others(f: XcallFn, arg: usize, timeout_ns: u64) -> Result<(), Timeout> {
+    // Interrupts off: our own IPI handler must not serve a request while the
+    // lock loop below is serving the same one.
+    x86_64::instructions::interrupts::without_interrupts(|| call_others_irqs_off(f, arg, timeout_ns))
+}
+
+fn call_others_irqs_off(f: XcallFn, arg: usize, timeout_ns: u64) -> Result<(), Timeout> {
+    let me = this_cpu();
+    while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        serve();
+        core::hint::spin_loop();
+    }
+    FUNC.store(f as usize, Ordering::Release);
+    ARG.store(arg, Ordering::Release);
+    let seq = SEQ.fetch_add(1, Ordering::AcqRel) + 1;
+    // We do not run it ourselves.
+    me.xcall_done.store(seq, Ordering::Release);
+
+    let targets = || percpu::all().iter().filter(|c| c.index() != me.index() && c.online.load(Ordering::Acquire));
+    for c in targets() {
+        lapic::send_ipi(Dest::Apic(c.apic_id()), icr::DELIVERY_FIXED | vector::XCALL as u64);
+    }
+    let deadline = clock::deadline_after_ns(timeout_ns);
+    let result = loop {
+        if targets().all(|c| c.xcall_done.load(Ordering::Acquire) >= seq) {
+            break Ok(());
+        }
+        if crate::arch::cpu::rdtsc() >= deadline {
+            let mut missing = Vec::new();
+            for c in targets().filter(|c| c.xcall_done.load(Ordering::Acquire) < seq) {
+                let _ = missing.push(c.apic_id());
+            }
+            break Err(Timeout { missing });
+        }
+        core::hint::spin_loop();
+    };
+    LOCK.store(false, Ordering::Release);
+    result
+}

@@ -1,0 +1,42 @@
+//! The 8254 PIT, channel 2 (gated through port 0x61), used once at boot as
+//! the reference to calibrate the TSC.
+
+use x86_64::instructions::port::Port;
+
+/// PIT input clock (8254 datasheet; PC/AT: 14.31818 MHz / 12).
+pub const PIT_HZ: u64 = 1_193_182;
+/// Mode/command register.
+const PIT_COMMAND: u16 = 0x43;
+/// Channel 2 data port.
+const PIT_CH2: u16 = 0x42;
+/// NMI status and control register (PC/AT): bit 0 gate of channel 2, bit 1
+/// speaker data, bit 5 channel 2 output.
+const PORT_61: u16 = 0x61;
+const GATE2: u8 = 1 << 0;
+const SPEAKER: u8 = 1 << 1;
+const OUT2: u8 = 1 << 5;
+/// Command: channel 2, access lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
+const CH2_MODE0: u8 = 0b10_11_000_0;
+
+/// Count TSC ticks while the PIT counts `ms` milliseconds. `None` if the PIT
+/// output never rose (no PIT).
+pub fn tsc_ticks_over(ms: u64) -> Option<u64> {
+    let latch = (PIT_HZ * ms / 1000) as u16;
+    // SAFETY: PC/AT PIT and port 0x61; only the speaker/timer-2 bits change.
+    unsafe {
+        let mut p61 = Port::<u8>::new(PORT_61);
+        let v = p61.read();
+        p61.write((v & !SPEAKER) | GATE2);
+        Port::<u8>::new(PIT_COMMAND).write(CH2_MODE0);
+        let mut ch2 = Port::<u8>::new(PIT_CH2);
+        ch2.write(latch as u8);
+        ch2.write((latch >> 8) as u8);
+        let t0 = super::super::arch::cpu::rdtsc();
+        for _ in 0..50_000_000u64 {
+            if p61.read() & OUT2 != 0 {
+                return Some(super::super::arch::cpu::rdtsc() - t0);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,115 @@
+//! Building the bare-metal ELF: every kernel-only compiler and linker flag
+//! lives here (and only here), so host builds (`cargo test`, xtask itself)
+//! stay ordinary. After linking, the symbol table is written into the
+//! image's reserved `.ksyms` section (see `kernel/src/debug/backtrace.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+
+use crate::{Result, root};
+
+/// The host triple: no bare-metal target is installed, so the kernel is a
+/// static, freestanding binary for it (see shared notes, build-recipe.md).
+pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Kernel-only rustc flags (passed through RUSTFLAGS with an explicit
+/// `--target`, so build scripts and proc-macros do not get them).
+pub fn kernel_rustflags(root: &Path) -> Vec<String> {
+    let script = root.join("kernel/kernel.ld");
+    vec![
+        "-C".into(),
+        "linker=rust-lld".into(),
+        "-C".into(),
+        "linker-flavor=ld.lld".into(),
+        "-C".into(),
+        "relocation-model=static".into(),
+        "-C".into(),
+        "no-redzone=yes".into(),
+        "-C".into(),
+        "force-frame-pointers=yes".into(),
+        "-C".into(),
+        format!("link-arg=-T{}", script.display()),
+        "-C".into(),
+        "link-arg=-znorelro".into(),
+        "-C".into(),
+        "link-arg=--no-pie".into(),
+        "--cfg".into(),
+        "kernel_target".into(),
+    ]
+}
+
+/// Where the ELF and images go.
+pub fn out_dir() -> PathBuf {
+    root().join("target/appliance")
+}
+
+pub fn elf_path() -> PathBuf {
+    out_dir().join("appliance.elf")
+}
+
+/// Build `target/appliance/appliance.elf` (release profile) with its symbol table.
+pub fn build_elf() -> Result<PathBuf> {
+    let root = root();
+    let flags = kernel_rustflags(&root);
+    // RUSTFLAGS is space-separated; none of our flags contains a space unless the path does.
+    if flags.iter().any(|f| f.contains(' ')) {
+        return Err(format!("the checkout path contains a space, which RUSTFLAGS cannot carry: {}", root.display()).into());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "appliance", "--target", TARGET, "--target-dir"])
+        .arg(root.join("target/kernel"))
+        .env("RUSTFLAGS", flags.join(" "))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()?;
+    if !status.success() {
+        return Err("building the appliance failed (see the compiler output above)".into());
+    }
+    let built = root.join("target/kernel").join(TARGET).join("release/appliance");
+    std::fs::create_dir_all(out_dir())?;
+    let mut elf = std::fs::read(&built)?;
+    let n = embed_symbols(&mut elf)?;
+    let out = elf_path();
+    std::fs::write(&out, &elf)?;
+    eprintln!("xtask: {} ({} KiB, {n} symbols)", out.display(), elf.len() / 1024);
+    Ok(out)
+}
+
+/// Collect function and data symbols, encode them, and write them into
+/// `.ksyms`. Returns the number of symbols.
+pub fn embed_symbols(elf: &mut [u8]) -> Result<usize> {
+    let (blob, offset, size) = {
+        let file = object::File::parse(&*elf)?;
+        let mut names: Vec<(u64, u32, String)> = Vec::new();
+        for s in file.symbols() {
+            if !matches!(s.kind(), SymbolKind::Text | SymbolKind::Data | SymbolKind::Label) || s.address() == 0 {
+                continue;
+            }
+            let Ok(raw) = s.name() else { continue };
+            if raw.is_empty() || raw.starts_with(".L") || raw.starts_with("$") {
+                continue;
+            }
+            let demangled = format!("{:#}", rustc_demangle::demangle(raw));
+            let name = kernel::debug::symbols::strip_hash(&demangled).to_string();
+            names.push((s.address(), s.size().min(u32::MAX as u64) as u32, name));
+        }
+        let refs: Vec<(u64, u32, &str)> = names.iter().map(|(a, l, n)| (*a, *l, n.as_str())).collect();
+        let blob = kernel::debug::symbols::encode(&refs);
+        let sec = file.section_by_name(".ksyms").ok_or("the ELF has no .ksyms section (linker script?)")?;
+        let (offset, size) = sec.file_range().ok_or(".ksyms has no file contents")?;
+        (blob, offset as usize, size as usize)
+    };
+    if blob.len() > size {
+        return Err(format!(
+            "the symbol table ({} bytes) does not fit .ksyms ({size} bytes): raise KSYMS_RESERVED in kernel/src/debug/backtrace.rs",
+            blob.len()
+        )
+        .into());
+    }
+    let count = kernel::debug::symbols::SymbolTable::parse(&blob).map_err(|e| e.to_string())?.len();
+    elf[offset..offset + blob.len()].copy_from_slice(&blob);
+    Ok(count)
+}

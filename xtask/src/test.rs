@@ -1,0 +1,2 @@
+//! test
+pub fn main(_a: &[String]) -> crate::Result<()> { todo!() }
