@@ -1,1 +1,333 @@
-//! qemu
+//! QEMU command lines (from `qemu/qemu.toml`) and a runner that captures the
+//! serial console, bounds every run in time and kills QEMU on drop.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::{Result, root};
+
+#[derive(Deserialize)]
+struct Config {
+    firmware: FirmwarePaths,
+    common: Args,
+    machine: BTreeMap<String, Args>,
+    accel: BTreeMap<String, AccelDef>,
+}
+
+#[derive(Deserialize)]
+struct FirmwarePaths {
+    ovmf_code: Vec<PathBuf>,
+    ovmf_vars: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct Args {
+    args: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct AccelDef {
+    args: Vec<String>,
+    cpu: String,
+}
+
+fn config() -> Result<Config> {
+    let path = root().join("qemu/qemu.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Whether /dev/kvm offers hardware-assisted virtualization, and why not.
+///
+/// On our development machines /dev/kvm is the `kvm_pvm` software backend,
+/// which emulates every guest instruction and stops on the first SSE one.
+pub fn kvm_hardware() -> std::result::Result<String, String> {
+    let dev = Path::new("/dev/kvm");
+    if !dev.exists() {
+        return Err("no /dev/kvm".into());
+    }
+    if std::fs::OpenOptions::new().read(true).write(true).open(dev).is_err() {
+        return Err("/dev/kvm is not accessible to this user".into());
+    }
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        return Err("/dev/kvm is the kvm_pvm software backend (no hardware virtualization: it emulates each guest instruction and fails on SSE)".into());
+    }
+    let module = ["kvm_intel", "kvm_amd"].into_iter().find(|m| Path::new("/sys/module").join(m).exists());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flag = cpuinfo.lines().filter(|l| l.starts_with("flags")).flat_map(|l| l.split_whitespace()).any(|f| f == "vmx" || f == "svm");
+    match (module, flag) {
+        (Some(m), true) => Ok(format!("/dev/kvm backed by {m} with hardware virtualization")),
+        (None, _) => Err("/dev/kvm is not backed by kvm_intel or kvm_amd".into()),
+        (_, false) => Err("the CPU does not report vmx or svm".into()),
+    }
+}
+
+/// Resolve `auto` and report the choice.
+pub fn choose_accel(a: Accel) -> Result<(Accel, String)> {
+    match (a, kvm_hardware()) {
+        (Accel::Auto, Ok(why)) => Ok((Accel::Kvm, format!("kvm: {why}"))),
+        (Accel::Auto, Err(why)) => Ok((Accel::Tcg, format!("tcg: {why}"))),
+        (Accel::Kvm, Ok(why)) => Ok((Accel::Kvm, format!("kvm: {why}"))),
+        (Accel::Kvm, Err(why)) => Err(format!("--accel kvm refused: {why}").into()),
+        (Accel::Tcg, _) => Ok((Accel::Tcg, "tcg: requested".into())),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// `-kernel ELF -append CMDLINE` (multiboot1, the fast path).
+    Kernel { elf: PathBuf, append: String },
+    /// The ISO as a CD-ROM.
+    Cdrom(PathBuf),
+    /// The ISO as a USB stick (qemu-xhci + usb-storage).
+    Usb(PathBuf),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub accel: Accel,
+    pub cpu: Option<String>,
+    /// `-smp` value, e.g. "4" or "6,sockets=2,cores=3".
+    pub smp: String,
+    pub mem_mib: u32,
+    pub machine: String,
+    pub firmware: Firmware,
+    pub boot: Boot,
+    /// Host 127.0.0.1:port forwarded to guest TCP 80, with this NIC model.
+    pub net: Option<(u16, String)>,
+}
+
+impl Spec {
+    pub fn new(boot: Boot) -> Spec {
+        Spec {
+            accel: Accel::Tcg,
+            cpu: None,
+            smp: "4".into(),
+            mem_mib: 512,
+            machine: "q35".into(),
+            firmware: Firmware::Bios,
+            boot,
+            net: None,
+        }
+    }
+
+    /// The full QEMU argument list. `scratch` receives the writable UEFI variable store.
+    pub fn args(&self, scratch: &Path) -> Result<Vec<String>> {
+        let cfg = config()?;
+        let mut a: Vec<String> = cfg.common.args.clone();
+        let machine = cfg.machine.get(&self.machine).ok_or_else(|| {
+            format!("unknown machine `{}` (qemu/qemu.toml has: {:?})", self.machine, cfg.machine.keys().collect::<Vec<_>>())
+        })?;
+        a.extend(machine.args.iter().cloned());
+        let accel = match self.accel {
+            Accel::Kvm => &cfg.accel["kvm"],
+            Accel::Tcg => &cfg.accel["tcg"],
+            Accel::Auto => return Err("resolve --accel auto with choose_accel first".into()),
+        };
+        a.extend(accel.args.iter().cloned());
+        a.extend(["-cpu".into(), self.cpu.clone().unwrap_or_else(|| accel.cpu.clone())]);
+        a.extend(["-smp".into(), self.smp.clone(), "-m".into(), self.mem_mib.to_string(), "-serial".into(), "stdio".into()]);
+        if self.firmware == Firmware::Uefi {
+            let code = cfg.firmware.ovmf_code.iter().find(|p| p.exists()).ok_or("no OVMF code image (install the `ovmf` package)")?;
+            let vars = cfg.firmware.ovmf_vars.iter().find(|p| p.exists()).ok_or("no OVMF variable store (install `ovmf`)")?;
+            let vars_copy = scratch.join("ovmf-vars.fd");
+            std::fs::copy(vars, &vars_copy)?;
+            a.extend([
+                "-drive".into(),
+                format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+                "-drive".into(),
+                format!("if=pflash,format=raw,file={}", vars_copy.display()),
+            ]);
+        }
+        match &self.boot {
+            Boot::Kernel { elf, append } => {
+                if self.firmware == Firmware::Uefi {
+                    return Err("-kernel boots go through SeaBIOS's multiboot loader: use --firmware bios".into());
+                }
+                a.extend(["-kernel".into(), elf.display().to_string(), "-append".into(), append.clone()]);
+            }
+            Boot::Cdrom(iso) => {
+                a.extend(["-drive".into(), format!("media=cdrom,format=raw,readonly=on,file={}", iso.display())]);
+                a.extend(["-boot".into(), "d".into()]);
+            }
+            Boot::Usb(iso) => a.extend([
+                "-device".into(),
+                "qemu-xhci,id=xhci".into(),
+                "-drive".into(),
+                format!("if=none,id=usbstick,format=raw,readonly=on,file={}", iso.display()),
+                // bootindex=0: else OVMF tries PXE first and that eats minutes.
+                "-device".into(),
+                "usb-storage,bus=xhci.0,drive=usbstick,bootindex=0".into(),
+            ]),
+        }
+        match &self.net {
+            Some((port, model)) => a.extend([
+                "-netdev".into(),
+                format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80"),
+                "-device".into(),
+                format!("{model},netdev=n0"),
+            ]),
+            None => a.extend(["-nic".into(), "none".into()]),
+        }
+        Ok(a)
+    }
+}
+
+/// A running QEMU; killed when dropped.
+pub struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub started: Instant,
+    _scratch: TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<TempDir> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = root().join("target/qemu-scratch").join(format!("{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How a bounded run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// QEMU's exit status (None when we killed it).
+    pub exit: Option<i32>,
+    pub timed_out: bool,
+    /// The stop condition matched (QEMU was then killed).
+    pub matched: bool,
+    pub log: String,
+    pub elapsed: Duration,
+}
+
+/// The verdicts the kernel writes to isa-debug-exit (kernel/src/drivers/qemu.rs).
+pub const EXIT_SUCCESS: i32 = (0x10 << 1) | 1;
+pub const EXIT_FAILURE: i32 = (0x11 << 1) | 1;
+
+/// Start QEMU. Serial lines go to `log` (a file), to the terminal when `echo`,
+/// and to the returned handle.
+pub fn spawn(spec: &Spec, log: &Path, echo: bool) -> Result<Running> {
+    let scratch = TempDir::new("run")?;
+    let args = spec.args(&scratch.0)?;
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start qemu-system-x86_64: {e} (cargo xtask deps installs it)"))?;
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    if let Some(parent) = log.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::File::create(log)?;
+    writeln!(file, "# qemu-system-x86_64 {}", args.join(" "))?;
+    let out = child.stdout.take().expect("piped stdout");
+    let err = child.stderr.take().expect("piped stderr");
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        let mut buf = Vec::new();
+        while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+            let _ = writeln!(file, "{line}");
+            if echo {
+                println!("{line}");
+            }
+            if tx.send(line).is_err() && !echo {
+                break;
+            }
+            buf.clear();
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+            if echo {
+                eprintln!("qemu: {line}");
+            }
+            let _ = tx2.send(format!("qemu: {line}"));
+        }
+    });
+    Ok(Running { child, lines: rx, started, _scratch: scratch })
+}
+
+impl Running {
+    /// Read serial lines until `stop` matches one, QEMU exits, or `timeout`.
+    pub fn wait(mut self, timeout: Duration, mut stop: impl FnMut(&str) -> bool) -> Outcome {
+        let mut log = String::new();
+        let deadline = self.started + timeout;
+        let mut exit = None;
+        let (mut timed_out, mut matched) = (false, false);
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                timed_out = true;
+                break;
+            }
+            match self.lines.recv_timeout((deadline - now).min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    log.push_str(&line);
+                    log.push('\n');
+                    if stop(&line) {
+                        matched = true;
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                exit = st.code();
+                // Drain what the readers still hold.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                break;
+            }
+        }
+        if exit.is_none() && !timed_out && !matched {
+            exit = self.child.wait().ok().and_then(|s| s.code());
+        }
+        Outcome { exit, timed_out, matched, log, elapsed: self.started.elapsed() }
+    }
+}
