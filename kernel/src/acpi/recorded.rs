@@ -8,6 +8,7 @@
 //! RSDP <address> <bytes>
 //! TABLE <signature> <address> <bytes>
 //! ```
+//! Lines starting with `#` are comments.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -60,6 +61,9 @@ impl RecordedMemory {
         let mut chunks = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let err = |what| FormatError { line: i + 1, what };
+            if line.starts_with('#') {
+                continue;
+            }
             let words: Vec<&str> = line.split_ascii_whitespace().collect();
             let (address, bytes) = match words.as_slice() {
                 [] => continue,

@@ -109,7 +109,9 @@ pub fn dump(out: &mut impl core::fmt::Write, rsdp: u64) -> core::fmt::Result {
             let len = p.add(20).cast::<u32>().read_unaligned() as usize;
             (core::slice::from_raw_parts(p, len), p.add(24).cast::<u64>().read_unaligned(), 8)
         } else {
-            (core::slice::from_raw_parts(p, 20), p.add(16).cast::<u32>().read_unaligned() as u64, 4)
+            // Revision 0 has 20 bytes, but the acpi crate maps the 36-byte v2
+            // layout whatever the revision: record 36 so replays can serve it.
+            (core::slice::from_raw_parts(p, 36), p.add(16).cast::<u32>().read_unaligned() as u64, 4)
         }
     };
     format_line(out, "RSDP", None, rsdp, rsdp_bytes)?;

@@ -146,6 +146,7 @@ pub fn idle() -> ! {
 }
 
 /// Run `selftest=` (after boot). Each one must end in the fatal path.
+#[inline(never)]
 fn run_selftest(t: Selftest) {
     info!("selftest: {t:?}");
     match t {
