@@ -85,7 +85,7 @@ pub fn embed_symbols(elf: &mut [u8]) -> Result<usize> {
         let file = object::File::parse(&*elf)?;
         let mut names: Vec<(u64, u32, String)> = Vec::new();
         for s in file.symbols() {
-            if !matches!(s.kind(), SymbolKind::Text | SymbolKind::Data | SymbolKind::Label) || s.address() == 0 {
+            if !matches!(s.kind(), SymbolKind::Text | SymbolKind::Data | SymbolKind::Label | SymbolKind::Unknown) || s.address() == 0 {
                 continue;
             }
             let Ok(raw) = s.name() else { continue };

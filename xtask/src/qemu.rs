@@ -233,8 +233,11 @@ pub struct Outcome {
     pub exit: Option<i32>,
     pub timed_out: bool,
     /// The stop condition matched (QEMU was then killed).
+    #[allow(dead_code)]
     pub matched: bool,
     pub log: String,
+    /// Each serial line with when it arrived, from QEMU start.
+    pub timeline: Vec<(Duration, String)>,
     pub elapsed: Duration,
 }
 
@@ -294,6 +297,7 @@ impl Running {
     /// Read serial lines until `stop` matches one, QEMU exits, or `timeout`.
     pub fn wait(mut self, timeout: Duration, mut stop: impl FnMut(&str) -> bool) -> Outcome {
         let mut log = String::new();
+        let mut timeline = Vec::new();
         let deadline = self.started + timeout;
         let mut exit = None;
         let (mut timed_out, mut matched) = (false, false);
@@ -307,6 +311,7 @@ impl Running {
                 Ok(line) => {
                     log.push_str(&line);
                     log.push('\n');
+                    timeline.push((self.started.elapsed(), line.clone()));
                     if stop(&line) {
                         matched = true;
                         break;
@@ -328,6 +333,6 @@ impl Running {
         if exit.is_none() && !timed_out && !matched {
             exit = self.child.wait().ok().and_then(|s| s.code());
         }
-        Outcome { exit, timed_out, matched, log, elapsed: self.started.elapsed() }
+        Outcome { exit, timed_out, matched, log, timeline, elapsed: self.started.elapsed() }
     }
 }

@@ -1,2 +1,235 @@
-//! test
-pub fn main(_a: &[String]) -> crate::Result<()> { todo!() }
+//! `cargo xtask test`: host unit tests (`cargo test`), then integration tests
+//! that boot real images under QEMU and check what the kernel prints. Every
+//! QEMU run is bounded in time and killed on timeout; the guest gives its
+//! verdict through isa-debug-exit (`test_exit` on its command line).
+//!
+//! Ends with the line `N passed, N failed` (skipped ones counted apart).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::qemu::{self, Accel, Boot, EXIT_FAILURE, EXIT_SUCCESS, Firmware, Spec};
+use crate::{Result, root};
+
+/// What one test expects.
+struct Case {
+    name: &'static str,
+    spec: Spec,
+    timeout: Duration,
+    exit: i32,
+    /// Every one of these must appear in the serial log.
+    expect: Vec<String>,
+    /// None of these may appear.
+    forbid: Vec<String>,
+}
+
+/// Lines every healthy boot prints for CPUs with these APIC ids.
+fn healthy(ids: &[u32]) -> Vec<String> {
+    let list: String = ids.iter().map(|i| format!(" {i}")).collect();
+    vec![
+        format!("smp: {} CPUs online (APIC ids:{list})", ids.len()),
+        format!("xcall: {} CPUs answered", ids.len() - 1),
+        format!("health: ok: {} CPUs online and ticking", ids.len()),
+    ]
+}
+
+fn never_on_a_healthy_boot() -> Vec<String> {
+    ["FATAL", "panic", "BOOT FAILED", "did not come up", "failed to start", "ERROR"].iter().map(|s| s.to_string()).collect()
+}
+
+fn kernel_boot(elf: &Path, append: &str, smp: &str) -> Spec {
+    let mut s = Spec::new(Boot::Kernel { elf: elf.to_path_buf(), append: format!("test_exit {append}") });
+    s.smp = smp.into();
+    s
+}
+
+fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
+    let ok = |name, spec, ids: &[u32]| Case {
+        name,
+        spec,
+        timeout: Duration::from_secs(60),
+        exit: EXIT_SUCCESS,
+        expect: healthy(ids),
+        forbid: never_on_a_healthy_boot(),
+    };
+    let fatal = |name, append: &str, expect: &[&str]| Case {
+        name,
+        spec: kernel_boot(elf, append, "2"),
+        timeout: Duration::from_secs(60),
+        exit: EXIT_FAILURE,
+        expect: expect.iter().map(|s| s.to_string()).collect(),
+        forbid: vec![],
+    };
+    let mut pc = kernel_boot(elf, "", "2");
+    pc.machine = "pc".into();
+    let mut bios_cd = Spec::new(Boot::Cdrom(iso.to_path_buf()));
+    bios_cd.smp = "2".into();
+    let mut uefi_usb = Spec::new(Boot::Usb(iso.to_path_buf()));
+    uefi_usb.smp = "3".into();
+    uefi_usb.firmware = Firmware::Uefi;
+    let mut bios_usb = Spec::new(Boot::Usb(iso.to_path_buf()));
+    bios_usb.smp = "2".into();
+
+    let mut v = vec![
+        ok("kernel_smp1", kernel_boot(elf, "", "1"), &[0]),
+        ok("kernel_smp4", kernel_boot(elf, "", "4"), &[0, 1, 2, 3]),
+        ok("kernel_smp3_odd", kernel_boot(elf, "", "3"), &[0, 1, 2]),
+        ok("kernel_smp6_sparse_apic_ids", kernel_boot(elf, "", "6,sockets=2,cores=3"), &[0, 1, 2, 4, 5, 6]),
+        ok("kernel_i440fx_smp2", pc, &[0, 1]),
+        ok("kernel_max_cpus_2_of_4", kernel_boot(elf, "max_cpus=2", "4"), &[0, 1]),
+        ok("grub_bios_cdrom", bios_cd, &[0, 1]),
+        ok("grub_bios_usb", bios_usb, &[0, 1]),
+        ok("grub_uefi_usb", uefi_usb, &[0, 1, 2]),
+    ];
+    v.last_mut().expect("cases").timeout = Duration::from_secs(180);
+    // The command line: unknown words and bad values are reported, the rest applies.
+    let mut diag = ok("cmdline_reports_bad_words", kernel_boot(elf, "frobnicate timer_hz=0 loglevel=debug", "2"), &[0, 1]);
+    diag.expect.push("cmdline: unknown option `frobnicate` (ignored)".into());
+    diag.expect.push("cmdline: bad value in `timer_hz=0`: expected an integer 1..=10000 (default kept)".into());
+    diag.forbid.retain(|f| f != "ERROR");
+    v.push(diag);
+    // Exceptions: a symbolized register dump and call trace, then the CPU stops.
+    v.push(fatal(
+        "selftest_exception_dump",
+        "selftest=exception",
+        &[
+            "FATAL: unhandled exception: #UD invalid opcode (vector 6) on CPU 0",
+            "RIP: 0008:[<",
+            "] kernel::boot::main::run_selftest+0x",
+            "RAX: ",
+            "CR0: ",
+            "Call Trace:",
+            "] kmain+0x",
+            "---[ end trace: CPU 0 halted ]---",
+        ],
+    ));
+    v.push(fatal(
+        "selftest_null_page_fault",
+        "selftest=pagefault",
+        &["#PF page fault (vector 14)", "page fault address (CR2): 0x0000000000000010, error code 0x0", "] kernel::boot::main::run_selftest+0x"],
+    ));
+    v.push(fatal(
+        "selftest_text_is_read_only",
+        "selftest=write_text",
+        // Error code 3: present page, write access (SDM Vol. 3A §4.7).
+        &["#PF page fault (vector 14)", "error code 0x3", "] kernel::boot::main::run_selftest+0x"],
+    ));
+    v.push(fatal(
+        "selftest_panic_trace",
+        "selftest=panic",
+        &["Kernel panic on CPU 0: panicked at kernel/src/boot/main.rs", "selftest panic", "Call Trace:", "] kmain+0x"],
+    ));
+    v
+}
+
+/// Boot under hardware KVM when there is one; `Err(reason)` when skipped.
+fn kvm_case(elf: &Path) -> std::result::Result<Case, String> {
+    let why = qemu::kvm_hardware()?;
+    let mut spec = kernel_boot(elf, "", "2");
+    spec.accel = Accel::Kvm;
+    eprintln!("kvm: {why}");
+    Ok(Case {
+        name: "kvm_kernel_smp2",
+        spec,
+        timeout: Duration::from_secs(60),
+        exit: EXIT_SUCCESS,
+        expect: healthy(&[0, 1]),
+        forbid: never_on_a_healthy_boot(),
+    })
+}
+
+/// Check one outcome; `Err` says what was wrong.
+fn check(case: &Case, out: &qemu::Outcome) -> std::result::Result<(), String> {
+    if out.timed_out {
+        return Err(format!("timed out after {} s", case.timeout.as_secs()));
+    }
+    if out.exit != Some(case.exit) {
+        return Err(format!("QEMU exit status {:?}, expected {}", out.exit, case.exit));
+    }
+    for e in &case.expect {
+        if !out.log.contains(e.as_str()) {
+            return Err(format!("serial log lacks `{e}`"));
+        }
+    }
+    for f in &case.forbid {
+        if let Some(line) = out.log.lines().find(|l| l.contains(f.as_str())) {
+            return Err(format!("serial log has `{f}`: {line}"));
+        }
+    }
+    Ok(())
+}
+
+/// When the serial log said `smp: N CPUs online`, from QEMU start.
+fn smp_online_at(out: &qemu::Outcome) -> Option<Duration> {
+    out.timeline.iter().find(|(_, l)| l.contains("CPUs online (APIC ids:")).map(|(t, _)| *t)
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let filter: Option<&String> = args.iter().find(|a| !a.starts_with("--"));
+    if !args.iter().any(|a| a == "--no-host") {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        eprintln!("== host tests: cargo test");
+        let st = Command::new(cargo).current_dir(root()).args(["test", "--quiet"]).status()?;
+        if !st.success() {
+            return Err("host tests failed".into());
+        }
+    }
+    crate::deps::ensure_all()?;
+    eprintln!("== QEMU integration tests (TCG)");
+    let elf = crate::build::build_elf()?;
+    let iso: PathBuf = crate::build::out_dir().join("test.iso");
+    crate::image::make_iso(&elf, "test_exit", &iso)?;
+    let logs = root().join("target/test-logs");
+    std::fs::create_dir_all(&logs)?;
+
+    let mut all = cases(&elf, &iso);
+    let mut skipped = Vec::new();
+    match kvm_case(&elf) {
+        Ok(c) => all.push(c),
+        Err(why) => skipped.push(format!("kvm_kernel_smp2: skipped: no hardware-assisted KVM here ({why})")),
+    }
+    if quick {
+        all.retain(|c| matches!(c.spec.boot, Boot::Kernel { .. }));
+    }
+    if let Some(f) = filter {
+        all.retain(|c| c.name.contains(f.as_str()));
+    }
+    let (mut passed, mut failed) = (0, 0);
+    let mut timings = Vec::new();
+    let t0 = Instant::now();
+    for case in &all {
+        let log = logs.join(format!("{}.log", case.name));
+        let out = qemu::spawn(&case.spec, &log, false)?.wait(case.timeout, |_| false);
+        let at = smp_online_at(&out).map(|d| format!(", smp online at {:.2} s", d.as_secs_f64())).unwrap_or_default();
+        match check(case, &out) {
+            Ok(()) => {
+                passed += 1;
+                println!("test qemu::{} ... ok ({:.2} s{at})", case.name, out.elapsed.as_secs_f64());
+                if let Some(d) = smp_online_at(&out) {
+                    timings.push((case.name, d));
+                }
+            }
+            Err(why) => {
+                failed += 1;
+                println!("test qemu::{} ... FAILED: {why} (log: {})", case.name, log.display());
+                let tail: Vec<&str> = out.log.lines().rev().take(25).collect();
+                for l in tail.iter().rev() {
+                    println!("    | {l}");
+                }
+            }
+        }
+    }
+    for s in &skipped {
+        println!("test qemu::{s}");
+    }
+    let report: String = timings.iter().map(|(n, d)| format!("{n} {:.3}\n", d.as_secs_f64())).collect();
+    std::fs::write(logs.join("boot-times.txt"), report)?;
+    println!("QEMU integration tests: {} in {:.1} s", all.len(), t0.elapsed().as_secs_f64());
+    println!("{passed} passed, {failed} failed, {} skipped", skipped.len());
+    if failed > 0 {
+        return Err(format!("{failed} QEMU test(s) failed").into());
+    }
+    Ok(())
+}

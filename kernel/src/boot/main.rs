@@ -156,7 +156,7 @@ fn run_selftest(t: Selftest) {
         }
         Selftest::PageFault => {
             // SAFETY: deliberately reads the unmapped page 0 to raise #PF.
-            let v = unsafe { core::ptr::read_volatile(core::ptr::null::<u64>().wrapping_add(0x10)) };
+            let v = unsafe { core::ptr::read_volatile(core::ptr::without_provenance::<u64>(0x10)) };
             info!("read {v}");
         }
         Selftest::WriteText => {
