@@ -40,6 +40,27 @@ pub fn kernel_rustflags(root: &Path) -> Vec<String> {
     ]
 }
 
+/// `cargo xtask clippy`: lint the host crates and the bare-metal build (with
+/// the kernel flags, so `cfg(kernel_target)` code is linted too). Fails on
+/// any warning: the workspace denies undocumented unsafe blocks.
+pub fn clippy() -> Result<()> {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let host = Command::new(&cargo).current_dir(&root).args(["clippy", "--quiet", "-p", "kernel", "-p", "xtask", "--", "-D", "warnings"]).status()?;
+    let bare = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["clippy", "--quiet", "--release", "-p", "appliance", "--target", TARGET, "--target-dir"])
+        .arg(root.join("target/kernel"))
+        .args(["--", "-D", "warnings"])
+        .env("RUSTFLAGS", kernel_rustflags(&root).join(" "))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()?;
+    if !host.success() || !bare.success() {
+        return Err("clippy found problems (see above)".into());
+    }
+    Ok(())
+}
+
 /// Where the ELF and images go.
 pub fn out_dir() -> PathBuf {
     root().join("target/appliance")

@@ -4,7 +4,8 @@
 //! cargo xtask build                 the ELF only (target/appliance/appliance.elf)
 //! cargo xtask image                 ELF + hybrid BIOS/UEFI ISO (target/appliance/appliance.iso)
 //! cargo xtask run [options]         boot it under QEMU (see `cargo xtask run --help`)
-//! cargo xtask test [--quick]        host tests + QEMU integration tests
+//! cargo xtask clippy                lint host and bare-metal code (warnings are errors)
+//! cargo xtask test [--quick]        clippy, host tests + QEMU integration tests
 //! cargo xtask acpi-dump [options]   record a QEMU machine's ACPI tables for host tests
 //! cargo xtask deps                  install (or name) the host tools the images and QEMU need
 //! ```
@@ -30,6 +31,7 @@ const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [o
   build       build target/appliance/appliance.elf
   image       build the ELF and the hybrid BIOS+UEFI ISO target/appliance/appliance.iso
   run         boot under QEMU (cargo xtask run --help)
+  clippy      lint host crates and the bare-metal build (warnings are errors)
   test        host tests and QEMU integration tests (--quick: only the -kernel boots)
   acpi-dump   boot a QEMU machine with acpi_dump and save its tables (cargo xtask acpi-dump --help)
   deps        install or name the host tools (QEMU, GRUB, xorriso, mtools, OVMF)";
@@ -38,6 +40,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("build") => build::build_elf().map(|_| ()),
+        Some("clippy") => build::clippy(),
         Some("image") => image::build_image(None).map(|p| println!("{}", p.display())),
         Some("run") => run::main(&args[1..]),
         Some("test") => test::main(&args[1..]),

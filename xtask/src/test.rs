@@ -169,6 +169,8 @@ pub fn main(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let filter: Option<&String> = args.iter().find(|a| !a.starts_with("--"));
     if !args.iter().any(|a| a == "--no-host") {
+        eprintln!("== clippy (host and bare-metal)");
+        crate::build::clippy()?;
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         eprintln!("== host tests: cargo test");
         let st = Command::new(cargo).current_dir(root()).args(["test", "--quiet"]).status()?;

@@ -146,7 +146,10 @@ unsafe extern "C" {
     static trap_stubs_end: u8;
 }
 
-static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
+struct Idt(core::cell::UnsafeCell<InterruptDescriptorTable>);
+// SAFETY: written only by `init` on the boot CPU before any CPU loads it; read-only afterwards.
+unsafe impl Sync for Idt {}
+static IDT: Idt = Idt(core::cell::UnsafeCell::new(InterruptDescriptorTable::new()));
 
 fn stub(vector: u8) -> VirtAddr {
     let start = &raw const trap_stubs_start as u64;
@@ -171,7 +174,7 @@ pub fn init() {
     assert_eq!(end - start, 256 * STUB_SIZE, "trap stubs are not {STUB_SIZE} bytes each");
     // SAFETY: runs once on the boot CPU before any CPU loads the IDT, so
     // nothing else reads or writes IDT concurrently.
-    let idt = unsafe { &mut *(&raw mut IDT) };
+    let idt = unsafe { &mut *IDT.0.get() };
     macro_rules! set {
         ($entry:expr, $v:expr) => {{
             // SAFETY: the address is the generated stub for this vector, which
@@ -200,5 +203,5 @@ pub fn init() {
 pub fn load() {
     // SAFETY: IDT is 'static and fully initialised by `init` before any CPU
     // calls `load`; it is never written again.
-    unsafe { (*(&raw const IDT)).load_unsafe() };
+    unsafe { (*IDT.0.get()).load_unsafe() };
 }

@@ -123,7 +123,7 @@ pub unsafe fn from_mb2(addr: u64) -> Result<BootInfo, multiboot2::LoadError> {
     }
     if let Some(mmap) = mbi.memory_map_tag() {
         for a in mmap.memory_areas() {
-            let kind = match MemoryAreaType::from(a.typ()) {
+            let kind = match a.typ() {
                 MemoryAreaType::Available => RegionKind::Usable,
                 MemoryAreaType::AcpiAvailable => RegionKind::AcpiReclaimable,
                 _ => RegionKind::Reserved,

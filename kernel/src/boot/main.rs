@@ -182,8 +182,8 @@ pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn
     unsafe { percpu::install(bsp) };
     trap::set_fatal_hook(fatal_hook);
 
-    // SAFETY: EBX as the loader left it; the boot tables identity-map the first 4 GiB.
     let boot_info = match magic {
+        // SAFETY: EBX as the loader left it; the boot tables identity-map the first 4 GiB.
         MB2_BOOT_MAGIC => unsafe { super::info::from_mb2(info_addr as u64) }.unwrap_or_else(|e| halt_boot(format_args!("bad multiboot2 information: {e:?}"))),
         MB1_BOOT_MAGIC => mb1::parse(&Identity, info_addr as u64).unwrap_or_else(|e| halt_boot(format_args!("bad multiboot1 information: {e:?}"))),
         m => halt_boot(format_args!("unknown boot magic {m:#x}: not started by a multiboot loader")),

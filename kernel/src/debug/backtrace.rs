@@ -89,7 +89,7 @@ pub fn write_call_trace(out: &mut impl Write, rip: u64, rbp: u64) -> fmt::Result
     writeln!(out)?;
     let mut fp = rbp;
     for _ in 0..MAX_FRAMES {
-        if fp == 0 || fp % 8 != 0 || !on_known_stack(fp) || !on_known_stack(fp + 15) {
+        if fp == 0 || !fp.is_multiple_of(8) || !on_known_stack(fp) || !on_known_stack(fp + 15) {
             break;
         }
         // SAFETY: fp and fp+8 lie on one of this CPU's mapped stacks (checked above).

@@ -14,7 +14,7 @@ use heapless::Vec;
 
 use crate::apic::lapic::{self, Dest, icr};
 use crate::arch::idt::vector;
-use crate::arch::percpu::{self, MAX_CPUS, this_cpu};
+use crate::arch::percpu::{self, this_cpu};
 use crate::arch::trap::{Disposition, TrapFrame};
 use crate::time::clock;
 
@@ -29,7 +29,10 @@ static ARG: AtomicUsize = AtomicUsize::new(0);
 /// CPUs that did not acknowledge in time, by APIC id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeout {
-    pub missing: Vec<u32, MAX_CPUS>,
+    /// The first silent CPUs' APIC ids.
+    pub missing: Vec<u32, 16>,
+    /// Silent CPUs beyond those listed.
+    pub more: usize,
 }
 
 impl core::fmt::Display for Timeout {
@@ -37,6 +40,9 @@ impl core::fmt::Display for Timeout {
         write!(f, "cross-CPU call not acknowledged by APIC id(s)")?;
         for id in &self.missing {
             write!(f, " {id}")?;
+        }
+        if self.more > 0 {
+            write!(f, " and {} more", self.more)?;
         }
         Ok(())
     }
@@ -108,11 +114,13 @@ fn call_others_irqs_off(f: XcallFn, arg: usize, timeout_ns: u64) -> Result<(), T
             break Ok(());
         }
         if crate::arch::cpu::rdtsc() >= deadline {
-            let mut missing = Vec::new();
+            let mut t = Timeout { missing: Vec::new(), more: 0 };
             for c in targets().filter(|c| c.xcall_done.load(Ordering::Acquire) < seq) {
-                let _ = missing.push(c.apic_id());
+                if t.missing.push(c.apic_id()).is_err() {
+                    t.more += 1;
+                }
             }
-            break Err(Timeout { missing });
+            break Err(t);
         }
         core::hint::spin_loop();
     };

@@ -16,7 +16,7 @@ const GATE2: u8 = 1 << 0;
 const SPEAKER: u8 = 1 << 1;
 const OUT2: u8 = 1 << 5;
 /// Command: channel 2, access lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
-const CH2_MODE0: u8 = 0b10_11_000_0;
+const CH2_MODE0: u8 = 0b1011_0000;
 
 /// Count TSC ticks while the PIT counts `ms` milliseconds. `None` if the PIT
 /// output never rose (no PIT).
