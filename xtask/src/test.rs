@@ -89,6 +89,18 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
     diag.expect.push("cmdline: bad value in `timer_hz=0`: expected an integer 1..=10000 (default kept)".into());
     diag.forbid.retain(|f| f != "ERROR");
     v.push(diag);
+    // A CPU that never acknowledges a cross-CPU call is named by APIC id, and
+    // the health check names it too (the guest still exits with success).
+    let mut stall = ok("xcall_timeout_names_the_silent_cpu", kernel_boot(elf, "selftest=xcall_timeout", "4"), &[0, 1, 2, 3]);
+    stall.expect.pop();
+    stall.expect.push("selftest: xcall: cross-CPU call not acknowledged by APIC id(s) 3".into());
+    stall.expect.push("health: CPUs with APIC ids [3] take no timer interrupts".into());
+    stall.forbid.retain(|f| f != "ERROR");
+    v.push(stall);
+    // Processors the MADT lists but does not enable (QEMU's hot-plug slots) are reported and not started.
+    let mut slots = ok("kernel_smp2_of_maxcpus4", kernel_boot(elf, "", "2,maxcpus=4"), &[0, 1]);
+    slots.expect.push("acpi: processor uid 3 APIC id 3 (xAPIC entry)".into());
+    v.push(slots);
     // Exceptions: a symbolized register dump and call trace, then the CPU stops.
     v.push(fatal(
         "selftest_exception_dump",

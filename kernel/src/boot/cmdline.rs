@@ -34,6 +34,9 @@ pub enum Selftest {
     WriteText,
     /// Panic from Rust code: the panic handler prints the message and a call trace.
     Panic,
+    /// Stall the last CPU inside a cross-CPU call: the call must time out
+    /// naming its APIC id, and the health check must name it too.
+    XcallTimeout,
 }
 
 /// Typed kernel options. Defaults are what a plain boot should do.
@@ -191,11 +194,12 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             "trace" => Some(LogLevel::Trace),
             _ => None,
         }, |o, x| o.loglevel = x),
-        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic", |v| match v {
+        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic|xcall_timeout", |v| match v {
             "exception" => Some(Selftest::Exception),
             "pagefault" => Some(Selftest::PageFault),
             "write_text" => Some(Selftest::WriteText),
             "panic" => Some(Selftest::Panic),
+            "xcall_timeout" => Some(Selftest::XcallTimeout),
             _ => None,
         }, |o, x| o.selftest = Some(x)),
         "timer_hz" => valued!(p, word, key, value, "an integer 1..=10000", |v| parse_u32(v, 1, 10_000),
@@ -259,7 +263,7 @@ mod tests {
                 ("timer_hz=0", Problem::BadValue("an integer 1..=10000")),
                 ("timer_hz=abc", Problem::BadValue("an integer 1..=10000")),
                 ("loglevel", Problem::MissingValue),
-                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic")),
+                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic|xcall_timeout")),
                 ("test_exit", Problem::UnexpectedValue),
             ]
         );

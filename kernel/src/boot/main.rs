@@ -166,6 +166,25 @@ fn run_selftest(t: Selftest) {
             error!("selftest: kernel text is writable!");
         }
         Selftest::Panic => panic!("selftest panic"),
+        Selftest::XcallTimeout => {
+            fn stall(target: usize) {
+                if percpu::this_cpu().index() == target {
+                    // Interrupts are off in the IPI handler: this CPU is gone for good.
+                    loop {
+                        core::hint::spin_loop();
+                    }
+                }
+            }
+            let last = percpu::all().len() - 1;
+            if last == 0 {
+                warn!("selftest: xcall_timeout needs at least 2 CPUs");
+                return;
+            }
+            match smp::xcall::call_others(stall, last, 200_000_000) {
+                Err(e) => info!("selftest: xcall: {e}"),
+                Ok(()) => error!("selftest: xcall returned although CPU {last} never answers"),
+            }
+        }
     }
 }
 
