@@ -23,6 +23,7 @@
 //! - `smp/`: AP start-up trampoline (`trampoline.rs`), INIT-SIPI-SIPI (`boot.rs`),
 //!   cross-CPU calls (`xcall.rs`).
 //! - `rt.rs`: what the prebuilt `core` needs from us (memcpy & co.) and the panic handler.
+//! - `patch/`: the platform-independent breakpoint patching protocol (`protocol.rs`).
 //! - `debug/`: symbol table (`symbols.rs`), call traces (`backtrace.rs`), logging (`log.rs`).
 //! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`).
 
@@ -34,6 +35,7 @@ pub mod acpi;
 pub mod boot;
 pub mod debug;
 pub mod mem;
+pub mod patch;
 
 #[cfg(kernel_target)]
 pub mod apic;

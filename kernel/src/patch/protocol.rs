@@ -1,0 +1,344 @@
+//! The breakpoint protocol for cross-modifying 5-byte trace sites, with no
+//! hardware access: a [`Platform`] writes bytes (through a writable alias of
+//! the text) and runs sync rounds (every other CPU executes a serializing
+//! instruction and acknowledges).
+//!
+//! For a batch of N sites (sorted by address, as the int3 handler
+//! binary-searches it):
+//! 1. write `int3` (0xCC) on every site's first byte; sync;
+//! 2. write bytes 1..5 of every new instruction; sync;
+//! 3. write every new first byte; sync.
+//!
+//! Three sync rounds per batch whatever N is (shared notes, linux-facts.md).
+//! Between any two writes, a CPU fetching a site sees either the old
+//! instruction, the new one, or `int3` followed by tail bytes: the int3
+//! handler then emulates the new instruction ([`emulate`]).
+
+/// The 5-byte NOP of a disabled site (`nopl 0x0(%rax,%rax,1)`).
+pub const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
+/// `int3`.
+pub const INT3: u8 = 0xcc;
+/// `call rel32` opcode.
+pub const CALL_REL32: u8 = 0xe8;
+/// Length of a site.
+pub const SITE_LEN: u64 = 5;
+
+/// The two instructions a site can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Insn {
+    Nop5,
+    Call { target: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// `call rel32` cannot reach the target from this site.
+    OutOfRange { site: u64, target: u64 },
+    /// Two patches in one batch overlap.
+    Overlap { site: u64 },
+    /// A site does not hold the bytes the patch expects to replace.
+    Unexpected { site: u64, found: [u8; 5] },
+    /// A sync round was not acknowledged by every CPU.
+    Sync,
+}
+
+/// Encode `insn` for the site at `site`.
+pub fn encode(site: u64, insn: Insn) -> Result<[u8; 5], Error> {
+    match insn {
+        Insn::Nop5 => Ok(NOP5),
+        Insn::Call { target } => {
+            let rel = target.wrapping_sub(site + SITE_LEN) as i64;
+            let rel32 = i32::try_from(rel).map_err(|_| Error::OutOfRange { site, target })?;
+            let r = rel32.to_le_bytes();
+            Ok([CALL_REL32, r[0], r[1], r[2], r[3]])
+        }
+    }
+}
+
+/// Decode the bytes of a site (None: neither instruction).
+pub fn decode(site: u64, b: [u8; 5]) -> Option<Insn> {
+    if b == NOP5 {
+        Some(Insn::Nop5)
+    } else if b[0] == CALL_REL32 {
+        let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]) as i64;
+        Some(Insn::Call { target: (site + SITE_LEN).wrapping_add(rel as u64) })
+    } else {
+        None
+    }
+}
+
+/// One site's change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patch {
+    pub site: u64,
+    pub old: [u8; 5],
+    pub new: [u8; 5],
+}
+
+impl Patch {
+    pub fn new(site: u64, from: Insn, to: Insn) -> Result<Patch, Error> {
+        Ok(Patch { site, old: encode(site, from)?, new: encode(site, to)? })
+    }
+}
+
+/// What the protocol needs from a platform.
+pub trait Platform {
+    /// Read a site's current bytes.
+    fn read(&self, site: u64) -> [u8; 5];
+    /// Write `bytes` at `addr` (through the writable alias).
+    fn write(&mut self, addr: u64, bytes: &[u8]);
+    /// Publish the sorted batch for the int3 handler (before the first int3
+    /// is written), or withdraw it (`None`, after the last sync; the platform
+    /// must then wait until no CPU is still inside the int3 handler).
+    fn publish(&mut self, batch: Option<&[Patch]>);
+    /// One sync round on every other CPU.
+    fn sync(&mut self) -> Result<(), Error>;
+}
+
+/// Counters of one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    pub sites: usize,
+    pub sync_rounds: u32,
+}
+
+/// Sort and check a batch: no overlaps, and every site holds its `old` bytes.
+pub fn plan(platform: &impl Platform, batch: &mut [Patch]) -> Result<(), Error> {
+    batch.sort_unstable_by_key(|p| p.site);
+    for w in batch.windows(2) {
+        if w[1].site < w[0].site + SITE_LEN {
+            return Err(Error::Overlap { site: w[1].site });
+        }
+    }
+    for p in batch.iter() {
+        let found = platform.read(p.site);
+        if found != p.old {
+            return Err(Error::Unexpected { site: p.site, found });
+        }
+    }
+    Ok(())
+}
+
+/// Apply a batch with the int3 protocol (three sync rounds).
+pub fn apply_int3(platform: &mut impl Platform, batch: &mut [Patch]) -> Result<BatchStats, Error> {
+    plan(platform, batch)?;
+    let mut stats = BatchStats { sites: batch.len(), sync_rounds: 0 };
+    if batch.is_empty() {
+        return Ok(stats);
+    }
+    platform.publish(Some(batch));
+    let result = (|| {
+        for p in batch.iter() {
+            platform.write(p.site, &[INT3]);
+        }
+        platform.sync()?;
+        stats.sync_rounds += 1;
+        for p in batch.iter() {
+            platform.write(p.site + 1, &p.new[1..]);
+        }
+        platform.sync()?;
+        stats.sync_rounds += 1;
+        for p in batch.iter() {
+            platform.write(p.site, &p.new[..1]);
+        }
+        platform.sync()?;
+        stats.sync_rounds += 1;
+        Ok(())
+    })();
+    platform.publish(None);
+    result.map(|()| stats)
+}
+
+/// What the int3 handler does for a trap at `ip` (the address after the int3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emulation {
+    /// Skip the site: continue at `rip`.
+    Skip { rip: u64 },
+    /// Push `ret` on the interrupted stack and continue at `rip`.
+    Call { ret: u64, rip: u64 },
+}
+
+/// Look up `ip - 1` among the published batch (sorted) and say how to emulate
+/// the instruction that will be there. None: not a site under modification
+/// (a real breakpoint). No allocation, no lock: safe in any context.
+pub fn emulate(batch: &[Patch], ip: u64) -> Option<Emulation> {
+    let site = ip.checked_sub(1)?;
+    let i = batch.binary_search_by_key(&site, |p| p.site).ok()?;
+    let p = &batch[i];
+    match decode(site, p.new)? {
+        Insn::Nop5 => Some(Emulation::Skip { rip: site + SITE_LEN }),
+        Insn::Call { target } => Some(Emulation::Call { ret: site + SITE_LEN, rip: target }),
+    }
+}
+
+/// How a CPU may find a site's bytes while a batch is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    Old,
+    New,
+    /// First byte `int3`: the handler emulates.
+    Trap,
+    /// Anything else: executing it would run a torn instruction.
+    Torn,
+}
+
+pub fn classify(p: &Patch, bytes: [u8; 5]) -> Seen {
+    if bytes == p.old {
+        Seen::Old
+    } else if bytes == p.new {
+        Seen::New
+    } else if bytes[0] == INT3 {
+        Seen::Trap
+    } else {
+        Seen::Torn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    /// Simulated text: after every single write, every site's bytes are checked.
+    struct Sim {
+        mem: BTreeMap<u64, u8>,
+        watch: Vec<Patch>,
+        published: bool,
+        syncs: u32,
+        writes: u32,
+        fail_sync_at: Option<u32>,
+    }
+
+    impl Sim {
+        fn new(sites: &[(u64, [u8; 5])]) -> Sim {
+            let mut mem = BTreeMap::new();
+            for (a, b) in sites {
+                for (i, x) in b.iter().enumerate() {
+                    mem.insert(a + i as u64, *x);
+                }
+            }
+            Sim { mem, watch: Vec::new(), published: false, syncs: 0, writes: 0, fail_sync_at: None }
+        }
+    }
+
+    impl Platform for Sim {
+        fn read(&self, site: u64) -> [u8; 5] {
+            core::array::from_fn(|i| self.mem[&(site + i as u64)])
+        }
+        fn write(&mut self, addr: u64, bytes: &[u8]) {
+            assert!(self.published, "a site changed before the batch was published to the int3 handler");
+            for (i, b) in bytes.iter().enumerate() {
+                self.mem.insert(addr + i as u64, *b);
+            }
+            self.writes += 1;
+            for p in &self.watch {
+                let seen = classify(p, self.read(p.site));
+                assert_ne!(seen, Seen::Torn, "site {:#x} torn after write {}", p.site, self.writes);
+            }
+        }
+        fn publish(&mut self, batch: Option<&[Patch]>) {
+            self.published = batch.is_some();
+            if let Some(b) = batch {
+                assert!(b.windows(2).all(|w| w[0].site < w[1].site), "published batch is not sorted");
+            }
+        }
+        fn sync(&mut self) -> Result<(), Error> {
+            self.syncs += 1;
+            if self.fail_sync_at == Some(self.syncs) { Err(Error::Sync) } else { Ok(()) }
+        }
+    }
+
+    const TRAMPOLINE: u64 = 0x20_0000;
+
+    fn sites(n: u64) -> Vec<u64> {
+        // Unsorted on purpose.
+        (0..n).map(|i| 0x30_0000 + ((i * 7919) % n) * 64).collect()
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_range() {
+        let site = 0x40_0000;
+        let b = encode(site, Insn::Call { target: TRAMPOLINE }).unwrap();
+        assert_eq!(b[0], CALL_REL32);
+        assert_eq!(decode(site, b), Some(Insn::Call { target: TRAMPOLINE }));
+        assert_eq!(decode(site, NOP5), Some(Insn::Nop5));
+        assert_eq!(decode(site, [0x90; 5]), None);
+        assert_eq!(
+            encode(0x1_0000_0000_0000, Insn::Call { target: 0x1000 }),
+            Err(Error::OutOfRange { site: 0x1_0000_0000_0000, target: 0x1000 })
+        );
+    }
+
+    #[test]
+    fn three_sync_rounds_whatever_the_batch_size_and_never_torn() {
+        for n in [1u64, 10, 100, 300] {
+            let s = sites(n);
+            let init: Vec<(u64, [u8; 5])> = s.iter().map(|&a| (a, NOP5)).collect();
+            let mut sim = Sim::new(&init);
+            let mut batch: Vec<Patch> = s.iter().map(|&a| Patch::new(a, Insn::Nop5, Insn::Call { target: TRAMPOLINE }).unwrap()).collect();
+            sim.watch = batch.clone();
+            let stats = apply_int3(&mut sim, &mut batch).unwrap();
+            assert_eq!(stats, BatchStats { sites: n as usize, sync_rounds: 3 });
+            assert_eq!(sim.syncs, 3);
+            assert!(!sim.published, "batch withdrawn after the last sync");
+            for p in &batch {
+                assert_eq!(decode(p.site, sim.read(p.site)), Some(Insn::Call { target: TRAMPOLINE }));
+            }
+            // And back.
+            let mut back: Vec<Patch> = batch.iter().map(|p| Patch { site: p.site, old: p.new, new: p.old }).collect();
+            sim.watch = back.clone();
+            apply_int3(&mut sim, &mut back).unwrap();
+            assert!(back.iter().all(|p| sim.read(p.site) == NOP5));
+        }
+    }
+
+    #[test]
+    fn emulation_of_the_new_instruction() {
+        let mut batch = vec![
+            Patch::new(0x30_0040, Insn::Call { target: TRAMPOLINE }, Insn::Nop5).unwrap(),
+            Patch::new(0x30_0000, Insn::Nop5, Insn::Call { target: TRAMPOLINE }).unwrap(),
+        ];
+        batch.sort_by_key(|p| p.site);
+        assert_eq!(emulate(&batch, 0x30_0001), Some(Emulation::Call { ret: 0x30_0005, rip: TRAMPOLINE }));
+        assert_eq!(emulate(&batch, 0x30_0041), Some(Emulation::Skip { rip: 0x30_0045 }));
+        assert_eq!(emulate(&batch, 0x30_0002), None, "int3 not on a site's first byte: a real breakpoint");
+        assert_eq!(emulate(&batch, 0), None);
+        assert_eq!(emulate(&[], 0x30_0001), None);
+    }
+
+    #[test]
+    fn bad_batches_are_refused_before_any_write() {
+        let mut sim = Sim::new(&[(0x1000, NOP5), (0x1003, NOP5)]);
+        let mut overlap = vec![
+            Patch::new(0x1003, Insn::Nop5, Insn::Call { target: TRAMPOLINE }).unwrap(),
+            Patch::new(0x1000, Insn::Nop5, Insn::Call { target: TRAMPOLINE }).unwrap(),
+        ];
+        assert_eq!(apply_int3(&mut sim, &mut overlap), Err(Error::Overlap { site: 0x1003 }));
+        let mut stale = vec![Patch::new(0x1000, Insn::Call { target: TRAMPOLINE }, Insn::Nop5).unwrap()];
+        assert!(matches!(apply_int3(&mut sim, &mut stale), Err(Error::Unexpected { site: 0x1000, .. })));
+        assert_eq!((sim.writes, sim.syncs), (0, 0));
+    }
+
+    #[test]
+    fn a_failed_sync_withdraws_the_batch() {
+        let mut sim = Sim::new(&[(0x1000, NOP5)]);
+        sim.fail_sync_at = Some(2);
+        let mut b = vec![Patch::new(0x1000, Insn::Nop5, Insn::Call { target: TRAMPOLINE }).unwrap()];
+        assert_eq!(apply_int3(&mut sim, &mut b), Err(Error::Sync));
+        assert!(!sim.published);
+        // The site is left trapping (int3 + new tail): still never torn, and
+        // the int3 handler's table is gone, so the caller must retry or restore.
+        assert_eq!(classify(&b[0], sim.read(0x1000)), Seen::Trap);
+    }
+
+    #[test]
+    fn classification() {
+        let p = Patch::new(0x1000, Insn::Nop5, Insn::Call { target: TRAMPOLINE }).unwrap();
+        assert_eq!(classify(&p, NOP5), Seen::Old);
+        assert_eq!(classify(&p, p.new), Seen::New);
+        assert_eq!(classify(&p, [INT3, 0x1f, 0x44, 0, 0]), Seen::Trap);
+        // The naive strategy's hazard: new first byte over the old tail.
+        assert_eq!(classify(&p, [CALL_REL32, 0x1f, 0x44, 0, 0]), Seen::Torn);
+    }
+}
