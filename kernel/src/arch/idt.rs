@@ -71,6 +71,25 @@ trap_stubs_start:
 .global trap_stubs_end
 trap_stubs_end:
 
+.macro restore_gprs_and_drop_vector
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    add $16, %rsp
+.endm
+
 .balign 16
 .global trap_common
 trap_common:
@@ -100,40 +119,10 @@ trap_common:
     mov %rbx, %rsp
     test %rax, %rax
     jnz 1f
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
-    add $16, %rsp
+    restore_gprs_and_drop_vector
     iretq
 1:
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
-    add $16, %rsp
+    restore_gprs_and_drop_vector
     mov 24(%rsp), %rsp
     popfq
     ret
