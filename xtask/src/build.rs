@@ -29,6 +29,11 @@ pub fn kernel_rustflags(root: &Path) -> Vec<String> {
         "no-redzone=yes".into(),
         "-C".into(),
         "force-frame-pointers=yes".into(),
+        // 64-byte function alignment, padded with int3 by LLVM: a torn CALL
+        // from a small traced function lands in padding and traps (see
+        // kernel/src/patch/engine.rs, "guarded" sites).
+        "-C".into(),
+        "llvm-args=-align-all-functions=6".into(),
         "-C".into(),
         format!("link-arg=-T{}", script.display()),
         "-C".into(),

@@ -47,7 +47,10 @@ fn config() -> Result<Config> {
 pub enum Accel {
     Auto,
     Kvm,
+    /// Single-threaded TCG (exact cross-modifying-code behaviour).
     Tcg,
+    /// Multi-threaded TCG (faster; QEMU 7.2 misses some cross-CPU code changes).
+    Mttcg,
 }
 
 /// Whether /dev/kvm offers hardware-assisted virtualization, and why not.
@@ -83,6 +86,7 @@ pub fn choose_accel(a: Accel) -> Result<(Accel, String)> {
         (Accel::Kvm, Ok(why)) => Ok((Accel::Kvm, format!("kvm: {why}"))),
         (Accel::Kvm, Err(why)) => Err(format!("--accel kvm refused: {why}").into()),
         (Accel::Tcg, _) => Ok((Accel::Tcg, "tcg: requested".into())),
+        (Accel::Mttcg, _) => Ok((Accel::Mttcg, "mttcg: requested (multi-threaded TCG)".into())),
     }
 }
 
@@ -141,6 +145,7 @@ impl Spec {
         let accel = match self.accel {
             Accel::Kvm => &cfg.accel["kvm"],
             Accel::Tcg => &cfg.accel["tcg"],
+            Accel::Mttcg => &cfg.accel["mttcg"],
             Accel::Auto => return Err("resolve --accel auto with choose_accel first".into()),
         };
         a.extend(accel.args.iter().cloned());

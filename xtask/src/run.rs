@@ -7,7 +7,9 @@ use crate::qemu::{self, Accel, Boot, Firmware, Spec};
 use crate::{Result, root};
 
 pub const RUN_HELP: &str = "usage: cargo xtask run [options]
-  --accel auto|kvm|tcg   auto: KVM only when /dev/kvm is hardware-assisted, else TCG (default auto)
+  --accel auto|kvm|tcg|mttcg  auto: KVM only when /dev/kvm is hardware-assisted, else TCG (default auto);
+                         tcg is single-threaded, mttcg multi-threaded (faster, but QEMU 7.2 misses
+                         some cross-CPU code changes: see README)
   --smp N                CPUs, or a QEMU -smp value like 6,sockets=2,cores=3 (default 4)
   --cpu MODEL            QEMU -cpu model (default: max under TCG, host,-arch-capabilities under KVM)
   --mem MiB              guest memory (default 512)
@@ -64,7 +66,8 @@ pub fn parse_opts(args: &[String]) -> Result<RunOpts> {
                     "auto" => Accel::Auto,
                     "kvm" => Accel::Kvm,
                     "tcg" => Accel::Tcg,
-                    v => return Err(format!("--accel {v}: expected auto, kvm or tcg").into()),
+                    "mttcg" => Accel::Mttcg,
+                    v => return Err(format!("--accel {v}: expected auto, kvm, tcg or mttcg").into()),
                 }
             }
             "--smp" => o.smp = val()?,

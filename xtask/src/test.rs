@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use crate::qemu::{self, Accel, Boot, EXIT_FAILURE, EXIT_SUCCESS, Firmware, Spec};
 use crate::{Result, root};
 
+/// A check of a whole serial log: `Err` says what is wrong.
+type LogCheck = fn(&str) -> std::result::Result<(), String>;
+
 /// What one test expects.
 struct Case {
     name: &'static str,
@@ -22,6 +25,58 @@ struct Case {
     expect: Vec<String>,
     /// None of these may appear.
     forbid: Vec<String>,
+    /// A further check of the whole log.
+    check: Option<LogCheck>,
+}
+
+/// `key=N` from the engine's final status line (`patch: done: strategy=...`).
+fn done_value(log: &str, key: &str) -> std::result::Result<u64, String> {
+    let line = log.lines().find(|l| l.contains("patch: done: strategy=")).ok_or("no `patch: done` line")?;
+    let v = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .ok_or_else(|| format!("no {key}= in `{line}`"))?;
+    v.split('/').next().unwrap_or(v).parse().map_err(|_| format!("{key}={v} is not a number"))
+}
+
+/// The int3 promise: no torn execution, emulations seen on several CPUs, and
+/// the traced timer interrupt handler reached from irq context.
+fn int3_promise(log: &str) -> std::result::Result<(), String> {
+    if done_value(log, "torn")? != 0 {
+        return Err("torn executions under int3".into());
+    }
+    let cpus: u64 = log
+        .lines()
+        .find_map(|l| l.split("int3 emulations on ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or("no `int3 emulations on N CPUs` in the verdict")?;
+    if cpus < 2 {
+        return Err(format!("int3 emulations seen on {cpus} CPU(s) only"));
+    }
+    if done_value(log, "int3_emulated")? == 0 {
+        return Err("no int3 emulation at all".into());
+    }
+    let irq = log
+        .lines()
+        .find(|l| l.contains("patch: done: strategy="))
+        .and_then(|l| l.split("calls task/irq/nmi=").nth(1))
+        .and_then(|r| r.split('/').nth(1))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or("no calls task/irq/nmi= in the final line")?;
+    if irq == 0 {
+        return Err("no traced call from interrupt context".into());
+    }
+    Ok(())
+}
+
+/// Under naive, the oracle must have caught torn executions (and the kernel
+/// kept running to print its verdict).
+fn naive_caught(log: &str) -> std::result::Result<(), String> {
+    match done_value(log, "torn")? {
+        0 => Err("the oracle saw no torn execution under naive".into()),
+        _ => Ok(()),
+    }
 }
 
 /// Lines every healthy boot prints for CPUs with these APIC ids.
@@ -38,8 +93,10 @@ fn never_on_a_healthy_boot() -> Vec<String> {
     ["FATAL", "panic", "BOOT FAILED", "did not come up", "failed to start", "ERROR"].iter().map(|s| s.to_string()).collect()
 }
 
+/// A `-kernel` boot that exits with its verdict. The patching loop is off
+/// unless `append` turns it on (later words override earlier ones).
 fn kernel_boot(elf: &Path, append: &str, smp: &str) -> Spec {
-    let mut s = Spec::new(Boot::Kernel { elf: elf.to_path_buf(), append: format!("test_exit {append}") });
+    let mut s = Spec::new(Boot::Kernel { elf: elf.to_path_buf(), append: format!("test_exit patch=off {append}") });
     s.smp = smp.into();
     s
 }
@@ -52,6 +109,7 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
         exit: EXIT_SUCCESS,
         expect: healthy(ids),
         forbid: never_on_a_healthy_boot(),
+        check: None,
     };
     let fatal = |name, append: &str, expect: &[&str]| Case {
         name,
@@ -60,6 +118,17 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
         exit: EXIT_FAILURE,
         expect: expect.iter().map(|s| s.to_string()).collect(),
         forbid: vec![],
+        check: None,
+    };
+    // The patching engine: bounded loops, each ends with a verdict line.
+    let patch = |name, append: &str, smp: &str, check: Option<LogCheck>| Case {
+        name,
+        spec: kernel_boot(elf, &format!("patch=on patch_interval_us=0 status_secs=5 {append}"), smp),
+        timeout: Duration::from_secs(300),
+        exit: EXIT_SUCCESS,
+        expect: vec!["patch: verdict: ok".into(), "patch: done: strategy=".into()],
+        forbid: ["FATAL", "panic", "BOOT FAILED", "sync round failed", "rendezvous failed"].iter().map(|s| s.to_string()).collect(),
+        check,
     };
     let mut pc = kernel_boot(elf, "", "2");
     pc.machine = "pc".into();
@@ -128,6 +197,22 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
         &["#PF page fault (vector 14)", "error code 0x3", "] kernel::boot::main::run_selftest+0x"],
     ));
     v.push(fatal(
+        "selftest_foreign_breakpoint_is_reported",
+        "selftest=breakpoint",
+        &["FATAL: unhandled exception: #BP breakpoint (vector 3) on CPU 0", "] kernel::boot::main::run_selftest+0x"],
+    ));
+    v.push(patch("patch_int3_smp4", "strategy=int3 patch_cycles=2", "4", Some(int3_promise)));
+    v.push(patch("patch_int3_smp2_sync_iret", "strategy=int3 sync=iret patch_cycles=2", "2", Some(int3_promise)));
+    let mut refused = patch("patch_sync_serialize_refused_without_cpuid_bit", "sync=serialize patch_cycles=1 patch_sites=500", "2", None);
+    refused.spec.cpu = Some("qemu64".into());
+    refused.expect.push("patch: sync=serialize refused: this CPU does not report SERIALIZE".into());
+    refused.expect.push("strategy=int3 sync=cpuid".into());
+    v.push(refused);
+    v.push(patch("patch_stop_machine_smp4", "strategy=stop_machine patch_cycles=2 patch_sites=2000", "4", None));
+    let mut naive = patch("patch_naive_oracle_catches_tears", "strategy=naive naive_gap_us=20 patch_cycles=2 patch_sites=300", "2", Some(naive_caught));
+    naive.expect.push("patch: torn execution on cpu1".into());
+    v.push(naive);
+    v.push(fatal(
         "selftest_panic_trace",
         "selftest=panic",
         &["Kernel panic on CPU 0: panicked at kernel/src/boot/main.rs", "selftest panic", "Call Trace:", "] kmain+0x"],
@@ -148,6 +233,7 @@ fn kvm_case(elf: &Path) -> std::result::Result<Case, String> {
         exit: EXIT_SUCCESS,
         expect: healthy(&[0, 1]),
         forbid: never_on_a_healthy_boot(),
+        check: None,
     })
 }
 
@@ -169,7 +255,10 @@ fn check(case: &Case, out: &qemu::Outcome) -> std::result::Result<(), String> {
             return Err(format!("serial log has `{f}`: {line}"));
         }
     }
-    Ok(())
+    match case.check {
+        Some(c) => c(&out.log),
+        None => Ok(()),
+    }
 }
 
 /// When the serial log said `smp: N CPUs online`, from QEMU start.
@@ -194,7 +283,7 @@ pub fn main(args: &[String]) -> Result<()> {
     eprintln!("== QEMU integration tests (TCG)");
     let elf = crate::build::build_elf()?;
     let iso: PathBuf = crate::build::out_dir().join("test.iso");
-    crate::image::make_iso(&elf, "test_exit", &iso)?;
+    crate::image::make_iso(&elf, "test_exit patch=off", &iso)?;
     let logs = root().join("target/test-logs");
     std::fs::create_dir_all(&logs)?;
 

@@ -50,6 +50,25 @@ pub struct Stacks {
     pub nmi_exception: Stack,
 }
 
+/// Execution context, for trace events and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Context {
+    Task = 0,
+    Irq = 1,
+    Nmi = 2,
+}
+
+impl Context {
+    pub fn name(self) -> &'static str {
+        match self {
+            Context::Task => "task",
+            Context::Irq => "irq",
+            Context::Nmi => "nmi",
+        }
+    }
+}
+
 #[repr(C, align(64))]
 pub struct PerCpu {
     /// `gs:[0]`: this struct's address.
@@ -62,6 +81,16 @@ pub struct PerCpu {
     pub dead: AtomicBool,
     /// > 0 while this CPU runs its NMI handler.
     pub nmi_depth: AtomicU32,
+    /// > 0 while this CPU runs an interrupt handler (vector >= 32).
+    pub irq_depth: AtomicU32,
+    /// Trace-site calls that reached the trace hook, by context (task, irq, nmi).
+    pub site_calls: [AtomicU64; 3],
+    /// int3 traps on sites under modification that the #BP handler emulated.
+    pub int3_emulated: AtomicU64,
+    /// Torn executions the oracle caught on this CPU.
+    pub torn: AtomicU64,
+    /// Site calls whose site was requested off and settled (traced while off).
+    pub traced_while_off: AtomicU64,
     pub timer_ticks: AtomicU64,
     pub nmis: AtomicU64,
     pub xcalls: AtomicU64,
@@ -89,6 +118,11 @@ impl PerCpu {
             online: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             nmi_depth: AtomicU32::new(0),
+            irq_depth: AtomicU32::new(0),
+            site_calls: [const { AtomicU64::new(0) }; 3],
+            int3_emulated: AtomicU64::new(0),
+            torn: AtomicU64::new(0),
+            traced_while_off: AtomicU64::new(0),
             timer_ticks: AtomicU64::new(0),
             nmis: AtomicU64::new(0),
             xcalls: AtomicU64::new(0),
@@ -108,6 +142,17 @@ impl PerCpu {
 
     pub fn index(&self) -> usize {
         self.index.load(Ordering::Relaxed) as usize
+    }
+
+    /// The context this CPU runs in now.
+    pub fn context(&self) -> Context {
+        if self.nmi_depth.load(Ordering::Relaxed) > 0 {
+            Context::Nmi
+        } else if self.irq_depth.load(Ordering::Relaxed) > 0 {
+            Context::Irq
+        } else {
+            Context::Task
+        }
     }
 
     pub fn apic_id(&self) -> u32 {

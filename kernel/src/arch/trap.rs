@@ -94,10 +94,17 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
         return nmi(frame);
     }
 
+    let is_irq = v >= vector::FIRST_IRQ;
+    if is_irq {
+        cpu.irq_depth.fetch_add(1, Ordering::Relaxed);
+    }
     let disposition = match handler(v) {
         Some(h) => h(frame),
         None => Disposition::NotHandled,
     };
+    if is_irq {
+        cpu.irq_depth.fetch_sub(1, Ordering::Relaxed);
+    }
     if disposition == Disposition::NotHandled {
         if v < vector::FIRST_IRQ {
             fatal(frame, "unhandled exception");

@@ -37,6 +37,49 @@ pub enum Selftest {
     /// Stall the last CPU inside a cross-CPU call: the call must time out
     /// naming its APIC id, and the health check must name it too.
     XcallTimeout,
+    /// Execute an int3 that is no trace site: must be reported as a real breakpoint.
+    Breakpoint,
+}
+
+/// How the patching engine changes a site (`strategy=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// The breakpoint protocol: int3, sync, tail, sync, head, sync.
+    Int3,
+    /// The 2008 method: every other CPU held in an IPI handler while the bytes are written.
+    StopMachine,
+    /// Bytes written in place with no coordination (to show why the protocol exists).
+    Naive,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Int3 => "int3",
+            Strategy::StopMachine => "stop_machine",
+            Strategy::Naive => "naive",
+        }
+    }
+}
+
+/// The serializing instruction of a sync round (`sync=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    Cpuid,
+    /// IRET to self.
+    Iret,
+    /// SERIALIZE (only where CPUID reports it).
+    Serialize,
+}
+
+impl SyncMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::Cpuid => "cpuid",
+            SyncMode::Iret => "iret",
+            SyncMode::Serialize => "serialize",
+        }
+    }
 }
 
 /// Typed kernel options. Defaults are what a plain boot should do.
@@ -59,6 +102,26 @@ pub struct Options {
     pub x2apic: bool,
     /// Print every ACPI table as hex (to record fixtures for host tests).
     pub acpi_dump: bool,
+    /// Run the patching loop (`patch=on|off`).
+    pub patch: bool,
+    pub strategy: Strategy,
+    pub sync: SyncMode,
+    /// Sites per batch (0: all sites in one batch).
+    pub patch_batch: u32,
+    /// Pause between batches.
+    pub patch_interval_us: u32,
+    /// The CPU (dense index) that runs the patching loop.
+    pub patch_cpu: u32,
+    /// Stop after this many on/off cycles and report (0: run forever).
+    pub patch_cycles: u32,
+    /// Seconds between status lines.
+    pub status_secs: u32,
+    /// Flip only the first N sites (by address; 0: all).
+    pub patch_sites: u32,
+    /// `strategy=naive` only: pause between a site's first byte and its tail
+    /// (models the patching CPU being interrupted mid-write; widens the window
+    /// a short test can see).
+    pub naive_gap_us: u32,
 }
 
 impl Default for Options {
@@ -73,6 +136,16 @@ impl Default for Options {
             heap_mb: 64,
             x2apic: true,
             acpi_dump: false,
+            patch: true,
+            strategy: Strategy::Int3,
+            sync: SyncMode::Cpuid,
+            patch_batch: 256,
+            patch_interval_us: 1000,
+            patch_cpu: 0,
+            patch_cycles: 0,
+            status_secs: 5,
+            naive_gap_us: 0,
+            patch_sites: 0,
         }
     }
 }
@@ -194,12 +267,13 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             "trace" => Some(LogLevel::Trace),
             _ => None,
         }, |o, x| o.loglevel = x),
-        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic|xcall_timeout", |v| match v {
+        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic|xcall_timeout|breakpoint", |v| match v {
             "exception" => Some(Selftest::Exception),
             "pagefault" => Some(Selftest::PageFault),
             "write_text" => Some(Selftest::WriteText),
             "panic" => Some(Selftest::Panic),
             "xcall_timeout" => Some(Selftest::XcallTimeout),
+            "breakpoint" => Some(Selftest::Breakpoint),
             _ => None,
         }, |o, x| o.selftest = Some(x)),
         "timer_hz" => valued!(p, word, key, value, "an integer 1..=10000", |v| parse_u32(v, 1, 10_000),
@@ -211,6 +285,33 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
         "heap_mb" => valued!(p, word, key, value, "an integer 4..=4096", |v| parse_u32(v, 4, 4096),
             |o, x| o.heap_mb = x),
         "x2apic" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.x2apic = x),
+        "patch" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.patch = x),
+        "strategy" => valued!(p, word, key, value, "int3|stop_machine|naive", |v| match v {
+            "int3" => Some(Strategy::Int3),
+            "stop_machine" => Some(Strategy::StopMachine),
+            "naive" => Some(Strategy::Naive),
+            _ => None,
+        }, |o, x| o.strategy = x),
+        "sync" => valued!(p, word, key, value, "cpuid|iret|serialize", |v| match v {
+            "cpuid" => Some(SyncMode::Cpuid),
+            "iret" => Some(SyncMode::Iret),
+            "serialize" => Some(SyncMode::Serialize),
+            _ => None,
+        }, |o, x| o.sync = x),
+        "patch_batch" => valued!(p, word, key, value, "an integer 0..=1000000 (0: all sites)", |v| parse_u32(v, 0, 1_000_000),
+            |o, x| o.patch_batch = x),
+        "patch_interval_us" => valued!(p, word, key, value, "an integer 0..=10000000", |v| parse_u32(v, 0, 10_000_000),
+            |o, x| o.patch_interval_us = x),
+        "patch_cpu" => valued!(p, word, key, value, "a CPU index 0..=4095", |v| parse_u32(v, 0, 4095),
+            |o, x| o.patch_cpu = x),
+        "patch_cycles" => valued!(p, word, key, value, "an integer 0..=100000000 (0: forever)", |v| parse_u32(v, 0, 100_000_000),
+            |o, x| o.patch_cycles = x),
+        "patch_sites" => valued!(p, word, key, value, "an integer 0..=10000000 (0: all)", |v| parse_u32(v, 0, 10_000_000),
+            |o, x| o.patch_sites = x),
+        "naive_gap_us" => valued!(p, word, key, value, "an integer 0..=1000000", |v| parse_u32(v, 0, 1_000_000),
+            |o, x| o.naive_gap_us = x),
+        "status_secs" => valued!(p, word, key, value, "an integer 1..=3600", |v| parse_u32(v, 1, 3600),
+            |o, x| o.status_secs = x),
         "test_exit" | "acpi_dump" => {
             if value.is_some() {
                 p.report(key, Problem::UnexpectedValue);
@@ -263,7 +364,7 @@ mod tests {
                 ("timer_hz=0", Problem::BadValue("an integer 1..=10000")),
                 ("timer_hz=abc", Problem::BadValue("an integer 1..=10000")),
                 ("loglevel", Problem::MissingValue),
-                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic|xcall_timeout")),
+                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic|xcall_timeout|breakpoint")),
                 ("test_exit", Problem::UnexpectedValue),
             ]
         );
@@ -271,6 +372,20 @@ mod tests {
             std::format!("{}", p.diagnostics[0]),
             "unknown option `frobnicate` (ignored)"
         );
+    }
+
+    #[test]
+    fn patching_options() {
+        let p = parse("strategy=stop_machine sync=iret patch_batch=0 patch_interval_us=0 patch_cpu=2 patch_cycles=50 patch=off");
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let o = p.options;
+        assert_eq!((o.strategy, o.sync), (Strategy::StopMachine, SyncMode::Iret));
+        assert_eq!((o.patch_batch, o.patch_interval_us, o.patch_cpu, o.patch_cycles, o.patch), (0, 0, 2, 50, false));
+        let d = parse("strategy=fast sync=mfence").diagnostics;
+        assert_eq!(d[0].problem, Problem::BadValue("int3|stop_machine|naive"));
+        assert_eq!(d[1].problem, Problem::BadValue("cpuid|iret|serialize"));
+        assert_eq!(Options::default().strategy, Strategy::Int3);
+        assert_eq!(Options::default().sync, SyncMode::Cpuid);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Kernel {
     pub apic_timer_hz: u64,
     /// Nanoseconds from kernel entry to all CPUs online.
     pub boot_ns: u64,
+    /// The trace-site registry, when the patching engine is set up.
+    pub sites: Option<&'static crate::patch::site::Registry>,
 }
 
 /// The physical frame allocator (behind a lock; never used from NMI context).
@@ -60,7 +62,9 @@ impl PhysMemory for Identity {
     }
 }
 
+#[inline(never)]
 fn timer_handler(_f: &mut TrapFrame) -> Disposition {
+    crate::trace_site!();
     percpu::this_cpu().timer_ticks.fetch_add(1, Ordering::Relaxed);
     lapic::eoi();
     Disposition::Resume
@@ -92,6 +96,13 @@ static TEST_EXIT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBoo
 pub fn test_exit_success() {
     if TEST_EXIT.load(Ordering::Relaxed) {
         qemu::exit(qemu::ExitCode::Success);
+    }
+}
+
+/// Exit QEMU with failure when `test_exit` is on; no-op otherwise.
+pub fn test_exit_failure() {
+    if TEST_EXIT.load(Ordering::Relaxed) {
+        qemu::exit(qemu::ExitCode::Failure);
     }
 }
 
@@ -166,6 +177,11 @@ fn run_selftest(t: Selftest) {
             error!("selftest: kernel text is writable!");
         }
         Selftest::Panic => panic!("selftest panic"),
+        Selftest::Breakpoint => {
+            // SAFETY: int3 raises #BP on purpose; it is no trace site, so the
+            // handler reports it as a real breakpoint and stops this CPU.
+            unsafe { core::arch::asm!("int3") }
+        }
         Selftest::XcallTimeout => {
             fn stall(target: usize) {
                 if percpu::this_cpu().index() == target {
@@ -340,6 +356,22 @@ pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn
         apic_timer_hz / 1000,
         opts.timer_hz
     );
+    // The patching engine: registry, text alias, #BP handler and oracle (before the APs start).
+    let sites = match crate::patch::engine::init(&opts, &features) {
+        Ok(r) => {
+            info!(
+                "patch: {} trace sites registered ({} duplicate entries), text alias at {:#x}",
+                r.sites.len(),
+                r.duplicates,
+                crate::patch::engine::TEXT_ALIAS
+            );
+            Some(r)
+        }
+        Err(e) => {
+            error!("patch: engine disabled: {e}");
+            None
+        }
+    };
     lapic_this_cpu(nmi_lint_for_apic(id));
     bsp.online.store(true, Ordering::Release);
     x86_64::instructions::interrupts::enable();
@@ -386,5 +418,5 @@ pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn
         run_selftest(t);
     }
 
-    app(Kernel { options: opts, boot_info, machine, smp: report, features, tsc_hz, apic_timer_hz, boot_ns })
+    app(Kernel { options: opts, boot_info, machine, smp: report, features, tsc_hz, apic_timer_hz, boot_ns, sites })
 }

@@ -138,6 +138,31 @@ pub unsafe fn init(frames: &mut FrameAllocator, max_phys: u64, trampoline: u64, 
     Ok(())
 }
 
+/// Map `[start, end)` (page-aligned, identity-mapped) a second time at
+/// `alias`, writable and no-execute: the patching engine writes kernel text
+/// through it, so the main mapping of the text never becomes writable.
+/// Boot CPU, before other CPUs run.
+pub fn map_alias(start: u64, end: u64, alias: u64) -> Result<(), Error> {
+    let pml4_phys = *PML4.lock();
+    let mut frames = crate::boot::main::FRAMES.lock();
+    let mut alloc = Frames(&mut frames);
+    // SAFETY: PML4 is the live kernel table, identity-mapped; page-table edits
+    // happen on the boot CPU before the APs start.
+    let mut mapper = unsafe { OffsetPageTable::new(&mut *(pml4_phys as *mut PageTable), VirtAddr::new(0)) };
+    let mut a = start;
+    while a < end {
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(alias + (a - start)));
+        let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(a));
+        // SAFETY: a new mapping in an unused range; the frame is kernel text,
+        // which is never freed.
+        unsafe { mapper.map_to_with_table_flags(page, frame, F::PRESENT | F::WRITABLE | nx(), F::PRESENT | F::WRITABLE, &mut alloc) }
+            .map_err(|_| Error::Map(a))?
+            .flush();
+        a += FRAME_SIZE;
+    }
+    Ok(())
+}
+
 /// Physical address of the kernel PML4 (for APs' CR3).
 pub fn pml4() -> u64 {
     *PML4.lock()

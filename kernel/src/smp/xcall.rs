@@ -73,6 +73,7 @@ fn serve() {
 }
 
 fn handler(_frame: &mut TrapFrame) -> Disposition {
+    crate::trace_site!();
     serve();
     lapic::eoi();
     Disposition::Resume
@@ -89,10 +90,20 @@ pub fn init() {
 pub fn call_others(f: XcallFn, arg: usize, timeout_ns: u64) -> Result<(), Timeout> {
     // Interrupts off: our own IPI handler must not serve a request while the
     // lock loop below is serving the same one.
-    x86_64::instructions::interrupts::without_interrupts(|| call_others_irqs_off(f, arg, timeout_ns))
+    x86_64::instructions::interrupts::without_interrupts(|| start_others(f, arg).wait(timeout_ns))
 }
 
-fn call_others_irqs_off(f: XcallFn, arg: usize, timeout_ns: u64) -> Result<(), Timeout> {
+/// A call in flight, started by [`start_others`]: the caller holds the
+/// cross-CPU call lock until [`Pending::wait`] returns.
+pub struct Pending {
+    seq: u64,
+    me: usize,
+}
+
+/// Start `f(arg)` on every other online CPU without waiting (for callers that
+/// must do something while the others run `f`, like stop_machine). Call with
+/// interrupts off and finish with [`Pending::wait`].
+pub fn start_others(f: XcallFn, arg: usize) -> Pending {
     let me = this_cpu();
     while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
         serve();
@@ -103,27 +114,42 @@ fn call_others_irqs_off(f: XcallFn, arg: usize, timeout_ns: u64) -> Result<(), T
     let seq = SEQ.fetch_add(1, Ordering::AcqRel) + 1;
     // We do not run it ourselves.
     me.xcall_done.store(seq, Ordering::Release);
-
-    let targets = || percpu::all().iter().filter(|c| c.index() != me.index() && c.online.load(Ordering::Acquire));
-    for c in targets() {
+    for c in targets(me.index()) {
         lapic::send_ipi(Dest::Apic(c.apic_id()), icr::DELIVERY_FIXED | vector::XCALL as u64);
     }
-    let deadline = clock::deadline_after_ns(timeout_ns);
-    let result = loop {
-        if targets().all(|c| c.xcall_done.load(Ordering::Acquire) >= seq) {
-            break Ok(());
-        }
-        if crate::arch::cpu::rdtsc() >= deadline {
-            let mut t = Timeout { missing: Vec::new(), more: 0 };
-            for c in targets().filter(|c| c.xcall_done.load(Ordering::Acquire) < seq) {
-                if t.missing.push(c.apic_id()).is_err() {
-                    t.more += 1;
-                }
+    Pending { seq, me: me.index() }
+}
+
+fn targets(me: usize) -> impl Iterator<Item = &'static percpu::PerCpu> {
+    percpu::all().iter().filter(move |c| c.index() != me && c.online.load(Ordering::Acquire))
+}
+
+/// How many other CPUs a call reaches now.
+pub fn other_online() -> usize {
+    targets(this_cpu().index()).count()
+}
+
+impl Pending {
+    /// Wait until every target acknowledged, or `timeout_ns`; releases the lock.
+    pub fn wait(self, timeout_ns: u64) -> Result<(), Timeout> {
+        let seq = self.seq;
+        let deadline = clock::deadline_after_ns(timeout_ns);
+        let result = loop {
+            if targets(self.me).all(|c| c.xcall_done.load(Ordering::Acquire) >= seq) {
+                break Ok(());
             }
-            break Err(t);
-        }
-        core::hint::spin_loop();
-    };
-    LOCK.store(false, Ordering::Release);
-    result
+            if crate::arch::cpu::rdtsc() >= deadline {
+                let mut t = Timeout { missing: Vec::new(), more: 0 };
+                for c in targets(self.me).filter(|c| c.xcall_done.load(Ordering::Acquire) < seq) {
+                    if t.missing.push(c.apic_id()).is_err() {
+                        t.more += 1;
+                    }
+                }
+                break Err(t);
+            }
+            core::hint::spin_loop();
+        };
+        LOCK.store(false, Ordering::Release);
+        result
+    }
 }
