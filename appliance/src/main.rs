@@ -10,15 +10,21 @@
 mod health;
 mod traced;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use kernel::arch::percpu::PerCpu;
-use kernel::boot::cmdline::Strategy;
+use kernel::arch::percpu::{self, PerCpu};
+use kernel::boot::cmdline::{Options, Strategy};
 use kernel::boot::main::{Kernel, start};
-use log::{error, info};
+use kernel::patch::site::Registry;
+use log::{error, info, warn};
 
-/// `patch_cpu=` from the command line (APs read it once online).
+/// The CPU that runs the patching loop (APs read it once online).
 static PATCH_CPU: AtomicU32 = AtomicU32::new(0);
+/// Set by the BSP once boot and the health check are done and `PATCH_CPU`
+/// is decided: the APs then take their roles.
+static LOOP_GO: AtomicBool = AtomicBool::new(false);
+/// What the patching CPU needs, published with `LOOP_GO`.
+static LOOP_ARGS: spin::Once<(Options, Option<&'static Registry>)> = spin::Once::new();
 
 /// The 64-bit entry calls this (see `kernel/src/boot/entry.rs`).
 #[unsafe(no_mangle)]
@@ -27,25 +33,48 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
 }
 
 fn ap_main(c: &'static PerCpu) -> ! {
-    // An AP named by patch_cpu= waits for the BSP to hand it the loop.
+    // Wait (in hlt, timer ticks wake us) for the BSP to decide who patches.
+    let (opts, reg) = loop {
+        if LOOP_GO.load(Ordering::Acquire)
+            && let Some(args) = LOOP_ARGS.get()
+        {
+            break args.clone();
+        }
+        kernel::arch::cpu::idle_wait();
+    };
     if c.index() as u32 == PATCH_CPU.load(Ordering::Acquire) {
-        kernel::boot::main::idle()
+        patch_loop(&opts, reg)
     }
-    traced::worker()
+    traced::worker(reg)
 }
 
 fn appliance_main(k: Kernel) -> ! {
-    PATCH_CPU.store(k.options.patch_cpu, Ordering::Release);
     health::report_when_ticking(&k);
-    let Some(reg) = k.sites.filter(|_| k.options.patch) else {
+    let online = percpu::online_count() as u32;
+    let mut cpu = k.options.patch_cpu;
+    if cpu >= online {
+        error!("appliance: patch_cpu={cpu} but only {online} CPUs are online; the loop runs on cpu0");
+        cpu = 0;
+    }
+    PATCH_CPU.store(cpu, Ordering::Release);
+    LOOP_ARGS.call_once(|| (k.options.clone(), k.sites));
+    LOOP_GO.store(true, Ordering::Release);
+    if cpu == 0 {
+        patch_loop(&k.options, k.sites)
+    }
+    // The patching CPU idles in `hlt`: its next timer tick wakes it.
+    traced::worker(k.sites)
+}
+
+/// Run the patching loop here (bounded by `patch_cycles`, else forever), then
+/// print the verdict and, under `test_exit`, end the QEMU run with it.
+fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
+    let Some(reg) = reg.filter(|_| opts.patch) else {
         info!("appliance: patching loop off");
         kernel::boot::main::test_exit_success();
         kernel::boot::main::idle()
     };
-    if k.options.patch_cpu != 0 {
-        error!("appliance: patch_cpu={} is not supported yet; the loop runs on cpu0", k.options.patch_cpu);
-    }
-    let report = kernel::patch::engine::run_loop(&k.options, reg);
+    let report = kernel::patch::engine::run_loop(opts, reg);
     let t = report.totals;
     let mut problems: heapless::Vec<&str, 4> = heapless::Vec::new();
     if report.wrong_final_bytes != 0 {
@@ -54,16 +83,17 @@ fn appliance_main(k: Kernel) -> ! {
     if report.errors != 0 {
         let _ = problems.push("failed batches");
     }
-    if k.options.strategy == Strategy::Int3 && t.torn != 0 {
+    if opts.strategy == Strategy::Int3 && t.torn != 0 {
         let _ = problems.push("torn executions under int3");
     }
-    if t.traced_while_off != 0 {
-        log::warn!("patch: {} calls went through sites that were off (stale code)", t.traced_while_off);
+    if t.traced_while_off != 0 || t.missed_while_on != 0 {
+        warn!("patch: {} calls traced while off, {} missed while on (stale code)", t.traced_while_off, t.missed_while_on);
     }
     if problems.is_empty() {
         info!(
-            "patch: verdict: ok: {} cycles, final bytes verified on {} sites, torn={}, int3 emulations on {} CPUs",
+            "patch: verdict: ok: {} cycles on cpu{}, final bytes verified on {} sites, torn={}, int3 emulations on {} CPUs",
             report.cycles,
+            percpu::this_cpu().index(),
             reg.sites.len(),
             t.torn,
             t.cpus_with_int3

@@ -208,6 +208,10 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
     refused.expect.push("patch: sync=serialize refused: this CPU does not report SERIALIZE".into());
     refused.expect.push("strategy=int3 sync=cpuid".into());
     v.push(refused);
+    let mut on_ap = patch("patch_loop_on_an_ap", "patch_cpu=2 patch_cycles=2", "3", Some(int3_promise));
+    on_ap.expect.push("cpu2: patch: loop on cpu2".into());
+    on_ap.expect.push("patch: verdict: ok: 2 cycles on cpu2".into());
+    v.push(on_ap);
     v.push(patch("patch_stop_machine_smp4", "strategy=stop_machine patch_cycles=2 patch_sites=2000", "4", None));
     let mut naive = patch("patch_naive_oracle_catches_tears", "strategy=naive naive_gap_us=20 patch_cycles=2 patch_sites=300", "2", Some(naive_caught));
     naive.expect.push("patch: torn execution on cpu1".into());

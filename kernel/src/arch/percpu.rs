@@ -91,6 +91,9 @@ pub struct PerCpu {
     pub torn: AtomicU64,
     /// Site calls whose site was requested off and settled (traced while off).
     pub traced_while_off: AtomicU64,
+    /// Calls of a traced function whose site was on and settled that did not
+    /// reach the trace hook (missed while on; counted by the workers).
+    pub missed_while_on: AtomicU64,
     pub timer_ticks: AtomicU64,
     pub nmis: AtomicU64,
     pub xcalls: AtomicU64,
@@ -123,6 +126,7 @@ impl PerCpu {
             int3_emulated: AtomicU64::new(0),
             torn: AtomicU64::new(0),
             traced_while_off: AtomicU64::new(0),
+            missed_while_on: AtomicU64::new(0),
             timer_ticks: AtomicU64::new(0),
             nmis: AtomicU64::new(0),
             xcalls: AtomicU64::new(0),

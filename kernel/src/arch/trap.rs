@@ -72,6 +72,25 @@ pub fn set_fatal_hook(f: fn()) {
     FATAL_HOOK.store(f as usize, Ordering::Release);
 }
 
+/// Extra lines for the fatal report (the patching engine says which sites were
+/// under modification, so a tear the oracle could not recover is still named).
+pub type FatalNote = fn(&TrapFrame, &mut dyn Write);
+
+static FATAL_NOTE: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_fatal_note(f: FatalNote) {
+    FATAL_NOTE.store(f as usize, Ordering::Release);
+}
+
+fn write_fatal_note(frame: &TrapFrame, out: &mut dyn Write) {
+    let h = FATAL_NOTE.load(Ordering::Acquire);
+    if h != 0 {
+        // SAFETY: only `set_fatal_note` stores here, from a `FatalNote`.
+        let f = unsafe { core::mem::transmute::<usize, FatalNote>(h) };
+        f(frame, out);
+    }
+}
+
 pub(crate) fn run_fatal_hook() {
     let h = FATAL_HOOK.load(Ordering::Acquire);
     if h != 0 {
@@ -214,6 +233,7 @@ pub fn fatal(frame: &TrapFrame, why: &str) -> ! {
             let _ = writeln!(con, "page fault address (CR2): {:#018x}, error code {:#x}", super::cpu::cr2(), frame.error_code);
         }
         let _ = write_dump(&mut con, frame);
+        write_fatal_note(frame, &mut con);
         let _ = writeln!(con, "---[ end trace: CPU {} halted ]---", cpu.index());
     }
     cpu.dead.store(true, Ordering::Release);

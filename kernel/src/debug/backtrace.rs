@@ -45,7 +45,7 @@ pub fn table() -> Option<&'static SymbolTable<'static>> {
 }
 
 /// `name+0xoff/0xlen`, or `?` when the address is in no symbol.
-pub fn write_symbol(out: &mut impl Write, addr: u64) -> fmt::Result {
+pub fn write_symbol(out: &mut (impl Write + ?Sized), addr: u64) -> fmt::Result {
     match table().and_then(|t| t.lookup(addr)) {
         Some(loc) => write!(out, "{loc}"),
         None => write!(out, "?"),

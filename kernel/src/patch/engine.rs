@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsiz
 use alloc::vec::Vec;
 use log::{error, info, warn};
 
-use super::protocol::{self, BatchStats, Emulation, Insn, Patch, Platform, SITE_LEN};
+use super::protocol::{self, BatchStats, Insn, Patch, Platform, SITE_LEN};
 use super::site::{self, Registry, state};
 use crate::arch::idt::vector;
 use crate::arch::percpu::{self, this_cpu};
@@ -233,18 +233,15 @@ fn on_breakpoint(frame: &mut TrapFrame) -> Disposition {
         None
     };
     INFLIGHT.fetch_sub(1, Ordering::Release);
-    match emulation {
-        Some(Emulation::Skip { rip }) => frame.rip = rip,
-        Some(Emulation::Call { ret, rip }) => {
-            frame.rsp -= 8;
-            // SAFETY: the interrupted code is at a site (function entry, after
-            // its prologue); the word below its RSP is free (no red zone),
-            // exactly where the CALL would have pushed.
-            unsafe { (frame.rsp as *mut u64).write(ret) };
-            frame.rip = rip;
-        }
-        None => return oracle(frame),
-    }
+    let Some(e) = emulation else { return oracle(frame) };
+    let mut f = protocol::Frame { rip: frame.rip, rsp: frame.rsp };
+    e.apply(&mut f, |addr, value| {
+        // SAFETY: the interrupted code is at a site (function entry, after its
+        // prologue); the word below its RSP is free (no red zone), exactly
+        // where the CALL would have pushed.
+        unsafe { (addr as *mut u64).write(value) }
+    });
+    (frame.rip, frame.rsp) = (f.rip, f.rsp);
     this_cpu().int3_emulated.fetch_add(1, Ordering::Relaxed);
     Disposition::Resume
 }
@@ -300,6 +297,40 @@ fn oracle(frame: &mut TrapFrame) -> Disposition {
     Disposition::NotHandled
 }
 
+/// For the fatal report: while the loop runs, name the strategy, the batch
+/// under modification and the sites near the faulting RIP and on top of the
+/// stack, so that a tear the oracle could not recover is still reported.
+fn fatal_note(frame: &TrapFrame, out: &mut dyn core::fmt::Write) {
+    if !STATS.enabled.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(r) = site::registry() else { return };
+    let len = BATCH_LEN.load(Ordering::Acquire);
+    let _ = writeln!(
+        out,
+        "patch: this CPU died while the patching loop ran (strategy={}, batch published: {len} sites, torn so far: {})",
+        strategy().name(),
+        totals().torn
+    );
+    let m = Machine { sync: SyncMode::Cpuid };
+    let i = r.sites.partition_point(|&s| s <= frame.rip);
+    if let Some(&s) = i.checked_sub(1).and_then(|i| r.sites.get(i)) {
+        let _ = write!(out, "patch: nearest site below RIP: {s:#x} ");
+        let _ = crate::debug::backtrace::write_symbol(out, s);
+        let _ = writeln!(out, " bytes {:02x?} (RIP is {:#x} past it)", m.read(s), frame.rip - s);
+    }
+    let stacks = this_cpu().stacks();
+    if stacks.kernel.contains(frame.rsp) || stacks.ist.iter().any(|st| st.contains(frame.rsp)) {
+        // SAFETY: RSP lies on one of this CPU's mapped stacks (checked above).
+        let top = unsafe { (frame.rsp as *const u64).read() };
+        if let Some(s) = top.checked_sub(SITE_LEN).filter(|&s| r.index_of(s).is_some()) {
+            let _ = write!(out, "patch: the stack top is the return address of site {s:#x} ");
+            let _ = crate::debug::backtrace::write_symbol(out, s);
+            let _ = writeln!(out, " (a CALL from it went astray) bytes {:02x?}", m.read(s));
+        }
+    }
+}
+
 /// Set up the engine (boot CPU, before the APs start): the registry, the
 /// text alias, the #BP handler and the oracle. Returns the registry.
 pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'static Registry, &'static str> {
@@ -330,6 +361,18 @@ pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'s
         })
         .collect();
     info!("patch: {} of {} sites guarded (their torn-call target is int3 padding)", g.iter().filter(|&&x| x).count(), g.len());
+    // Every site must belong to a function of the symbol table.
+    if let Some(t) = crate::debug::backtrace::table() {
+        let unnamed = reg.sites.iter().filter(|&&s| t.lookup(s).is_none()).count();
+        for &s in reg.sites.iter().filter(|&&s| t.lookup(s).is_some_and(|l| !l.symbol.name.starts_with("appliance::traced::traced_"))) {
+            if let Some(l) = t.lookup(s) {
+                info!("patch: kernel-path site {s:#x} {l}");
+            }
+        }
+        if unnamed > 0 {
+            warn!("patch: {unnamed} sites are in no symbol");
+        }
+    }
     GUARDED.call_once(|| g);
     let mut sync = opts.sync;
     if sync == SyncMode::Serialize && !features.serialize {
@@ -346,6 +389,7 @@ pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'s
         Ordering::Relaxed,
     );
     NAIVE_GAP_NS.store(opts.naive_gap_us as u64 * 1000, Ordering::Relaxed);
+    trap::set_fatal_note(fatal_note);
     trap::register(vector::BREAKPOINT, on_breakpoint);
     for v in [0u8, 6, 13, 14] {
         trap::register(v, oracle);
@@ -489,6 +533,7 @@ pub struct Totals {
     pub int3_emulated: u64,
     pub torn: u64,
     pub traced_while_off: u64,
+    pub missed_while_on: u64,
     pub cpus_with_int3: usize,
 }
 
@@ -503,6 +548,7 @@ pub fn totals() -> Totals {
         t.cpus_with_int3 += (e > 0) as usize;
         t.torn += c.torn.load(Ordering::Relaxed);
         t.traced_while_off += c.traced_while_off.load(Ordering::Relaxed);
+        t.missed_while_on += c.missed_while_on.load(Ordering::Relaxed);
     }
     t
 }
@@ -510,7 +556,7 @@ pub fn totals() -> Totals {
 fn status_line(prefix: &str, sites: usize) {
     let t = totals();
     info!(
-        "{prefix}: strategy={} sync={} cycles={} sites={sites} batches={} sync_rounds={} int3_emulated={} torn={} traced_while_off={} calls task/irq/nmi={}/{}/{}",
+        "{prefix}: strategy={} sync={} cycles={} sites={sites} batches={} sync_rounds={} int3_emulated={} torn={} traced_while_off={} missed_while_on={} calls task/irq/nmi={}/{}/{}",
         strategy().name(),
         sync_mode().name(),
         STATS.cycles.load(Ordering::Relaxed),
@@ -519,13 +565,14 @@ fn status_line(prefix: &str, sites: usize) {
         t.int3_emulated,
         t.torn,
         t.traced_while_off,
+        t.missed_while_on,
         t.site_calls[0],
         t.site_calls[1],
         t.site_calls[2]
     );
     for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
         info!(
-            "{prefix}: cpu{} apic {}: calls task/irq/nmi={}/{}/{} int3_emulated={} torn={} timer_ticks={}",
+            "{prefix}: cpu{} apic {}: calls task/irq/nmi={}/{}/{} int3_emulated={} torn={} missed_while_on={} timer_ticks={}",
             c.index(),
             c.apic_id(),
             c.site_calls[0].load(Ordering::Relaxed),
@@ -533,6 +580,7 @@ fn status_line(prefix: &str, sites: usize) {
             c.site_calls[2].load(Ordering::Relaxed),
             c.int3_emulated.load(Ordering::Relaxed),
             c.torn.load(Ordering::Relaxed),
+            c.missed_while_on.load(Ordering::Relaxed),
             c.timer_ticks.load(Ordering::Relaxed)
         );
     }

@@ -171,6 +171,29 @@ pub fn emulate(batch: &[Patch], ip: u64) -> Option<Emulation> {
     }
 }
 
+/// The part of an interrupted register frame the emulation changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub rip: u64,
+    pub rsp: u64,
+}
+
+impl Emulation {
+    /// Apply to the interrupted frame; `push(addr, value)` writes the return
+    /// address of an emulated CALL on the interrupted stack (no red zone: the
+    /// word below RSP is free at a site).
+    pub fn apply(self, f: &mut Frame, push: impl FnOnce(u64, u64)) {
+        match self {
+            Emulation::Skip { rip } => f.rip = rip,
+            Emulation::Call { ret, rip } => {
+                f.rsp -= 8;
+                push(f.rsp, ret);
+                f.rip = rip;
+            }
+        }
+    }
+}
+
 /// How a CPU may find a site's bytes while a batch is applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seen {
@@ -305,6 +328,24 @@ mod tests {
         assert_eq!(emulate(&batch, 0x30_0002), None, "int3 not on a site's first byte: a real breakpoint");
         assert_eq!(emulate(&batch, 0), None);
         assert_eq!(emulate(&[], 0x30_0001), None);
+    }
+
+    #[test]
+    fn emulation_on_a_recorded_frame() {
+        // RIP/RSP as a #BP at a generated traced function's site left them
+        // (recorded from a QEMU run: site 0x2067f4, trampoline 0x204e40).
+        let site = 0x2067f4;
+        let trampoline = 0x204e40;
+        let on = [Patch::new(site, Insn::Nop5, Insn::Call { target: trampoline }).unwrap()];
+        let mut f = Frame { rip: site + 1, rsp: 0x668ee8 };
+        let mut pushed = Vec::new();
+        emulate(&on, f.rip).unwrap().apply(&mut f, |a, v| pushed.push((a, v)));
+        assert_eq!(f, Frame { rip: trampoline, rsp: 0x668ee0 });
+        assert_eq!(pushed, [(0x668ee0, site + 5)], "the CALL's return address, where the CPU would have pushed it");
+        let off = [Patch::new(site, Insn::Call { target: trampoline }, Insn::Nop5).unwrap()];
+        let mut f = Frame { rip: site + 1, rsp: 0x668ee8 };
+        emulate(&off, f.rip).unwrap().apply(&mut f, |_, _| panic!("a NOP pushes nothing"));
+        assert_eq!(f, Frame { rip: site + 5, rsp: 0x668ee8 });
     }
 
     #[test]

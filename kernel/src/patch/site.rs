@@ -88,6 +88,12 @@ impl Registry {
     pub fn index_of(&self, site: u64) -> Option<usize> {
         self.sites.binary_search(&site).ok()
     }
+
+    /// The first site inside `[start, start + len)` (a traced function's own site).
+    pub fn site_in(&self, start: u64, len: u64) -> Option<usize> {
+        let i = self.sites.partition_point(|&s| s < start);
+        (i < self.sites.len() && self.sites[i] < start + len).then_some(i)
+    }
 }
 
 /// A consumer of trace events (the tracing layer): `(site, parent_ip, context)`.
