@@ -116,6 +116,8 @@ pub struct Options {
     pub patch_cycles: u32,
     /// Seconds between status lines.
     pub status_secs: u32,
+    /// Stop after the cycle that ends past this many seconds and report (0: no limit).
+    pub patch_seconds: u32,
     /// Flip only the first N sites (by address; 0: all).
     pub patch_sites: u32,
     /// `strategy=naive` only: pause between a site's first byte and its tail
@@ -146,6 +148,7 @@ impl Default for Options {
             status_secs: 5,
             naive_gap_us: 0,
             patch_sites: 0,
+            patch_seconds: 0,
         }
     }
 }
@@ -306,6 +309,8 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             |o, x| o.patch_cpu = x),
         "patch_cycles" => valued!(p, word, key, value, "an integer 0..=100000000 (0: forever)", |v| parse_u32(v, 0, 100_000_000),
             |o, x| o.patch_cycles = x),
+        "patch_seconds" => valued!(p, word, key, value, "an integer 0..=31536000 (0: no limit)", |v| parse_u32(v, 0, 31_536_000),
+            |o, x| o.patch_seconds = x),
         "patch_sites" => valued!(p, word, key, value, "an integer 0..=10000000 (0: all)", |v| parse_u32(v, 0, 10_000_000),
             |o, x| o.patch_sites = x),
         "naive_gap_us" => valued!(p, word, key, value, "an integer 0..=1000000", |v| parse_u32(v, 0, 1_000_000),

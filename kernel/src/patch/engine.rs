@@ -610,6 +610,10 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
     let mut next_status = clock::now_ns() + status_ns;
     let mut errors = 0u64;
     let mut on = true;
+    let stop_at = match opts.patch_seconds {
+        0 => u64::MAX,
+        s => clock::now_ns() + s as u64 * 1_000_000_000,
+    };
     STATS.enabled.store(true, Ordering::Relaxed);
     if strategy() == Strategy::Naive {
         let g = GUARDED.get().map_or(0, |g| g.iter().filter(|&&x| x).count());
@@ -644,7 +648,7 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
         }
         if !on {
             let c = STATS.cycles.fetch_add(1, Ordering::Relaxed) + 1;
-            if opts.patch_cycles != 0 && c >= opts.patch_cycles as u64 {
+            if (opts.patch_cycles != 0 && c >= opts.patch_cycles as u64) || clock::now_ns() >= stop_at {
                 break;
             }
         }
