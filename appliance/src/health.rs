@@ -42,3 +42,32 @@ pub fn report_when_ticking(k: &Kernel) {
     }
     info!("appliance: idle");
 }
+
+/// Measure each online CPU's watchdog NMI rate over `window_ns` and log it:
+/// `nmi: rate: cpuN apic A: R NMIs/s`.
+pub fn nmi_rate_report(window_ns: u64) {
+    let online = || percpu::all().iter().filter(|c| c.online.load(Ordering::Acquire));
+    let count = |c: &percpu::PerCpu| c.nmi_ipi.load(Ordering::Relaxed) + c.nmi_pmu.load(Ordering::Relaxed);
+    let before: heapless::Vec<u64, { percpu::MAX_CPUS }> = percpu::all().iter().map(count).collect();
+    let t0 = kernel::arch::cpu::rdtsc();
+    let deadline = clock::deadline_after_ns(window_ns);
+    while kernel::arch::cpu::rdtsc() < deadline {
+        kernel::nmi::watchdog::drain_to_console();
+        kernel::arch::cpu::idle_wait();
+    }
+    let ns = clock::ticks_to_ns(kernel::arch::cpu::rdtsc() - t0).max(1);
+    let src = kernel::nmi::watchdog::source();
+    for c in online() {
+        let n = count(c) - before[c.index()];
+        info!(
+            "nmi: rate: cpu{} apic {}: {} NMIs/s (source {}, configured {} Hz, unknown {}, nested {})",
+            c.index(),
+            c.apic_id(),
+            n * 1_000_000_000 / ns,
+            src.name(),
+            kernel::nmi::watchdog::hz(),
+            c.nmi_unknown.load(Ordering::Relaxed),
+            c.nmi_nested.load(Ordering::Relaxed)
+        );
+    }
+}

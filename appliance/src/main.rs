@@ -66,13 +66,39 @@ fn appliance_main(k: Kernel) -> ! {
     traced::worker(k.sites)
 }
 
+/// Without the patching loop: keep printing the NMI log. Under `test_exit`,
+/// measure the watchdog's NMI rates, wait for the lockup report when
+/// `selftest=lockup` asked for one, and end the run with the verdict.
+fn watch_only(opts: &Options) -> ! {
+    if opts.test_exit {
+        health::nmi_rate_report(2_000_000_000);
+        if opts.selftest == Some(kernel::boot::cmdline::Selftest::Lockup) {
+            let deadline = kernel::time::clock::deadline_after_ns((opts.watchdog_thresh as u64 + 10) * 1_000_000_000);
+            while kernel::nmi::watchdog::totals()[6] == 0 && kernel::arch::cpu::rdtsc() < deadline {
+                kernel::nmi::watchdog::drain_to_console();
+                kernel::arch::cpu::idle_wait();
+            }
+            kernel::nmi::watchdog::drain_to_console();
+            if kernel::nmi::watchdog::totals()[6] == 0 {
+                error!("nmi: no hard lockup reported within {} s", opts.watchdog_thresh + 10);
+                kernel::boot::main::test_exit_failure();
+            }
+        }
+        kernel::nmi::watchdog::drain_to_console();
+        kernel::boot::main::test_exit_success();
+    }
+    loop {
+        kernel::nmi::watchdog::drain_to_console();
+        kernel::arch::cpu::idle_wait();
+    }
+}
+
 /// Run the patching loop here (bounded by `patch_cycles`, else forever), then
 /// print the verdict and, under `test_exit`, end the QEMU run with it.
 fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
     let Some(reg) = reg.filter(|_| opts.patch) else {
         info!("appliance: patching loop off");
-        kernel::boot::main::test_exit_success();
-        kernel::boot::main::idle()
+        watch_only(opts)
     };
     let report = kernel::patch::engine::run_loop(opts, reg);
     let t = report.totals;
@@ -89,6 +115,9 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
     if t.traced_while_off != 0 || t.missed_while_on != 0 {
         warn!("patch: {} calls traced while off, {} missed while on (stale code)", t.traced_while_off, t.missed_while_on);
     }
+    if let Some(why) = report.disabled {
+        info!("ftrace: disabled: {why}; every site verified off");
+    }
     if problems.is_empty() {
         info!(
             "patch: verdict: ok: {} cycles on cpu{}, final bytes verified on {} sites, torn={}, int3 emulations on {} CPUs",
@@ -103,5 +132,8 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
         error!("patch: verdict: FAILED: {:?} (wrong final bytes: {}, errors: {})", problems.as_slice(), report.wrong_final_bytes, report.errors);
         kernel::boot::main::test_exit_failure();
     }
-    kernel::boot::main::idle()
+    loop {
+        kernel::nmi::watchdog::drain_to_console();
+        kernel::arch::cpu::idle_wait();
+    }
 }

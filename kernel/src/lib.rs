@@ -35,6 +35,7 @@ pub mod acpi;
 pub mod boot;
 pub mod debug;
 pub mod mem;
+pub mod nmi;
 pub mod patch;
 
 #[cfg(kernel_target)]

@@ -159,7 +159,13 @@ pub enum Dest {
 }
 
 /// Send an IPI: `command` holds the delivery mode, level/trigger and vector bits.
+/// Interrupts are off meanwhile: in xAPIC mode an interrupt handler sending
+/// its own IPI between our two ICR writes would change our destination.
 pub fn send_ipi(dest: Dest, command: u64) {
+    x86_64::instructions::interrupts::without_interrupts(|| send_ipi_irqs_off(dest, command))
+}
+
+fn send_ipi_irqs_off(dest: Dest, command: u64) {
     let (short, id) = match dest {
         Dest::Apic(id) => (0, id),
         Dest::SelfOnly => (icr::SHORTHAND_SELF, 0),

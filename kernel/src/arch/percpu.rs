@@ -94,6 +94,25 @@ pub struct PerCpu {
     /// Calls of a traced function whose site was on and settled that did not
     /// reach the trace hook (missed while on; counted by the workers).
     pub missed_while_on: AtomicU64,
+    /// NMI watchdog: NMIs by source, and what the lockup detector keeps.
+    pub nmi_ipi_pending: AtomicBool,
+    pub nmi_ipi: AtomicU64,
+    pub nmi_pmu: AtomicU64,
+    pub nmi_external: AtomicU64,
+    pub nmi_unknown: AtomicU64,
+    /// NMIs that arrived while this CPU was already in its NMI handler (must stay 0).
+    pub nmi_nested: AtomicU64,
+    /// Exceptions (#BP on a site under modification) taken inside the NMI
+    /// handler and left without IRET, so NMIs stayed blocked.
+    pub nmi_exceptions: AtomicU64,
+    pub wd_last_ticks: AtomicU64,
+    pub wd_last_change_ns: AtomicU64,
+    pub wd_reported: AtomicBool,
+    pub lockups: AtomicU64,
+    /// #GP fixup: a #GP at this RIP skips the 2-byte instruction (rdmsr/wrmsr
+    /// probes) and sets `fixup_hit`.
+    pub fixup_rip: AtomicU64,
+    pub fixup_hit: AtomicBool,
     pub timer_ticks: AtomicU64,
     pub nmis: AtomicU64,
     pub xcalls: AtomicU64,
@@ -127,6 +146,19 @@ impl PerCpu {
             torn: AtomicU64::new(0),
             traced_while_off: AtomicU64::new(0),
             missed_while_on: AtomicU64::new(0),
+            nmi_ipi_pending: AtomicBool::new(false),
+            nmi_ipi: AtomicU64::new(0),
+            nmi_pmu: AtomicU64::new(0),
+            nmi_external: AtomicU64::new(0),
+            nmi_unknown: AtomicU64::new(0),
+            nmi_nested: AtomicU64::new(0),
+            nmi_exceptions: AtomicU64::new(0),
+            wd_last_ticks: AtomicU64::new(0),
+            wd_last_change_ns: AtomicU64::new(0),
+            wd_reported: AtomicBool::new(false),
+            lockups: AtomicU64::new(0),
+            fixup_rip: AtomicU64::new(0),
+            fixup_hit: AtomicBool::new(false),
             timer_ticks: AtomicU64::new(0),
             nmis: AtomicU64::new(0),
             xcalls: AtomicU64::new(0),

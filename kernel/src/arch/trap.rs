@@ -112,6 +112,12 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
     if v == vector::NMI {
         return nmi(frame);
     }
+    // A probing rdmsr/wrmsr faulted: skip it (both are 2 bytes, 0f 32 / 0f 30).
+    if v == vector::GENERAL_PROTECTION && frame.rip != 0 && frame.rip == cpu.fixup_rip.load(Ordering::Relaxed) {
+        cpu.fixup_hit.store(true, Ordering::Relaxed);
+        frame.rip += 2;
+        return 0;
+    }
 
     let is_irq = v >= vector::FIRST_IRQ;
     if is_irq {
@@ -132,6 +138,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
         }
     }
     if in_nmi && v < vector::FIRST_IRQ {
+        cpu.nmi_exceptions.fetch_add(1, Ordering::Relaxed);
         // Leave without IRET so NMIs stay blocked until the NMI handler's own
         // iretq. Write [RFLAGS, RIP] just below the target stack pointer.
         let sp = frame.rsp - 16;
@@ -156,6 +163,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
 fn nmi(frame: &mut TrapFrame) -> u64 {
     let cpu = this_cpu();
     let depth = cpu.nmi_depth.fetch_add(1, Ordering::Relaxed);
+    if depth > 0 {
+        cpu.nmi_nested.fetch_add(1, Ordering::Relaxed);
+    }
     let stacks = cpu.stacks();
     if depth == 0 {
         // SAFETY: we are this CPU's only NMI (NMIs are blocked until our iretq and

@@ -39,6 +39,17 @@ pub enum Selftest {
     XcallTimeout,
     /// Execute an int3 that is no trace site: must be reported as a real breakpoint.
     Breakpoint,
+    /// Spin the last CPU with interrupts off: the NMI watchdog must report a hard lockup.
+    Lockup,
+}
+
+/// Which NMI source the watchdog uses (`nmi_source=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NmiSourceChoice {
+    /// The performance counter where one counts, else the IPI broadcast.
+    Auto,
+    /// Always the IPI broadcast (to compare, or where a PMU misbehaves).
+    Ipi,
 }
 
 /// How the patching engine changes a site (`strategy=`).
@@ -120,6 +131,17 @@ pub struct Options {
     pub patch_seconds: u32,
     /// Flip only the first N sites (by address; 0: all).
     pub patch_sites: u32,
+    /// NMI watchdog on (`nmi_watchdog=0` turns it off).
+    pub nmi_watchdog: bool,
+    /// Watchdog NMIs per second on every CPU.
+    pub nmi_watchdog_hz: u32,
+    pub nmi_source: NmiSourceChoice,
+    /// Seconds without timer interrupts before a CPU is reported as locked up.
+    pub watchdog_thresh: u32,
+    /// Put trace sites on the NMI path (the 2008 situation).
+    pub trace_nmi_path: bool,
+    /// Keep tracing after traced code ran in NMI context (the warning is still logged).
+    pub ftrace_keep_on_nmi: bool,
     /// `strategy=naive` only: pause between a site's first byte and its tail
     /// (models the patching CPU being interrupted mid-write; widens the window
     /// a short test can see).
@@ -149,6 +171,12 @@ impl Default for Options {
             naive_gap_us: 0,
             patch_sites: 0,
             patch_seconds: 0,
+            nmi_watchdog: true,
+            nmi_watchdog_hz: 1000,
+            nmi_source: NmiSourceChoice::Auto,
+            watchdog_thresh: 10,
+            trace_nmi_path: false,
+            ftrace_keep_on_nmi: false,
         }
     }
 }
@@ -270,13 +298,14 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             "trace" => Some(LogLevel::Trace),
             _ => None,
         }, |o, x| o.loglevel = x),
-        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic|xcall_timeout|breakpoint", |v| match v {
+        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup", |v| match v {
             "exception" => Some(Selftest::Exception),
             "pagefault" => Some(Selftest::PageFault),
             "write_text" => Some(Selftest::WriteText),
             "panic" => Some(Selftest::Panic),
             "xcall_timeout" => Some(Selftest::XcallTimeout),
             "breakpoint" => Some(Selftest::Breakpoint),
+            "lockup" => Some(Selftest::Lockup),
             _ => None,
         }, |o, x| o.selftest = Some(x)),
         "timer_hz" => valued!(p, word, key, value, "an integer 1..=10000", |v| parse_u32(v, 1, 10_000),
@@ -309,6 +338,16 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             |o, x| o.patch_cpu = x),
         "patch_cycles" => valued!(p, word, key, value, "an integer 0..=100000000 (0: forever)", |v| parse_u32(v, 0, 100_000_000),
             |o, x| o.patch_cycles = x),
+        "nmi_watchdog" => valued!(p, word, key, value, "0|1|on|off", |v| parse_bool(v), |o, x| o.nmi_watchdog = x),
+        "nmi_watchdog_hz" => valued!(p, word, key, value, "an integer 1..=100000", |v| parse_u32(v, 1, 100_000),
+            |o, x| o.nmi_watchdog_hz = x),
+        "nmi_source" => valued!(p, word, key, value, "auto|ipi", |v| match v {
+            "auto" => Some(NmiSourceChoice::Auto),
+            "ipi" => Some(NmiSourceChoice::Ipi),
+            _ => None,
+        }, |o, x| o.nmi_source = x),
+        "watchdog_thresh" => valued!(p, word, key, value, "seconds 1..=60", |v| parse_u32(v, 1, 60),
+            |o, x| o.watchdog_thresh = x),
         "patch_seconds" => valued!(p, word, key, value, "an integer 0..=31536000 (0: no limit)", |v| parse_u32(v, 0, 31_536_000),
             |o, x| o.patch_seconds = x),
         "patch_sites" => valued!(p, word, key, value, "an integer 0..=10000000 (0: all)", |v| parse_u32(v, 0, 10_000_000),
@@ -317,13 +356,17 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             |o, x| o.naive_gap_us = x),
         "status_secs" => valued!(p, word, key, value, "an integer 1..=3600", |v| parse_u32(v, 1, 3600),
             |o, x| o.status_secs = x),
-        "test_exit" | "acpi_dump" => {
+        "test_exit" | "acpi_dump" | "trace_nmi_path" | "ftrace_keep_on_nmi" => {
             if value.is_some() {
                 p.report(key, Problem::UnexpectedValue);
-            } else if key == "test_exit" {
-                p.options.test_exit = true;
             } else {
-                p.options.acpi_dump = true;
+                let o = &mut p.options;
+                match key {
+                    "test_exit" => o.test_exit = true,
+                    "acpi_dump" => o.acpi_dump = true,
+                    "trace_nmi_path" => o.trace_nmi_path = true,
+                    _ => o.ftrace_keep_on_nmi = true,
+                }
             }
         }
         _ => p.report(word, Problem::UnknownOption),
@@ -369,7 +412,7 @@ mod tests {
                 ("timer_hz=0", Problem::BadValue("an integer 1..=10000")),
                 ("timer_hz=abc", Problem::BadValue("an integer 1..=10000")),
                 ("loglevel", Problem::MissingValue),
-                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic|xcall_timeout|breakpoint")),
+                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup")),
                 ("test_exit", Problem::UnexpectedValue),
             ]
         );
@@ -391,6 +434,24 @@ mod tests {
         assert_eq!(d[1].problem, Problem::BadValue("cpuid|iret|serialize"));
         assert_eq!(Options::default().strategy, Strategy::Int3);
         assert_eq!(Options::default().sync, SyncMode::Cpuid);
+    }
+
+    #[test]
+    fn watchdog_options() {
+        let o = parse("nmi_watchdog=0").options;
+        assert!(!o.nmi_watchdog);
+        let p = parse("nmi_watchdog_hz=10000 watchdog_thresh=2 trace_nmi_path ftrace_keep_on_nmi nmi_source=ipi selftest=lockup");
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let o = p.options;
+        assert_eq!((o.nmi_watchdog_hz, o.watchdog_thresh, o.nmi_source), (10_000, 2, NmiSourceChoice::Ipi));
+        assert!(o.trace_nmi_path && o.ftrace_keep_on_nmi && o.nmi_watchdog);
+        assert_eq!(o.selftest, Some(Selftest::Lockup));
+        let d = parse("nmi_watchdog_hz=0 trace_nmi_path=1").diagnostics;
+        assert_eq!(d[0].problem, Problem::BadValue("an integer 1..=100000"));
+        assert_eq!(d[1].problem, Problem::UnexpectedValue);
+        let o = Options::default();
+        assert!(o.nmi_watchdog && !o.trace_nmi_path && !o.ftrace_keep_on_nmi);
+        assert_eq!((o.nmi_watchdog_hz, o.watchdog_thresh), (1000, 10));
     }
 
     #[test]

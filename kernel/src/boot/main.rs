@@ -65,7 +65,9 @@ impl PhysMemory for Identity {
 #[inline(never)]
 fn timer_handler(_f: &mut TrapFrame) -> Disposition {
     crate::trace_site!();
-    percpu::this_cpu().timer_ticks.fetch_add(1, Ordering::Relaxed);
+    let cpu = percpu::this_cpu();
+    cpu.timer_ticks.fetch_add(1, Ordering::Relaxed);
+    crate::nmi::watchdog::timer_tick(cpu);
     lapic::eoi();
     Disposition::Resume
 }
@@ -119,8 +121,10 @@ fn lapic_this_cpu(nmi_lint: Option<u8>) {
     lapic::init_cpu(vector::SPURIOUS, vector::APIC_ERROR, nmi_lint);
     let hz = APIC_TIMER_HZ.load(Ordering::Relaxed);
     if hz != 0 {
-        lapic::timer_start_periodic(vector::TIMER, hz, TIMER_HZ.load(Ordering::Relaxed));
+        let rate = crate::nmi::watchdog::timer_hz_for(percpu::this_cpu().index(), TIMER_HZ.load(Ordering::Relaxed));
+        lapic::timer_start_periodic(vector::TIMER, hz, rate);
     }
+    crate::nmi::watchdog::init_cpu();
 }
 
 static MACHINE_NMI_LINTS: spin::Once<MachineInfo> = spin::Once::new();
@@ -177,6 +181,23 @@ fn run_selftest(t: Selftest) {
             error!("selftest: kernel text is writable!");
         }
         Selftest::Panic => panic!("selftest panic"),
+        Selftest::Lockup => {
+            fn spin_irqs_off(target: usize) {
+                if percpu::this_cpu().index() == target {
+                    loop {
+                        core::hint::spin_loop();
+                    }
+                }
+            }
+            let last = percpu::all().len() - 1;
+            if last == 0 {
+                warn!("selftest: lockup needs at least 2 CPUs");
+                return;
+            }
+            // The cross-CPU call never returns on `last`, which spins with interrupts off.
+            let _ = smp::xcall::call_others(spin_irqs_off, last, 10_000_000);
+            info!("selftest: cpu{last} spins with interrupts off");
+        }
         Selftest::Breakpoint => {
             // SAFETY: int3 raises #BP on purpose; it is no trace site, so the
             // handler reports it as a real breakpoint and stops this CPU.
@@ -356,6 +377,8 @@ pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn
         apic_timer_hz / 1000,
         opts.timer_hz
     );
+    // The NMI watchdog: choose the source before the timers start.
+    crate::nmi::watchdog::init(&opts, tsc_hz);
     // The patching engine: registry, text alias, #BP handler and oracle (before the APs start).
     let sites = match crate::patch::engine::init(&opts, &features) {
         Ok(r) => {

@@ -77,6 +77,25 @@ fn on_known_stack(addr: u64) -> bool {
         || s.nmi_exception.contains(addr)
 }
 
+/// Return addresses up the frame-pointer chain from `rbp`, on this CPU's
+/// known stacks only. Lock-free; usable from NMI context.
+pub fn return_addresses(rbp: u64) -> impl Iterator<Item = u64> {
+    let mut fp = rbp;
+    core::iter::from_fn(move || {
+        if fp == 0 || !fp.is_multiple_of(8) || !on_known_stack(fp) || !on_known_stack(fp + 15) {
+            return None;
+        }
+        // SAFETY: fp and fp+8 lie on one of this CPU's mapped stacks (checked above).
+        let (next, ret) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
+        if ret == 0 {
+            return None;
+        }
+        fp = next;
+        Some(ret)
+    })
+    .take(MAX_FRAMES)
+}
+
 /// Most frames printed.
 pub const MAX_FRAMES: usize = 32;
 

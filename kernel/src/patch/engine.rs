@@ -85,6 +85,24 @@ pub fn torn_events() -> impl Iterator<Item = TornEvent> {
     })
 }
 
+/// A request to turn tracing off, from any context (NMI included): 0 none,
+/// 1 "ftraced code called from NMI context". The loop acts on it.
+static DISABLE_REQ: AtomicU32 = AtomicU32::new(0);
+/// Tracing was turned off by such a request (until re-enabled).
+pub static FTRACE_DISABLED: AtomicBool = AtomicBool::new(false);
+/// NMI-path sites are patched (`trace_nmi_path`).
+static TRACE_NMI_PATH: AtomicBool = AtomicBool::new(false);
+
+/// Ask the patching loop to turn every site off, from a safe context.
+/// Lock-free: callable from NMI context.
+pub fn request_disable(_reason: &'static str) {
+    DISABLE_REQ.store(1, Ordering::Release);
+}
+
+pub fn disabled_reason() -> Option<&'static str> {
+    FTRACE_DISABLED.load(Ordering::Acquire).then_some("ftraced code called from NMI context")
+}
+
 /// The strategy and sync mode in force.
 static STRATEGY: AtomicU32 = AtomicU32::new(0);
 static SYNC: AtomicU32 = AtomicU32::new(0);
@@ -389,6 +407,7 @@ pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'s
         Ordering::Relaxed,
     );
     NAIVE_GAP_NS.store(opts.naive_gap_us as u64 * 1000, Ordering::Relaxed);
+    TRACE_NMI_PATH.store(opts.trace_nmi_path, Ordering::Relaxed);
     trap::set_fatal_note(fatal_note);
     trap::register(vector::BREAKPOINT, on_breakpoint);
     for v in [0u8, 6, 13, 14] {
@@ -506,9 +525,11 @@ fn flip(reg: &Registry, range: core::ops::Range<usize>, on: bool, batch: &mut Ve
     let (from, to) = if on { (Insn::Nop5, Insn::Call { target }) } else { (Insn::Call { target }, Insn::Nop5) };
     let only_guarded = strategy() == Strategy::Naive;
     let g = GUARDED.get();
+    let nmi_ok = TRACE_NMI_PATH.load(Ordering::Relaxed);
+    let skip = |i: usize| (only_guarded && !g.is_some_and(|g| g[i])) || (reg.nmi_path[i] && !nmi_ok);
     batch.clear();
     for i in range.clone() {
-        if only_guarded && !g.is_some_and(|g| g[i]) {
+        if skip(i) {
             continue;
         }
         batch.push(Patch::new(reg.sites[i], from, to)?);
@@ -517,7 +538,7 @@ fn flip(reg: &Registry, range: core::ops::Range<usize>, on: bool, batch: &mut Ve
     let r = apply(batch);
     if r.is_ok() {
         for i in range {
-            if only_guarded && !g.is_some_and(|g| g[i]) {
+            if skip(i) {
                 continue;
             }
             reg.states[i].store(if on { state::ON } else { state::OFF }, Ordering::Release);
@@ -570,6 +591,20 @@ fn status_line(prefix: &str, sites: usize) {
         t.site_calls[1],
         t.site_calls[2]
     );
+    let n = crate::nmi::watchdog::totals();
+    info!(
+        "{prefix}: nmi source={} hz={} ipi={} pmu={} external={} unknown={} nested={} exceptions_in_nmi={} lockups={} ftrace={}",
+        crate::nmi::watchdog::source().name(),
+        crate::nmi::watchdog::hz(),
+        n[0],
+        n[1],
+        n[2],
+        n[3],
+        n[4],
+        n[5],
+        n[6],
+        if FTRACE_DISABLED.load(Ordering::Relaxed) { "disabled" } else { "enabled" }
+    );
     for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
         info!(
             "{prefix}: cpu{} apic {}: calls task/irq/nmi={}/{}/{} int3_emulated={} torn={} missed_while_on={} timer_ticks={}",
@@ -594,6 +629,27 @@ pub struct LoopReport {
     /// Sites whose bytes are not what was last requested (must be 0).
     pub wrong_final_bytes: usize,
     pub errors: u64,
+    /// Tracing was turned off on request (and why).
+    pub disabled: Option<&'static str>,
+}
+
+/// Turn every site that is on (or changing) off: the response to a disable request.
+fn all_off(reg: &Registry, batch: &mut Vec<Patch>) -> Result<usize, protocol::Error> {
+    let target = site::trace_entry as *const () as u64;
+    let m = Machine { sync: sync_mode() };
+    let on: Vec<usize> = (0..reg.sites.len()).filter(|&i| m.read(reg.sites[i]) != protocol::NOP5).collect();
+    for chunk in on.chunks(256) {
+        batch.clear();
+        for &i in chunk {
+            batch.push(Patch::new(reg.sites[i], Insn::Call { target }, Insn::Nop5)?);
+            reg.states[i].store(state::CHANGING, Ordering::Release);
+        }
+        apply(batch)?;
+        for &i in chunk {
+            reg.states[i].store(state::OFF, Ordering::Release);
+        }
+    }
+    Ok(on.len())
 }
 
 /// The patching loop: flip every site on, then off, in batches of
@@ -638,6 +694,10 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
             if opts.patch_interval_us > 0 {
                 clock::delay_ns(opts.patch_interval_us as u64 * 1000);
             }
+            crate::nmi::watchdog::drain_to_console();
+            if DISABLE_REQ.load(Ordering::Acquire) != 0 {
+                break;
+            }
             if clock::now_ns() >= next_status {
                 next_status += status_ns;
                 status_line("patch: status", n);
@@ -645,6 +705,17 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
                     warn!("patch: torn execution on cpu{} at site {:#x} (rip {:#x}, vector {}) bytes {:02x?}", ev.cpu, ev.site, ev.rip, ev.vector, ev.bytes);
                 }
             }
+        }
+        if DISABLE_REQ.load(Ordering::Acquire) != 0 {
+            match all_off(reg, &mut batch) {
+                Ok(k) => warn!("ftrace: tracing disabled (ftraced code called from NMI context): {k} sites turned off"),
+                Err(e) => {
+                    errors += 1;
+                    warn!("ftrace: turning sites off failed: {e:?}");
+                }
+            }
+            FTRACE_DISABLED.store(true, Ordering::Release);
+            break;
         }
         if !on {
             let c = STATS.cycles.fetch_add(1, Ordering::Relaxed) + 1;
@@ -662,5 +733,6 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
     for ev in torn_events() {
         warn!("patch: torn execution on cpu{} at site {:#x} (rip {:#x}, vector {}) bytes {:02x?}", ev.cpu, ev.site, ev.rip, ev.vector, ev.bytes);
     }
-    LoopReport { cycles: STATS.cycles.load(Ordering::Relaxed), totals: totals(), wrong_final_bytes: wrong, errors }
+    crate::nmi::watchdog::drain_to_console();
+    LoopReport { cycles: STATS.cycles.load(Ordering::Relaxed), totals: totals(), wrong_final_bytes: wrong, errors, disabled: disabled_reason() }
 }

@@ -20,6 +20,10 @@ use crate::arch::percpu::{Context, this_cpu};
 /// preserves every register and the flags, and no red zone exists (kernel
 /// code is built with `-C no-redzone`), so the pushed return address
 /// clobbers nothing.
+///
+/// `trace_site!(nmi)` marks a function on the NMI path: its site is
+/// registered apart and patched only with `trace_nmi_path` (the `notrace`
+/// default of the 2008 fix).
 #[macro_export]
 macro_rules! trace_site {
     () => {
@@ -31,6 +35,20 @@ macro_rules! trace_site {
                 "2:",
                 ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
                 ".pushsection .trace_sites, \"a\"",
+                ".balign 8",
+                ".quad 2b",
+                ".popsection",
+                options(preserves_flags)
+            )
+        }
+    };
+    (nmi) => {
+        // SAFETY: as above.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+                ".pushsection .trace_sites_nmi, \"a\"",
                 ".balign 8",
                 ".quad 2b",
                 ".popsection",
@@ -54,6 +72,10 @@ pub mod state {
 pub struct Registry {
     pub sites: Vec<u64>,
     pub states: Vec<AtomicU8>,
+    /// The site is on the NMI path (`trace_site!(nmi)`).
+    pub nmi_path: Vec<bool>,
+    /// The NMI-context warning was logged for this site (once per site).
+    pub warned: Vec<core::sync::atomic::AtomicBool>,
     /// Registry entries listed twice (an instance emitted twice by the compiler).
     pub duplicates: usize,
 }
@@ -63,6 +85,8 @@ static REGISTRY: spin::Once<Registry> = spin::Once::new();
 unsafe extern "C" {
     static __trace_sites_start: u64;
     static __trace_sites_end: u64;
+    static __trace_sites_nmi_start: u64;
+    static __trace_sites_nmi_end: u64;
 }
 
 /// Collect and sort the registry (boot CPU, once, after the heap).
@@ -71,12 +95,17 @@ pub fn init() -> &'static Registry {
         let (s, e) = (&raw const __trace_sites_start, &raw const __trace_sites_end);
         // SAFETY: the linker script delimits `.trace_sites`, an array of u64 addresses.
         let raw = unsafe { core::slice::from_raw_parts(s, (e as usize - s as usize) / 8) };
-        let mut sites: Vec<u64> = raw.to_vec();
+        let (ns, ne) = (&raw const __trace_sites_nmi_start, &raw const __trace_sites_nmi_end);
+        // SAFETY: as above, for `.trace_sites_nmi`.
+        let nmi_raw = unsafe { core::slice::from_raw_parts(ns, (ne as usize - ns as usize) / 8) };
+        let mut sites: Vec<u64> = raw.iter().chain(nmi_raw.iter()).copied().collect();
         sites.sort_unstable();
         let before = sites.len();
         sites.dedup();
         let states = (0..sites.len()).map(|_| AtomicU8::new(state::OFF)).collect();
-        Registry { duplicates: before - sites.len(), sites, states }
+        let nmi_path = sites.iter().map(|s| nmi_raw.contains(s)).collect();
+        let warned = (0..sites.len()).map(|_| core::sync::atomic::AtomicBool::new(false)).collect();
+        Registry { duplicates: before - sites.len(), sites, states, nmi_path, warned }
     })
 }
 
@@ -116,9 +145,14 @@ extern "C" fn trace_hook(ret: u64, fp: u64) {
     let site = ret - super::protocol::SITE_LEN;
     if let Some(r) = registry()
         && let Some(i) = r.index_of(site)
-        && r.states[i].load(Ordering::Acquire) == state::OFF
     {
-        cpu.traced_while_off.fetch_add(1, Ordering::Relaxed);
+        if r.states[i].load(Ordering::Acquire) == state::OFF {
+            cpu.traced_while_off.fetch_add(1, Ordering::Relaxed);
+        }
+        // Traced code in NMI context: warn once per site (the 2008 bug).
+        if ctx == Context::Nmi && !r.warned[i].swap(true, Ordering::AcqRel) {
+            crate::nmi::watchdog::ftrace_nmi_warning(site, fp);
+        }
     }
     // The parent's return address: the traced function's frame holds the
     // caller's RBP at [fp] and its return address at [fp + 8].

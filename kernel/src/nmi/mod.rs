@@ -1,0 +1,8 @@
+//! NMIs: the local-APIC NMI watchdog (a performance counter where one
+//! counts, else NMI IPIs broadcast from a timer), hard-lockup detection, and
+//! the NMI-safe warning log. Everything reachable from the NMI handler takes
+//! no lock and does not allocate.
+pub mod log;
+pub mod pmu;
+#[cfg(kernel_target)]
+pub mod watchdog;

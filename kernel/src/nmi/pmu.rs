@@ -1,0 +1,280 @@
+//! The performance-monitoring unit as an NMI source: what the CPU offers
+//! (from CPUID through raw-cpuid, generic over the reader so host tests feed
+//! CPUID dumps), which counter to use, and the period that makes it overflow
+//! `hz` times a second. Pure logic; the MSR programming is in `watchdog.rs`.
+//!
+//! Intel: architectural performance monitoring (SDM Vol. 3B §20.2, CPUID leaf
+//! 0xA), general-purpose counter 0 counting UnHalted Core Cycles (event 0x3C,
+//! umask 0). AMD: the legacy counters (PERF_CTL0/PERF_CTR0) or, when CPUID
+//! Fn8000_0001_ECX[23] (PerfCtrExtCore) says so, the extended core counters
+//! (AMD APM Vol. 2 §13.2), counting CPU Clocks not Halted (event 0x76).
+
+use raw_cpuid::{CpuId, CpuIdReader};
+
+/// MSRs and event-select bits (Intel SDM Vol. 4 Table 2-2 and Vol. 3B §20.2;
+/// AMD APM Vol. 2 §13.2.1).
+pub mod msr {
+    pub const IA32_PERFEVTSEL0: u32 = 0x186;
+    pub const IA32_PMC0: u32 = 0xC1;
+    /// Architectural perfmon v2+: global enable, status and overflow reset.
+    pub const IA32_PERF_GLOBAL_STATUS: u32 = 0x38E;
+    pub const IA32_PERF_GLOBAL_CTRL: u32 = 0x38F;
+    pub const IA32_PERF_GLOBAL_OVF_CTRL: u32 = 0x390;
+    /// AMD legacy counter 0.
+    pub const AMD_PERF_CTL0: u32 = 0xC001_0000;
+    pub const AMD_PERF_CTR0: u32 = 0xC001_0004;
+    /// AMD extended core counter 0 (PerfCtrExtCore).
+    pub const AMD_PERF_CTL_EXT0: u32 = 0xC001_0200;
+    pub const AMD_PERF_CTR_EXT0: u32 = 0xC001_0201;
+    /// Event select: count in user mode, in kernel mode, interrupt on
+    /// overflow (through the LVT performance-counter entry), enable.
+    pub const EVTSEL_USR: u64 = 1 << 16;
+    pub const EVTSEL_OS: u64 = 1 << 17;
+    pub const EVTSEL_INT: u64 = 1 << 20;
+    pub const EVTSEL_EN: u64 = 1 << 22;
+    /// Intel UnHalted Core Cycles (architectural event, umask 0).
+    pub const INTEL_EVENT_CORE_CYCLES: u64 = 0x3C;
+    /// AMD CPU Clocks not Halted.
+    pub const AMD_EVENT_CPU_CLOCKS: u64 = 0x76;
+}
+
+/// Which counter the watchdog programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Intel architectural perfmon of this version (v2+ has global controls).
+    IntelArch { version: u8 },
+    AmdLegacy,
+    AmdExtCore,
+}
+
+impl Counter {
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::IntelArch { .. } => "intel-arch-perfmon",
+            Counter::AmdLegacy => "amd-perfctr",
+            Counter::AmdExtCore => "amd-perfctr-core",
+        }
+    }
+
+    /// (event-select MSR, counter MSR)
+    pub fn msrs(self) -> (u32, u32) {
+        match self {
+            Counter::IntelArch { .. } => (msr::IA32_PERFEVTSEL0, msr::IA32_PMC0),
+            Counter::AmdLegacy => (msr::AMD_PERF_CTL0, msr::AMD_PERF_CTR0),
+            Counter::AmdExtCore => (msr::AMD_PERF_CTL_EXT0, msr::AMD_PERF_CTR_EXT0),
+        }
+    }
+
+    /// The event-select value: core cycles, user+kernel, interrupt, enabled.
+    pub fn evtsel(self, interrupt: bool) -> u64 {
+        let event = match self {
+            Counter::IntelArch { .. } => msr::INTEL_EVENT_CORE_CYCLES,
+            Counter::AmdLegacy | Counter::AmdExtCore => msr::AMD_EVENT_CPU_CLOCKS,
+        };
+        event | msr::EVTSEL_USR | msr::EVTSEL_OS | msr::EVTSEL_EN | if interrupt { msr::EVTSEL_INT } else { 0 }
+    }
+}
+
+/// What CPUID says about the PMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// A counter to try, of this width in bits.
+    Counter { counter: Counter, width: u8 },
+    /// No usable counter, and why.
+    None(&'static str),
+}
+
+/// Read the PMU facts from CPUID.
+pub fn offer<R: CpuIdReader>(cpuid: &CpuId<R>) -> Offer {
+    let vendor = cpuid.get_vendor_info();
+    match vendor.as_ref().map(|v| v.as_str()) {
+        Some("GenuineIntel") => {
+            let Some(pm) = cpuid.get_performance_monitoring_info() else {
+                return Offer::None("CPUID leaf 0xA (architectural performance monitoring) is absent");
+            };
+            if pm.version_id() == 0 {
+                return Offer::None("CPUID leaf 0xA reports architectural perfmon version 0 (no PMU, e.g. QEMU TCG or a VM without vPMU)");
+            }
+            if pm.number_of_counters() == 0 {
+                return Offer::None("CPUID leaf 0xA reports no general-purpose counter");
+            }
+            if pm.is_core_cyc_ev_unavailable() {
+                return Offer::None("CPUID leaf 0xA says the core-cycles event is unavailable");
+            }
+            Offer::Counter { counter: Counter::IntelArch { version: pm.version_id() }, width: pm.counter_bit_width() }
+        }
+        Some("AuthenticAMD") | Some("HygonGenuine") => {
+            let ext = cpuid.get_extended_processor_and_feature_identifiers();
+            let counter = if ext.is_some_and(|e| e.has_perf_cntr_extensions()) { Counter::AmdExtCore } else { Counter::AmdLegacy };
+            // AMD counters are 48 bits wide (APM Vol. 2 §13.2.1).
+            Offer::Counter { counter, width: 48 }
+        }
+        _ => Offer::None("unknown CPU vendor: no known performance counters"),
+    }
+}
+
+/// The NMI source in force on a CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A cycles counter overflowing through the LVT performance-counter entry.
+    PerfCounter(Counter),
+    /// NMI IPIs broadcast from CPU 0's local-APIC timer, and why.
+    IpiBroadcast(&'static str),
+    /// The watchdog is off (`nmi_watchdog=0`).
+    Off,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::PerfCounter(c) => c.name(),
+            Source::IpiBroadcast(_) => "ipi-broadcast",
+            Source::Off => "off",
+        }
+    }
+}
+
+/// Decide from the offer and the probe ("does the counter really count?").
+pub fn select(offer: Offer, counts: Option<bool>) -> Source {
+    match (offer, counts) {
+        (Offer::None(why), _) => Source::IpiBroadcast(why),
+        (Offer::Counter { counter, .. }, Some(true)) => Source::PerfCounter(counter),
+        (Offer::Counter { .. }, Some(false)) => {
+            Source::IpiBroadcast("the performance counter does not count (writes accepted, value unchanged: no virtual PMU)")
+        }
+        (Offer::Counter { .. }, None) => Source::IpiBroadcast("the performance counter MSRs fault (#GP)"),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeriodError {
+    ZeroRate,
+    /// The counter is too narrow.
+    Width(u8),
+}
+
+/// Cycles between two NMIs at `hz` with a `cpu_hz` core clock, limited to
+/// what one write can load: Intel's legacy PMC writes sign-extend bit 31
+/// (SDM Vol. 3B §20.2.2), so at most 2^31 - 1; AMD loads the full width.
+pub fn period(cpu_hz: u64, hz: u32, counter: Counter, width: u8) -> Result<u64, PeriodError> {
+    if hz == 0 {
+        return Err(PeriodError::ZeroRate);
+    }
+    if !(32..=64).contains(&width) {
+        return Err(PeriodError::Width(width));
+    }
+    let max = match counter {
+        Counter::IntelArch { .. } => (1u64 << 31) - 1,
+        _ => (1u64 << (width - 1)) - 1,
+    };
+    Ok((cpu_hz / hz as u64).clamp(1, max))
+}
+
+/// The value to load so that the counter overflows after `period` events.
+pub fn initial_count(period: u64, width: u8) -> u64 {
+    let mask = if width >= 64 { u64::MAX } else { (1u64 << width) - 1 };
+    0u64.wrapping_sub(period) & mask
+}
+
+/// Whether an AMD counter (no global overflow status) has overflowed: it was
+/// loaded with its top bit set and counts up through zero.
+pub fn amd_overflowed(value: u64, width: u8) -> bool {
+    value & (1u64 << (width - 1)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raw_cpuid::CpuIdResult;
+
+    /// CPUID as seen by a guest: (leaf, subleaf) -> registers; absent leaves are zero.
+    fn dump(leaves: &'static [((u32, u32), [u32; 4])]) -> CpuId<impl CpuIdReader> {
+        CpuId::with_cpuid_reader(move |eax: u32, ecx: u32| {
+            let r = leaves.iter().find(|((l, s), _)| *l == eax && (*s == ecx || *l != 0xB && *l != 0x7 && *l != 0xD && *s == 0));
+            let [a, b, c, d] = r.map(|(_, v)| *v).unwrap_or([0; 4]);
+            CpuIdResult { eax: a, ebx: b, ecx: c, edx: d }
+        })
+    }
+
+    // Vendor strings in EBX, EDX, ECX order.
+    const INTEL: [u32; 3] = [0x756e_6547, 0x4965_6e69, 0x6c65_746e];
+    const AMD: [u32; 3] = [0x6874_7541, 0x6974_6e65, 0x444d_4163];
+
+    /// A KVM guest on an Intel host with a virtual PMU: QEMU `-cpu host`
+    /// exposes leaf 0xA as version 2, 4 GP counters of 48 bits, all
+    /// architectural events available (values as KVM reports them for
+    /// Skylake-class hosts), hypervisor bit set in leaf 1.
+    static KVM_INTEL_VPMU: &[((u32, u32), [u32; 4])] = &[
+        ((0, 0), [0xd, INTEL[0], INTEL[2], INTEL[1]]),
+        ((1, 0), [0x0005_0654, 0x0000_0800, 0xfffa_3223, 0x0f8b_fbff]),
+        ((0xA, 0), [0x0730_0402, 0, 0, 0x0000_0603]),
+        ((0x8000_0000, 0), [0x8000_0008, 0, 0, 0]),
+    ];
+
+    /// The same guest with `-cpu host,pmu=off`: leaf 0xA is all zeros.
+    static KVM_INTEL_NO_PMU: &[((u32, u32), [u32; 4])] = &[
+        ((0, 0), [0xd, INTEL[0], INTEL[2], INTEL[1]]),
+        ((1, 0), [0x0005_0654, 0x0000_0800, 0xfffa_3223, 0x0f8b_fbff]),
+        ((0x8000_0000, 0), [0x8000_0008, 0, 0, 0]),
+    ];
+
+    /// A KVM guest on an AMD EPYC host: Fn8000_0001_ECX has PerfCtrExtCore (bit 23).
+    static KVM_AMD_EPYC: &[((u32, u32), [u32; 4])] = &[
+        ((0, 0), [0x10, AMD[0], AMD[2], AMD[1]]),
+        ((1, 0), [0x0083_0f10, 0x0000_0800, 0xfef8_3203, 0x178b_fbff]),
+        ((0x8000_0000, 0), [0x8000_0023, AMD[0], AMD[2], AMD[1]]),
+        ((0x8000_0001, 0), [0x0083_0f10, 0, 0x0080_01f3, 0x2fd3_fbff]),
+    ];
+
+    /// An older AMD model without PerfCtrExtCore (QEMU `-cpu Opteron_G3`).
+    static AMD_OPTERON: &[((u32, u32), [u32; 4])] = &[
+        ((0, 0), [0x5, AMD[0], AMD[2], AMD[1]]),
+        ((1, 0), [0x0010_0f91, 0x0000_0800, 0x8080_2009, 0x078b_fbff]),
+        ((0x8000_0000, 0), [0x8000_0008, AMD[0], AMD[2], AMD[1]]),
+        ((0x8000_0001, 0), [0x0010_0f91, 0, 0x0000_0035, 0x2fd3_fbff]),
+    ];
+
+    #[test]
+    fn intel_kvm_guests() {
+        let o = offer(&dump(KVM_INTEL_VPMU));
+        assert_eq!(o, Offer::Counter { counter: Counter::IntelArch { version: 2 }, width: 48 });
+        assert_eq!(select(o, Some(true)), Source::PerfCounter(Counter::IntelArch { version: 2 }));
+        // A vPMU that does not count (host without PMU passthrough) falls back.
+        assert!(matches!(select(o, Some(false)), Source::IpiBroadcast(w) if w.contains("does not count")));
+        let o = offer(&dump(KVM_INTEL_NO_PMU));
+        assert!(matches!(o, Offer::None(w) if w.contains("version 0")));
+        assert!(matches!(select(o, None), Source::IpiBroadcast(_)));
+    }
+
+    #[test]
+    fn amd_guests_pick_the_extended_counters_when_offered() {
+        assert_eq!(offer(&dump(KVM_AMD_EPYC)), Offer::Counter { counter: Counter::AmdExtCore, width: 48 });
+        assert_eq!(offer(&dump(AMD_OPTERON)), Offer::Counter { counter: Counter::AmdLegacy, width: 48 });
+        assert_eq!(Counter::AmdExtCore.msrs(), (0xC001_0200, 0xC001_0201));
+        assert!(matches!(select(offer(&dump(AMD_OPTERON)), None), Source::IpiBroadcast(w) if w.contains("#GP")));
+    }
+
+    #[test]
+    fn event_selects() {
+        // Intel: event 0x3C, USR|OS|INT|EN = 0x53003C.
+        assert_eq!(Counter::IntelArch { version: 2 }.evtsel(true), 0x0053_003C);
+        assert_eq!(Counter::IntelArch { version: 2 }.evtsel(false), 0x0043_003C);
+        assert_eq!(Counter::AmdLegacy.evtsel(true), 0x0053_0076);
+    }
+
+    #[test]
+    fn periods_and_initial_counts() {
+        let intel = Counter::IntelArch { version: 2 };
+        assert_eq!(period(3_000_000_000, 1000, intel, 48), Ok(3_000_000));
+        // 1 Hz at 3 GHz does not fit a sign-extended 32-bit write.
+        assert_eq!(period(3_000_000_000, 1, intel, 48), Ok((1 << 31) - 1));
+        assert_eq!(period(3_000_000_000, 1, Counter::AmdLegacy, 48), Ok(3_000_000_000));
+        assert_eq!(period(1000, 10_000, intel, 48), Ok(1), "never zero");
+        assert_eq!(period(1, 0, intel, 48), Err(PeriodError::ZeroRate));
+        assert_eq!(period(1, 1, intel, 8), Err(PeriodError::Width(8)));
+        let c = initial_count(3_000_000, 48);
+        assert_eq!(c, (1 << 48) - 3_000_000);
+        assert!(!amd_overflowed(c, 48));
+        assert!(amd_overflowed((c + 3_000_000) & ((1 << 48) - 1), 48), "wrapped through zero");
+    }
+}

@@ -1,0 +1,317 @@
+//! The local-APIC NMI watchdog on every CPU.
+//!
+//! Source, chosen at boot and reported: a cycles counter overflowing through
+//! the LVT performance-counter entry as NMI (Intel architectural perfmon, AMD
+//! counters), where it really counts; else NMI IPIs that CPU 0's local-APIC
+//! timer broadcasts to every CPU, itself included (the LVT timer entry cannot
+//! deliver NMIs, an IPI can). The NMI handler identifies the source (the
+//! per-CPU "NMI IPI pending" flag, the counter's overflow, port 0x61's
+//! SERR/IOCHK for external NMIs, else unknown), counts it, re-arms the
+//! counter, and runs [`lapic_wd_event`], which detects hard lockups: a CPU
+//! whose timer-interrupt count has not moved for `watchdog_thresh` seconds.
+//!
+//! Nothing here that runs in NMI context takes a lock or allocates: reports
+//! go into [`NMI_LOG`], which ordinary contexts print ([`drain_to_console`]).
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use log::{info, warn};
+use raw_cpuid::CpuId;
+
+use super::log::{NmiLog, TraceFrame, format_ftrace_nmi_warning};
+use super::pmu::{self, Counter, Source};
+use crate::apic::lapic::{self, Dest, icr};
+use crate::arch::idt::vector;
+use crate::arch::msr;
+use crate::arch::percpu::{self, PerCpu, this_cpu};
+use crate::arch::trap::{self, Disposition, TrapFrame};
+use crate::boot::cmdline::{NmiSourceChoice, Options};
+use crate::debug::symbols::Location;
+use crate::time::clock;
+
+/// The NMI warning log: lockup reports and ftrace NMI-context warnings.
+pub static NMI_LOG: NmiLog<32> = NmiLog::new();
+/// Records already printed on the console.
+static PRINTED: AtomicUsize = AtomicUsize::new(0);
+
+static SOURCE: spin::Once<Source> = spin::Once::new();
+static HZ: AtomicU32 = AtomicU32::new(0);
+static THRESH_NS: AtomicU64 = AtomicU64::new(10_000_000_000);
+static KEEP_ON_NMI: AtomicBool = AtomicBool::new(false);
+/// Initial counter value (PMU source) and counter width.
+static PMU_INITIAL: AtomicU64 = AtomicU64::new(0);
+static PMU_WIDTH: AtomicU32 = AtomicU32::new(48);
+
+/// PC/AT NMI status port (0x61): bit 7 PCI SERR#, bit 6 IOCHK#.
+const PORT_61: u16 = 0x61;
+const PORT_61_EXTERNAL: u8 = 0xC0;
+
+/// The source in force (`Off` before `init`).
+pub fn source() -> Source {
+    SOURCE.get().copied().unwrap_or(Source::Off)
+}
+
+pub fn hz() -> u32 {
+    HZ.load(Ordering::Relaxed)
+}
+
+/// Does the counter count? Program it without interrupt, burn some cycles,
+/// read it back. `None` when its MSRs fault.
+fn probe(c: Counter) -> Option<bool> {
+    let (sel, ctr) = c.msrs();
+    if !msr::try_wrmsr(sel, 0) || !msr::try_wrmsr(ctr, 0) {
+        return None;
+    }
+    if let Counter::IntelArch { version } = c
+        && version >= 2
+        && !msr::try_wrmsr(pmu::msr::IA32_PERF_GLOBAL_CTRL, 1)
+    {
+        return None;
+    }
+    if !msr::try_wrmsr(sel, c.evtsel(false)) {
+        return None;
+    }
+    let before = msr::try_rdmsr(ctr)?;
+    let mut x = 0u64;
+    for i in 0..200_000u64 {
+        x = core::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+    }
+    let after = msr::try_rdmsr(ctr)?;
+    msr::try_wrmsr(sel, 0);
+    Some(after != before)
+}
+
+/// Choose the source (boot CPU, after TSC calibration, before the timers
+/// start), register the NMI handler. Returns the source.
+pub fn init(opts: &Options, cpu_hz: u64) -> Source {
+    let src = if !opts.nmi_watchdog {
+        Source::Off
+    } else if opts.nmi_source == NmiSourceChoice::Ipi {
+        Source::IpiBroadcast("nmi_source=ipi on the command line")
+    } else {
+        let offer = pmu::offer(&CpuId::new());
+        let counts = match offer {
+            pmu::Offer::Counter { counter, .. } => probe(counter),
+            pmu::Offer::None(_) => None,
+        };
+        let s = pmu::select(offer, counts);
+        if let (Source::PerfCounter(c), pmu::Offer::Counter { width, .. }) = (s, offer) {
+            match pmu::period(cpu_hz, opts.nmi_watchdog_hz, c, width) {
+                Ok(p) => {
+                    PMU_INITIAL.store(pmu::initial_count(p, width), Ordering::Relaxed);
+                    PMU_WIDTH.store(width as u32, Ordering::Relaxed);
+                    info!("nmi: {} counter, {width} bits, period {p} cycles for {} Hz", c.name(), opts.nmi_watchdog_hz);
+                    s
+                }
+                Err(e) => Source::IpiBroadcast(if matches!(e, pmu::PeriodError::Width(_)) { "counter too narrow" } else { "no rate" }),
+            }
+        } else {
+            s
+        }
+    };
+    HZ.store(opts.nmi_watchdog_hz, Ordering::Relaxed);
+    THRESH_NS.store(opts.watchdog_thresh as u64 * 1_000_000_000, Ordering::Relaxed);
+    KEEP_ON_NMI.store(opts.ftrace_keep_on_nmi, Ordering::Relaxed);
+    SOURCE.call_once(|| src);
+    trap::register(vector::NMI, on_nmi);
+    match src {
+        Source::Off => info!("nmi: watchdog off (nmi_watchdog=0)"),
+        Source::PerfCounter(c) => info!("nmi: watchdog source {} at {} Hz on every CPU", c.name(), opts.nmi_watchdog_hz),
+        Source::IpiBroadcast(why) => info!(
+            "nmi: watchdog source ipi-broadcast at {} Hz (NMI IPIs from cpu0's local-APIC timer to every CPU), because {why}",
+            opts.nmi_watchdog_hz
+        ),
+    }
+    src
+}
+
+/// The local-APIC timer rate for `cpu`: CPU 0 drives the IPI broadcast.
+pub fn timer_hz_for(cpu: usize, timer_hz: u32) -> u32 {
+    match source() {
+        Source::IpiBroadcast(_) if cpu == 0 => timer_hz.max(hz()),
+        _ => timer_hz,
+    }
+}
+
+/// Arm this CPU's counter (PMU source) and start lockup tracking. Every CPU,
+/// once, after its local APIC is set up.
+pub fn init_cpu() {
+    let cpu = this_cpu();
+    cpu.wd_last_ticks.store(cpu.timer_ticks.load(Ordering::Relaxed), Ordering::Relaxed);
+    cpu.wd_last_change_ns.store(clock::now_ns(), Ordering::Relaxed);
+    if let Source::PerfCounter(c) = source() {
+        let (sel, ctr) = c.msrs();
+        msr::try_wrmsr(sel, 0);
+        msr::try_wrmsr(ctr, PMU_INITIAL.load(Ordering::Relaxed));
+        lapic::write(lapic::reg::LVT_PERF, lapic::LVT_DELIVERY_NMI);
+        if let Counter::IntelArch { version } = c
+            && version >= 2
+        {
+            msr::try_wrmsr(pmu::msr::IA32_PERF_GLOBAL_OVF_CTRL, 1);
+            msr::try_wrmsr(pmu::msr::IA32_PERF_GLOBAL_CTRL, 1);
+        }
+        msr::try_wrmsr(sel, c.evtsel(true));
+    }
+}
+
+/// Called from CPU 0's timer interrupt: one round of watchdog NMIs to every
+/// online CPU, itself included. One IPI per CPU, not the "all" shorthand: a
+/// processor not started yet (or parked by a failed start) sits in firmware
+/// code, whose handlers an NMI would crash.
+pub fn timer_tick(cpu: &PerCpu) {
+    if cpu.index() != 0 || !matches!(source(), Source::IpiBroadcast(_)) {
+        return;
+    }
+    for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
+        c.nmi_ipi_pending.store(true, Ordering::Release);
+        let dest = if c.index() == cpu.index() { Dest::SelfOnly } else { Dest::Apic(c.apic_id()) };
+        lapic::send_ipi(dest, icr::DELIVERY_NMI);
+    }
+}
+
+/// Did this CPU's counter overflow? If so, re-arm it (and unmask the LVT
+/// entry, which some CPUs mask on delivery).
+fn pmu_overflowed_and_rearm(c: Counter) -> bool {
+    let (_, ctr) = c.msrs();
+    let over = match c {
+        Counter::IntelArch { version } if version >= 2 => {
+            // SAFETY: the PMU source was chosen because these MSRs exist and count.
+            let st = unsafe { msr::rdmsr(pmu::msr::IA32_PERF_GLOBAL_STATUS) };
+            if st & 1 != 0 {
+                // SAFETY: as above; clears counter 0's overflow bit.
+                unsafe { msr::wrmsr(pmu::msr::IA32_PERF_GLOBAL_OVF_CTRL, 1) };
+            }
+            st & 1 != 0
+        }
+        // SAFETY: as above.
+        _ => pmu::amd_overflowed(unsafe { msr::rdmsr(ctr) }, PMU_WIDTH.load(Ordering::Relaxed) as u8),
+    };
+    if over {
+        // SAFETY: as above; reloads the period.
+        unsafe { msr::wrmsr(ctr, PMU_INITIAL.load(Ordering::Relaxed)) };
+        lapic::write(lapic::reg::LVT_PERF, lapic::LVT_DELIVERY_NMI);
+    }
+    over
+}
+
+fn on_nmi(frame: &mut TrapFrame) -> Disposition {
+    let cpu = this_cpu();
+    let mut ours = false;
+    if cpu.nmi_ipi_pending.swap(false, Ordering::AcqRel) {
+        cpu.nmi_ipi.fetch_add(1, Ordering::Relaxed);
+        ours = true;
+    }
+    if let Source::PerfCounter(c) = source()
+        && pmu_overflowed_and_rearm(c)
+    {
+        cpu.nmi_pmu.fetch_add(1, Ordering::Relaxed);
+        ours = true;
+    }
+    if ours {
+        lapic_wd_event(frame);
+    } else {
+        // SAFETY: reading the PC/AT NMI status port has no side effects.
+        let p61: u8 = unsafe { x86_64::instructions::port::Port::new(PORT_61).read() };
+        if p61 & PORT_61_EXTERNAL != 0 {
+            cpu.nmi_external.fetch_add(1, Ordering::Relaxed);
+        } else {
+            cpu.nmi_unknown.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Disposition::Resume
+}
+
+/// The watchdog's per-tick work on every CPU (the name of the 2008 report).
+/// On the NMI path: its site is patched only with `trace_nmi_path`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn lapic_wd_event(frame: &TrapFrame) {
+    crate::trace_site!(nmi);
+    wd_check_lockup(frame);
+}
+
+/// Hard-lockup check: has this CPU's timer-interrupt count moved within the threshold?
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn wd_check_lockup(frame: &TrapFrame) {
+    crate::trace_site!(nmi);
+    let cpu = this_cpu();
+    let now = clock::now_ns();
+    let ticks = cpu.timer_ticks.load(Ordering::Relaxed);
+    if ticks != cpu.wd_last_ticks.swap(ticks, Ordering::Relaxed) {
+        cpu.wd_last_change_ns.store(now, Ordering::Relaxed);
+        cpu.wd_reported.store(false, Ordering::Relaxed);
+        return;
+    }
+    let stuck = now.saturating_sub(cpu.wd_last_change_ns.load(Ordering::Relaxed));
+    if stuck >= THRESH_NS.load(Ordering::Relaxed) && !cpu.wd_reported.swap(true, Ordering::Relaxed) {
+        cpu.lockups.fetch_add(1, Ordering::Relaxed);
+        NMI_LOG.push(|r| {
+            let _ = writeln!(r, "NMI watchdog: hard LOCKUP on cpu {} (no timer interrupt for {} ms)", cpu.index(), stuck / 1_000_000);
+            let _ = trap::write_dump(r, frame);
+        });
+    }
+}
+
+/// A trace site ran in NMI context (called once per site by the trace hook):
+/// log the 2008 warning and, unless `ftrace_keep_on_nmi`, ask the patching
+/// engine to turn tracing off from a safe context.
+pub fn ftrace_nmi_warning(site: u64, fp: u64) {
+    let cpu = this_cpu();
+    let keep = KEEP_ON_NMI.load(Ordering::Relaxed);
+    let table = crate::debug::backtrace::table();
+    let at = table.and_then(|t| t.lookup(site));
+    // The site itself, then every return address up the frame-pointer chain.
+    let mut frames: heapless::Vec<(u64, Option<Location<'static>>), 24> = heapless::Vec::new();
+    let _ = frames.push((site, at));
+    for ret in crate::debug::backtrace::return_addresses(fp).take(23) {
+        let loc = table.and_then(|t| t.lookup(ret - 1)).map(|l| Location { offset: l.offset + 1, ..l });
+        let _ = frames.push((ret, loc));
+    }
+    struct Unknown;
+    impl core::fmt::Display for Unknown {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("?")
+        }
+    }
+    NMI_LOG.push(|r| {
+        let site_name: &dyn core::fmt::Display = match &at {
+            Some(l) => l,
+            None => &Unknown,
+        };
+        let mut it = frames.iter().map(|(a, l)| TraceFrame { addr: *a, symbol: l.as_ref().map(|l| l as &dyn core::fmt::Display) });
+        let _ = format_ftrace_nmi_warning(r, site_name, keep, cpu.index(), cpu.apic_id(), &mut it);
+    });
+    if !keep {
+        crate::patch::engine::request_disable("ftraced code called from NMI context");
+    }
+}
+
+/// Print NMI log records not printed yet (not from NMI context: takes the console lock).
+pub fn drain_to_console() {
+    let mut printed = PRINTED.load(Ordering::Relaxed);
+    while let Some(text) = NMI_LOG.get(printed) {
+        let mut c = crate::debug::log::console();
+        let _ = write!(c, "{text}");
+        drop(c);
+        printed += 1;
+        PRINTED.store(printed, Ordering::Relaxed);
+    }
+    let dropped = NMI_LOG.dropped();
+    static REPORTED_DROPS: AtomicUsize = AtomicUsize::new(0);
+    if dropped > REPORTED_DROPS.swap(dropped, Ordering::Relaxed) {
+        warn!("nmi: {dropped} NMI log records dropped (log full)");
+    }
+}
+
+/// NMI totals over every CPU: (ipi, pmu, external, unknown, nested, exceptions-in-NMI, lockups).
+pub fn totals() -> [u64; 7] {
+    let mut t = [0u64; 7];
+    for c in percpu::all() {
+        for (i, v) in [&c.nmi_ipi, &c.nmi_pmu, &c.nmi_external, &c.nmi_unknown, &c.nmi_nested, &c.nmi_exceptions, &c.lockups].iter().enumerate() {
+            t[i] += v.load(Ordering::Relaxed);
+        }
+    }
+    t
+}
