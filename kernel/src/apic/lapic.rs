@@ -203,15 +203,24 @@ unsafe fn wait_icr_idle(lo: *mut u32) {
     }
 }
 
-/// Measure the APIC timer's rate (ticks per second at divide-by-16) against the TSC clock.
+/// Measure the APIC timer's rate (ticks per second at divide-by-16) against
+/// the TSC clock: the median of five 10 ms windows (a window stretched by a
+/// preempted virtual CPU does not skew it).
 pub fn timer_calibrate() -> u64 {
     write(reg::TIMER_DIVIDE, TIMER_DIVIDE_16);
     write(reg::LVT_TIMER, LVT_MASKED);
-    write(reg::TIMER_INITIAL, u32::MAX);
-    crate::time::clock::delay_ns(10_000_000);
-    let elapsed = u32::MAX - read(reg::TIMER_CURRENT);
+    let mut samples = [0u64; 5];
+    for s in samples.iter_mut() {
+        write(reg::TIMER_INITIAL, u32::MAX);
+        let t0 = crate::arch::cpu::rdtsc();
+        crate::time::clock::delay_ns(10_000_000);
+        let elapsed = u32::MAX - read(reg::TIMER_CURRENT);
+        let ns = crate::time::clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t0).max(1);
+        *s = elapsed as u64 * 1_000_000_000 / ns;
+    }
     write(reg::TIMER_INITIAL, 0);
-    elapsed as u64 * 100
+    samples.sort_unstable();
+    samples[2]
 }
 
 /// Start the periodic timer on this CPU.

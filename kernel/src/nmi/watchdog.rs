@@ -153,6 +153,9 @@ pub fn init_cpu() {
         }
         msr::try_wrmsr(sel, c.evtsel(true));
     }
+    if !matches!(source(), Source::Off) {
+        log::debug!("nmi: cpu{} apic {}: watchdog source {}", cpu.index(), cpu.apic_id(), source().name());
+    }
 }
 
 /// Called from CPU 0's timer interrupt: one round of watchdog NMIs to every
