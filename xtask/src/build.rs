@@ -51,7 +51,10 @@ pub fn kernel_rustflags(root: &Path) -> Vec<String> {
 pub fn clippy() -> Result<()> {
     let root = root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let host = Command::new(&cargo).current_dir(&root).args(["clippy", "--quiet", "-p", "kernel", "-p", "xtask", "--", "-D", "warnings"]).status()?;
+    let host = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["clippy", "--quiet", "--all-targets", "-p", "kernel", "-p", "xtask", "-p", "silicon", "--", "-D", "warnings"])
+        .status()?;
     let bare = Command::new(&cargo)
         .current_dir(&root)
         .args(["clippy", "--quiet", "--release", "-p", "appliance", "--target", TARGET, "--target-dir"])

@@ -34,7 +34,22 @@ const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [o
   clippy      lint host crates and the bare-metal build (warnings are errors)
   test        host tests and QEMU integration tests (--quick: only the -kernel boots)
   acpi-dump   boot a QEMU machine with acpi_dump and save its tables (cargo xtask acpi-dump --help)
-  deps        install or name the host tools (QEMU, GRUB, xorriso, mtools, OVMF)";
+  deps        install or name the host tools (QEMU, GRUB, xorriso, mtools, OVMF)
+  silicon     the patching protocol on this machine's CPUs from Linux user space (silicon --help)";
+
+/// `cargo xtask silicon [args]`: build and run bench/silicon (release).
+fn silicon(args: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args(["run", "--quiet", "--release", "-p", "silicon", "--"])
+        .args(args)
+        .status()?;
+    if !st.success() {
+        return Err("silicon failed".into());
+    }
+    Ok(())
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +61,7 @@ fn main() {
         Some("test") => test::main(&args[1..]),
         Some("acpi-dump") => run::acpi_dump(&args[1..]),
         Some("deps") => deps::ensure_all(),
+        Some("silicon") => silicon(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -461,11 +461,7 @@ fn apply_stop_machine(m: &mut Machine, batch: &mut [Patch]) -> Result<BatchStats
 
 static NAIVE_GAP_NS: AtomicU64 = AtomicU64::new(0);
 
-/// Where a CALL torn as `e8` + the NOP's tail (`1f 44 00 00`) goes: a
-/// relative call by 0x441f.
-pub fn torn_call_target(site: u64) -> u64 {
-    site + SITE_LEN + u32::from_le_bytes([protocol::NOP5[1], protocol::NOP5[2], protocol::NOP5[3], protocol::NOP5[4]]) as u64
-}
+use protocol::torn_call_target;
 
 /// Sites whose torn-call target holds int3 (function padding), by registry
 /// index: a tear there traps at once and the oracle recovers.
@@ -488,14 +484,12 @@ fn apply_naive(m: &mut Machine, batch: &mut [Patch]) -> Result<BatchStats, proto
     protocol::plan(m, batch)?;
     let gap = NAIVE_GAP_NS.load(Ordering::Relaxed);
     for p in batch.iter() {
-        let head_first = p.new[0] == protocol::CALL_REL32;
-        let (first, second): (&[u8], &[u8]) = if head_first { (&p.new[..1], &p.new[1..]) } else { (&p.new[1..], &p.new[..1]) };
-        let (a1, a2) = if head_first { (p.site, p.site + 1) } else { (p.site + 1, p.site) };
-        m.write_atomic(a1, first);
+        let [(a1, r1), (a2, r2)] = protocol::naive_stores(p);
+        m.write_atomic(a1, &p.new[r1]);
         if gap > 0 && guarded(p.site) {
             clock::delay_ns(gap);
         }
-        m.write_atomic(a2, second);
+        m.write_atomic(a2, &p.new[r2]);
     }
     Ok(BatchStats { sites: batch.len(), sync_rounds: 0 })
 }

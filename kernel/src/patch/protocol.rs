@@ -149,6 +149,23 @@ pub fn apply_int3(platform: &mut impl Platform, batch: &mut [Patch]) -> Result<B
     result.map(|()| stats)
 }
 
+/// The `naive` strategy's two stores for one patch, in order: (address,
+/// bytes of `new`). Ordered so that the only torn state is `e8` followed by
+/// the NOP's tail (a CALL by 0x441f): NOP->CALL writes the first byte, then
+/// the 4-byte tail; CALL->NOP writes the tail, then the first byte.
+pub fn naive_stores(p: &Patch) -> [(u64, core::ops::Range<usize>); 2] {
+    if p.new[0] == CALL_REL32 {
+        [(p.site, 0..1), (p.site + 1, 1..5)]
+    } else {
+        [(p.site + 1, 1..5), (p.site, 0..1)]
+    }
+}
+
+/// Where a CALL torn as `e8` + the NOP's tail goes.
+pub fn torn_call_target(site: u64) -> u64 {
+    site + SITE_LEN + u32::from_le_bytes([NOP5[1], NOP5[2], NOP5[3], NOP5[4]]) as u64
+}
+
 /// What the int3 handler does for a trap at `ip` (the address after the int3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Emulation {
@@ -371,6 +388,20 @@ mod tests {
         // The site is left trapping (int3 + new tail): still never torn, and
         // the int3 handler's table is gone, so the caller must retry or restore.
         assert_eq!(classify(&b[0], sim.read(0x1000)), Seen::Trap);
+    }
+
+    #[test]
+    fn naive_store_order_only_tears_into_a_call_through_the_nop_tail() {
+        for (from, to) in [(Insn::Nop5, Insn::Call { target: TRAMPOLINE }), (Insn::Call { target: TRAMPOLINE }, Insn::Nop5)] {
+            let p = Patch::new(0x30_0000, from, to).unwrap();
+            let mut b = p.old;
+            let [(a1, r1), (a2, r2)] = naive_stores(&p);
+            b[(a1 - p.site) as usize..][..r1.len()].copy_from_slice(&p.new[r1.clone()]);
+            assert_eq!(b, [CALL_REL32, 0x1f, 0x44, 0x00, 0x00], "the one intermediate state");
+            b[(a2 - p.site) as usize..][..r2.len()].copy_from_slice(&p.new[r2]);
+            assert_eq!(b, p.new);
+        }
+        assert_eq!(torn_call_target(0x30_0004), 0x30_0004 + 5 + 0x441f);
     }
 
     #[test]
