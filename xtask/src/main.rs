@@ -35,7 +35,41 @@ const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [o
   test        host tests and QEMU integration tests (--quick: only the -kernel boots)
   acpi-dump   boot a QEMU machine with acpi_dump and save its tables (cargo xtask acpi-dump --help)
   deps        install or name the host tools (QEMU, GRUB, xorriso, mtools, OVMF)
+  cpuid-dump  record this machine's CPUID leaves (--name N) into kernel/tests/data/cpuid/ for host tests
   silicon     the patching protocol on this machine's CPUs from Linux user space (silicon --help)";
+
+/// `cargo xtask cpuid-dump --name N`: every CPUID leaf of this machine, one
+/// `leaf subleaf eax ebx ecx edx` line each (hex), for the PMU host tests.
+fn cpuid_dump(args: &[String]) -> Result<()> {
+    let name = match args {
+        [flag, n] if flag == "--name" => n.clone(),
+        _ => return Err("usage: cargo xtask cpuid-dump --name NAME".into()),
+    };
+    use std::arch::x86_64::__cpuid_count;
+    use std::fmt::Write;
+    let mut out = String::from("# CPUID of the machine that ran `cargo xtask cpuid-dump`: leaf subleaf eax ebx ecx edx\n");
+    // Leaves with subleaves (SDM Vol. 2A, CPUID): dump the first 8 of each.
+    let with_sub = [0x4, 0x7, 0xB, 0xD, 0xF, 0x10, 0x12, 0x14, 0x17, 0x18, 0x1D, 0x1E, 0x1F, 0x8000_001D, 0x8000_0020];
+    for base in [0u32, 0x4000_0000, 0x8000_0000] {
+        let max = __cpuid_count(base, 0).eax;
+        if max < base || max - base > 0x100 {
+            continue;
+        }
+        for leaf in base..=max {
+            let subs = if with_sub.contains(&leaf) { 8 } else { 1 };
+            for sub in 0..subs {
+                let r = __cpuid_count(leaf, sub);
+                writeln!(out, "{leaf:08x} {sub:x} {:08x} {:08x} {:08x} {:08x}", r.eax, r.ebx, r.ecx, r.edx)?;
+            }
+        }
+    }
+    let dir = root().join("kernel/tests/data/cpuid");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.txt"));
+    std::fs::write(&path, out)?;
+    println!("{}", path.display());
+    Ok(())
+}
 
 /// `cargo xtask silicon [args]`: build and run bench/silicon (release).
 fn silicon(args: &[String]) -> Result<()> {
@@ -62,6 +96,7 @@ fn main() {
         Some("acpi-dump") => run::acpi_dump(&args[1..]),
         Some("deps") => deps::ensure_all(),
         Some("silicon") => silicon(&args[1..]),
+        Some("cpuid-dump") => cpuid_dump(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

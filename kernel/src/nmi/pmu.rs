@@ -202,8 +202,9 @@ mod tests {
 
     /// A KVM guest on an Intel host with a virtual PMU: QEMU `-cpu host`
     /// exposes leaf 0xA as version 2, 4 GP counters of 48 bits, all
-    /// architectural events available (values as KVM reports them for
-    /// Skylake-class hosts), hypervisor bit set in leaf 1.
+    /// architectural events available, hypervisor bit set in leaf 1.
+    /// Transcribed (no Intel KVM host was at hand to record one): the leaf
+    /// values follow KVM's PMU CPUID for Skylake-class hosts.
     static KVM_INTEL_VPMU: &[((u32, u32), [u32; 4])] = &[
         ((0, 0), [0xd, INTEL[0], INTEL[2], INTEL[1]]),
         ((1, 0), [0x0005_0654, 0x0000_0800, 0xfffa_3223, 0x0f8b_fbff]),
@@ -233,6 +234,38 @@ mod tests {
         ((0x8000_0000, 0), [0x8000_0008, AMD[0], AMD[2], AMD[1]]),
         ((0x8000_0001, 0), [0x0010_0f91, 0, 0x0000_0035, 0x2fd3_fbff]),
     ];
+
+    /// A recorded dump (`cargo xtask cpuid-dump`): `leaf subleaf eax ebx ecx edx` in hex.
+    fn recorded(text: &'static str) -> CpuId<impl CpuIdReader> {
+        let rows: std::vec::Vec<(u32, u32, [u32; 4])> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let w: std::vec::Vec<u32> = l.split_whitespace().map(|x| u32::from_str_radix(x, 16).unwrap()).collect();
+                (w[0], w[1], [w[2], w[3], w[4], w[5]])
+            })
+            .collect();
+        CpuId::with_cpuid_reader(move |eax: u32, ecx: u32| {
+            let r = rows.iter().find(|(l, s, _)| *l == eax && *s == ecx).or_else(|| rows.iter().find(|(l, s, _)| *l == eax && *s == 0));
+            let [a, b, c, d] = r.map(|(_, _, v)| *v).unwrap_or([0; 4]);
+            CpuIdResult { eax: a, ebx: b, ecx: c, edx: d }
+        })
+    }
+
+    #[test]
+    fn recorded_kvm_guest_on_amd_epyc() {
+        // The development machine: a KVM guest ("KVMKVMKVM" at 0x40000000) on
+        // an AMD EPYC (family 0x19, model 0x11), recorded with cargo xtask cpuid-dump.
+        let c = recorded(include_str!("../../tests/data/cpuid/kvm-guest-amd-epyc-zen4.txt"));
+        assert!(c.get_feature_info().unwrap().has_hypervisor());
+        let hv = c.get_hypervisor_info().unwrap();
+        assert_eq!(hv.identify(), raw_cpuid::Hypervisor::KVM);
+        // No PerfCtrExtCore in Fn8000_0001_ECX here: the legacy counters are offered,
+        // and the watchdog then probes whether the virtual PMU really counts.
+        let o = offer(&c);
+        assert_eq!(o, Offer::Counter { counter: Counter::AmdLegacy, width: 48 });
+        assert!(matches!(select(o, Some(false)), Source::IpiBroadcast(w) if w.contains("does not count")));
+    }
 
     #[test]
     fn intel_kvm_guests() {
