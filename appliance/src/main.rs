@@ -7,6 +7,9 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
+mod events;
 mod health;
 mod traced;
 
@@ -49,6 +52,7 @@ fn ap_main(c: &'static PerCpu) -> ! {
 }
 
 fn appliance_main(k: Kernel) -> ! {
+    events::init(&k.options);
     health::report_when_ticking(&k);
     let online = percpu::online_count() as u32;
     let mut cpu = k.options.patch_cpu;
@@ -111,6 +115,10 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
     }
     if opts.strategy == Strategy::Int3 && t.torn != 0 {
         let _ = problems.push("torn executions under int3");
+    }
+    for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
+        let (w, d) = events::cpu_totals(c.index());
+        info!("trace: cpu{}: {w} events recorded, {d} dropped", c.index());
     }
     if t.traced_while_off != 0 || t.missed_while_on != 0 {
         warn!("patch: {} calls traced while off, {} missed while on (stale code)", t.traced_while_off, t.missed_while_on);

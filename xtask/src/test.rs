@@ -390,8 +390,10 @@ pub fn main(args: &[String]) -> Result<()> {
         crate::build::clippy()?;
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         eprintln!("== host tests: cargo test");
-        let st = Command::new(cargo).current_dir(root()).args(["test", "--quiet"]).status()?;
-        if !st.success() {
+        let st = Command::new(&cargo).current_dir(root()).args(["test", "--quiet"]).status()?;
+        // The appliance's pure library (its binary is bare-metal only).
+        let app = Command::new(&cargo).current_dir(root()).args(["test", "--quiet", "-p", "appliance", "--lib"]).status()?;
+        if !st.success() || !app.success() {
             return Err("host tests failed".into());
         }
     }

@@ -142,6 +142,10 @@ pub struct Options {
     pub trace_nmi_path: bool,
     /// Keep tracing after traced code ran in NMI context (the warning is still logged).
     pub ftrace_keep_on_nmi: bool,
+    /// Trace ring buffer per CPU, KiB (all three contexts).
+    pub trace_buf_kb: u32,
+    /// Full trace buffers keep the newest (`overwrite`) or the oldest (`drop`).
+    pub trace_overwrite: bool,
     /// `strategy=naive` only: pause between a site's first byte and its tail
     /// (models the patching CPU being interrupted mid-write; widens the window
     /// a short test can see).
@@ -177,6 +181,8 @@ impl Default for Options {
             watchdog_thresh: 10,
             trace_nmi_path: false,
             ftrace_keep_on_nmi: false,
+            trace_buf_kb: 256,
+            trace_overwrite: true,
         }
     }
 }
@@ -348,6 +354,12 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
         }, |o, x| o.nmi_source = x),
         "watchdog_thresh" => valued!(p, word, key, value, "seconds 1..=60", |v| parse_u32(v, 1, 60),
             |o, x| o.watchdog_thresh = x),
+        "trace_buf_kb" => valued!(p, word, key, value, "KiB 4..=65536", |v| parse_u32(v, 4, 65_536), |o, x| o.trace_buf_kb = x),
+        "trace_overflow" => valued!(p, word, key, value, "overwrite|drop", |v| match v {
+            "overwrite" => Some(true),
+            "drop" => Some(false),
+            _ => None,
+        }, |o, x| o.trace_overwrite = x),
         "patch_seconds" => valued!(p, word, key, value, "an integer 0..=31536000 (0: no limit)", |v| parse_u32(v, 0, 31_536_000),
             |o, x| o.patch_seconds = x),
         "patch_sites" => valued!(p, word, key, value, "an integer 0..=10000000 (0: all)", |v| parse_u32(v, 0, 10_000_000),

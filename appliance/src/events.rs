@@ -1,0 +1,51 @@
+//! The tracing layer on the machine: per-CPU rings (`appliance::trace::ring`)
+//! fed by the trace hook's event sink, from any context including NMI.
+
+use kernel::arch::percpu::{self, Context, this_cpu};
+use kernel::boot::cmdline::Options;
+use log::info;
+
+use appliance::trace::ring::{CpuRings, Event, Kind, Overflow, capacity_for_kb};
+
+/// One `CpuRings` per CPU slot (allocated once, at boot, before tracing starts).
+pub static RINGS: spin::Once<alloc::vec::Vec<CpuRings>> = spin::Once::new();
+
+/// The trace hook's sink: lock-free, no allocation (NMI-safe).
+fn record(site: u64, parent: u64, ctx: Context) {
+    let Some(rings) = RINGS.get() else { return };
+    let cpu = this_cpu();
+    let Some(r) = rings.get(cpu.index()) else { return };
+    let ev = Event {
+        ts_ns: kernel::time::clock::now_ns(),
+        tsc: kernel::arch::cpu::rdtsc(),
+        ip: site,
+        parent,
+        kind: Kind::Function,
+        ctx: ctx as u8,
+        cpu: cpu.index() as u16,
+        arg: 0,
+    };
+    r.rings[ctx as usize].push(&ev);
+}
+
+/// Allocate every CPU's rings and install the sink.
+pub fn init(opts: &Options) {
+    let cap = capacity_for_kb(opts.trace_buf_kb);
+    let mode = if opts.trace_overwrite { Overflow::Overwrite } else { Overflow::Drop };
+    let n = percpu::all().len();
+    RINGS.call_once(|| (0..n).map(|_| CpuRings::new(cap, mode)).collect());
+    kernel::patch::site::set_event_sink(record);
+    info!(
+        "trace: {} KiB per CPU ({}/{}/{} events for task/irq/nmi), full buffers {}",
+        opts.trace_buf_kb,
+        cap[0],
+        cap[1],
+        cap[2],
+        if opts.trace_overwrite { "overwrite the oldest" } else { "drop the newest" }
+    );
+}
+
+/// (events written, events dropped) on CPU `i`.
+pub fn cpu_totals(i: usize) -> (u64, u64) {
+    RINGS.get().and_then(|r| r.get(i)).map_or((0, 0), |r| r.totals())
+}

@@ -1,0 +1,9 @@
+//! The appliance's logic that touches no hardware, as a library so it is
+//! tested on the host with `cargo test -p appliance --lib`: the per-CPU trace
+//! ring buffers (`trace/ring.rs`). The bare-metal binary (`main.rs`) uses it.
+
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod trace;

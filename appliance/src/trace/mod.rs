@@ -1,0 +1,2 @@
+//! Trace events and their per-CPU ring buffers.
+pub mod ring;
