@@ -11,6 +11,7 @@ extern crate alloc;
 
 mod events;
 mod health;
+mod net;
 mod traced;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -54,6 +55,8 @@ fn ap_main(c: &'static PerCpu) -> ! {
 fn appliance_main(k: Kernel) -> ! {
     events::init(&k.options);
     health::report_when_ticking(&k);
+    net::init(&k.options, &k.boot_info.cmdline, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
+    kernel::patch::engine::set_poll_hook(net::poll);
     let online = percpu::online_count() as u32;
     let mut cpu = k.options.patch_cpu;
     if cpu >= online {
@@ -93,6 +96,7 @@ fn watch_only(opts: &Options) -> ! {
     }
     loop {
         kernel::nmi::watchdog::drain_to_console();
+        net::poll();
         kernel::arch::cpu::idle_wait();
     }
 }
@@ -142,6 +146,7 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
     }
     loop {
         kernel::nmi::watchdog::drain_to_console();
+        net::poll();
         kernel::arch::cpu::idle_wait();
     }
 }

@@ -299,6 +299,33 @@ pub fn spawn(spec: &Spec, log: &Path, echo: bool) -> Result<Running> {
 }
 
 impl Running {
+    /// Read serial lines until one satisfies `pred` (returned), or `timeout`
+    /// from QEMU's start, or QEMU exits. Keeps QEMU running.
+    pub fn wait_line(&mut self, timeout: Duration, log: &mut String, mut pred: impl FnMut(&str) -> bool) -> Option<String> {
+        let deadline = self.started + timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            match self.lines.recv_timeout((deadline - now).min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    log.push_str(&line);
+                    log.push('\n');
+                    if pred(&line) {
+                        return Some(line);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(_)) = self.child.try_wait() {
+                        return None;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
     /// Read serial lines until `stop` matches one, QEMU exits, or `timeout`.
     pub fn wait(mut self, timeout: Duration, mut stop: impl FnMut(&str) -> bool) -> Outcome {
         let mut log = String::new();

@@ -353,6 +353,56 @@ fn kvm_case(elf: &Path) -> std::result::Result<Case, String> {
     })
 }
 
+/// One HTTP/1.1 exchange with the guest through the host forward: (status, body).
+pub fn http(port: u16, request: &str) -> std::result::Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("reading the response: {e}"))?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no status line in {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Boot with a NIC, wait for the service, and query it like a user would.
+fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), String> {
+    let port = 18000 + (std::process::id() % 1000) as u16;
+    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000", "2");
+    spec.net = Some((port, nic.into()));
+    let mut run = qemu::spawn(&spec, &logs.join(format!("net_{nic}.log")), false).map_err(|e| e.to_string())?;
+    let mut log = String::new();
+    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://"))
+        .ok_or_else(|| format!("the service never listened; log tail: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")))?;
+    let (code, body) = http(port, "GET /status HTTP/1.1\r\nHost: appliance\r\n\r\n")?;
+    if code != 200 || !body.contains("\"cpus_online\":2") || !body.contains("\"watchdog\":{\"source\":\"ipi-broadcast\"") {
+        return Err(format!("/status: {code} {body}"));
+    }
+    for key in ["\"apic_id\":1", "\"int3_emulated\":", "\"events\":", "\"lost\":", "\"patching\":{\"strategy\":\"int3\"", "\"ftrace\":{\"enabled\":true", "\"uptime_ns\":", "\"cmdline\":"] {
+        if !body.contains(key) {
+            return Err(format!("/status lacks {key}: {body}"));
+        }
+    }
+    let (code, _) = http(port, "GET /nmi-log HTTP/1.1\r\n\r\n")?;
+    if code != 200 {
+        return Err(format!("/nmi-log: {code}"));
+    }
+    for (req, want) in [("GET /nope HTTP/1.1\r\n\r\n", 404), ("POST /status HTTP/1.1\r\n\r\n", 405), ("garbage\r\n\r\n", 400)] {
+        let (code, _) = http(port, req)?;
+        if code != want {
+            return Err(format!("{req:?} answered {code}, expected {want}"));
+        }
+    }
+    // Bad input must not stop the service or tracing.
+    let (code, body) = http(port, "GET /status HTTP/1.1\r\n\r\n")?;
+    if code != 200 || !body.contains("\"enabled\":true") {
+        return Err(format!("after bad requests: {code} {body}"));
+    }
+    Ok(())
+}
+
 /// Check one outcome; `Err` says what was wrong.
 fn check(case: &Case, out: &qemu::Outcome) -> std::result::Result<(), String> {
     if out.timed_out {
@@ -439,6 +489,19 @@ pub fn main(args: &[String]) -> Result<()> {
                 for l in tail.iter().rev() {
                     println!("    | {l}");
                 }
+            }
+        }
+    }
+    if filter.is_none_or(|f| "net_virtio_status".contains(f.as_str())) {
+        let t = Instant::now();
+        match net_case(&elf, "virtio-net-pci", &logs) {
+            Ok(()) => {
+                passed += 1;
+                println!("test qemu::net_virtio_status ... ok ({:.2} s)", t.elapsed().as_secs_f64());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("test qemu::net_virtio_status ... FAILED: {why}");
             }
         }
     }

@@ -146,6 +146,11 @@ pub struct Options {
     pub trace_buf_kb: u32,
     /// Full trace buffers keep the newest (`overwrite`) or the oldest (`drop`).
     pub trace_overwrite: bool,
+    /// Static address `ip=A.B.C.D/PREFIX` (else DHCP) and gateway `gw=A.B.C.D`.
+    pub ip: Option<([u8; 4], u8)>,
+    pub gw: Option<[u8; 4]>,
+    /// TCP port of the HTTP service.
+    pub http_port: u16,
     /// `strategy=naive` only: pause between a site's first byte and its tail
     /// (models the patching CPU being interrupted mid-write; widens the window
     /// a short test can see).
@@ -183,6 +188,9 @@ impl Default for Options {
             ftrace_keep_on_nmi: false,
             trace_buf_kb: 256,
             trace_overwrite: true,
+            ip: None,
+            gw: None,
+            http_port: 80,
         }
     }
 }
@@ -240,6 +248,21 @@ fn truncated(word: &str) -> String<MAX_WORD> {
 fn parse_u32(v: &str, min: u32, max: u32) -> Option<u32> {
     let n: u32 = v.parse().ok()?;
     (min..=max).contains(&n).then_some(n)
+}
+
+fn parse_ipv4(v: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = v.split('.');
+    for o in out.iter_mut() {
+        *o = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+fn parse_cidr(v: &str) -> Option<([u8; 4], u8)> {
+    let (a, p) = v.split_once('/')?;
+    let prefix: u8 = p.parse().ok()?;
+    (prefix <= 32).then_some((parse_ipv4(a)?, prefix))
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -360,6 +383,9 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             "drop" => Some(false),
             _ => None,
         }, |o, x| o.trace_overwrite = x),
+        "ip" => valued!(p, word, key, value, "A.B.C.D/PREFIX", |v| parse_cidr(v), |o, x| o.ip = Some(x)),
+        "gw" => valued!(p, word, key, value, "A.B.C.D", |v| parse_ipv4(v), |o, x| o.gw = Some(x)),
+        "http_port" => valued!(p, word, key, value, "a TCP port 1..=65535", |v| parse_u32(v, 1, 65_535), |o, x| o.http_port = x as u16),
         "patch_seconds" => valued!(p, word, key, value, "an integer 0..=31536000 (0: no limit)", |v| parse_u32(v, 0, 31_536_000),
             |o, x| o.patch_seconds = x),
         "patch_sites" => valued!(p, word, key, value, "an integer 0..=10000000 (0: all)", |v| parse_u32(v, 0, 10_000_000),
@@ -464,6 +490,17 @@ mod tests {
         let o = Options::default();
         assert!(o.nmi_watchdog && !o.trace_nmi_path && !o.ftrace_keep_on_nmi);
         assert_eq!((o.nmi_watchdog_hz, o.watchdog_thresh), (1000, 10));
+    }
+
+    #[test]
+    fn network_options() {
+        let o = parse("ip=10.0.2.15/24 gw=10.0.2.2 http_port=8080").options;
+        assert_eq!(o.ip, Some(([10, 0, 2, 15], 24)));
+        assert_eq!(o.gw, Some([10, 0, 2, 2]));
+        assert_eq!(o.http_port, 8080);
+        let d = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33").diagnostics;
+        assert_eq!(d.len(), 3);
+        assert_eq!(Options::default().ip, None, "DHCP by default");
     }
 
     #[test]

@@ -85,6 +85,22 @@ pub fn torn_events() -> impl Iterator<Item = TornEvent> {
     })
 }
 
+/// Called between batches (the network service polls cooperatively here).
+static POLL_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_poll_hook(f: fn()) {
+    POLL_HOOK.store(f as usize, Ordering::Release);
+}
+
+fn poll_hook() {
+    let h = POLL_HOOK.load(Ordering::Acquire);
+    if h != 0 {
+        // SAFETY: only `set_poll_hook` stores here, from a `fn()`.
+        let f = unsafe { core::mem::transmute::<usize, fn()>(h) };
+        f();
+    }
+}
+
 /// A request to turn tracing off, from any context (NMI included): 0 none,
 /// 1 "ftraced code called from NMI context". The loop acts on it.
 static DISABLE_REQ: AtomicU32 = AtomicU32::new(0);
@@ -689,6 +705,7 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
                 clock::delay_ns(opts.patch_interval_us as u64 * 1000);
             }
             crate::nmi::watchdog::drain_to_console();
+            poll_hook();
             if DISABLE_REQ.load(Ordering::Acquire) != 0 {
                 break;
             }

@@ -1,0 +1,243 @@
+//! The network service: the NIC found on PCI (virtio-net) behind smoltcp,
+//! DHCPv4 or a static address, and an HTTP/1.1 responder on TCP port 80
+//! (`http_port=`). Polled cooperatively (between patch batches and in idle
+//! loops) by whichever CPU holds the service; a CPU that finds it busy skips.
+//! Never polled from NMI context.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::Ordering;
+
+use kernel::arch::percpu;
+use kernel::boot::cmdline::Options;
+use kernel::drivers::virtio_net::VirtioNet;
+use log::{info, warn};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+
+/// Concurrent HTTP connections.
+const MAX_CONNECTIONS: usize = 4;
+/// Largest request head accepted.
+const MAX_REQUEST: usize = 4096;
+
+struct Service {
+    dev: VirtioNet,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dhcp: Option<SocketHandle>,
+    http: Vec<(SocketHandle, Vec<u8>)>,
+    port: u16,
+    announced: bool,
+    cmdline: String,
+}
+
+/// The service, used by one CPU at a time (try_lock: pollers never wait).
+struct Cell(Option<Service>);
+// SAFETY: the service (with its Rc/RefCell device) is only touched under the
+// SERVICE lock, by one CPU at a time; nothing in it is tied to a CPU.
+unsafe impl Send for Cell {}
+static SERVICE: spin::Mutex<Cell> = spin::Mutex::new(Cell(None));
+
+fn now() -> Instant {
+    Instant::from_micros(kernel::time::clock::now_ns() as i64 / 1000)
+}
+
+/// Find a NIC and bring the service up. Boot CPU, after SMP.
+pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
+    let (devs, how) = kernel::drivers::pci::enumerate(ecam);
+    info!("pci: {} functions found through {how}", devs.len());
+    for f in &devs {
+        info!("pci: {} {:04x}:{:04x} class {:02x}.{:02x}", f.df, f.info.vendor_id, f.info.device_id, f.info.class, f.info.subclass);
+    }
+    let nic = devs.iter().find(|f| {
+        virtio_drivers::transport::pci::virtio_device_type(&f.info) == Some(virtio_drivers::transport::DeviceType::Network)
+    });
+    let Some(nic) = nic else {
+        warn!("net: no supported NIC (virtio-net) found; the network service is off");
+        return;
+    };
+    let mut dev = match VirtioNet::new(nic.df) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!("net: virtio-net at {}: {e}", nic.df);
+            return;
+        }
+    };
+    let mac = EthernetAddress(dev.mac);
+    let mut cfg = Config::new(HardwareAddress::Ethernet(mac));
+    cfg.random_seed = kernel::arch::cpu::rdtsc();
+    let mut iface = Interface::new(cfg, &mut dev, now());
+    let mut sockets = SocketSet::new(Vec::new());
+    let dhcp = match opts.ip {
+        Some((a, prefix)) => {
+            iface.update_ip_addrs(|addrs| {
+                let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Address::new(a[0], a[1], a[2], a[3]), prefix)));
+            });
+            if let Some(g) = opts.gw {
+                let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]));
+            }
+            None
+        }
+        None => Some(sockets.add(dhcpv4::Socket::new())),
+    };
+    let mut http = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let s = tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 4096]), tcp::SocketBuffer::new(alloc::vec![0; 65536]));
+        http.push((sockets.add(s), Vec::new()));
+    }
+    info!("net: virtio-net at {} MAC {mac}, {}", nic.df, if dhcp.is_some() { "DHCPv4" } else { "static address" });
+    *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, cmdline: String::from(cmdline) }));
+}
+
+/// One round of network work, if no other CPU is doing it.
+pub fn poll() {
+    let Some(mut guard) = SERVICE.try_lock() else { return };
+    let Some(s) = guard.0.as_mut() else { return };
+    let ts = now();
+    s.iface.poll(ts, &mut s.dev, &mut s.sockets);
+    if let Some(h) = s.dhcp {
+        match s.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+            Some(dhcpv4::Event::Configured(c)) => {
+                s.iface.update_ip_addrs(|a| {
+                    a.clear();
+                    let _ = a.push(IpCidr::Ipv4(c.address));
+                });
+                if let Some(r) = c.router {
+                    let _ = s.iface.routes_mut().add_default_ipv4_route(r);
+                }
+                s.announced = false;
+            }
+            Some(dhcpv4::Event::Deconfigured) => s.iface.update_ip_addrs(|a| a.clear()),
+            None => {}
+        }
+    }
+    if !s.announced && let Some(addr) = s.iface.ipv4_addr() {
+        s.announced = true;
+        info!("net: listening on http://{addr}:{}/ (status: /status, NMI log: /nmi-log)", s.port);
+    }
+    let port = s.port;
+    for (h, req) in s.http.iter_mut() {
+        let sock = s.sockets.get_mut::<tcp::Socket>(*h);
+        if !sock.is_open() {
+            req.clear();
+            let _ = sock.listen(port);
+            continue;
+        }
+        if sock.can_recv() {
+            let _ = sock.recv(|data| {
+                let take = data.len().min(MAX_REQUEST + 1 - req.len().min(MAX_REQUEST + 1));
+                req.extend_from_slice(&data[..take]);
+                (data.len(), ())
+            });
+        }
+        let complete = req.windows(4).any(|w| w == b"\r\n\r\n");
+        if (complete || req.len() > MAX_REQUEST) && sock.can_send() {
+            let resp = respond(req, &s.cmdline);
+            let _ = sock.send_slice(resp.as_bytes());
+            sock.close();
+            req.clear();
+        }
+    }
+    s.iface.poll(now(), &mut s.dev, &mut s.sockets);
+}
+
+fn respond(req: &[u8], cmdline: &str) -> String {
+    if req.len() > MAX_REQUEST {
+        return reply(431, "text/plain", "request header fields too large\n");
+    }
+    let head = core::str::from_utf8(req).unwrap_or("");
+    let line = head.lines().next().unwrap_or("");
+    let mut parts = line.split(' ');
+    let (method, path, version) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !version.starts_with("HTTP/1.") || path.is_empty() {
+        return reply(400, "text/plain", "bad request\n");
+    }
+    if method != "GET" {
+        return reply(405, "text/plain", "only GET is served\n");
+    }
+    match path {
+        "/status" => reply(200, "application/json", &status_json(cmdline)),
+        "/nmi-log" => {
+            let mut body = String::new();
+            for r in kernel::nmi::watchdog::NMI_LOG.iter() {
+                body.push_str(r);
+            }
+            let _ = writeln!(body, "# {} records, {} dropped", kernel::nmi::watchdog::NMI_LOG.len(), kernel::nmi::watchdog::NMI_LOG.dropped());
+            reply(200, "text/plain", &body)
+        }
+        _ => reply(404, "text/plain", "not found\n"),
+    }
+}
+
+fn reply(code: u16, ctype: &str, body: &str) -> String {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
+    };
+    let mut s = String::with_capacity(body.len() + 128);
+    let _ = write!(s, "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    s
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn status_json(cmdline: &str) -> String {
+    use kernel::patch::engine;
+    let mut o = String::with_capacity(4096);
+    let online: Vec<&percpu::PerCpu> = percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)).collect();
+    let _ = write!(o, "{{\"cpus_online\":{},\"cpus\":[", online.len());
+    for (i, c) in online.iter().enumerate() {
+        let (events, lost) = crate::events::cpu_totals(c.index());
+        let _ = write!(
+            o,
+            "{}{{\"cpu\":{},\"apic_id\":{},\"nmis\":{},\"timer_ticks\":{},\"int3_emulated\":{},\"torn\":{},\"events\":{events},\"lost\":{lost}}}",
+            if i > 0 { "," } else { "" },
+            c.index(),
+            c.apic_id(),
+            c.nmis.load(Ordering::Relaxed),
+            c.timer_ticks.load(Ordering::Relaxed),
+            c.int3_emulated.load(Ordering::Relaxed),
+            c.torn.load(Ordering::Relaxed)
+        );
+    }
+    let n = kernel::nmi::watchdog::totals();
+    let _ = write!(o, "],\"watchdog\":{{\"source\":\"{}\",\"hz\":{},\"lockups\":{}}}", kernel::nmi::watchdog::source().name(), kernel::nmi::watchdog::hz(), n[6]);
+    let _ = write!(
+        o,
+        ",\"patching\":{{\"strategy\":\"{}\",\"sync\":\"{}\",\"cycles\":{},\"sites\":{},\"enabled\":{}}}",
+        engine::strategy().name(),
+        engine::sync_mode().name(),
+        engine::STATS.cycles.load(Ordering::Relaxed),
+        kernel::patch::site::registry().map_or(0, |r| r.sites.len()),
+        engine::STATS.enabled.load(Ordering::Relaxed)
+    );
+    let _ = write!(o, ",\"ftrace\":{{\"enabled\":{},\"disabled_reason\":", engine::disabled_reason().is_none());
+    match engine::disabled_reason() {
+        Some(r) => json_str(&mut o, r),
+        None => o.push_str("null"),
+    }
+    let _ = write!(o, "}},\"uptime_ns\":{},\"cmdline\":", kernel::time::clock::now_ns());
+    json_str(&mut o, cmdline);
+    o.push_str("}\n");
+    o
+}
