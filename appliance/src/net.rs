@@ -92,8 +92,10 @@ pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
     *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, cmdline: String::from(cmdline) }));
 }
 
-/// One round of network work, if no other CPU is doing it.
+/// One round of network work, if no other CPU is doing it. A traced path.
+#[inline(never)]
 pub fn poll() {
+    kernel::trace_site!();
     let Some(mut guard) = SERVICE.try_lock() else { return };
     let Some(s) = guard.0.as_mut() else { return };
     let ts = now();

@@ -36,6 +36,7 @@ const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [o
   acpi-dump   boot a QEMU machine with acpi_dump and save its tables (cargo xtask acpi-dump --help)
   deps        install or name the host tools (QEMU, GRUB, xorriso, mtools, OVMF)
   cpuid-dump  record this machine's CPUID leaves (--name N) into kernel/tests/data/cpuid/ for host tests
+  bench       benchmarks (today: the silicon harness, all strategies) into target/bench/ (--seconds N, default 10)
   silicon     the patching protocol on this machine's CPUs from Linux user space (silicon --help)";
 
 /// `cargo xtask cpuid-dump --name N`: every CPUID leaf of this machine, one
@@ -71,6 +72,21 @@ fn cpuid_dump(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench [--seconds N]`: the benchmarks that exist so far, with
+/// their JSON under target/bench/. Figures are reported, never asserted.
+fn bench(args: &[String]) -> Result<()> {
+    let seconds = match args {
+        [] => "10".to_string(),
+        [flag, n] if flag == "--seconds" && n.parse::<u32>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask bench [--seconds N]".into()),
+    };
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let json = dir.join("silicon.json");
+    println!("== silicon: the patching protocol on this machine's CPUs, {seconds} s per strategy");
+    silicon(&["--seconds".into(), seconds, "--json".into(), json.display().to_string()])
+}
+
 /// `cargo xtask silicon [args]`: build and run bench/silicon (release).
 fn silicon(args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -96,6 +112,7 @@ fn main() {
         Some("acpi-dump") => run::acpi_dump(&args[1..]),
         Some("deps") => deps::ensure_all(),
         Some("silicon") => silicon(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("cpuid-dump") => cpuid_dump(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
