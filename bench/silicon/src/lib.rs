@@ -15,7 +15,7 @@
 //! SIGILL/SIGSEGV/SIGBUS/SIGTRAP handlers (the same oracle rules as the
 //! kernel), counted with the bytes seen, and recovered from.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kernel::patch::protocol::{self, Insn, NOP5, Patch, Platform, SITE_LEN};
@@ -27,31 +27,8 @@ const SITE_OFF: usize = 4;
 /// int3 tail after the last function, so every torn-call target is padding.
 const GUARD_TAIL: usize = 0x5000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Strategy {
-    Int3,
-    StopMachine,
-    Naive,
-}
-
-impl Strategy {
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Int3 => "int3",
-            Strategy::StopMachine => "stop_machine",
-            Strategy::Naive => "naive",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Strategy> {
-        match s {
-            "int3" => Some(Strategy::Int3),
-            "stop_machine" => Some(Strategy::StopMachine),
-            "naive" => Some(Strategy::Naive),
-            _ => None,
-        }
-    }
-}
+/// The kernel's strategies, by the same names.
+pub use kernel::boot::cmdline::Strategy;
 
 /// One torn execution as the oracle saw it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,9 +69,8 @@ pub struct Report {
 
 static EXEC_BASE: AtomicU64 = AtomicU64::new(0);
 static NSITES: AtomicU64 = AtomicU64::new(0);
-static BATCH_PTR: AtomicPtr<Patch> = AtomicPtr::new(std::ptr::null_mut());
-static BATCH_LEN: AtomicUsize = AtomicUsize::new(0);
-static INFLIGHT: AtomicU32 = AtomicU32::new(0);
+/// The batch the SIGTRAP handler sees (the kernel's #BP handler uses the same type).
+static PUBLISHED: protocol::Published = protocol::Published::new();
 static INT3_EMULATIONS: AtomicU64 = AtomicU64::new(0);
 static LATE_TRAPS: AtomicU64 = AtomicU64::new(0);
 static TORN: AtomicU64 = AtomicU64::new(0);
@@ -154,17 +130,7 @@ extern "C" fn on_signal(sig: i32, _info: *mut libc::siginfo_t, ctx: *mut libc::c
     let g = &mut uc.uc_mcontext.gregs;
     let (rip, rsp) = (g[libc::REG_RIP as usize] as u64, g[libc::REG_RSP as usize] as u64);
     if sig == libc::SIGTRAP {
-        INFLIGHT.fetch_add(1, Ordering::SeqCst);
-        let len = BATCH_LEN.load(Ordering::Acquire);
-        let ptr = BATCH_PTR.load(Ordering::Acquire);
-        let e = if len != 0 && !ptr.is_null() {
-            // SAFETY: a published batch stays valid until INFLIGHT is 0 after withdrawal.
-            protocol::emulate(unsafe { std::slice::from_raw_parts(ptr, len) }, rip)
-        } else {
-            None
-        };
-        INFLIGHT.fetch_sub(1, Ordering::Release);
-        if let Some(e) = e {
+        if let Some(e) = PUBLISHED.emulate(rip) {
             let mut f = protocol::Frame { rip, rsp };
             // SAFETY: the word below the interrupted RSP at a site is where the
             // CALL would have pushed (generated functions use no red zone there).
@@ -331,19 +297,7 @@ impl Platform for Linux<'_> {
     }
 
     fn publish(&mut self, batch: Option<&[Patch]>) {
-        match batch {
-            Some(b) => {
-                BATCH_PTR.store(b.as_ptr() as *mut Patch, Ordering::Release);
-                BATCH_LEN.store(b.len(), Ordering::Release);
-            }
-            None => {
-                BATCH_LEN.store(0, Ordering::Release);
-                BATCH_PTR.store(std::ptr::null_mut(), Ordering::Release);
-                while INFLIGHT.load(Ordering::Acquire) != 0 {
-                    std::hint::spin_loop();
-                }
-            }
-        }
+        PUBLISHED.set(batch);
     }
 
     fn sync(&mut self) -> Result<(), protocol::Error> {

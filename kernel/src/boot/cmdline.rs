@@ -64,6 +64,17 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    pub const NAMES: &'static str = "int3|stop_machine|naive";
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s {
+            "int3" => Some(Strategy::Int3),
+            "stop_machine" => Some(Strategy::StopMachine),
+            "naive" => Some(Strategy::Naive),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Int3 => "int3",
@@ -347,12 +358,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             |o, x| o.heap_mb = x),
         "x2apic" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.x2apic = x),
         "patch" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.patch = x),
-        "strategy" => valued!(p, word, key, value, "int3|stop_machine|naive", |v| match v {
-            "int3" => Some(Strategy::Int3),
-            "stop_machine" => Some(Strategy::StopMachine),
-            "naive" => Some(Strategy::Naive),
-            _ => None,
-        }, |o, x| o.strategy = x),
+        "strategy" => valued!(p, word, key, value, "int3|stop_machine|naive", |v| Strategy::parse(v), |o, x| o.strategy = x),
         "sync" => valued!(p, word, key, value, "cpuid|iret|serialize", |v| match v {
             "cpuid" => Some(SyncMode::Cpuid),
             "iret" => Some(SyncMode::Iret),

@@ -7,7 +7,7 @@
 //! Nothing here that can run in NMI or exception context (the #BP handler,
 //! the oracle) takes a lock or allocates.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::vec::Vec;
 use log::{error, info, warn};
@@ -29,11 +29,8 @@ const SYNC_TIMEOUT_NS: u64 = 1_000_000_000;
 static TEXT_START: AtomicU64 = AtomicU64::new(0);
 static TEXT_END: AtomicU64 = AtomicU64::new(0);
 
-// The batch published to the #BP handler (see `Platform::publish`).
-static BATCH_PTR: AtomicPtr<Patch> = AtomicPtr::new(core::ptr::null_mut());
-static BATCH_LEN: AtomicUsize = AtomicUsize::new(0);
-/// CPUs inside the #BP handler's lookup; the batch is not reused until 0.
-static INFLIGHT: AtomicU32 = AtomicU32::new(0);
+/// The batch published to the #BP handler (see `Platform::publish`).
+static PUBLISHED: protocol::Published = protocol::Published::new();
 
 /// Engine-wide counters.
 pub struct Stats {
@@ -227,19 +224,7 @@ impl Platform for Machine {
     }
 
     fn publish(&mut self, batch: Option<&[Patch]>) {
-        match batch {
-            Some(b) => {
-                BATCH_PTR.store(b.as_ptr() as *mut Patch, Ordering::Release);
-                BATCH_LEN.store(b.len(), Ordering::Release);
-            }
-            None => {
-                BATCH_LEN.store(0, Ordering::Release);
-                BATCH_PTR.store(core::ptr::null_mut(), Ordering::Release);
-                while INFLIGHT.load(Ordering::Acquire) != 0 {
-                    core::hint::spin_loop();
-                }
-            }
-        }
+        PUBLISHED.set(batch);
     }
 
     fn sync(&mut self) -> Result<(), protocol::Error> {
@@ -256,18 +241,7 @@ impl Platform for Machine {
 /// #BP: emulate a site under modification; anything else is the oracle's or a
 /// real breakpoint.
 fn on_breakpoint(frame: &mut TrapFrame) -> Disposition {
-    INFLIGHT.fetch_add(1, Ordering::SeqCst);
-    let len = BATCH_LEN.load(Ordering::Acquire);
-    let ptr = BATCH_PTR.load(Ordering::Acquire);
-    let emulation = if len != 0 && !ptr.is_null() {
-        // SAFETY: a published batch stays valid until INFLIGHT drops to 0 after it is withdrawn.
-        let batch = unsafe { core::slice::from_raw_parts(ptr, len) };
-        protocol::emulate(batch, frame.rip)
-    } else {
-        None
-    };
-    INFLIGHT.fetch_sub(1, Ordering::Release);
-    let Some(e) = emulation else { return oracle(frame) };
+    let Some(e) = PUBLISHED.emulate(frame.rip) else { return oracle(frame) };
     let mut f = protocol::Frame { rip: frame.rip, rsp: frame.rsp };
     e.apply(&mut f, |addr, value| {
         // SAFETY: the interrupted code is at a site (function entry, after its
@@ -339,10 +313,9 @@ fn fatal_note(frame: &TrapFrame, out: &mut dyn core::fmt::Write) {
         return;
     }
     let Some(r) = site::registry() else { return };
-    let len = BATCH_LEN.load(Ordering::Acquire);
     let _ = writeln!(
         out,
-        "patch: this CPU died while the patching loop ran (strategy={}, batch published: {len} sites, torn so far: {})",
+        "patch: this CPU died while the patching loop ran (strategy={}, torn so far: {})",
         strategy().name(),
         totals().torn
     );

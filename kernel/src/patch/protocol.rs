@@ -188,6 +188,70 @@ pub fn emulate(batch: &[Patch], ip: u64) -> Option<Emulation> {
     }
 }
 
+/// The batch under modification as the int3 handler sees it: published by
+/// the patching CPU before its first int3, withdrawn after its last sync.
+/// Lock-free on the handler side (any context, NMI included); the patching
+/// side does not reuse the batch's memory while any handler may still read it.
+pub struct Published {
+    ptr: core::sync::atomic::AtomicPtr<Patch>,
+    len: core::sync::atomic::AtomicUsize,
+    inflight: core::sync::atomic::AtomicU32,
+}
+
+impl Published {
+    pub const fn new() -> Self {
+        Published {
+            ptr: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+            len: core::sync::atomic::AtomicUsize::new(0),
+            inflight: core::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Publish `batch` (sorted), or withdraw (`None`) and wait until no
+    /// handler is inside [`Published::emulate`]. The slice must stay alive and
+    /// unchanged until withdrawn.
+    pub fn set(&self, batch: Option<&[Patch]>) {
+        use core::sync::atomic::Ordering;
+        match batch {
+            Some(b) => {
+                self.ptr.store(b.as_ptr() as *mut Patch, Ordering::Release);
+                self.len.store(b.len(), Ordering::Release);
+            }
+            None => {
+                self.len.store(0, Ordering::Release);
+                self.ptr.store(core::ptr::null_mut(), Ordering::Release);
+                while self.inflight.load(Ordering::Acquire) != 0 {
+                    core::hint::spin_loop();
+                }
+            }
+        }
+    }
+
+    /// The handler's lookup: how to emulate a trap at `ip` (the address after
+    /// the int3), if it is a site of the published batch.
+    pub fn emulate(&self, ip: u64) -> Option<Emulation> {
+        use core::sync::atomic::Ordering;
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        let len = self.len.load(Ordering::Acquire);
+        let ptr = self.ptr.load(Ordering::Acquire);
+        let e = if len != 0 && !ptr.is_null() {
+            // SAFETY: a published slice stays valid and unchanged until `set(None)`
+            // has seen `inflight` drop to zero (contract of `set`).
+            emulate(unsafe { core::slice::from_raw_parts(ptr, len) }, ip)
+        } else {
+            None
+        };
+        self.inflight.fetch_sub(1, Ordering::Release);
+        e
+    }
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The part of an interrupted register frame the emulation changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame {
@@ -345,6 +409,17 @@ mod tests {
         assert_eq!(emulate(&batch, 0x30_0002), None, "int3 not on a site's first byte: a real breakpoint");
         assert_eq!(emulate(&batch, 0), None);
         assert_eq!(emulate(&[], 0x30_0001), None);
+    }
+
+    #[test]
+    fn published_batches_are_found_until_withdrawn() {
+        let p = Published::new();
+        assert_eq!(p.emulate(0x30_0001), None);
+        let batch = [Patch::new(0x30_0000, Insn::Nop5, Insn::Call { target: TRAMPOLINE }).unwrap()];
+        p.set(Some(&batch));
+        assert_eq!(p.emulate(0x30_0001), Some(Emulation::Call { ret: 0x30_0005, rip: TRAMPOLINE }));
+        p.set(None);
+        assert_eq!(p.emulate(0x30_0001), None);
     }
 
     #[test]
