@@ -23,12 +23,82 @@ const MAX_CONNECTIONS: usize = 4;
 /// Largest request head accepted.
 const MAX_REQUEST: usize = 4096;
 
+/// A `GET /trace` in progress: the rings' snapshot, merged by timestamp.
+struct TraceStream {
+    /// Per (cpu, context): next index to read, end of the snapshot, and the
+    /// event read ahead.
+    rings: Vec<(usize, usize, u64, u64, Option<appliance::trace::ring::Event>)>,
+    pending: Vec<u8>,
+    lost_total: u64,
+}
+
+impl TraceStream {
+    fn new() -> TraceStream {
+        let mut rings = Vec::new();
+        if let Some(all) = crate::events::RINGS.get() {
+            for (cpu, cr) in all.iter().enumerate() {
+                for (ctx, r) in cr.rings.iter().enumerate() {
+                    let end = r.written();
+                    rings.push((cpu, ctx, end.saturating_sub(r.capacity()), end, None));
+                }
+            }
+        }
+        let mut pending = Vec::new();
+        pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
+        TraceStream { rings, pending, lost_total: 0 }
+    }
+
+    /// The next line (None when the snapshot is exhausted).
+    fn next_line(&mut self) -> Option<String> {
+        let all = crate::events::RINGS.get()?;
+        // Read ahead one event per ring; report overwritten ones as lost.
+        for (cpu, ctx, pos, end, ahead) in self.rings.iter_mut() {
+            while ahead.is_none() && *pos < *end {
+                let mut got = None;
+                let st = all[*cpu].rings[*ctx].read(*pos, 1, |_, e| got = Some(e));
+                *pos = st.next.max(*pos + 1).min(*end);
+                if st.lost > 0 {
+                    self.lost_total += st.lost;
+                    return Some(alloc::format!("CPU:{cpu} [LOST {} EVENTS]\n", st.lost));
+                }
+                *ahead = got;
+            }
+        }
+        let (i, _) = self.rings.iter().enumerate().filter_map(|(i, r)| r.4.map(|e| (i, e.ts_ns))).min_by_key(|&(_, ts)| ts)?;
+        let e = self.rings[i].4.take()?;
+        let mut line = String::new();
+        let ctx = ["task", "irq", "nmi"].get(e.ctx as usize).copied().unwrap_or("?");
+        let _ = write!(line, "  [{:03}] {ctx:<4} {:6}.{:06}: ", e.cpu, e.ts_ns / 1_000_000_000, (e.ts_ns / 1000) % 1_000_000);
+        let table = kernel::debug::backtrace::table();
+        match table.and_then(|t| t.lookup(e.ip)) {
+            Some(l) => line.push_str(l.symbol.name),
+            None => {
+                let _ = write!(line, "{:#x}", e.ip);
+            }
+        }
+        line.push_str(" <-");
+        match table.and_then(|t| t.lookup(e.parent.wrapping_sub(1))) {
+            Some(l) => line.push_str(l.symbol.name),
+            None => {
+                let _ = write!(line, "{:#x}", e.parent);
+            }
+        }
+        line.push('\n');
+        Some(line)
+    }
+}
+
+enum Conn {
+    Reading(Vec<u8>),
+    Trace(alloc::boxed::Box<TraceStream>),
+}
+
 struct Service {
     dev: VirtioNet,
     iface: Interface,
     sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
-    http: Vec<(SocketHandle, Vec<u8>)>,
+    http: Vec<(SocketHandle, Conn)>,
     port: u16,
     announced: bool,
     cmdline: String,
@@ -86,7 +156,7 @@ pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
     let mut http = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
         let s = tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 4096]), tcp::SocketBuffer::new(alloc::vec![0; 65536]));
-        http.push((sockets.add(s), Vec::new()));
+        http.push((sockets.add(s), Conn::Reading(Vec::new())));
     }
     info!("net: virtio-net at {} MAC {mac}, {}", nic.df, if dhcp.is_some() { "DHCPv4" } else { "static address" });
     *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, cmdline: String::from(cmdline) }));
@@ -118,32 +188,71 @@ pub fn poll() {
     }
     if !s.announced && let Some(addr) = s.iface.ipv4_addr() {
         s.announced = true;
-        info!("net: listening on http://{addr}:{}/ (status: /status, NMI log: /nmi-log)", s.port);
+        info!("net: listening on http://{addr}:{}/ (status: /status, NMI log: /nmi-log, trace: /trace)", s.port);
     }
     let port = s.port;
-    for (h, req) in s.http.iter_mut() {
+    for (h, conn) in s.http.iter_mut() {
         let sock = s.sockets.get_mut::<tcp::Socket>(*h);
         if !sock.is_open() {
-            req.clear();
+            *conn = Conn::Reading(Vec::new());
             let _ = sock.listen(port);
             continue;
         }
-        if sock.can_recv() {
-            let _ = sock.recv(|data| {
-                let take = data.len().min(MAX_REQUEST + 1 - req.len().min(MAX_REQUEST + 1));
-                req.extend_from_slice(&data[..take]);
-                (data.len(), ())
-            });
-        }
-        let complete = req.windows(4).any(|w| w == b"\r\n\r\n");
-        if (complete || req.len() > MAX_REQUEST) && sock.can_send() {
-            let resp = respond(req, &s.cmdline);
-            let _ = sock.send_slice(resp.as_bytes());
-            sock.close();
-            req.clear();
+        match conn {
+            Conn::Reading(req) => {
+                if sock.can_recv() {
+                    let _ = sock.recv(|data| {
+                        let take = data.len().min(MAX_REQUEST + 1 - req.len().min(MAX_REQUEST + 1));
+                        req.extend_from_slice(&data[..take]);
+                        (data.len(), ())
+                    });
+                }
+                let complete = req.windows(4).any(|w| w == b"\r\n\r\n");
+                if (complete || req.len() > MAX_REQUEST) && sock.can_send() {
+                    if req.starts_with(b"GET /trace ") {
+                        // Streamed until the snapshot ends; the connection closes to end the body.
+                        let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n");
+                        *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new()));
+                    } else {
+                        let resp = respond(req, &s.cmdline);
+                        let _ = sock.send_slice(resp.as_bytes());
+                        sock.close();
+                        req.clear();
+                    }
+                }
+            }
+            Conn::Trace(t) => {
+                // Fill the send buffer; at most a bounded number of lines a poll.
+                for _ in 0..512 {
+                    if t.pending.is_empty() {
+                        match t.next_line() {
+                            Some(l) => t.pending.extend_from_slice(l.as_bytes()),
+                            None => {
+                                let _ = write!(TcpWriter(sock), "# end of snapshot, {} events lost\n", t.lost_total);
+                                sock.close();
+                                *conn = Conn::Reading(Vec::new());
+                                break;
+                            }
+                        }
+                    }
+                    let n = sock.send_slice(&t.pending).unwrap_or(0);
+                    t.pending.drain(..n);
+                    if !t.pending.is_empty() {
+                        break;
+                    }
+                }
+            }
         }
     }
     s.iface.poll(now(), &mut s.dev, &mut s.sockets);
+}
+
+struct TcpWriter<'a, 'b>(&'a mut tcp::Socket<'b>);
+
+impl Write for TcpWriter<'_, '_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.send_slice(s.as_bytes()).map(|_| ()).map_err(|_| core::fmt::Error)
+    }
 }
 
 fn respond(req: &[u8], cmdline: &str) -> String {

@@ -416,6 +416,11 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
     if code != 200 {
         return Err(format!("/nmi-log: {code}"));
     }
+    let (code, body) = http(port, "GET /trace HTTP/1.1\r\n\r\n")?;
+    let functions = body.lines().filter(|l| l.contains(": appliance::traced::traced_") || l.contains("::poll <-")).count();
+    if code != 200 || !body.starts_with("# tracer: function") || !body.contains("# end of snapshot") || functions == 0 {
+        return Err(format!("/trace: {code}, {functions} function lines, head {:?}", body.lines().take(4).collect::<Vec<_>>()));
+    }
     for (req, want) in [("GET /nope HTTP/1.1\r\n\r\n", 404), ("POST /status HTTP/1.1\r\n\r\n", 405), ("garbage\r\n\r\n", 400)] {
         let (code, _) = http(port, req)?;
         if code != want {
