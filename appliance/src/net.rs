@@ -228,7 +228,7 @@ pub fn poll() {
                         match t.next_line() {
                             Some(l) => t.pending.extend_from_slice(l.as_bytes()),
                             None => {
-                                let _ = write!(TcpWriter(sock), "# end of snapshot, {} events lost\n", t.lost_total);
+                                let _ = writeln!(TcpWriter(sock), "# end of snapshot, {} events lost", t.lost_total);
                                 sock.close();
                                 *conn = Conn::Reading(Vec::new());
                                 break;
