@@ -30,10 +30,13 @@ struct TraceStream {
     rings: Vec<(usize, usize, u64, u64, Option<appliance::trace::ring::Event>)>,
     pending: Vec<u8>,
     lost_total: u64,
+    /// Chrome/Perfetto trace-event JSON instead of text lines.
+    json: bool,
+    first: bool,
 }
 
 impl TraceStream {
-    fn new() -> TraceStream {
+    fn new(json: bool) -> TraceStream {
         let mut rings = Vec::new();
         if let Some(all) = crate::events::RINGS.get() {
             for (cpu, cr) in all.iter().enumerate() {
@@ -44,8 +47,12 @@ impl TraceStream {
             }
         }
         let mut pending = Vec::new();
-        pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
-        TraceStream { rings, pending, lost_total: 0 }
+        if json {
+            pending.extend_from_slice(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n");
+        } else {
+            pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
+        }
+        TraceStream { rings, pending, lost_total: 0, json, first: true }
     }
 
     /// The next line (None when the snapshot is exhausted).
@@ -59,13 +66,18 @@ impl TraceStream {
                 *pos = st.next.max(*pos + 1).min(*end);
                 if st.lost > 0 {
                     self.lost_total += st.lost;
-                    return Some(alloc::format!("CPU:{cpu} [LOST {} EVENTS]\n", st.lost));
+                    if !self.json {
+                        return Some(alloc::format!("CPU:{cpu} [LOST {} EVENTS]\n", st.lost));
+                    }
                 }
                 *ahead = got;
             }
         }
         let (i, _) = self.rings.iter().enumerate().filter_map(|(i, r)| r.4.map(|e| (i, e.ts_ns))).min_by_key(|&(_, ts)| ts)?;
         let e = self.rings[i].4.take()?;
+        if self.json {
+            return Some(self.json_line(&e));
+        }
         let mut line = String::new();
         let ctx = ["task", "irq", "nmi"].get(e.ctx as usize).copied().unwrap_or("?");
         let _ = write!(line, "  [{:03}] {ctx:<4} {:6}.{:06}: ", e.cpu, e.ts_ns / 1_000_000_000, (e.ts_ns / 1000) % 1_000_000);
@@ -85,6 +97,35 @@ impl TraceStream {
         }
         line.push('\n');
         Some(line)
+    }
+}
+
+impl TraceStream {
+    /// One Chrome trace event: an instant event per traced call, thread = CPU.
+    fn json_line(&mut self, e: &appliance::trace::ring::Event) -> String {
+        let table = kernel::debug::backtrace::table();
+        let name = table.and_then(|t| t.lookup(e.ip)).map(|l| l.symbol.name).unwrap_or("?");
+        let parent = table.and_then(|t| t.lookup(e.parent.wrapping_sub(1))).map(|l| l.symbol.name).unwrap_or("?");
+        let ctx = ["task", "irq", "nmi"].get(e.ctx as usize).copied().unwrap_or("?");
+        let mut s = String::new();
+        if !self.first {
+            s.push_str(",\n");
+        }
+        self.first = false;
+        s.push_str("{\"name\":");
+        json_str(&mut s, name);
+        let _ = write!(s, ",\"cat\":\"{ctx}\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{}.{:03},\"pid\":0,\"tid\":{},\"args\":{{\"parent\":", e.ts_ns / 1000, e.ts_ns % 1000, e.cpu);
+        json_str(&mut s, parent);
+        s.push_str("}}");
+        s
+    }
+
+    fn trailer(&self) -> String {
+        if self.json {
+            alloc::format!("\n],\"otherData\":{{\"lost_events\":{}}}}}\n", self.lost_total)
+        } else {
+            alloc::format!("# end of snapshot, {} events lost\n", self.lost_total)
+        }
     }
 }
 
@@ -209,10 +250,14 @@ pub fn poll() {
                 }
                 let complete = req.windows(4).any(|w| w == b"\r\n\r\n");
                 if (complete || req.len() > MAX_REQUEST) && sock.can_send() {
-                    if req.starts_with(b"GET /trace ") {
+                    let json = req.starts_with(b"GET /trace.json ");
+                    if req.starts_with(b"GET /trace ") || json {
                         // Streamed until the snapshot ends; the connection closes to end the body.
-                        let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n");
-                        *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new()));
+                        let ctype: &[u8] = if json { b"application/json" } else { b"text/plain" };
+                        let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
+                        let _ = sock.send_slice(ctype);
+                        let _ = sock.send_slice(b"\r\nConnection: close\r\n\r\n");
+                        *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(json)));
                     } else {
                         let resp = respond(req, &s.cmdline);
                         let _ = sock.send_slice(resp.as_bytes());
@@ -228,7 +273,7 @@ pub fn poll() {
                         match t.next_line() {
                             Some(l) => t.pending.extend_from_slice(l.as_bytes()),
                             None => {
-                                let _ = writeln!(TcpWriter(sock), "# end of snapshot, {} events lost", t.lost_total);
+                                let _ = sock.send_slice(t.trailer().as_bytes());
                                 sock.close();
                                 *conn = Conn::Reading(Vec::new());
                                 break;
@@ -247,14 +292,6 @@ pub fn poll() {
     s.iface.poll(now(), &mut s.dev, &mut s.sockets);
 }
 
-struct TcpWriter<'a, 'b>(&'a mut tcp::Socket<'b>);
-
-impl Write for TcpWriter<'_, '_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.0.send_slice(s.as_bytes()).map(|_| ()).map_err(|_| core::fmt::Error)
-    }
-}
-
 fn respond(req: &[u8], cmdline: &str) -> String {
     if req.len() > MAX_REQUEST {
         return reply(431, "text/plain", "request header fields too large\n");
@@ -271,6 +308,7 @@ fn respond(req: &[u8], cmdline: &str) -> String {
     }
     match path {
         "/status" => reply(200, "application/json", &status_json(cmdline)),
+        "/metrics" => reply(200, "text/plain; version=0.0.4", &metrics()),
         "/nmi-log" => {
             let mut body = String::new();
             for r in kernel::nmi::watchdog::NMI_LOG.iter() {
@@ -310,6 +348,39 @@ fn json_str(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+/// The counters in Prometheus text exposition format.
+fn metrics() -> String {
+    let mut o = String::with_capacity(4096);
+    let online = || percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed));
+    type PerCpuCounter = (&'static str, &'static str, fn(&percpu::PerCpu) -> u64);
+    let per_cpu: [PerCpuCounter; 7] = [
+        ("appliance_nmis_total", "NMIs taken", |c| c.nmis.load(Ordering::Relaxed)),
+        ("appliance_timer_ticks_total", "local-APIC timer interrupts", |c| c.timer_ticks.load(Ordering::Relaxed)),
+        ("appliance_int3_emulated_total", "int3 traps on sites under modification, emulated", |c| c.int3_emulated.load(Ordering::Relaxed)),
+        ("appliance_torn_total", "torn executions caught by the oracle", |c| c.torn.load(Ordering::Relaxed)),
+        ("appliance_lockups_total", "hard lockups reported", |c| c.lockups.load(Ordering::Relaxed)),
+        ("appliance_trace_events_total", "trace events recorded", |c| crate::events::cpu_totals(c.index()).0),
+        ("appliance_trace_dropped_total", "trace events dropped (full buffer)", |c| crate::events::cpu_totals(c.index()).1),
+    ];
+    for (name, help, f) in per_cpu {
+        let _ = writeln!(o, "# HELP {name} {help}.\n# TYPE {name} counter");
+        for c in online() {
+            let _ = writeln!(o, "{name}{{cpu=\"{}\",apic_id=\"{}\"}} {}", c.index(), c.apic_id(), f(c));
+        }
+    }
+    let s = &kernel::patch::engine::STATS;
+    for (name, v) in [
+        ("appliance_patch_cycles_total", s.cycles.load(Ordering::Relaxed)),
+        ("appliance_patch_batches_total", s.batches.load(Ordering::Relaxed)),
+        ("appliance_patch_sync_rounds_total", s.sync_rounds.load(Ordering::Relaxed)),
+        ("appliance_patch_sync_failures_total", s.sync_failures.load(Ordering::Relaxed)),
+    ] {
+        let _ = writeln!(o, "# TYPE {name} counter\n{name} {v}");
+    }
+    let _ = writeln!(o, "# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", online().count());
+    o
 }
 
 fn status_json(cmdline: &str) -> String {

@@ -416,6 +416,14 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
     if code != 200 {
         return Err(format!("/nmi-log: {code}"));
     }
+    let (code, body) = http(port, "GET /metrics HTTP/1.1\r\n\r\n")?;
+    if code != 200 || !body.contains("appliance_int3_emulated_total{cpu=\"1\",apic_id=\"1\"}") || !body.contains("appliance_cpus_online 2") {
+        return Err(format!("/metrics: {code} {body}"));
+    }
+    let (code, body) = http(port, "GET /trace.json HTTP/1.1\r\n\r\n")?;
+    if code != 200 || !body.starts_with("{\"displayTimeUnit\"") || !body.trim_end().ends_with('}') || !body.contains("\"ph\":\"i\"") {
+        return Err(format!("/trace.json: {code}, {} bytes", body.len()));
+    }
     let (code, body) = http(port, "GET /trace HTTP/1.1\r\n\r\n")?;
     let functions = body.lines().filter(|l| l.contains(": appliance::traced::traced_") || l.contains("::poll <-")).count();
     if code != 200 || !body.starts_with("# tracer: function") || !body.contains("# end of snapshot") || functions == 0 {
