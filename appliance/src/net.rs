@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering;
 
 use kernel::arch::percpu;
 use kernel::boot::cmdline::Options;
-use kernel::drivers::virtio_net::VirtioNet;
+use kernel::drivers::nic::Nic;
 use log::{info, warn};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp};
@@ -135,7 +135,7 @@ enum Conn {
 }
 
 struct Service {
-    dev: VirtioNet,
+    dev: Nic,
     iface: Interface,
     sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
@@ -163,21 +163,18 @@ pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
     for f in &devs {
         info!("pci: {} {:04x}:{:04x} class {:02x}.{:02x}", f.df, f.info.vendor_id, f.info.device_id, f.info.class, f.info.subclass);
     }
-    let nic = devs.iter().find(|f| {
-        virtio_drivers::transport::pci::virtio_device_type(&f.info) == Some(virtio_drivers::transport::DeviceType::Network)
-    });
-    let Some(nic) = nic else {
-        warn!("net: no supported NIC (virtio-net) found; the network service is off");
-        return;
-    };
-    let mut dev = match VirtioNet::new(nic.df) {
-        Ok(d) => d,
-        Err(e) => {
-            warn!("net: virtio-net at {}: {e}", nic.df);
+    let (mut dev, model, df) = match Nic::find(&devs) {
+        None => {
+            warn!("net: no supported NIC (virtio-net, e1000 82540EM/82545EM/82574L) found; the network service is off");
             return;
         }
+        Some(Err((e, df))) => {
+            warn!("net: NIC at {df}: {e}; the network service is off");
+            return;
+        }
+        Some(Ok(n)) => n,
     };
-    let mac = EthernetAddress(dev.mac);
+    let mac = EthernetAddress(dev.mac());
     let mut cfg = Config::new(HardwareAddress::Ethernet(mac));
     cfg.random_seed = kernel::arch::cpu::rdtsc();
     let mut iface = Interface::new(cfg, &mut dev, now());
@@ -199,7 +196,7 @@ pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
         let s = tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 4096]), tcp::SocketBuffer::new(alloc::vec![0; 65536]));
         http.push((sockets.add(s), Conn::Reading(Vec::new())));
     }
-    info!("net: virtio-net at {} MAC {mac}, {}", nic.df, if dhcp.is_some() { "DHCPv4" } else { "static address" });
+    info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
     *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, cmdline: String::from(cmdline) }));
 }
 

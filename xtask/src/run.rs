@@ -144,7 +144,7 @@ pub fn main(args: &[String]) -> Result<()> {
     eprintln!("xtask: serial console below and in {}", log.display());
     eprintln!(
         "xtask: endpoint http://127.0.0.1:{}/status (and /nmi-log): host port forwarded to guest TCP 80 over QEMU user \
-         networking; it answers once the console says `net: listening` (virtio-net; e1000 is not supported yet)",
+         networking; it answers once the console says `net: listening`",
         o.port
     );
     let running = qemu::spawn(&spec, &log, true)?;

@@ -532,16 +532,19 @@ pub fn main(args: &[String]) -> Result<()> {
             }
         }
     }
-    if filter.is_none_or(|f| "net_virtio_status".contains(f.as_str())) {
+    for (name, nic) in [("net_virtio_status", "virtio-net-pci"), ("net_e1000_status", "e1000"), ("net_e1000e_status", "e1000e")] {
+        if filter.is_some_and(|f| !name.contains(f.as_str())) || (quick && nic != "virtio-net-pci") {
+            continue;
+        }
         let t = Instant::now();
-        match net_case(&elf, "virtio-net-pci", &logs) {
+        match net_case(&elf, nic, &logs) {
             Ok(()) => {
                 passed += 1;
-                println!("test qemu::net_virtio_status ... ok ({:.2} s)", t.elapsed().as_secs_f64());
+                println!("test qemu::{name} ... ok ({:.2} s)", t.elapsed().as_secs_f64());
             }
             Err(why) => {
                 failed += 1;
-                println!("test qemu::net_virtio_status ... FAILED: {why}");
+                println!("test qemu::{name} ... FAILED: {why}");
             }
         }
     }
