@@ -6,4 +6,5 @@
 
 extern crate alloc;
 
+pub mod http;
 pub mod trace;

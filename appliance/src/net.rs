@@ -13,6 +13,7 @@ use kernel::arch::percpu;
 use kernel::boot::cmdline::Options;
 use kernel::drivers::nic::Nic;
 use log::{info, warn};
+use appliance::http::{Method, Parse, Request};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
@@ -21,7 +22,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4C
 /// Concurrent HTTP connections.
 const MAX_CONNECTIONS: usize = 4;
 /// Largest request head accepted.
-const MAX_REQUEST: usize = 4096;
+const MAX_REQUEST: usize = appliance::http::MAX_HEAD;
 
 /// A `GET /trace` in progress: the rings' snapshot, merged by timestamp.
 struct TraceStream {
@@ -130,9 +131,13 @@ impl TraceStream {
 }
 
 enum Conn {
-    Reading(Vec<u8>),
+    /// Receiving a request head, since this time (ns).
+    Reading(Vec<u8>, u64),
     Trace(alloc::boxed::Box<TraceStream>),
 }
+
+/// A client that has not sent a whole request head in this time gets 408.
+const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
 
 struct Service {
     dev: Nic,
@@ -194,7 +199,7 @@ pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
     let mut http = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
         let s = tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 4096]), tcp::SocketBuffer::new(alloc::vec![0; 65536]));
-        http.push((sockets.add(s), Conn::Reading(Vec::new())));
+        http.push((sockets.add(s), Conn::Reading(Vec::new(), 0)));
     }
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
     *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, cmdline: String::from(cmdline) }));
@@ -232,12 +237,21 @@ pub fn poll() {
     for (h, conn) in s.http.iter_mut() {
         let sock = s.sockets.get_mut::<tcp::Socket>(*h);
         if !sock.is_open() {
-            *conn = Conn::Reading(Vec::new());
+            *conn = Conn::Reading(Vec::new(), 0);
             let _ = sock.listen(port);
             continue;
         }
         match conn {
-            Conn::Reading(req) => {
+            Conn::Reading(req, since) => {
+                // Listening, no client yet: the idle clock has not started.
+                if !sock.is_active() {
+                    *since = 0;
+                    continue;
+                }
+                let now_ns = kernel::time::clock::now_ns();
+                if *since == 0 {
+                    *since = now_ns;
+                }
                 if sock.can_recv() {
                     let _ = sock.recv(|data| {
                         let take = data.len().min(MAX_REQUEST + 1 - req.len().min(MAX_REQUEST + 1));
@@ -245,23 +259,32 @@ pub fn poll() {
                         (data.len(), ())
                     });
                 }
-                let complete = req.windows(4).any(|w| w == b"\r\n\r\n");
-                if (complete || req.len() > MAX_REQUEST) && sock.can_send() {
-                    let json = req.starts_with(b"GET /trace.json ");
-                    if req.starts_with(b"GET /trace ") || json {
-                        // Streamed until the snapshot ends; the connection closes to end the body.
-                        let ctype: &[u8] = if json { b"application/json" } else { b"text/plain" };
-                        let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
-                        let _ = sock.send_slice(ctype);
-                        let _ = sock.send_slice(b"\r\nConnection: close\r\n\r\n");
-                        *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(json)));
-                    } else {
-                        let resp = respond(req, &s.cmdline);
-                        let _ = sock.send_slice(resp.as_bytes());
-                        sock.close();
-                        req.clear();
-                    }
+                if !sock.can_send() {
+                    continue;
                 }
+                let parsed = appliance::http::parse(req);
+                let stream = match &parsed {
+                    Parse::Complete(r) if r.method == Method::Get && (r.path == "/trace" || r.path == "/trace.json") => Some(r.path == "/trace.json"),
+                    _ => None,
+                };
+                if let Some(json) = stream {
+                    // Streamed until the snapshot ends; the connection closes to end the body.
+                    let ctype: &[u8] = if json { b"application/json" } else { b"text/plain" };
+                    let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
+                    let _ = sock.send_slice(ctype);
+                    let _ = sock.send_slice(b"\r\nConnection: close\r\n\r\n");
+                    *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(json)));
+                    continue;
+                }
+                let resp = match parsed {
+                    Parse::Incomplete if sock.may_recv() && now_ns.saturating_sub(*since) < REQUEST_TIMEOUT_NS => continue,
+                    Parse::Incomplete => reply(408, "text/plain", "no complete request in time\n"),
+                    Parse::Error(code) => reply(code, "text/plain", &alloc::format!("{}\n", appliance::http::reason(code))),
+                    Parse::Complete(r) => respond(&r, &s.cmdline),
+                };
+                let _ = sock.send_slice(resp.as_bytes());
+                sock.close();
+                *conn = Conn::Reading(Vec::new(), 0);
             }
             Conn::Trace(t) => {
                 // Fill the send buffer; at most a bounded number of lines a poll.
@@ -272,7 +295,7 @@ pub fn poll() {
                             None => {
                                 let _ = sock.send_slice(t.trailer().as_bytes());
                                 sock.close();
-                                *conn = Conn::Reading(Vec::new());
+                                *conn = Conn::Reading(Vec::new(), 0);
                                 break;
                             }
                         }
@@ -289,21 +312,11 @@ pub fn poll() {
     s.iface.poll(now(), &mut s.dev, &mut s.sockets);
 }
 
-fn respond(req: &[u8], cmdline: &str) -> String {
-    if req.len() > MAX_REQUEST {
-        return reply(431, "text/plain", "request header fields too large\n");
-    }
-    let head = core::str::from_utf8(req).unwrap_or("");
-    let line = head.lines().next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let (method, path, version) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !version.starts_with("HTTP/1.") || path.is_empty() {
-        return reply(400, "text/plain", "bad request\n");
-    }
-    if method != "GET" {
+fn respond(r: &Request<'_>, cmdline: &str) -> String {
+    if r.method != Method::Get {
         return reply(405, "text/plain", "only GET is served\n");
     }
-    match path {
+    match r.path {
         "/status" => reply(200, "application/json", &status_json(cmdline)),
         "/metrics" => reply(200, "text/plain; version=0.0.4", &metrics()),
         "/nmi-log" => {
@@ -319,14 +332,7 @@ fn respond(req: &[u8], cmdline: &str) -> String {
 }
 
 fn reply(code: u16, ctype: &str, body: &str) -> String {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Error",
-    };
+    let reason = appliance::http::reason(code);
     let mut s = String::with_capacity(body.len() + 128);
     let _ = write!(s, "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     s

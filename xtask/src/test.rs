@@ -435,6 +435,32 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
             return Err(format!("{req:?} answered {code}, expected {want}"));
         }
     }
+    // A silent client gets 408 after the request timeout; a half-closed one
+    // with an incomplete request is answered at once; meanwhile /status answers.
+    {
+        use std::io::{Read, Write};
+        let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        half.write_all(b"GET /status HT").map_err(|e| e.to_string())?;
+        half.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+        let (code, _) = http(port, "GET /status HTTP/1.1\r\n\r\n")?;
+        if code != 200 {
+            return Err(format!("/status with a silent and a half-closed client: {code}"));
+        }
+        for (name, s) in [("half-closed", &mut half), ("silent", &mut silent)] {
+            s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            let text = String::from_utf8_lossy(&buf);
+            if !text.starts_with("HTTP/1.1 408") {
+                return Err(format!("{name} client got {text:?}, expected 408"));
+            }
+        }
+    }
+    let (code, _) = http(port, "GET /nmi-log HTTP/1.1\r\nContent-Length: 99999\r\n\r\n")?;
+    if code != 413 {
+        return Err(format!("oversized body announced: {code}, expected 413"));
+    }
     // Bad input must not stop the service or tracing.
     let (code, body) = http(port, "GET /status HTTP/1.1\r\n\r\n")?;
     if code != 200 || !body.contains("\"enabled\":true") {
