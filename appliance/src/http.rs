@@ -153,7 +153,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                buf.push(if x % 5 == 0 { (x >> 8) as u8 } else { alphabet[(x >> 16) as usize % alphabet.len()] });
+                buf.push(if x.is_multiple_of(5) { (x >> 8) as u8 } else { alphabet[(x >> 16) as usize % alphabet.len()] });
             }
             if let Parse::Complete(r) = parse(&buf) {
                 assert!(r.head_len <= buf.len() && r.path.starts_with('/') && r.content_length <= MAX_BODY);
