@@ -34,10 +34,12 @@ struct TraceStream {
     /// Chrome/Perfetto trace-event JSON instead of text lines.
     json: bool,
     first: bool,
+    /// `?follow=1`: keep streaming new events (like trace_pipe) until the client leaves.
+    follow: bool,
 }
 
 impl TraceStream {
-    fn new(json: bool) -> TraceStream {
+    fn new(json: bool, follow: bool) -> TraceStream {
         let mut rings = Vec::new();
         if let Some(all) = crate::events::RINGS.get() {
             for (cpu, cr) in all.iter().enumerate() {
@@ -53,7 +55,7 @@ impl TraceStream {
         } else {
             pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
         }
-        TraceStream { rings, pending, lost_total: 0, json, first: true }
+        TraceStream { rings, pending, lost_total: 0, json, first: true, follow }
     }
 
     /// The next line (None when the snapshot is exhausted).
@@ -74,7 +76,15 @@ impl TraceStream {
                 *ahead = got;
             }
         }
-        let (i, _) = self.rings.iter().enumerate().filter_map(|(i, r)| r.4.map(|e| (i, e.ts_ns))).min_by_key(|&(_, ts)| ts)?;
+        let Some((i, _)) = self.rings.iter().enumerate().filter_map(|(i, r)| r.4.map(|e| (i, e.ts_ns))).min_by_key(|&(_, ts)| ts) else {
+            if self.follow {
+                // Everything up to the snapshot is out: extend it to what was written since.
+                for (cpu, ctx, _, end, _) in self.rings.iter_mut() {
+                    *end = all[*cpu].rings[*ctx].written();
+                }
+            }
+            return None;
+        };
         let e = self.rings[i].4.take()?;
         if self.json {
             return Some(self.json_line(&e));
@@ -264,16 +274,18 @@ pub fn poll() {
                 }
                 let parsed = appliance::http::parse(req);
                 let stream = match &parsed {
-                    Parse::Complete(r) if r.method == Method::Get && (r.path == "/trace" || r.path == "/trace.json") => Some(r.path == "/trace.json"),
+                    Parse::Complete(r) if r.method == Method::Get && (r.path == "/trace" || r.path == "/trace.json") => {
+                        Some((r.path == "/trace.json", r.path == "/trace" && r.query_value("follow") == Some("1")))
+                    }
                     _ => None,
                 };
-                if let Some(json) = stream {
+                if let Some((json, follow)) = stream {
                     // Streamed until the snapshot ends; the connection closes to end the body.
                     let ctype: &[u8] = if json { b"application/json" } else { b"text/plain" };
                     let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
                     let _ = sock.send_slice(ctype);
                     let _ = sock.send_slice(b"\r\nConnection: close\r\n\r\n");
-                    *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(json)));
+                    *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(json, follow)));
                     continue;
                 }
                 let resp = match parsed {
@@ -292,6 +304,8 @@ pub fn poll() {
                     if t.pending.is_empty() {
                         match t.next_line() {
                             Some(l) => t.pending.extend_from_slice(l.as_bytes()),
+                            // Following: nothing new yet, try again next poll.
+                            None if t.follow => break,
                             None => {
                                 let _ = sock.send_slice(t.trailer().as_bytes());
                                 sock.close();

@@ -424,6 +424,25 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
     if code != 200 || !body.starts_with("{\"displayTimeUnit\"") || !body.trim_end().ends_with('}') || !body.contains("\"ph\":\"i\"") {
         return Err(format!("/trace.json: {code}, {} bytes", body.len()));
     }
+    // follow=1 streams live: read a while, then hang up mid-stream.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        s.write_all(b"GET /trace?follow=1 HTTP/1.1\r\n\r\n").map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        let (mut got, mut buf, t0) = (Vec::new(), [0u8; 65536], Instant::now());
+        while t0.elapsed() < Duration::from_secs(3) {
+            match s.read(&mut buf) {
+                Ok(0) => return Err("follow=1 stream ended by itself".into()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        if !text.starts_with("HTTP/1.1 200") || text.contains("# end of snapshot") || text.lines().count() < 10 {
+            return Err(format!("follow=1: {} lines, head {:?}", text.lines().count(), text.lines().take(3).collect::<Vec<_>>()));
+        }
+    }
     let (code, body) = http(port, "GET /trace HTTP/1.1\r\n\r\n")?;
     let functions = body.lines().filter(|l| l.contains(": appliance::traced::traced_") || l.contains("::poll <-")).count();
     if code != 200 || !body.starts_with("# tracer: function") || !body.contains("# end of snapshot") || functions == 0 {
