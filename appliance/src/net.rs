@@ -158,6 +158,7 @@ struct Service {
     port: u16,
     announced: bool,
     cmdline: String,
+    token: Option<String>,
 }
 
 /// The service, used by one CPU at a time (try_lock: pollers never wait).
@@ -212,7 +213,7 @@ pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
         http.push((sockets.add(s), Conn::Reading(Vec::new(), 0)));
     }
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
-    *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, cmdline: String::from(cmdline) }));
+    *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, cmdline: String::from(cmdline), token: opts.control_token.as_ref().map(|t| String::from(t.as_str())) }));
 }
 
 /// One round of network work, if no other CPU is doing it. A traced path.
@@ -288,8 +289,20 @@ pub fn poll() {
                     *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(json, follow)));
                     continue;
                 }
+                // A request with a body waits for all of it.
+                if let Parse::Complete(r) = &parsed
+                    && req.len() < r.head_len + r.content_length
+                    && sock.may_recv()
+                    && now_ns.saturating_sub(*since) < REQUEST_TIMEOUT_NS
+                {
+                    continue;
+                }
                 let resp = match parsed {
                     Parse::Incomplete if sock.may_recv() && now_ns.saturating_sub(*since) < REQUEST_TIMEOUT_NS => continue,
+                    Parse::Complete(r) if r.method == Method::Post && r.path.starts_with("/control/") => {
+                        let body = req.get(r.head_len..(r.head_len + r.content_length).min(req.len())).unwrap_or(&[]);
+                        control(&r, body, s.token.as_deref())
+                    }
                     Parse::Incomplete => reply(408, "text/plain", "no complete request in time\n"),
                     Parse::Error(code) => reply(code, "text/plain", &alloc::format!("{}\n", appliance::http::reason(code))),
                     Parse::Complete(r) => respond(&r, &s.cmdline),
@@ -326,9 +339,72 @@ pub fn poll() {
     s.iface.poll(now(), &mut s.dev, &mut s.sockets);
 }
 
+/// `POST /control/tracing` (body `on` or `off`) and `POST /control/patching`
+/// (body `strategy=..&sync=..&batch=..`), only with the boot-time token.
+fn control(r: &Request<'_>, body: &[u8], token: Option<&str>) -> String {
+    use kernel::boot::cmdline::{Strategy, SyncMode};
+    use kernel::patch::engine;
+    let Some(token) = token else {
+        return reply(403, "text/plain", "control is off: boot with control_token=...\n");
+    };
+    if r.bearer != Some(token) {
+        return reply(403, "text/plain", "send the control token as `Authorization: Bearer <token>`\n");
+    }
+    let body = core::str::from_utf8(body).unwrap_or("").trim();
+    match r.path {
+        "/control/tracing" => match body {
+            "on" => {
+                engine::control_enable();
+                reply(200, "text/plain", "tracing on\n")
+            }
+            "off" => {
+                engine::control_disable();
+                reply(200, "text/plain", "tracing turning off\n")
+            }
+            _ => reply(400, "text/plain", "body: on or off\n"),
+        },
+        "/control/patching" => {
+            let mut done = String::new();
+            for kv in body.split('&').filter(|kv| !kv.is_empty()) {
+                match kv.split_once('=') {
+                    Some(("strategy", v)) => match Strategy::parse(v) {
+                        Some(s) => {
+                            engine::control_strategy(s);
+                            let _ = writeln!(done, "strategy={} from the next cycle", s.name());
+                        }
+                        None => return reply(400, "text/plain", &alloc::format!("strategy: {}\n", Strategy::NAMES)),
+                    },
+                    Some(("sync", v)) => {
+                        let m = match v {
+                            "cpuid" => SyncMode::Cpuid,
+                            "iret" => SyncMode::Iret,
+                            "serialize" => SyncMode::Serialize,
+                            _ => return reply(400, "text/plain", "sync: cpuid|iret|serialize\n"),
+                        };
+                        if let Err(e) = engine::control_sync(m) {
+                            return reply(400, "text/plain", &alloc::format!("{e}\n"));
+                        }
+                        let _ = writeln!(done, "sync={}", m.name());
+                    }
+                    Some(("batch", v)) => match v.parse::<usize>() {
+                        Ok(n @ 1..=1_000_000) => {
+                            engine::control_batch(n);
+                            let _ = writeln!(done, "batch={n} from the next pass");
+                        }
+                        _ => return reply(400, "text/plain", "batch: 1..=1000000\n"),
+                    },
+                    _ => return reply(400, "text/plain", "body: strategy=..&sync=..&batch=..\n"),
+                }
+            }
+            reply(200, "text/plain", &done)
+        }
+        _ => reply(404, "text/plain", "not found\n"),
+    }
+}
+
 fn respond(r: &Request<'_>, cmdline: &str) -> String {
     if r.method != Method::Get {
-        return reply(405, "text/plain", "only GET is served\n");
+        return reply(405, "text/plain", "GET, or POST to /control/*\n");
     }
     match r.path {
         "/status" => reply(200, "application/json", &status_json(cmdline)),

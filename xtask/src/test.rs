@@ -397,7 +397,7 @@ pub fn http(port: u16, request: &str) -> std::result::Result<(u16, String), Stri
 /// Boot with a NIC, wait for the service, and query it like a user would.
 fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), String> {
     let port = 18000 + (std::process::id() % 1000) as u16;
-    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000", "2");
+    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000 control_token=s3cret", "2");
     spec.net = Some((port, nic.into()));
     let mut run = qemu::spawn(&spec, &logs.join(format!("net_{nic}.log")), false).map_err(|e| e.to_string())?;
     let mut log = String::new();
@@ -479,6 +479,43 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
     let (code, _) = http(port, "GET /nmi-log HTTP/1.1\r\nContent-Length: 99999\r\n\r\n")?;
     if code != 413 {
         return Err(format!("oversized body announced: {code}, expected 413"));
+    }
+    // Control: refused without the token, obeyed with it.
+    let post = |path: &str, token: Option<&str>, body: &str| {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        http(port, &format!("POST {path} HTTP/1.1\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len()))
+    };
+    for token in [None, Some("wrong")] {
+        let (code, _) = post("/control/tracing", token, "off")?;
+        if code != 403 {
+            return Err(format!("control with token {token:?}: {code}, expected 403"));
+        }
+    }
+    let (code, body) = post("/control/patching", Some("s3cret"), "strategy=stop_machine&sync=iret&batch=64")?;
+    if code != 200 || !body.contains("strategy=stop_machine") {
+        return Err(format!("control/patching: {code} {body}"));
+    }
+    let (code, _) = post("/control/patching", Some("s3cret"), "strategy=fast")?;
+    if code != 400 {
+        return Err(format!("control/patching with a bad strategy: {code}, expected 400"));
+    }
+    let (code, _) = post("/control/tracing", Some("s3cret"), "off")?;
+    if code != 200 {
+        return Err(format!("control/tracing off: {code}"));
+    }
+    let t0 = Instant::now();
+    loop {
+        let (_, body) = http(port, "GET /status HTTP/1.1\r\n\r\n")?;
+        if body.contains("\"disabled_reason\":\"turned off through the control endpoint\"") {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err(format!("tracing never reported off: {body}"));
+        }
+    }
+    let (code, _) = post("/control/tracing", Some("s3cret"), "on")?;
+    if code != 200 {
+        return Err(format!("control/tracing on: {code}"));
     }
     // Bad input must not stop the service or tracing.
     let (code, body) = http(port, "GET /status HTTP/1.1\r\n\r\n")?;

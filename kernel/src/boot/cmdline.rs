@@ -162,6 +162,8 @@ pub struct Options {
     pub gw: Option<[u8; 4]>,
     /// TCP port of the HTTP service.
     pub http_port: u16,
+    /// Bearer token for the control endpoints (none: control is off).
+    pub control_token: Option<String<64>>,
     /// `strategy=naive` only: pause between a site's first byte and its tail
     /// (models the patching CPU being interrupted mid-write; widens the window
     /// a short test can see).
@@ -202,6 +204,7 @@ impl Default for Options {
             ip: None,
             gw: None,
             http_port: 80,
+            control_token: None,
         }
     }
 }
@@ -391,6 +394,9 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
         }, |o, x| o.trace_overwrite = x),
         "ip" => valued!(p, word, key, value, "A.B.C.D/PREFIX", |v| parse_cidr(v), |o, x| o.ip = Some(x)),
         "gw" => valued!(p, word, key, value, "A.B.C.D", |v| parse_ipv4(v), |o, x| o.gw = Some(x)),
+        "control_token" => valued!(p, word, key, value, "1 to 64 printable characters", |v| {
+            (!v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic())).then(|| truncated(v))
+        }, |o, x| o.control_token = Some(x)),
         "http_port" => valued!(p, word, key, value, "a TCP port 1..=65535", |v| parse_u32(v, 1, 65_535), |o, x| o.http_port = x as u16),
         "patch_seconds" => valued!(p, word, key, value, "an integer 0..=31536000 (0: no limit)", |v| parse_u32(v, 0, 31_536_000),
             |o, x| o.patch_seconds = x),
@@ -507,6 +513,8 @@ mod tests {
         let d = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33").diagnostics;
         assert_eq!(d.len(), 3);
         assert_eq!(Options::default().ip, None, "DHCP by default");
+        assert_eq!(parse("control_token=s3cret").options.control_token.as_deref(), Some("s3cret"));
+        assert_eq!(Options::default().control_token, None, "control is off by default");
     }
 
     #[test]

@@ -106,14 +106,67 @@ pub static FTRACE_DISABLED: AtomicBool = AtomicBool::new(false);
 /// NMI-path sites are patched (`trace_nmi_path`).
 static TRACE_NMI_PATH: AtomicBool = AtomicBool::new(false);
 
+/// Why tracing is off: 1 traced code ran in NMI context, 2 turned off by control.
+static DISABLED_WHY: AtomicU32 = AtomicU32::new(0);
+/// A strategy to take effect at the next cycle (0: none; else strategy code + 1).
+static PENDING_STRATEGY: AtomicU32 = AtomicU32::new(0);
+/// Sites per batch from the next pass on (0: keep).
+static PENDING_BATCH: AtomicUsize = AtomicUsize::new(0);
+/// The CPU reports SERIALIZE (for `sync=serialize` at run time).
+static SERIALIZE_OK: AtomicBool = AtomicBool::new(false);
+
 /// Ask the patching loop to turn every site off, from a safe context.
 /// Lock-free: callable from NMI context.
 pub fn request_disable(_reason: &'static str) {
-    DISABLE_REQ.store(1, Ordering::Release);
+    let _ = DISABLE_REQ.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed);
+}
+
+/// Turn tracing off (control endpoint): the loop turns every site off and waits.
+pub fn control_disable() {
+    let _ = DISABLE_REQ.compare_exchange(0, 2, Ordering::AcqRel, Ordering::Relaxed);
+}
+
+/// Turn tracing back on after either kind of disable.
+pub fn control_enable() {
+    DISABLE_REQ.store(0, Ordering::Release);
+    FTRACE_DISABLED.store(false, Ordering::Release);
+}
+
+/// Change the strategy (from the next on/off cycle, when every site is off).
+pub fn control_strategy(s: Strategy) {
+    PENDING_STRATEGY.store(strategy_code(s) + 1, Ordering::Release);
+}
+
+/// Change the serializing instruction of sync rounds now.
+pub fn control_sync(m: SyncMode) -> Result<(), &'static str> {
+    if m == SyncMode::Serialize && !SERIALIZE_OK.load(Ordering::Relaxed) {
+        return Err("sync=serialize refused: this CPU does not report SERIALIZE");
+    }
+    SYNC.store(sync_to(m) as u32, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Change the batch size from the next pass on.
+pub fn control_batch(n: usize) {
+    PENDING_BATCH.store(n.max(1), Ordering::Release);
+}
+
+fn strategy_code(s: Strategy) -> u32 {
+    match s {
+        Strategy::Int3 => 0,
+        Strategy::StopMachine => 1,
+        Strategy::Naive => 2,
+    }
 }
 
 pub fn disabled_reason() -> Option<&'static str> {
-    FTRACE_DISABLED.load(Ordering::Acquire).then_some("ftraced code called from NMI context")
+    if !FTRACE_DISABLED.load(Ordering::Acquire) {
+        return None;
+    }
+    Some(match DISABLED_WHY.load(Ordering::Relaxed) {
+        2 => "turned off through the control endpoint",
+        _ => "ftraced code called from NMI context",
+    })
 }
 
 /// The strategy and sync mode in force.
@@ -387,14 +440,8 @@ pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'s
         sync = SyncMode::Cpuid;
     }
     SYNC.store(sync_to(sync) as u32, Ordering::Relaxed);
-    STRATEGY.store(
-        match opts.strategy {
-            Strategy::Int3 => 0,
-            Strategy::StopMachine => 1,
-            Strategy::Naive => 2,
-        },
-        Ordering::Relaxed,
-    );
+    STRATEGY.store(strategy_code(opts.strategy), Ordering::Relaxed);
+    SERIALIZE_OK.store(features.serialize, Ordering::Relaxed);
     NAIVE_GAP_NS.store(opts.naive_gap_us as u64 * 1000, Ordering::Relaxed);
     TRACE_NMI_PATH.store(opts.trace_nmi_path, Ordering::Relaxed);
     trap::set_fatal_note(fatal_note);
@@ -643,7 +690,8 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
         0 => reg.sites.len(),
         k => (k as usize).min(reg.sites.len()),
     };
-    let chunk = if opts.patch_batch == 0 { n.max(1) } else { opts.patch_batch as usize };
+    let mut chunk = if opts.patch_batch == 0 { n.max(1) } else { opts.patch_batch as usize };
+    let bounded = opts.patch_cycles != 0 || opts.patch_seconds != 0;
     let mut batch: Vec<Patch> = Vec::with_capacity(chunk);
     let status_ns = opts.status_secs as u64 * 1_000_000_000;
     let mut next_status = clock::now_ns() + status_ns;
@@ -666,6 +714,10 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
         opts.patch_interval_us
     );
     loop {
+        if let k @ 1.. = PENDING_BATCH.swap(0, Ordering::AcqRel) {
+            chunk = k;
+            info!("patch: batches of {chunk} from now on");
+        }
         let mut i = 0;
         while i < n {
             let end = (i + chunk).min(n);
@@ -690,18 +742,41 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
                 }
             }
         }
-        if DISABLE_REQ.load(Ordering::Acquire) != 0 {
+        let why = DISABLE_REQ.load(Ordering::Acquire);
+        if why != 0 {
+            DISABLED_WHY.store(why, Ordering::Relaxed);
+            FTRACE_DISABLED.store(true, Ordering::Release);
             match all_off(reg, &mut batch) {
-                Ok(k) => warn!("ftrace: tracing disabled (ftraced code called from NMI context): {k} sites turned off"),
+                Ok(k) => warn!("ftrace: tracing disabled ({}): {k} sites turned off", disabled_reason().unwrap_or("?")),
                 Err(e) => {
                     errors += 1;
                     warn!("ftrace: turning sites off failed: {e:?}");
                 }
             }
-            FTRACE_DISABLED.store(true, Ordering::Release);
-            break;
+            if bounded {
+                break;
+            }
+            // The engine stays off until re-enabled (control endpoint); keep
+            // serving the network and the NMI log meanwhile.
+            STATS.enabled.store(false, Ordering::Relaxed);
+            while FTRACE_DISABLED.load(Ordering::Acquire) {
+                crate::nmi::watchdog::drain_to_console();
+                poll_hook();
+                clock::delay_ns(1_000_000);
+            }
+            for r in reg.warned.iter() {
+                r.store(false, Ordering::Relaxed);
+            }
+            info!("ftrace: tracing enabled again");
+            STATS.enabled.store(true, Ordering::Relaxed);
+            on = true;
+            continue;
         }
         if !on {
+            if let s @ 1.. = PENDING_STRATEGY.swap(0, Ordering::AcqRel) {
+                STRATEGY.store(s - 1, Ordering::Relaxed);
+                info!("patch: strategy={} from now on", strategy().name());
+            }
             let c = STATS.cycles.fetch_add(1, Ordering::Relaxed) + 1;
             if (opts.patch_cycles != 0 && c >= opts.patch_cycles as u64) || clock::now_ns() >= stop_at {
                 break;
