@@ -19,8 +19,8 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
-/// Concurrent HTTP connections.
-const MAX_CONNECTIONS: usize = 4;
+/// Concurrent HTTP connections (more are reset until a socket is free).
+const MAX_CONNECTIONS: usize = 8;
 /// Largest request head accepted.
 const MAX_REQUEST: usize = appliance::http::MAX_HEAD;
 
@@ -144,6 +144,40 @@ enum Conn {
     /// Receiving a request head, since this time (ns).
     Reading(Vec<u8>, u64),
     Trace(alloc::boxed::Box<TraceStream>),
+    /// A built response being sent, from this offset.
+    Blob(Vec<u8>, usize),
+}
+
+/// A snapshot of every CPU's rings as a CTF 1.8 trace in a tar archive.
+fn ctf_tar() -> Vec<u8> {
+    use appliance::trace::ctf;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let (mut total, mut lost_total) = (0u64, 0u64);
+    if let Some(all) = crate::events::RINGS.get() {
+        for (cpu, cr) in all.iter().enumerate() {
+            // (event, lost before it in its ring)
+            let mut evs: Vec<(appliance::trace::ring::Event, u64)> = Vec::new();
+            let mut lost_cpu = 0u64;
+            for r in cr.rings.iter() {
+                let end = r.written();
+                let mut lost_here = r.dropped();
+                let st = r.read(end.saturating_sub(r.capacity()), usize::MAX, |_, e| evs.push((e, 0)));
+                lost_here += st.lost;
+                lost_cpu += lost_here;
+            }
+            evs.sort_by_key(|(e, _)| e.ts_ns);
+            // The running discarded count is reported from the first packet on.
+            let disc: Vec<u64> = evs.iter().map(|_| lost_cpu).collect();
+            let events: Vec<_> = evs.into_iter().map(|(e, _)| e).collect();
+            total += events.len() as u64;
+            lost_total += lost_cpu;
+            files.push((alloc::format!("trace/stream_{cpu}"), ctf::stream(cpu as u32, &events, &disc)));
+        }
+    }
+    let meta = ctf::metadata("trace-appliance", total, lost_total);
+    let mut list: Vec<(&str, &[u8])> = alloc::vec![("trace/metadata", meta.as_bytes())];
+    list.extend(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+    ctf::tar(&list)
 }
 
 /// A client that has not sent a whole request head in this time gets 408.
@@ -242,7 +276,7 @@ pub fn poll() {
     }
     if !s.announced && let Some(addr) = s.iface.ipv4_addr() {
         s.announced = true;
-        info!("net: listening on http://{addr}:{}/ (status: /status, NMI log: /nmi-log, trace: /trace)", s.port);
+        info!("net: listening on http://{addr}:{}/ (/status, /nmi-log, /trace, /trace.json, /trace.ctf.tar, /metrics)", s.port);
     }
     let port = s.port;
     for (h, conn) in s.http.iter_mut() {
@@ -297,6 +331,20 @@ pub fn poll() {
                 {
                     continue;
                 }
+                if let Parse::Complete(r) = &parsed
+                    && r.method == Method::Get
+                    && r.path == "/trace.ctf.tar"
+                {
+                    let body = ctf_tar();
+                    let mut out = alloc::format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    out.extend_from_slice(&body);
+                    *conn = Conn::Blob(out, 0);
+                    continue;
+                }
                 let resp = match parsed {
                     Parse::Incomplete if sock.may_recv() && now_ns.saturating_sub(*since) < REQUEST_TIMEOUT_NS => continue,
                     Parse::Complete(r) if r.method == Method::Post && r.path.starts_with("/control/") => {
@@ -310,6 +358,15 @@ pub fn poll() {
                 let _ = sock.send_slice(resp.as_bytes());
                 sock.close();
                 *conn = Conn::Reading(Vec::new(), 0);
+            }
+            Conn::Blob(data, pos) => {
+                if *pos < data.len() {
+                    *pos += sock.send_slice(&data[*pos..]).unwrap_or(0);
+                }
+                if *pos >= data.len() {
+                    sock.close();
+                    *conn = Conn::Reading(Vec::new(), 0);
+                }
             }
             Conn::Trace(t) => {
                 // Fill the send buffer; at most a bounded number of lines a poll.

@@ -15,6 +15,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("xorriso", "xorriso"),
     ("mformat", "mtools"),
     ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
+    ("babeltrace2", "babeltrace2"),
 ];
 
 fn present(tool: &str) -> bool {

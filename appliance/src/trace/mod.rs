@@ -1,2 +1,3 @@
 //! Trace events and their per-CPU ring buffers.
+pub mod ctf;
 pub mod ring;
