@@ -14,6 +14,7 @@ use kernel::boot::cmdline::Options;
 use kernel::drivers::nic::Nic;
 use log::{info, warn};
 use appliance::http::{Method, Parse, Request};
+use appliance::trace::encode;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
@@ -70,7 +71,9 @@ impl TraceStream {
                 if st.lost > 0 {
                     self.lost_total += st.lost;
                     if !self.json {
-                        return Some(alloc::format!("CPU:{cpu} [LOST {} EVENTS]\n", st.lost));
+                        let mut l = String::new();
+                        encode::lost_line(&mut l, *cpu, st.lost);
+                        return Some(l);
                     }
                 }
                 *ahead = got;
@@ -89,24 +92,11 @@ impl TraceStream {
         if self.json {
             return Some(self.json_line(&e));
         }
-        let mut line = String::new();
-        let ctx = ["task", "irq", "nmi"].get(e.ctx as usize).copied().unwrap_or("?");
-        let _ = write!(line, "  [{:03}] {ctx:<4} {:6}.{:06}: ", e.cpu, e.ts_ns / 1_000_000_000, (e.ts_ns / 1000) % 1_000_000);
         let table = kernel::debug::backtrace::table();
-        match table.and_then(|t| t.lookup(e.ip)) {
-            Some(l) => line.push_str(l.symbol.name),
-            None => {
-                let _ = write!(line, "{:#x}", e.ip);
-            }
-        }
-        line.push_str(" <-");
-        match table.and_then(|t| t.lookup(e.parent.wrapping_sub(1))) {
-            Some(l) => line.push_str(l.symbol.name),
-            None => {
-                let _ = write!(line, "{:#x}", e.parent);
-            }
-        }
-        line.push('\n');
+        let name = table.and_then(|t| t.lookup(e.ip)).map(|l| l.symbol.name);
+        let parent = table.and_then(|t| t.lookup(e.parent.wrapping_sub(1))).map(|l| l.symbol.name);
+        let mut line = String::new();
+        encode::ftrace_line(&mut line, &e, name, parent);
         Some(line)
     }
 }
@@ -117,17 +107,12 @@ impl TraceStream {
         let table = kernel::debug::backtrace::table();
         let name = table.and_then(|t| t.lookup(e.ip)).map(|l| l.symbol.name).unwrap_or("?");
         let parent = table.and_then(|t| t.lookup(e.parent.wrapping_sub(1))).map(|l| l.symbol.name).unwrap_or("?");
-        let ctx = ["task", "irq", "nmi"].get(e.ctx as usize).copied().unwrap_or("?");
         let mut s = String::new();
         if !self.first {
             s.push_str(",\n");
         }
         self.first = false;
-        s.push_str("{\"name\":");
-        json_str(&mut s, name);
-        let _ = write!(s, ",\"cat\":\"{ctx}\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{}.{:03},\"pid\":0,\"tid\":{},\"args\":{{\"parent\":", e.ts_ns / 1000, e.ts_ns % 1000, e.cpu);
-        json_str(&mut s, parent);
-        s.push_str("}}");
+        encode::chrome_event(&mut s, e, name, parent);
         s
     }
 
@@ -485,21 +470,6 @@ fn reply(code: u16, ctype: &str, body: &str) -> String {
     s
 }
 
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 /// The counters in Prometheus text exposition format.
 fn metrics() -> String {
     let mut o = String::with_capacity(4096);
@@ -515,10 +485,7 @@ fn metrics() -> String {
         ("appliance_trace_dropped_total", "trace events dropped (full buffer)", |c| crate::events::cpu_totals(c.index()).1),
     ];
     for (name, help, f) in per_cpu {
-        let _ = writeln!(o, "# HELP {name} {help}.\n# TYPE {name} counter");
-        for c in online() {
-            let _ = writeln!(o, "{name}{{cpu=\"{}\",apic_id=\"{}\"}} {}", c.index(), c.apic_id(), f(c));
-        }
+        encode::prometheus_counter(&mut o, name, help, online().map(|c| (alloc::format!("cpu=\"{}\",apic_id=\"{}\"", c.index(), c.apic_id()), f(c))));
     }
     let s = &kernel::patch::engine::STATS;
     for (name, v) in [
@@ -565,11 +532,11 @@ fn status_json(cmdline: &str) -> String {
     );
     let _ = write!(o, ",\"ftrace\":{{\"enabled\":{},\"disabled_reason\":", engine::disabled_reason().is_none());
     match engine::disabled_reason() {
-        Some(r) => json_str(&mut o, r),
+        Some(r) => encode::json_str(&mut o, r),
         None => o.push_str("null"),
     }
     let _ = write!(o, "}},\"uptime_ns\":{},\"cmdline\":", kernel::time::clock::now_ns());
-    json_str(&mut o, cmdline);
+    encode::json_str(&mut o, cmdline);
     o.push_str("}\n");
     o
 }

@@ -439,7 +439,7 @@ fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), Strin
     if lines != want || lines == 0 {
         return Err(format!("babeltrace2 printed {lines} events, the snapshot holds {want}"));
     }
-    for cpu in 0..2 {
+    for cpu in 0..4 {
         if !text.contains(&format!("{{ cpu_id = {cpu} }}")) {
             return Err(format!("no event from cpu {cpu} in the CTF trace"));
         }
@@ -453,14 +453,14 @@ fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), Strin
 /// Boot with a NIC, wait for the service, and query it like a user would.
 fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), String> {
     let port = 18000 + (std::process::id() % 1000) as u16;
-    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000 control_token=s3cret trace_nmi_path ftrace_keep_on_nmi", "2");
+    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000 control_token=s3cret trace_nmi_path ftrace_keep_on_nmi", "4");
     spec.net = Some((port, nic.into()));
     let mut run = qemu::spawn(&spec, &logs.join(format!("net_{nic}.log")), false).map_err(|e| e.to_string())?;
     let mut log = String::new();
     run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://"))
         .ok_or_else(|| format!("the service never listened; log tail: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")))?;
     let (code, body) = http(port, "GET /status HTTP/1.1\r\nHost: appliance\r\n\r\n")?;
-    if code != 200 || !body.contains("\"cpus_online\":2") || !body.contains("\"watchdog\":{\"source\":\"ipi-broadcast\"") {
+    if code != 200 || !body.contains("\"cpus_online\":4") || !body.contains("\"watchdog\":{\"source\":\"ipi-broadcast\"") {
         return Err(format!("/status: {code} {body}"));
     }
     for key in ["\"apic_id\":1", "\"int3_emulated\":", "\"events\":", "\"lost\":", "\"patching\":{\"strategy\":\"int3\"", "\"ftrace\":{\"enabled\":true", "\"uptime_ns\":", "\"cmdline\":"] {
@@ -473,7 +473,7 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
         return Err(format!("/nmi-log: {code}"));
     }
     let (code, body) = http(port, "GET /metrics HTTP/1.1\r\n\r\n")?;
-    if code != 200 || !body.contains("appliance_int3_emulated_total{cpu=\"1\",apic_id=\"1\"}") || !body.contains("appliance_cpus_online 2") {
+    if code != 200 || !body.contains("appliance_int3_emulated_total{cpu=\"1\",apic_id=\"1\"}") || !body.contains("appliance_cpus_online 4") {
         return Err(format!("/metrics: {code} {body}"));
     }
     let (code, body) = http(port, "GET /trace.json HTTP/1.1\r\n\r\n")?;

@@ -1,3 +1,4 @@
 //! Trace events and their per-CPU ring buffers.
 pub mod ctf;
+pub mod encode;
 pub mod ring;

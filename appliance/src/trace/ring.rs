@@ -309,6 +309,33 @@ mod tests {
     }
 
     #[test]
+    fn nested_writers_use_their_own_rings_and_lose_nothing() {
+        // A task write interrupted by an irq write interrupted by an NMI write,
+        // as on one CPU: each context has its ring, so no write disturbs another.
+        let cr = CpuRings::new([4, 4, 4], Overflow::Drop);
+        let mut n = 0;
+        for _ in 0..3 {
+            // task starts writing, an irq arrives, an NMI arrives inside the irq
+            for ctx in [0usize, 1, 2] {
+                assert!(cr.rings[ctx].push(&ev(n)));
+                n += 1;
+            }
+        }
+        for (ctx, r) in cr.rings.iter().enumerate() {
+            let (v, s) = collect(r, 0);
+            assert_eq!(v, [ctx as u64, ctx as u64 + 3, ctx as u64 + 6]);
+            assert_eq!(s.lost, 0);
+        }
+        // Overflow of one context's ring counts exactly, and only there.
+        for k in 0..5 {
+            cr.rings[2].push(&ev(100 + k));
+        }
+        assert_eq!(cr.rings[2].dropped(), 4, "capacity 4, 3 used: 1 more fits, 4 dropped");
+        assert_eq!((cr.rings[0].dropped(), cr.rings[1].dropped()), (0, 0));
+        assert_eq!(cr.totals(), (10, 4));
+    }
+
+    #[test]
     fn sizing_from_kib() {
         let c = capacity_for_kb(64);
         assert_eq!(c, [585, 292, 292], "56 bytes an event (6 words + the sequence word)");

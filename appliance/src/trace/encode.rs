@@ -1,0 +1,127 @@
+//! Text encoders of the network service: ftrace-style lines, Chrome/Perfetto
+//! trace events, JSON strings and Prometheus samples. Pure logic, host-tested.
+
+use alloc::string::String;
+use core::fmt::Write;
+
+use super::ring::Event;
+
+/// Context names by `Event::ctx`.
+pub fn ctx_name(ctx: u8) -> &'static str {
+    ["task", "irq", "nmi"].get(ctx as usize).copied().unwrap_or("?")
+}
+
+/// `  [001] nmi       12.345678: func <-parent` (names, else hex addresses).
+pub fn ftrace_line(out: &mut String, e: &Event, name: Option<&str>, parent: Option<&str>) {
+    let _ = write!(out, "  [{:03}] {:<4} {:6}.{:06}: ", e.cpu, ctx_name(e.ctx), e.ts_ns / 1_000_000_000, (e.ts_ns / 1000) % 1_000_000);
+    match name {
+        Some(n) => out.push_str(n),
+        None => {
+            let _ = write!(out, "{:#x}", e.ip);
+        }
+    }
+    out.push_str(" <-");
+    match parent {
+        Some(n) => out.push_str(n),
+        None => {
+            let _ = write!(out, "{:#x}", e.parent);
+        }
+    }
+    out.push('\n');
+}
+
+/// The lost-events marker of the text trace.
+pub fn lost_line(out: &mut String, cpu: usize, lost: u64) {
+    let _ = writeln!(out, "CPU:{cpu} [LOST {lost} EVENTS]");
+}
+
+/// A JSON string literal.
+pub fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// One Chrome trace event (an instant event, thread = CPU, category = context).
+pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
+    out.push_str("{\"name\":");
+    json_str(out, name);
+    let _ = write!(
+        out,
+        ",\"cat\":\"{}\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{}.{:03},\"pid\":0,\"tid\":{},\"args\":{{\"parent\":",
+        ctx_name(e.ctx),
+        e.ts_ns / 1000,
+        e.ts_ns % 1000,
+        e.cpu
+    );
+    json_str(out, parent);
+    out.push_str("}}");
+}
+
+/// A Prometheus counter family: `# HELP`, `# TYPE`, then one sample per
+/// `(labels, value)`; labels are `key="value"` pairs.
+pub fn prometheus_counter(out: &mut String, name: &str, help: &str, samples: impl IntoIterator<Item = (String, u64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::ring::Kind;
+
+    fn ev() -> Event {
+        Event { ts_ns: 12_345_678_901, tsc: 1, ip: 0x21_4d14, parent: 0x20_e533, kind: Kind::Function, ctx: 2, cpu: 1, arg: 0 }
+    }
+
+    #[test]
+    fn ftrace_lines() {
+        let mut s = String::new();
+        ftrace_line(&mut s, &ev(), Some("lapic_wd_event"), Some("kernel::nmi::watchdog::on_nmi"));
+        assert_eq!(s, "  [001] nmi      12.345678: lapic_wd_event <-kernel::nmi::watchdog::on_nmi\n");
+        let mut s = String::new();
+        ftrace_line(&mut s, &ev(), None, None);
+        assert_eq!(s, "  [001] nmi      12.345678: 0x214d14 <-0x20e533\n");
+        let mut s = String::new();
+        lost_line(&mut s, 3, 1554);
+        assert_eq!(s, "CPU:3 [LOST 1554 EVENTS]\n");
+    }
+
+    #[test]
+    fn chrome_events_are_json() {
+        let mut s = String::new();
+        chrome_event(&mut s, &ev(), "a\"b", "c\\d\n");
+        assert_eq!(
+            s,
+            r#"{"name":"a\"b","cat":"nmi","ph":"i","s":"t","ts":12345678.901,"pid":0,"tid":1,"args":{"parent":"c\\d\u000a"}}"#
+        );
+    }
+
+    #[test]
+    fn prometheus_families() {
+        let mut s = String::new();
+        prometheus_counter(&mut s, "appliance_torn_total", "torn executions.", [(String::from("cpu=\"0\""), 0), (String::from("cpu=\"1\""), 7)]);
+        prometheus_counter(&mut s, "appliance_patch_cycles_total", "cycles.", [(String::new(), 42)]);
+        assert_eq!(
+            s,
+            "# HELP appliance_torn_total torn executions.\n# TYPE appliance_torn_total counter\nappliance_torn_total{cpu=\"0\"} 0\nappliance_torn_total{cpu=\"1\"} 7\n\
+             # HELP appliance_patch_cycles_total cycles.\n# TYPE appliance_patch_cycles_total counter\nappliance_patch_cycles_total 42\n"
+        );
+    }
+}
