@@ -16,6 +16,7 @@ mod image;
 mod qemu;
 mod run;
 mod test;
+mod usb;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,7 @@ const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [o
   acpi-dump   boot a QEMU machine with acpi_dump and save its tables (cargo xtask acpi-dump --help)
   deps        install or name the host tools (QEMU, GRUB, xorriso, mtools, OVMF)
   cpuid-dump  record this machine's CPUID leaves (--name N) into kernel/tests/data/cpuid/ for host tests
+  usb         write the image to a USB stick (--device /dev/sdX; removable disks only, after confirmation)
   bench       benchmarks (today: the silicon harness, all strategies) into target/bench/ (--seconds N, default 10)
   silicon     the patching protocol on this machine's CPUs from Linux user space (silicon --help)";
 
@@ -113,6 +115,7 @@ fn main() {
         Some("deps") => deps::ensure_all(),
         Some("silicon") => silicon(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("usb") => usb::main(&args[1..]),
         Some("cpuid-dump") => cpuid_dump(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
