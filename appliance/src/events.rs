@@ -28,6 +28,25 @@ fn record(site: u64, parent: u64, ctx: Context) {
     r.rings[ctx as usize].push(&ev);
 }
 
+/// The sink of the other event kinds (same rings, same NMI-safety).
+fn record_kind(kind: u8, arg: u64) {
+    let (Some(rings), Some(k)) = (RINGS.get(), Kind::from_u8(kind)) else { return };
+    let cpu = this_cpu();
+    let ctx = cpu.context();
+    let Some(r) = rings.get(cpu.index()) else { return };
+    let ev = Event {
+        ts_ns: kernel::time::clock::now_ns(),
+        tsc: kernel::arch::cpu::rdtsc(),
+        ip: 0,
+        parent: 0,
+        kind: k,
+        ctx: ctx as u8,
+        cpu: cpu.index() as u16,
+        arg,
+    };
+    r.rings[ctx as usize].push(&ev);
+}
+
 /// Allocate every CPU's rings and install the sink.
 pub fn init(opts: &Options) {
     let cap = capacity_for_kb(opts.trace_buf_kb);
@@ -35,6 +54,7 @@ pub fn init(opts: &Options) {
     let n = percpu::all().len();
     RINGS.call_once(|| (0..n).map(|_| CpuRings::new(cap, mode)).collect());
     kernel::patch::site::set_event_sink(record);
+    kernel::patch::site::set_kind_sink(record_kind);
     info!(
         "trace: {} KiB per CPU ({}/{}/{} events for task/irq/nmi), full buffers {}",
         opts.trace_buf_kb,

@@ -447,6 +447,11 @@ fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), Strin
     if !text.contains("context = 2,") {
         return Err("no event from NMI context in the CTF trace".into());
     }
+    for kind in ["trace-appliance function:", "trace-appliance nmi_tick:", "trace-appliance sync_round:", "trace-appliance patch_batch:"] {
+        if !text.contains(kind) {
+            return Err(format!("no `{kind}` event in the CTF trace"));
+        }
+    }
     Ok(())
 }
 

@@ -4,16 +4,21 @@
 use alloc::string::String;
 use core::fmt::Write;
 
-use super::ring::Event;
+use super::ring::{Event, Kind};
 
 /// Context names by `Event::ctx`.
 pub fn ctx_name(ctx: u8) -> &'static str {
     ["task", "irq", "nmi"].get(ctx as usize).copied().unwrap_or("?")
 }
 
-/// `  [001] nmi       12.345678: func <-parent` (names, else hex addresses).
+/// `  [001] nmi       12.345678: func <-parent` (names, else hex addresses);
+/// other kinds: `  [000] task      1.000000: patch_batch arg=256`.
 pub fn ftrace_line(out: &mut String, e: &Event, name: Option<&str>, parent: Option<&str>) {
     let _ = write!(out, "  [{:03}] {:<4} {:6}.{:06}: ", e.cpu, ctx_name(e.ctx), e.ts_ns / 1_000_000_000, (e.ts_ns / 1000) % 1_000_000);
+    if e.kind != Kind::Function {
+        let _ = writeln!(out, "{} arg={}", e.kind.name(), e.arg);
+        return;
+    }
     match name {
         Some(n) => out.push_str(n),
         None => {
@@ -54,7 +59,7 @@ pub fn json_str(out: &mut String, s: &str) {
 /// One Chrome trace event (an instant event, thread = CPU, category = context).
 pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
     out.push_str("{\"name\":");
-    json_str(out, name);
+    json_str(out, if e.kind == Kind::Function { name } else { e.kind.name() });
     let _ = write!(
         out,
         ",\"cat\":\"{}\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{}.{:03},\"pid\":0,\"tid\":{},\"args\":{{\"parent\":",
@@ -84,7 +89,6 @@ pub fn prometheus_counter(out: &mut String, name: &str, help: &str, samples: imp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::ring::Kind;
 
     fn ev() -> Event {
         Event { ts_ns: 12_345_678_901, tsc: 1, ip: 0x21_4d14, parent: 0x20_e533, kind: Kind::Function, ctx: 2, cpu: 1, arg: 0 }
@@ -98,6 +102,9 @@ mod tests {
         let mut s = String::new();
         ftrace_line(&mut s, &ev(), None, None);
         assert_eq!(s, "  [001] nmi      12.345678: 0x214d14 <-0x20e533\n");
+        let mut s = String::new();
+        ftrace_line(&mut s, &Event { kind: Kind::PatchBatch, arg: 256, ctx: 0, ..ev() }, None, None);
+        assert_eq!(s, "  [001] task     12.345678: patch_batch arg=256\n");
         let mut s = String::new();
         lost_line(&mut s, 3, 1554);
         assert_eq!(s, "CPU:3 [LOST 1554 EVENTS]\n");

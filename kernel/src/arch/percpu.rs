@@ -87,6 +87,8 @@ pub struct PerCpu {
     pub site_calls: [AtomicU64; 3],
     /// int3 traps on sites under modification that the #BP handler emulated.
     pub int3_emulated: AtomicU64,
+    /// The same, by the context the trap interrupted (task, irq, nmi).
+    pub int3_by_ctx: [AtomicU64; 3],
     /// Torn executions the oracle caught on this CPU.
     pub torn: AtomicU64,
     /// Site calls whose site was requested off and settled (traced while off).
@@ -143,6 +145,7 @@ impl PerCpu {
             irq_depth: AtomicU32::new(0),
             site_calls: [const { AtomicU64::new(0) }; 3],
             int3_emulated: AtomicU64::new(0),
+            int3_by_ctx: [const { AtomicU64::new(0) }; 3],
             torn: AtomicU64::new(0),
             traced_while_off: AtomicU64::new(0),
             missed_while_on: AtomicU64::new(0),

@@ -212,6 +212,7 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
         ours = true;
     }
     if ours {
+        crate::patch::site::record_kind(crate::patch::site::kind::NMI_TICK, matches!(source(), Source::PerfCounter(_)) as u64);
         lapic_wd_event(frame);
     } else {
         // SAFETY: reading the PC/AT NMI status port has no side effects.
@@ -250,10 +251,13 @@ pub extern "C" fn wd_check_lockup(frame: &TrapFrame) {
     let stuck = now.saturating_sub(cpu.wd_last_change_ns.load(Ordering::Relaxed));
     if stuck >= THRESH_NS.load(Ordering::Relaxed) && !cpu.wd_reported.swap(true, Ordering::Relaxed) {
         cpu.lockups.fetch_add(1, Ordering::Relaxed);
-        NMI_LOG.push(|r| {
+        let rec = NMI_LOG.push(|r| {
             let _ = writeln!(r, "NMI watchdog: hard LOCKUP on cpu {} (no timer interrupt for {} ms)", cpu.index(), stuck / 1_000_000);
             let _ = trap::write_dump(r, frame);
         });
+        if let Some(i) = rec {
+            crate::patch::site::record_kind(crate::patch::site::kind::WARNING, i as u64);
+        }
     }
 }
 
@@ -278,7 +282,7 @@ pub fn ftrace_nmi_warning(site: u64, fp: u64) {
             f.write_str("?")
         }
     }
-    NMI_LOG.push(|r| {
+    let rec = NMI_LOG.push(|r| {
         let site_name: &dyn core::fmt::Display = match &at {
             Some(l) => l,
             None => &Unknown,
@@ -286,6 +290,9 @@ pub fn ftrace_nmi_warning(site: u64, fp: u64) {
         let mut it = frames.iter().map(|(a, l)| TraceFrame { addr: *a, symbol: l.as_ref().map(|l| l as &dyn core::fmt::Display) });
         let _ = format_ftrace_nmi_warning(r, site_name, keep, cpu.index(), cpu.apic_id(), &mut it);
     });
+    if let Some(i) = rec {
+        crate::patch::site::record_kind(crate::patch::site::kind::WARNING, i as u64);
+    }
     if !keep {
         crate::patch::engine::request_disable("ftraced code called from NMI context");
     }

@@ -281,9 +281,12 @@ impl Platform for Machine {
     }
 
     fn sync(&mut self) -> Result<(), protocol::Error> {
+        let t0 = crate::arch::cpu::rdtsc();
         serialize(self.sync);
         STATS.sync_rounds.fetch_add(1, Ordering::Relaxed);
-        xcall::call_others(sync_ipi, sync_to(self.sync), SYNC_TIMEOUT_NS).map_err(|e| {
+        let r = xcall::call_others(sync_ipi, sync_to(self.sync), SYNC_TIMEOUT_NS);
+        site::record_kind(site::kind::SYNC_ROUND, clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t0));
+        r.map_err(|e| {
             STATS.sync_failures.fetch_add(1, Ordering::Relaxed);
             error!("patch: sync round failed: {e}");
             protocol::Error::Sync
@@ -303,6 +306,8 @@ fn on_breakpoint(frame: &mut TrapFrame) -> Disposition {
         unsafe { (addr as *mut u64).write(value) }
     });
     (frame.rip, frame.rsp) = (f.rip, f.rsp);
+    let cpu = this_cpu();
+    cpu.int3_by_ctx[cpu.context() as usize].fetch_add(1, Ordering::Relaxed);
     this_cpu().int3_emulated.fetch_add(1, Ordering::Relaxed);
     Disposition::Resume
 }
@@ -543,6 +548,7 @@ pub fn apply(batch: &mut [Patch]) -> Result<BatchStats, protocol::Error> {
     if let Ok(s) = &r {
         STATS.batches.fetch_add(1, Ordering::Relaxed);
         STATS.sites_patched.fetch_add(s.sites as u64, Ordering::Relaxed);
+        site::record_kind(site::kind::PATCH_BATCH, s.sites as u64);
     }
     r
 }
@@ -637,13 +643,16 @@ fn status_line(prefix: &str, sites: usize) {
     );
     for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
         info!(
-            "{prefix}: cpu{} apic {}: calls task/irq/nmi={}/{}/{} int3_emulated={} torn={} missed_while_on={} timer_ticks={}",
+            "{prefix}: cpu{} apic {}: calls task/irq/nmi={}/{}/{} int3_emulated={} (task/irq/nmi {}/{}/{}) torn={} missed_while_on={} timer_ticks={}",
             c.index(),
             c.apic_id(),
             c.site_calls[0].load(Ordering::Relaxed),
             c.site_calls[1].load(Ordering::Relaxed),
             c.site_calls[2].load(Ordering::Relaxed),
             c.int3_emulated.load(Ordering::Relaxed),
+            c.int3_by_ctx[0].load(Ordering::Relaxed),
+            c.int3_by_ctx[1].load(Ordering::Relaxed),
+            c.int3_by_ctx[2].load(Ordering::Relaxed),
             c.torn.load(Ordering::Relaxed),
             c.missed_while_on.load(Ordering::Relaxed),
             c.timer_ticks.load(Ordering::Relaxed)

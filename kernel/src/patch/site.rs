@@ -135,6 +135,36 @@ pub fn set_event_sink(f: EventSink) {
     SINK.store(f as usize, Ordering::Release);
 }
 
+/// Other events for the tracing layer: (kind, argument). Kinds: 1 patch
+/// batch (arg = sites), 2 sync round (arg = ns), 3 NMI tick (arg = source:
+/// 0 IPI, 1 counter), 4 warning (arg = NMI log record). Any context; the
+/// sink must not lock or allocate.
+pub type KindSink = fn(kind: u8, arg: u64);
+
+static KIND_SINK: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_kind_sink(f: KindSink) {
+    KIND_SINK.store(f as usize, Ordering::Release);
+}
+
+/// Record a non-function event (no-op until a sink is set).
+pub fn record_kind(kind: u8, arg: u64) {
+    let s = KIND_SINK.load(Ordering::Acquire);
+    if s != 0 {
+        // SAFETY: only `set_kind_sink` stores here, from a `KindSink`.
+        let f = unsafe { core::mem::transmute::<usize, KindSink>(s) };
+        f(kind, arg);
+    }
+}
+
+/// Event kinds of [`record_kind`].
+pub mod kind {
+    pub const PATCH_BATCH: u8 = 1;
+    pub const SYNC_ROUND: u8 = 2;
+    pub const NMI_TICK: u8 = 3;
+    pub const WARNING: u8 = 4;
+}
+
 /// Called by `trace_entry` with the address after the site's CALL and the
 /// traced function's frame pointer.
 #[unsafe(no_mangle)]
