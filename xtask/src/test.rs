@@ -410,7 +410,7 @@ fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), Strin
     if !buf.starts_with(b"HTTP/1.1 200") {
         return Err(format!("/trace.ctf.tar: {:?}", String::from_utf8_lossy(&buf[..split])));
     }
-    let dir = logs.join(format!("ctf-{nic}"));
+    let dir = logs.join(format!("ctf-{}", nic.replace([',', '='], "_")));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("trace.tar"), &buf[split..]).map_err(|e| e.to_string())?;
@@ -460,7 +460,8 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
     let port = 18000 + (std::process::id() % 1000) as u16;
     let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000 control_token=s3cret trace_nmi_path ftrace_keep_on_nmi", "4");
     spec.net = Some((port, nic.into()));
-    let mut run = qemu::spawn(&spec, &logs.join(format!("net_{nic}.log")), false).map_err(|e| e.to_string())?;
+    let tag = nic.replace([',', '='], "_");
+    let mut run = qemu::spawn(&spec, &logs.join(format!("net_{tag}.log")), false).map_err(|e| e.to_string())?;
     let mut log = String::new();
     run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://"))
         .ok_or_else(|| format!("the service never listened; log tail: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")))?;
@@ -696,7 +697,12 @@ pub fn main(args: &[String]) -> Result<()> {
             }
         }
     }
-    for (name, nic) in [("net_virtio_status", "virtio-net-pci"), ("net_e1000_status", "e1000"), ("net_e1000e_status", "e1000e")] {
+    for (name, nic) in [
+        ("net_virtio_status", "virtio-net-pci"),
+        ("net_virtio_legacy_status", "virtio-net-pci,disable-modern=on"),
+        ("net_e1000_status", "e1000"),
+        ("net_e1000e_status", "e1000e"),
+    ] {
         if filter.is_some_and(|f| !name.contains(f.as_str())) || (quick && nic != "virtio-net-pci") {
             continue;
         }

@@ -148,7 +148,7 @@ boot_pml4: .skip 4096
 boot_pdpt: .skip 4096
 boot_pd:   .skip 4 * 4096
 .global boot_stack_bottom, boot_stack_top
-boot_stack_bottom: .skip 65536
+boot_stack_bottom: .skip 524288
 boot_stack_top:
 "#,
     options(att_syntax)

@@ -6,10 +6,12 @@ use virtio_drivers::transport::pci::bus::DeviceFunction;
 
 use super::e1000::{self, E1000};
 use super::pci::Found;
-use super::virtio_net::{self, VirtioNet};
+use super::virtio_legacy::LegacyPciTransport;
+use super::virtio_net::{self, LEGACY_QUEUE_SIZE, LegacyVirtioNet, VirtioNet};
 
 pub enum Nic {
     Virtio(VirtioNet),
+    VirtioLegacy(LegacyVirtioNet),
     E1000(E1000),
 }
 
@@ -23,7 +25,11 @@ impl Nic {
     pub fn find(devs: &[Found]) -> Option<Result<Up, Failed>> {
         for f in devs {
             if virtio_drivers::transport::pci::virtio_device_type(&f.info) == Some(virtio_drivers::transport::DeviceType::Network) {
-                return Some(VirtioNet::new(f.df).map(|n| (Nic::Virtio(n), "virtio-net", f.df)).map_err(|e| (e, f.df)));
+                // Modern capabilities when the device has them, else the legacy I/O BAR.
+                return Some(match VirtioNet::new(f.df) {
+                    Ok(n) => Ok((Nic::Virtio(n), "virtio-net", f.df)),
+                    Err(_) => LegacyVirtioNet::new_legacy(f.df).map(|n| (Nic::VirtioLegacy(n), "virtio-net (legacy)", f.df)).map_err(|e| (e, f.df)),
+                });
             }
             if f.info.vendor_id == e1000::INTEL
                 && let Some((_, model)) = e1000::DEVICES.iter().find(|(d, _)| *d == f.info.device_id)
@@ -37,18 +43,24 @@ impl Nic {
     pub fn mac(&self) -> [u8; 6] {
         match self {
             Nic::Virtio(n) => n.mac,
+            Nic::VirtioLegacy(n) => n.mac,
             Nic::E1000(n) => n.mac,
         }
     }
 }
 
+type LegacyRx = virtio_net::RxToken<LegacyPciTransport, LEGACY_QUEUE_SIZE>;
+type LegacyTx = virtio_net::TxToken<LegacyPciTransport, LEGACY_QUEUE_SIZE>;
+
 pub enum Rx {
     Virtio(virtio_net::RxToken),
+    VirtioLegacy(LegacyRx),
     E1000(e1000::RxToken),
 }
 
 pub enum Tx {
     Virtio(virtio_net::TxToken),
+    VirtioLegacy(LegacyTx),
     E1000(e1000::TxToken),
 }
 
@@ -56,6 +68,7 @@ impl phy::RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         match self {
             Rx::Virtio(t) => t.consume(f),
+            Rx::VirtioLegacy(t) => t.consume(f),
             Rx::E1000(t) => t.consume(f),
         }
     }
@@ -65,6 +78,7 @@ impl phy::TxToken for Tx {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self {
             Tx::Virtio(t) => t.consume(len, f),
+            Tx::VirtioLegacy(t) => t.consume(len, f),
             Tx::E1000(t) => t.consume(len, f),
         }
     }
@@ -77,6 +91,7 @@ impl phy::Device for Nic {
     fn receive(&mut self, ts: Instant) -> Option<(Rx, Tx)> {
         match self {
             Nic::Virtio(n) => n.receive(ts).map(|(r, t)| (Rx::Virtio(r), Tx::Virtio(t))),
+            Nic::VirtioLegacy(n) => n.receive(ts).map(|(r, t)| (Rx::VirtioLegacy(r), Tx::VirtioLegacy(t))),
             Nic::E1000(n) => n.receive(ts).map(|(r, t)| (Rx::E1000(r), Tx::E1000(t))),
         }
     }
@@ -84,6 +99,7 @@ impl phy::Device for Nic {
     fn transmit(&mut self, ts: Instant) -> Option<Tx> {
         match self {
             Nic::Virtio(n) => n.transmit(ts).map(Tx::Virtio),
+            Nic::VirtioLegacy(n) => n.transmit(ts).map(Tx::VirtioLegacy),
             Nic::E1000(n) => n.transmit(ts).map(Tx::E1000),
         }
     }
@@ -91,6 +107,7 @@ impl phy::Device for Nic {
     fn capabilities(&self) -> DeviceCapabilities {
         match self {
             Nic::Virtio(n) => n.capabilities(),
+            Nic::VirtioLegacy(n) => n.capabilities(),
             Nic::E1000(n) => n.capabilities(),
         }
     }

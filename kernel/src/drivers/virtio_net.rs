@@ -14,6 +14,8 @@ use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 use super::pci::PortCam;
+use super::virtio_legacy::LegacyPciTransport;
+use virtio_drivers::transport::Transport;
 
 /// Queue size of the receive and transmit virtqueues.
 const QUEUE_SIZE: usize = 16;
@@ -51,12 +53,26 @@ unsafe impl Hal for KernelHal {
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
 
-type Net = VirtIONet<KernelHal, PciTransport, QUEUE_SIZE>;
+/// Legacy devices fix their queue size; QEMU's virtio-net uses 256.
+pub const LEGACY_QUEUE_SIZE: usize = 256;
 
-/// A virtio-net NIC as a smoltcp device.
-pub struct VirtioNet {
-    inner: Rc<RefCell<Net>>,
+/// A virtio-net NIC as a smoltcp device, over transport `T` with queues of `Q`.
+pub struct VirtioNet<T: Transport = PciTransport, const Q: usize = QUEUE_SIZE> {
+    inner: Rc<RefCell<VirtIONet<KernelHal, T, Q>>>,
     pub mac: [u8; 6],
+}
+
+/// The legacy (transitional, I/O BAR) flavour.
+pub type LegacyVirtioNet = VirtioNet<LegacyPciTransport, LEGACY_QUEUE_SIZE>;
+
+impl LegacyVirtioNet {
+    /// Bring up a legacy virtio-net function (no modern capabilities).
+    pub fn new_legacy(df: DeviceFunction) -> Result<LegacyVirtioNet, &'static str> {
+        let t = LegacyPciTransport::new(df, virtio_drivers::transport::DeviceType::Network)?;
+        let net = VirtIONet::<KernelHal, LegacyPciTransport, LEGACY_QUEUE_SIZE>::new(t, BUF_LEN).map_err(|_| "legacy virtio-net initialization failed")?;
+        let mac = net.mac_address();
+        Ok(VirtioNet { inner: Rc::new(RefCell::new(net)), mac })
+    }
 }
 
 impl VirtioNet {
@@ -66,16 +82,16 @@ impl VirtioNet {
         let mut root = PciRoot::new(PortCam);
         root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
         let transport = PciTransport::new::<KernelHal, _>(&mut root, df).map_err(|_| "virtio PCI transport (modern capabilities) not found")?;
-        let net = Net::new(transport, BUF_LEN).map_err(|_| "virtio-net initialization failed")?;
+        let net = VirtIONet::<KernelHal, PciTransport, QUEUE_SIZE>::new(transport, BUF_LEN).map_err(|_| "virtio-net initialization failed")?;
         let mac = net.mac_address();
         Ok(VirtioNet { inner: Rc::new(RefCell::new(net)), mac })
     }
 }
 
-pub struct RxToken(Rc<RefCell<Net>>, RxBuffer);
-pub struct TxToken(Rc<RefCell<Net>>);
+pub struct RxToken<T: Transport = PciTransport, const Q: usize = QUEUE_SIZE>(Rc<RefCell<VirtIONet<KernelHal, T, Q>>>, RxBuffer);
+pub struct TxToken<T: Transport = PciTransport, const Q: usize = QUEUE_SIZE>(Rc<RefCell<VirtIONet<KernelHal, T, Q>>>);
 
-impl phy::RxToken for RxToken {
+impl<T: Transport, const Q: usize> phy::RxToken for RxToken<T, Q> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         let r = f(self.1.packet());
         let _ = self.0.borrow_mut().recycle_rx_buffer(self.1);
@@ -83,7 +99,7 @@ impl phy::RxToken for RxToken {
     }
 }
 
-impl phy::TxToken for TxToken {
+impl<T: Transport, const Q: usize> phy::TxToken for TxToken<T, Q> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut dev = self.0.borrow_mut();
         let mut tx = dev.new_tx_buffer(len);
@@ -93,11 +109,17 @@ impl phy::TxToken for TxToken {
     }
 }
 
-impl phy::Device for VirtioNet {
-    type RxToken<'a> = RxToken;
-    type TxToken<'a> = TxToken;
+impl<T: Transport, const Q: usize> phy::Device for VirtioNet<T, Q> {
+    type RxToken<'a>
+        = RxToken<T, Q>
+    where
+        T: 'a;
+    type TxToken<'a>
+        = TxToken<T, Q>
+    where
+        T: 'a;
 
-    fn receive(&mut self, _ts: Instant) -> Option<(RxToken, TxToken)> {
+    fn receive(&mut self, _ts: Instant) -> Option<(RxToken<T, Q>, TxToken<T, Q>)> {
         let mut dev = self.inner.borrow_mut();
         if !dev.can_recv() || !dev.can_send() {
             return None;
@@ -106,7 +128,7 @@ impl phy::Device for VirtioNet {
         Some((RxToken(self.inner.clone(), buf), TxToken(self.inner.clone())))
     }
 
-    fn transmit(&mut self, _ts: Instant) -> Option<TxToken> {
+    fn transmit(&mut self, _ts: Instant) -> Option<TxToken<T, Q>> {
         self.inner.borrow().can_send().then(|| TxToken(self.inner.clone()))
     }
 
