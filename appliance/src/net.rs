@@ -21,7 +21,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
 /// Concurrent HTTP connections (more are reset until a socket is free).
-const MAX_CONNECTIONS: usize = 8;
+const MAX_CONNECTIONS: usize = 16;
 /// Largest request head accepted.
 const MAX_REQUEST: usize = appliance::http::MAX_HEAD;
 

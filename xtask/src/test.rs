@@ -380,8 +380,21 @@ fn kvm_cases(elf: &Path) -> std::result::Result<Vec<Case>, String> {
     ])
 }
 
-/// One HTTP/1.1 exchange with the guest through the host forward: (status, body).
+/// One HTTP/1.1 exchange with the guest through the host forward: (status,
+/// body). A connection reset (every server socket busy: the service bounds
+/// its connections) is retried on a new connection, as a client would.
 pub fn http(port: u16, request: &str) -> std::result::Result<(u16, String), String> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match http_once(port, request) {
+            Err(e) if e.contains("reset") || e.contains("refused") => last = e,
+            r => return r,
+        }
+    }
+    Err(last)
+}
+
+fn http_once(port: u16, request: &str) -> std::result::Result<(u16, String), String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
