@@ -130,7 +130,19 @@ extern "C" fn on_signal(sig: i32, _info: *mut libc::siginfo_t, ctx: *mut libc::c
     let g = &mut uc.uc_mcontext.gregs;
     let (rip, rsp) = (g[libc::REG_RIP as usize] as u64, g[libc::REG_RSP as usize] as u64);
     if sig == libc::SIGTRAP {
-        if let Some(e) = PUBLISHED.emulate(rip) {
+        // A signal can arrive late (membarrier does not wait for handlers): by
+        // now the batch may be withdrawn and the next one on its way. The int3
+        // is written after its batch is published, so while the byte reads as
+        // int3 the lookup is retried; once it does not, the site is complete.
+        let site = site_containing(rip.wrapping_sub(1)).filter(|&i| site_addr(i) == rip - 1);
+        let mut found = PUBLISHED.emulate(rip);
+        let mut tries = 0;
+        while found.is_none() && tries < 100_000 && site.is_some_and(|i| read_site(i)[0] == protocol::INT3) {
+            std::hint::spin_loop();
+            found = PUBLISHED.emulate(rip);
+            tries += 1;
+        }
+        if let Some(e) = found {
             let mut f = protocol::Frame { rip, rsp };
             // SAFETY: the word below the interrupted RSP at a site is where the
             // CALL would have pushed (generated functions use no red zone there).
@@ -143,8 +155,7 @@ extern "C" fn on_signal(sig: i32, _info: *mut libc::siginfo_t, ctx: *mut libc::c
         // A protocol int3 whose signal arrived after its batch was withdrawn:
         // the site's first byte is written last, so if it is no longer int3 the
         // instruction there is complete. Run it (like a debugger's removed breakpoint).
-        if let Some(i) = site_containing(rip.wrapping_sub(1))
-            && site_addr(i) == rip - 1
+        if let Some(i) = site
             && read_site(i)[0] != protocol::INT3
         {
             g[libc::REG_RIP as usize] = (rip - 1) as i64;
