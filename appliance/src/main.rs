@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+mod bench;
 mod events;
 mod health;
 mod net;
@@ -27,6 +28,9 @@ static PATCH_CPU: AtomicU32 = AtomicU32::new(0);
 /// Set by the BSP once boot and the health check are done and `PATCH_CPU`
 /// is decided: the APs then take their roles.
 static LOOP_GO: AtomicBool = AtomicBool::new(false);
+/// What the framework handed over (for the benchmarks' boot figures).
+static KERNEL: spin::Once<Kernel> = spin::Once::new();
+
 /// What the patching CPU needs, published with `LOOP_GO`.
 static LOOP_ARGS: spin::Once<(Options, Option<&'static Registry>)> = spin::Once::new();
 
@@ -66,6 +70,7 @@ fn appliance_main(k: Kernel) -> ! {
     PATCH_CPU.store(cpu, Ordering::Release);
     LOOP_ARGS.call_once(|| (k.options.clone(), k.sites));
     LOOP_GO.store(true, Ordering::Release);
+    let k = KERNEL.call_once(|| k);
     if cpu == 0 {
         patch_loop(&k.options, k.sites)
     }
@@ -104,6 +109,13 @@ fn watch_only(opts: &Options) -> ! {
 /// Run the patching loop here (bounded by `patch_cycles`, else forever), then
 /// print the verdict and, under `test_exit`, end the QEMU run with it.
 fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
+    if opts.bench
+        && let Some(reg) = reg
+    {
+        bench::run(KERNEL.get().expect("published at boot"), reg);
+        kernel::boot::main::test_exit_success();
+        watch_only(opts)
+    }
     let Some(reg) = reg.filter(|_| opts.patch) else {
         info!("appliance: patching loop off");
         watch_only(opts)

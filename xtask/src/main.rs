@@ -38,7 +38,7 @@ const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [o
   deps        install or name the host tools (QEMU, GRUB, xorriso, mtools, OVMF)
   cpuid-dump  record this machine's CPUID leaves (--name N) into kernel/tests/data/cpuid/ for host tests
   usb         write the image to a USB stick (--device /dev/sdX; removable disks only, after confirmation)
-  bench       benchmarks (today: the silicon harness, all strategies) into target/bench/ (--seconds N, default 10)
+  bench       benchmarks: the appliance's (one boot) and the silicon harness's, JSON in target/bench/ (--seconds N for silicon)
   silicon     the patching protocol on this machine's CPUs from Linux user space (silicon --help)";
 
 /// `cargo xtask cpuid-dump --name N`: every CPUID leaf of this machine, one
@@ -84,6 +84,32 @@ fn bench(args: &[String]) -> Result<()> {
     };
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
+    // The appliance's own benchmarks, from one boot (TCG here, KVM where hardware-assisted).
+    let elf = build::build_elf()?;
+    let (accel, why) = qemu::choose_accel(qemu::Accel::Auto)?;
+    println!("== appliance benchmarks ({why}), --smp 4");
+    let mut spec = qemu::Spec::new(qemu::Boot::Kernel { elf, append: "test_exit bench".into() });
+    spec.accel = accel;
+    let out = qemu::spawn(&spec, &dir.join("kernel.log"), false)?.wait(std::time::Duration::from_secs(600), |_| false);
+    let rows: Vec<(String, String, String)> = out
+        .log
+        .lines()
+        .filter_map(|l| l.split("bench: ").nth(1))
+        .filter_map(|r| {
+            let mut w = r.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.to_string(), w.next().unwrap_or("").to_string()))
+        })
+        .filter(|(k, _, _)| k != "done")
+        .collect();
+    if out.exit != Some(qemu::EXIT_SUCCESS) || rows.is_empty() {
+        return Err(format!("the benchmark boot failed (exit {:?}); see {}", out.exit, dir.join("kernel.log").display()).into());
+    }
+    for (k, v, u) in &rows {
+        println!("{k:<45} {v:>14} {u}");
+    }
+    let json: Vec<String> = rows.iter().map(|(k, v, u)| format!("{{\"name\":\"{k}\",\"value\":{v},\"unit\":\"{u}\"}}")).collect();
+    std::fs::write(dir.join("kernel.json"), format!("{{\"accel\":\"{why}\",\"results\":[{}]}}\n", json.join(",")))?;
+    println!("wrote {}", dir.join("kernel.json").display());
     let json = dir.join("silicon.json");
     println!("== silicon: the patching protocol on this machine's CPUs, {seconds} s per strategy");
     silicon(&["--seconds".into(), seconds, "--json".into(), json.display().to_string()])

@@ -338,6 +338,14 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
     let mut naive = patch("patch_naive_oracle_catches_tears", "strategy=naive naive_gap_us=20 patch_cycles=2 patch_sites=300", "2", Some(naive_caught));
     naive.expect.push("patch: torn execution on cpu1".into());
     v.push(naive);
+    // The benchmark mode runs to the end; its figures are reported, not
+    // asserted, but an int3 batch must take three sync rounds whatever its size.
+    let mut bench = ok("bench_mode_reports", kernel_boot(elf, "bench", "4"), &[0, 1, 2, 3]);
+    bench.timeout = Duration::from_secs(300);
+    bench.expect.extend(
+        ["bench: done", "bench: batch_1_int3_sync_rounds 3", "bench: batch_10000_int3_sync_rounds 3", "bench: ipi_round_trip_all_cpus "].map(String::from),
+    );
+    v.push(bench);
     v.push(fatal(
         "selftest_panic_trace",
         "selftest=panic",

@@ -111,6 +111,8 @@ pub struct PerCpu {
     pub wd_last_change_ns: AtomicU64,
     pub wd_reported: AtomicBool,
     pub lockups: AtomicU64,
+    /// TSC ticks spent in the watchdog's NMI handler (for its cost per NMI).
+    pub nmi_cycles: AtomicU64,
     /// #GP fixup: a #GP at this RIP skips the 2-byte instruction (rdmsr/wrmsr
     /// probes) and sets `fixup_hit`.
     pub fixup_rip: AtomicU64,
@@ -160,6 +162,7 @@ impl PerCpu {
             wd_last_change_ns: AtomicU64::new(0),
             wd_reported: AtomicBool::new(false),
             lockups: AtomicU64::new(0),
+            nmi_cycles: AtomicU64::new(0),
             fixup_rip: AtomicU64::new(0),
             fixup_hit: AtomicBool::new(false),
             timer_ticks: AtomicU64::new(0),

@@ -164,6 +164,8 @@ pub struct Options {
     pub http_port: u16,
     /// Bearer token for the control endpoints (none: control is off).
     pub control_token: Option<String<64>>,
+    /// Run the benchmarks instead of the patching loop (`cargo xtask bench`).
+    pub bench: bool,
     /// `strategy=naive` only: pause between a site's first byte and its tail
     /// (models the patching CPU being interrupted mid-write; widens the window
     /// a short test can see).
@@ -205,6 +207,7 @@ impl Default for Options {
             gw: None,
             http_port: 80,
             control_token: None,
+            bench: false,
         }
     }
 }
@@ -406,7 +409,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             |o, x| o.naive_gap_us = x),
         "status_secs" => valued!(p, word, key, value, "an integer 1..=3600", |v| parse_u32(v, 1, 3600),
             |o, x| o.status_secs = x),
-        "test_exit" | "acpi_dump" | "trace_nmi_path" | "ftrace_keep_on_nmi" => {
+        "test_exit" | "acpi_dump" | "trace_nmi_path" | "ftrace_keep_on_nmi" | "bench" => {
             if value.is_some() {
                 p.report(key, Problem::UnexpectedValue);
             } else {
@@ -415,6 +418,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
                     "test_exit" => o.test_exit = true,
                     "acpi_dump" => o.acpi_dump = true,
                     "trace_nmi_path" => o.trace_nmi_path = true,
+                    "bench" => o.bench = true,
                     _ => o.ftrace_keep_on_nmi = true,
                 }
             }

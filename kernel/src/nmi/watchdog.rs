@@ -199,6 +199,7 @@ fn pmu_overflowed_and_rearm(c: Counter) -> bool {
 }
 
 fn on_nmi(frame: &mut TrapFrame) -> Disposition {
+    let t0 = crate::arch::cpu::rdtsc();
     let cpu = this_cpu();
     let mut ours = false;
     if cpu.nmi_ipi_pending.swap(false, Ordering::AcqRel) {
@@ -223,6 +224,7 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
             cpu.nmi_unknown.fetch_add(1, Ordering::Relaxed);
         }
     }
+    cpu.nmi_cycles.fetch_add(crate::arch::cpu::rdtsc() - t0, Ordering::Relaxed);
     Disposition::Resume
 }
 

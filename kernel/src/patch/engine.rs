@@ -583,6 +583,32 @@ fn flip(reg: &Registry, range: core::ops::Range<usize>, on: bool, batch: &mut Ve
     r
 }
 
+/// Benchmarks: one sync round with `mode` (local serialize + cross-CPU call),
+/// in TSC ticks; `None` for the raw round trip (an empty cross-CPU call).
+pub fn bench_sync_round(mode: Option<SyncMode>) -> Result<u64, xcall::Timeout> {
+    fn noop(_: usize) {}
+    let t = crate::arch::cpu::rdtsc();
+    match mode {
+        None => xcall::call_others(noop, 0, SYNC_TIMEOUT_NS)?,
+        Some(m) => {
+            serialize(m);
+            xcall::call_others(sync_ipi, sync_to(m), SYNC_TIMEOUT_NS)?;
+        }
+    }
+    Ok(crate::arch::cpu::rdtsc() - t)
+}
+
+/// Benchmarks: flip `sites[range]` with `s` (every site of the range in the
+/// other state first); returns (TSC ticks, sync rounds) of the batch.
+pub fn bench_flip(reg: &Registry, range: core::ops::Range<usize>, on: bool, s: Strategy) -> Result<(u64, u64), protocol::Error> {
+    STRATEGY.store(strategy_code(s), Ordering::Relaxed);
+    let mut batch = Vec::with_capacity(range.len());
+    let rounds = STATS.sync_rounds.load(Ordering::Relaxed);
+    let t = crate::arch::cpu::rdtsc();
+    flip(reg, range, on, &mut batch)?;
+    Ok((crate::arch::cpu::rdtsc() - t, STATS.sync_rounds.load(Ordering::Relaxed) - rounds))
+}
+
 /// Totals over every CPU.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Totals {

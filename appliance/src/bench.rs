@@ -1,0 +1,104 @@
+//! Benchmarks on the machine (`bench` on the command line, `cargo xtask bench`):
+//! each figure is printed as `bench: KEY VALUE UNIT`, measured in this boot,
+//! and reported, never asserted.
+
+use core::sync::atomic::Ordering;
+
+use kernel::arch::cpu::rdtsc;
+use kernel::arch::percpu;
+use kernel::boot::cmdline::{Strategy, SyncMode};
+use kernel::boot::main::Kernel;
+use kernel::patch::{engine, site::Registry};
+use kernel::time::clock::ticks_to_ns;
+use log::{info, warn};
+
+const ROUNDS: u64 = 200;
+
+fn report(key: &str, value: u64, unit: &str) {
+    info!("bench: {key} {value} {unit}");
+}
+
+/// Mean of `ROUNDS` sync rounds (None: raw IPI round trip), in ns.
+fn sync_mean(mode: Option<SyncMode>) -> Option<u64> {
+    let mut total = 0;
+    for _ in 0..ROUNDS {
+        total += engine::bench_sync_round(mode).ok()?;
+    }
+    Some(ticks_to_ns(total) / ROUNDS)
+}
+
+/// ns per call of `f` over `n` calls.
+fn per_call(f: fn(u64) -> u64, n: u64) -> u64 {
+    let mut acc = 1u64;
+    let t = rdtsc();
+    for _ in 0..n {
+        acc = f(core::hint::black_box(acc));
+    }
+    core::hint::black_box(acc);
+    ticks_to_ns(rdtsc() - t) * 1000 / n
+}
+
+pub fn run(k: &Kernel, reg: &'static Registry) {
+    let cpus = percpu::online_count() as u64;
+    report("cpus", cpus, "");
+    report("boot_to_all_cpus_online", k.boot_ns / 1000, "us");
+    // The physical limit of a sync round, and the rounds themselves.
+    let raw = sync_mean(None).unwrap_or(0).max(1);
+    report("ipi_round_trip_all_cpus", raw, "ns");
+    for (name, m) in [("cpuid", SyncMode::Cpuid), ("iret", SyncMode::Iret), ("serialize", SyncMode::Serialize)] {
+        if m == SyncMode::Serialize && !k.features.serialize {
+            warn!("bench: sync_round_serialize skipped: no SERIALIZE on this CPU");
+            continue;
+        }
+        if let Some(ns) = sync_mean(Some(m)) {
+            report(&alloc::format!("sync_round_{name}"), ns, "ns");
+            report(&alloc::format!("sync_round_{name}_per_raw_ipi_x1000"), ns * 1000 / raw, "");
+        }
+    }
+    // Batches: time of one batch (turning sites on), sync rounds, per site; int3 vs stop_machine.
+    let n = reg.sites.len();
+    for size in [1usize, 10, 100, 1000, 10_000].into_iter().filter(|&s| s <= n) {
+        let mut per = [0u64; 2];
+        for (i, s) in [Strategy::Int3, Strategy::StopMachine].into_iter().enumerate() {
+            let (mut t, mut rounds) = (0, 0);
+            for _ in 0..3 {
+                match (engine::bench_flip(reg, 0..size, true, s), engine::bench_flip(reg, 0..size, false, s)) {
+                    (Ok((a, r)), Ok(_)) => {
+                        t += a;
+                        rounds = r;
+                    }
+                    _ => warn!("bench: batch of {size} with {} failed", s.name()),
+                }
+            }
+            per[i] = ticks_to_ns(t) / 3;
+            report(&alloc::format!("batch_{size}_{}", s.name()), per[i], "ns");
+            report(&alloc::format!("batch_{size}_{}_sync_rounds", s.name()), rounds, "");
+            report(&alloc::format!("batch_{size}_{}_per_site", s.name()), per[i] / size as u64, "ns");
+        }
+        report(&alloc::format!("batch_{size}_stop_machine_per_int3_x1000"), per[1] * 1000 / per[0].max(1), "");
+    }
+    // A traced function with its site off, the same body without a site, and with the site on.
+    let calls = 200_000;
+    let off = per_call(crate::traced::traced_00000, calls);
+    let plain = per_call(crate::traced::untraced_00000, calls);
+    report("call_site_off_ps", off, "ps");
+    report("call_no_site_ps", plain, "ps");
+    if let Some(i) = reg.site_in(crate::traced::traced_00000 as *const () as u64, 64) {
+        let _ = engine::bench_flip(reg, i..i + 1, true, Strategy::Int3);
+        let on = per_call(crate::traced::traced_00000, calls);
+        let _ = engine::bench_flip(reg, i..i + 1, false, Strategy::Int3);
+        report("call_site_on_ps", on, "ps");
+        report("event_cost_ps", on.saturating_sub(off), "ps");
+    }
+    // NMI handler cost (the watchdog's handler, all NMIs so far).
+    let (mut nmis, mut cycles) = (0u64, 0u64);
+    for c in percpu::all() {
+        nmis += c.nmi_ipi.load(Ordering::Relaxed) + c.nmi_pmu.load(Ordering::Relaxed);
+        cycles += c.nmi_cycles.load(Ordering::Relaxed);
+    }
+    if let Some(ns) = ticks_to_ns(cycles).checked_div(nmis) {
+        report("nmi_handler", ns, "ns");
+    }
+    report("nmi_watchdog_hz", kernel::nmi::watchdog::hz() as u64, "Hz");
+    info!("bench: done");
+}
