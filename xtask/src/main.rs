@@ -99,7 +99,7 @@ fn bench(args: &[String]) -> Result<()> {
             let mut w = r.split_whitespace();
             Some((w.next()?.to_string(), w.next()?.to_string(), w.next().unwrap_or("").to_string()))
         })
-        .filter(|(k, _, _)| k != "done")
+        .filter(|(k, v, _)| k != "done" && v.parse::<u64>().is_ok())
         .collect();
     if out.exit != Some(qemu::EXIT_SUCCESS) || rows.is_empty() {
         return Err(format!("the benchmark boot failed (exit {:?}); see {}", out.exit, dir.join("kernel.log").display()).into());
