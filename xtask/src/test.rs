@@ -304,7 +304,7 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
         "selftest: cpu3 spins with interrupts off".into(),
         "NMI watchdog: hard LOCKUP on cpu 3".into(),
         "CPU: 3 APIC: 3 <NMI>".into(),
-        "] kernel::boot::main::run_selftest::spin_irqs_off+0x".into(),
+        "] kernel::boot::main::stall_last_cpu::stall+0x".into(),
     ];
     lockup.forbid = vec!["FATAL".into(), "panic".into(), "hard LOCKUP on cpu 0".into(), "hard LOCKUP on cpu 1".into(), "hard LOCKUP on cpu 2".into()];
     lockup.check = Some(lockup_in_time);

@@ -160,6 +160,25 @@ pub fn idle() -> ! {
     }
 }
 
+/// Stall the last CPU for good inside a cross-CPU call (interrupts stay off
+/// in the IPI handler). Returns its index and the call's outcome, or `None`
+/// with a warning when there is only one CPU.
+fn stall_last_cpu(selftest: &str, timeout_ns: u64) -> Option<(usize, Result<(), smp::xcall::Timeout>)> {
+    fn stall(target: usize) {
+        if percpu::this_cpu().index() == target {
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+    }
+    let last = percpu::all().len() - 1;
+    if last == 0 {
+        warn!("selftest: {selftest} needs at least 2 CPUs");
+        return None;
+    }
+    Some((last, smp::xcall::call_others(stall, last, timeout_ns)))
+}
+
 /// Run `selftest=` (after boot). Each one must end in the fatal path.
 #[inline(never)]
 fn run_selftest(t: Selftest) {
@@ -182,46 +201,21 @@ fn run_selftest(t: Selftest) {
         }
         Selftest::Panic => panic!("selftest panic"),
         Selftest::Lockup => {
-            fn spin_irqs_off(target: usize) {
-                if percpu::this_cpu().index() == target {
-                    loop {
-                        core::hint::spin_loop();
-                    }
-                }
+            // The cross-CPU call never returns on the last CPU, which spins with interrupts off.
+            if let Some((last, _)) = stall_last_cpu("lockup", 10_000_000) {
+                info!("selftest: cpu{last} spins with interrupts off");
             }
-            let last = percpu::all().len() - 1;
-            if last == 0 {
-                warn!("selftest: lockup needs at least 2 CPUs");
-                return;
-            }
-            // The cross-CPU call never returns on `last`, which spins with interrupts off.
-            let _ = smp::xcall::call_others(spin_irqs_off, last, 10_000_000);
-            info!("selftest: cpu{last} spins with interrupts off");
         }
         Selftest::Breakpoint => {
             // SAFETY: int3 raises #BP on purpose; it is no trace site, so the
             // handler reports it as a real breakpoint and stops this CPU.
             unsafe { core::arch::asm!("int3") }
         }
-        Selftest::XcallTimeout => {
-            fn stall(target: usize) {
-                if percpu::this_cpu().index() == target {
-                    // Interrupts are off in the IPI handler: this CPU is gone for good.
-                    loop {
-                        core::hint::spin_loop();
-                    }
-                }
-            }
-            let last = percpu::all().len() - 1;
-            if last == 0 {
-                warn!("selftest: xcall_timeout needs at least 2 CPUs");
-                return;
-            }
-            match smp::xcall::call_others(stall, last, 200_000_000) {
-                Err(e) => info!("selftest: xcall: {e}"),
-                Ok(()) => error!("selftest: xcall returned although CPU {last} never answers"),
-            }
-        }
+        Selftest::XcallTimeout => match stall_last_cpu("xcall_timeout", 200_000_000) {
+            Some((_, Err(e))) => info!("selftest: xcall: {e}"),
+            Some((last, Ok(()))) => error!("selftest: xcall returned although CPU {last} never answers"),
+            None => {}
+        },
     }
 }
 
