@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use alloc::vec::Vec;
 use log::{error, info, warn};
 
-use super::protocol::{self, BatchStats, Insn, Patch, Platform, SITE_LEN};
+use super::protocol::{self, BatchStats, Insn, Patch, Platform, SITE_LEN, torn_call_target};
 use super::site::{self, Registry, state};
 use crate::arch::idt::vector;
 use crate::arch::percpu::{self, this_cpu};
@@ -73,6 +73,13 @@ struct TornLog(core::cell::UnsafeCell<[TornEvent; TORN_KEPT]>);
 // TORN_NEXT, before TORN_READY[i] is set; readers read it only after.
 unsafe impl Sync for TornLog {}
 static TORN_LOG: TornLog = TornLog(core::cell::UnsafeCell::new([TornEvent { cpu: 0, site: 0, rip: 0, vector: 0, bytes: [0; 5] }; TORN_KEPT]));
+
+/// Print the kept torn events (not from exception or NMI context).
+fn log_torn_events() {
+    for ev in torn_events() {
+        warn!("patch: torn execution on cpu{} at site {:#x} (rip {:#x}, vector {}) bytes {:02x?}", ev.cpu, ev.site, ev.rip, ev.vector, ev.bytes);
+    }
+}
 
 /// The kept torn events.
 pub fn torn_events() -> impl Iterator<Item = TornEvent> {
@@ -238,6 +245,12 @@ fn sync_ipi(mode: usize) {
     serialize(sync_from(mode));
 }
 
+/// A site's current bytes, through the main (executable) mapping.
+fn read_site(site: u64) -> [u8; 5] {
+    // SAFETY: sites are inside the kernel text (checked by `init`), mapped readable.
+    core::array::from_fn(|i| unsafe { ((site + i as u64) as *const u8).read_volatile() })
+}
+
 /// The machine platform of the protocol.
 pub struct Machine {
     sync: SyncMode,
@@ -264,8 +277,7 @@ impl Machine {
 
 impl Platform for Machine {
     fn read(&self, site: u64) -> [u8; 5] {
-        // SAFETY: sites are inside the kernel text (checked by `init`), mapped readable.
-        core::array::from_fn(|i| unsafe { ((site + i as u64) as *const u8).read_volatile() })
+        read_site(site)
     }
 
     fn write(&mut self, addr: u64, bytes: &[u8]) {
@@ -308,7 +320,7 @@ fn on_breakpoint(frame: &mut TrapFrame) -> Disposition {
     (frame.rip, frame.rsp) = (f.rip, f.rsp);
     let cpu = this_cpu();
     cpu.int3_by_ctx[cpu.context() as usize].fetch_add(1, Ordering::Relaxed);
-    this_cpu().int3_emulated.fetch_add(1, Ordering::Relaxed);
+    cpu.int3_emulated.fetch_add(1, Ordering::Relaxed);
     Disposition::Resume
 }
 
@@ -324,7 +336,7 @@ fn record_torn(frame: &TrapFrame, site: u64) {
     cpu.torn.fetch_add(1, Ordering::Relaxed);
     let i = TORN_NEXT.fetch_add(1, Ordering::AcqRel);
     if i < TORN_KEPT {
-        let ev = TornEvent { cpu: cpu.index() as u32, site, rip: frame.rip, vector: frame.vector as u8, bytes: Machine { sync: SyncMode::Cpuid }.read(site) };
+        let ev = TornEvent { cpu: cpu.index() as u32, site, rip: frame.rip, vector: frame.vector as u8, bytes: read_site(site) };
         // SAFETY: slot i was claimed by this CPU alone (fetch_add above).
         unsafe { (*TORN_LOG.0.get())[i] = ev };
         TORN_READY[i].store(true, Ordering::Release);
@@ -377,12 +389,11 @@ fn fatal_note(frame: &TrapFrame, out: &mut dyn core::fmt::Write) {
         strategy().name(),
         totals().torn
     );
-    let m = Machine { sync: SyncMode::Cpuid };
     let i = r.sites.partition_point(|&s| s <= frame.rip);
     if let Some(&s) = i.checked_sub(1).and_then(|i| r.sites.get(i)) {
         let _ = write!(out, "patch: nearest site below RIP: {s:#x} ");
         let _ = crate::debug::backtrace::write_symbol(out, s);
-        let _ = writeln!(out, " bytes {:02x?} (RIP is {:#x} past it)", m.read(s), frame.rip - s);
+        let _ = writeln!(out, " bytes {:02x?} (RIP is {:#x} past it)", read_site(s), frame.rip - s);
     }
     let stacks = this_cpu().stacks();
     if stacks.kernel.contains(frame.rsp) || stacks.ist.iter().any(|st| st.contains(frame.rsp)) {
@@ -391,7 +402,7 @@ fn fatal_note(frame: &TrapFrame, out: &mut dyn core::fmt::Write) {
         if let Some(s) = top.checked_sub(SITE_LEN).filter(|&s| r.index_of(s).is_some()) {
             let _ = write!(out, "patch: the stack top is the return address of site {s:#x} ");
             let _ = crate::debug::backtrace::write_symbol(out, s);
-            let _ = writeln!(out, " (a CALL from it went astray) bytes {:02x?}", m.read(s));
+            let _ = writeln!(out, " (a CALL from it went astray) bytes {:02x?}", read_site(s));
         }
     }
 }
@@ -406,10 +417,9 @@ pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'s
     TEXT_END.store(end, Ordering::Relaxed);
     crate::mem::paging::map_alias(start, end, TEXT_ALIAS).map_err(|_| "cannot map the text alias")?;
     let reg = site::init();
-    let m = Machine { sync: SyncMode::Cpuid };
     let mut bad = 0;
     for &s in &reg.sites {
-        if s < start || s + SITE_LEN > end || m.read(s) != protocol::NOP5 {
+        if s < start || s + SITE_LEN > end || read_site(s) != protocol::NOP5 {
             bad += 1;
         }
     }
@@ -428,10 +438,12 @@ pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'s
     info!("patch: {} of {} sites guarded (their torn-call target is int3 padding)", g.iter().filter(|&&x| x).count(), g.len());
     // Every site must belong to a function of the symbol table.
     if let Some(t) = crate::debug::backtrace::table() {
-        let unnamed = reg.sites.iter().filter(|&&s| t.lookup(s).is_none()).count();
-        for &s in reg.sites.iter().filter(|&&s| t.lookup(s).is_some_and(|l| !l.symbol.name.starts_with("appliance::traced::traced_"))) {
-            if let Some(l) = t.lookup(s) {
-                info!("patch: kernel-path site {s:#x} {l}");
+        let mut unnamed = 0;
+        for &s in &reg.sites {
+            match t.lookup(s) {
+                None => unnamed += 1,
+                Some(l) if !l.symbol.name.starts_with("appliance::traced::traced_") => info!("patch: kernel-path site {s:#x} {l}"),
+                Some(_) => {}
             }
         }
         if unnamed > 0 {
@@ -502,7 +514,6 @@ fn apply_stop_machine(m: &mut Machine, batch: &mut [Patch]) -> Result<BatchStats
 
 static NAIVE_GAP_NS: AtomicU64 = AtomicU64::new(0);
 
-use protocol::torn_call_target;
 
 /// Sites whose torn-call target holds int3 (function padding), by registry
 /// index: a tear there traps at once and the oracle recovers.
@@ -701,8 +712,7 @@ pub struct LoopReport {
 /// Turn every site that is on (or changing) off: the response to a disable request.
 fn all_off(reg: &Registry, batch: &mut Vec<Patch>) -> Result<usize, protocol::Error> {
     let target = site::trace_entry as *const () as u64;
-    let m = Machine { sync: sync_mode() };
-    let on: Vec<usize> = (0..reg.sites.len()).filter(|&i| m.read(reg.sites[i]) != protocol::NOP5).collect();
+    let on: Vec<usize> = (0..reg.sites.len()).filter(|&i| read_site(reg.sites[i]) != protocol::NOP5).collect();
     for chunk in on.chunks(256) {
         batch.clear();
         for &i in chunk {
@@ -772,9 +782,7 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
             if clock::now_ns() >= next_status {
                 next_status += status_ns;
                 status_line("patch: status", n);
-                for ev in torn_events() {
-                    warn!("patch: torn execution on cpu{} at site {:#x} (rip {:#x}, vector {}) bytes {:02x?}", ev.cpu, ev.site, ev.rip, ev.vector, ev.bytes);
-                }
+                log_torn_events();
             }
         }
         let why = DISABLE_REQ.load(Ordering::Acquire);
@@ -820,13 +828,10 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
         on = !on;
     }
     STATS.enabled.store(false, Ordering::Relaxed);
-    let m = Machine { sync: sync_mode() };
     // Every site, flipped or not, must read as the NOP again.
-    let wrong = reg.sites.iter().filter(|&&s| m.read(s) != protocol::NOP5).count();
+    let wrong = reg.sites.iter().filter(|&&s| read_site(s) != protocol::NOP5).count();
     status_line("patch: done", n);
-    for ev in torn_events() {
-        warn!("patch: torn execution on cpu{} at site {:#x} (rip {:#x}, vector {}) bytes {:02x?}", ev.cpu, ev.site, ev.rip, ev.vector, ev.bytes);
-    }
+    log_torn_events();
     crate::nmi::watchdog::drain_to_console();
     LoopReport { cycles: STATS.cycles.load(Ordering::Relaxed), totals: totals(), wrong_final_bytes: wrong, errors, disabled: disabled_reason() }
 }
