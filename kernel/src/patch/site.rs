@@ -27,6 +27,12 @@ use crate::arch::percpu::{Context, this_cpu};
 #[macro_export]
 macro_rules! trace_site {
     () => {
+        $crate::trace_site!(@in ".trace_sites")
+    };
+    (nmi) => {
+        $crate::trace_site!(@in ".trace_sites_nmi")
+    };
+    (@in $section:literal) => {
         // SAFETY: a 5-byte NOP (or, when patched, a call to `trace_entry`,
         // which preserves all registers and flags); the asm may use the stack
         // (no `nostack`), which is all the CALL form does.
@@ -34,21 +40,7 @@ macro_rules! trace_site {
             core::arch::asm!(
                 "2:",
                 ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
-                ".pushsection .trace_sites, \"a\"",
-                ".balign 8",
-                ".quad 2b",
-                ".popsection",
-                options(preserves_flags)
-            )
-        }
-    };
-    (nmi) => {
-        // SAFETY: as above.
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
-                ".pushsection .trace_sites_nmi, \"a\"",
+                concat!(".pushsection ", $section, ", \"a\""),
                 ".balign 8",
                 ".quad 2b",
                 ".popsection",
