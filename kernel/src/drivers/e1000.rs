@@ -7,7 +7,7 @@
 use alloc::rc::Rc;
 use core::cell::RefCell;
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 use virtio_drivers::transport::pci::bus::{BarInfo, Command, DeviceFunction, PciRoot};
 
@@ -265,10 +265,6 @@ impl phy::Device for E1000 {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ethernet;
-        c.max_transmission_unit = 1514;
-        c.max_burst_size = Some(1);
-        c
+        super::nic::ethernet_capabilities()
     }
 }

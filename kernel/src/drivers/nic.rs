@@ -1,6 +1,6 @@
 //! The NICs we drive, as one smoltcp device: virtio-net or e1000, found on PCI.
 
-use smoltcp::phy::{self, DeviceCapabilities};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use virtio_drivers::transport::pci::bus::DeviceFunction;
 
@@ -8,6 +8,16 @@ use super::e1000::{self, E1000};
 use super::pci::Found;
 use super::virtio_legacy::LegacyPciTransport;
 use super::virtio_net::{self, LEGACY_QUEUE_SIZE, LegacyVirtioNet, VirtioNet};
+
+/// What every driver here offers smoltcp: Ethernet frames of up to 1514
+/// bytes, one packet per poll round (the drivers are polled, not interrupt-driven).
+pub fn ethernet_capabilities() -> DeviceCapabilities {
+    let mut c = DeviceCapabilities::default();
+    c.medium = Medium::Ethernet;
+    c.max_transmission_unit = 1514;
+    c.max_burst_size = Some(1);
+    c
+}
 
 pub enum Nic {
     Virtio(VirtioNet),

@@ -6,7 +6,7 @@ use alloc::rc::Rc;
 use core::cell::RefCell;
 use core::ptr::NonNull;
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 use virtio_drivers::device::net::{RxBuffer, VirtIONet};
 use virtio_drivers::transport::pci::PciTransport;
@@ -133,10 +133,6 @@ impl<T: Transport, const Q: usize> phy::Device for VirtioNet<T, Q> {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ethernet;
-        c.max_transmission_unit = 1514;
-        c.max_burst_size = Some(1);
-        c
+        super::nic::ethernet_capabilities()
     }
 }
