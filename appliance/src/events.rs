@@ -10,41 +10,34 @@ use appliance::trace::ring::{CpuRings, Event, Kind, Overflow, capacity_for_kb};
 /// One `CpuRings` per CPU slot (allocated once, at boot, before tracing starts).
 pub static RINGS: spin::Once<alloc::vec::Vec<CpuRings>> = spin::Once::new();
 
-/// The trace hook's sink: lock-free, no allocation (NMI-safe).
-fn record(site: u64, parent: u64, ctx: Context) {
+/// Append an event to this CPU's ring for `ctx`: lock-free, no allocation (NMI-safe).
+fn push(kind: Kind, ip: u64, parent: u64, ctx: Context, arg: u64) {
     let Some(rings) = RINGS.get() else { return };
     let cpu = this_cpu();
     let Some(r) = rings.get(cpu.index()) else { return };
     let ev = Event {
         ts_ns: kernel::time::clock::now_ns(),
         tsc: kernel::arch::cpu::rdtsc(),
-        ip: site,
+        ip,
         parent,
-        kind: Kind::Function,
-        ctx: ctx as u8,
-        cpu: cpu.index() as u16,
-        arg: 0,
-    };
-    r.rings[ctx as usize].push(&ev);
-}
-
-/// The sink of the other event kinds (same rings, same NMI-safety).
-fn record_kind(kind: u8, arg: u64) {
-    let (Some(rings), Some(k)) = (RINGS.get(), Kind::from_u8(kind)) else { return };
-    let cpu = this_cpu();
-    let ctx = cpu.context();
-    let Some(r) = rings.get(cpu.index()) else { return };
-    let ev = Event {
-        ts_ns: kernel::time::clock::now_ns(),
-        tsc: kernel::arch::cpu::rdtsc(),
-        ip: 0,
-        parent: 0,
-        kind: k,
+        kind,
         ctx: ctx as u8,
         cpu: cpu.index() as u16,
         arg,
     };
     r.rings[ctx as usize].push(&ev);
+}
+
+/// The trace hook's sink: a traced function ran.
+fn record(site: u64, parent: u64, ctx: Context) {
+    push(Kind::Function, site, parent, ctx, 0);
+}
+
+/// The sink of the other event kinds (patch batches, sync rounds, NMI ticks, warnings).
+fn record_kind(kind: u8, arg: u64) {
+    if let Some(k) = Kind::from_u8(kind) {
+        push(k, 0, 0, this_cpu().context(), arg);
+    }
 }
 
 /// Allocate every CPU's rings and install the sink.

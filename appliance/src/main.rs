@@ -78,6 +78,16 @@ fn appliance_main(k: Kernel) -> ! {
     traced::worker(k.sites)
 }
 
+/// What a CPU with nothing else to do runs: print the NMI log, serve the
+/// network, wait for the next interrupt.
+fn serve_forever() -> ! {
+    loop {
+        kernel::nmi::watchdog::drain_to_console();
+        net::poll();
+        kernel::arch::cpu::idle_wait();
+    }
+}
+
 /// Without the patching loop: keep printing the NMI log. Under `test_exit`,
 /// measure the watchdog's NMI rates, wait for the lockup report when
 /// `selftest=lockup` asked for one, and end the run with the verdict.
@@ -99,11 +109,7 @@ fn watch_only(opts: &Options) -> ! {
         kernel::nmi::watchdog::drain_to_console();
         kernel::boot::main::test_exit_success();
     }
-    loop {
-        kernel::nmi::watchdog::drain_to_console();
-        net::poll();
-        kernel::arch::cpu::idle_wait();
-    }
+    serve_forever()
 }
 
 /// Run the patching loop here (bounded by `patch_cycles`, else forever), then
@@ -156,9 +162,5 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
         error!("patch: verdict: FAILED: {:?} (wrong final bytes: {}, errors: {})", problems.as_slice(), report.wrong_final_bytes, report.errors);
         kernel::boot::main::test_exit_failure();
     }
-    loop {
-        kernel::nmi::watchdog::drain_to_console();
-        net::poll();
-        kernel::arch::cpu::idle_wait();
-    }
+    serve_forever()
 }

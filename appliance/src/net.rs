@@ -92,9 +92,7 @@ impl TraceStream {
         if self.json {
             return Some(self.json_line(&e));
         }
-        let table = kernel::debug::backtrace::table();
-        let name = table.and_then(|t| t.lookup(e.ip)).map(|l| l.symbol.name);
-        let parent = table.and_then(|t| t.lookup(e.parent.wrapping_sub(1))).map(|l| l.symbol.name);
+        let (name, parent) = symbols(&e);
         let mut line = String::new();
         encode::ftrace_line(&mut line, &e, name, parent);
         Some(line)
@@ -104,9 +102,8 @@ impl TraceStream {
 impl TraceStream {
     /// One Chrome trace event: an instant event per traced call, thread = CPU.
     fn json_line(&mut self, e: &appliance::trace::ring::Event) -> String {
-        let table = kernel::debug::backtrace::table();
-        let name = table.and_then(|t| t.lookup(e.ip)).map(|l| l.symbol.name).unwrap_or("?");
-        let parent = table.and_then(|t| t.lookup(e.parent.wrapping_sub(1))).map(|l| l.symbol.name).unwrap_or("?");
+        let (name, parent) = symbols(e);
+        let (name, parent) = (name.unwrap_or("?"), parent.unwrap_or("?"));
         let mut s = String::new();
         if !self.first {
             s.push_str(",\n");
@@ -123,6 +120,16 @@ impl TraceStream {
             alloc::format!("# end of snapshot, {} events lost\n", self.lost_total)
         }
     }
+}
+
+/// The function an event's site is in, and its caller (a return address,
+/// looked up as `ret - 1`), from the embedded symbol table.
+fn symbols(e: &appliance::trace::ring::Event) -> (Option<&'static str>, Option<&'static str>) {
+    let table = kernel::debug::backtrace::table();
+    (
+        table.and_then(|t| t.lookup(e.ip)).map(|l| l.symbol.name),
+        table.and_then(|t| t.lookup(e.parent.wrapping_sub(1))).map(|l| l.symbol.name),
+    )
 }
 
 enum Conn {
