@@ -90,7 +90,7 @@ fn bench(args: &[String]) -> Result<()> {
     println!("== appliance benchmarks ({why}), --smp 4");
     let mut spec = qemu::Spec::new(qemu::Boot::Kernel { elf, append: "test_exit bench".into() });
     spec.accel = accel;
-    let out = qemu::spawn(&spec, &dir.join("kernel.log"), false)?.wait(std::time::Duration::from_secs(600), |_| false);
+    let out = qemu::spawn(&spec, &dir.join("kernel.log"), false)?.wait(std::time::Duration::from_secs(600));
     let rows: Vec<(String, String, String)> = out
         .log
         .lines()

@@ -237,9 +237,6 @@ pub struct Outcome {
     /// QEMU's exit status (None when we killed it).
     pub exit: Option<i32>,
     pub timed_out: bool,
-    /// The stop condition matched (QEMU was then killed).
-    #[allow(dead_code)]
-    pub matched: bool,
     pub log: String,
     /// Each serial line with when it arrived, from QEMU start.
     pub timeline: Vec<(Duration, String)>,
@@ -298,62 +295,76 @@ pub fn spawn(spec: &Spec, log: &Path, echo: bool) -> Result<Running> {
     Ok(Running { child, lines: rx, started, _scratch: scratch })
 }
 
+/// One step of reading the serial console.
+enum Recv {
+    Line(String),
+    /// Nothing within the polling interval.
+    Idle,
+    /// Both reader threads are gone (QEMU closed its output).
+    Closed,
+    TimedOut,
+}
+
 impl Running {
+    /// The next serial line, waiting at most 200 ms and never past `deadline`.
+    fn recv(&mut self, deadline: Instant) -> Recv {
+        let now = Instant::now();
+        if now >= deadline {
+            return Recv::TimedOut;
+        }
+        match self.lines.recv_timeout((deadline - now).min(Duration::from_millis(200))) {
+            Ok(line) => Recv::Line(line),
+            Err(mpsc::RecvTimeoutError::Timeout) => Recv::Idle,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Recv::Closed,
+        }
+    }
+
+    fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|st| st.code())
+    }
+
     /// Read serial lines until one satisfies `pred` (returned), or `timeout`
     /// from QEMU's start, or QEMU exits. Keeps QEMU running.
     pub fn wait_line(&mut self, timeout: Duration, log: &mut String, mut pred: impl FnMut(&str) -> bool) -> Option<String> {
         let deadline = self.started + timeout;
         loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            match self.lines.recv_timeout((deadline - now).min(Duration::from_millis(200))) {
-                Ok(line) => {
+            match self.recv(deadline) {
+                Recv::Line(line) => {
                     log.push_str(&line);
                     log.push('\n');
                     if pred(&line) {
                         return Some(line);
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(_)) = self.child.try_wait() {
-                        return None;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Recv::Idle if self.exited().is_none() => {}
+                Recv::Idle | Recv::Closed | Recv::TimedOut => return None,
             }
         }
     }
 
-    /// Read serial lines until `stop` matches one, QEMU exits, or `timeout`.
-    pub fn wait(mut self, timeout: Duration, mut stop: impl FnMut(&str) -> bool) -> Outcome {
+    /// Read serial lines until QEMU exits or `timeout` (then QEMU is killed on drop).
+    pub fn wait(mut self, timeout: Duration) -> Outcome {
         let mut log = String::new();
         let mut timeline = Vec::new();
         let deadline = self.started + timeout;
         let mut exit = None;
-        let (mut timed_out, mut matched) = (false, false);
+        let mut timed_out = false;
         loop {
-            let now = Instant::now();
-            if now >= deadline {
-                timed_out = true;
-                break;
-            }
-            match self.lines.recv_timeout((deadline - now).min(Duration::from_millis(200))) {
-                Ok(line) => {
+            match self.recv(deadline) {
+                Recv::Line(line) => {
                     log.push_str(&line);
                     log.push('\n');
-                    timeline.push((self.started.elapsed(), line.clone()));
-                    if stop(&line) {
-                        matched = true;
-                        break;
-                    }
+                    timeline.push((self.started.elapsed(), line));
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Recv::Idle => {}
+                Recv::Closed => break,
+                Recv::TimedOut => {
+                    timed_out = true;
+                    break;
+                }
             }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                exit = st.code();
+            if let Some(code) = self.exited() {
+                exit = code;
                 // Drain what the readers still hold.
                 while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
                     log.push_str(&line);
@@ -362,9 +373,9 @@ impl Running {
                 break;
             }
         }
-        if exit.is_none() && !timed_out && !matched {
+        if exit.is_none() && !timed_out {
             exit = self.child.wait().ok().and_then(|s| s.code());
         }
-        Outcome { exit, timed_out, matched, log, timeline, elapsed: self.started.elapsed() }
+        Outcome { exit, timed_out, log, timeline, elapsed: self.started.elapsed() }
     }
 }

@@ -149,7 +149,7 @@ pub fn main(args: &[String]) -> Result<()> {
     );
     let running = qemu::spawn(&spec, &log, true)?;
     let timeout = o.duration.map(Duration::from_secs).unwrap_or(Duration::from_secs(u64::MAX / 4));
-    let outcome = running.wait(timeout, |_| false);
+    let outcome = running.wait(timeout);
     match outcome.exit {
         Some(qemu::EXIT_SUCCESS) => eprintln!("xtask: the appliance exited with success"),
         Some(qemu::EXIT_FAILURE) => return Err("the appliance reported a fatal error (see the serial log)".into()),
@@ -184,7 +184,7 @@ pub fn acpi_dump(args: &[String]) -> Result<()> {
     let (mut spec, _) = spec_for(&o)?;
     spec.net = None;
     let log = root().join(format!("target/acpi-dump-{name}.log"));
-    let out = qemu::spawn(&spec, &log, false)?.wait(Duration::from_secs(60), |_| false);
+    let out = qemu::spawn(&spec, &log, false)?.wait(Duration::from_secs(60));
     let text: String = out
         .log
         .lines()

@@ -698,7 +698,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let t0 = Instant::now();
     for case in &all {
         let log = logs.join(format!("{}.log", case.name));
-        let out = qemu::spawn(&case.spec, &log, false)?.wait(case.timeout, |_| false);
+        let out = qemu::spawn(&case.spec, &log, false)?.wait(case.timeout);
         let at = smp_online_at(&out).map(|d| format!(", smp online at {:.2} s", d.as_secs_f64())).unwrap_or_default();
         match check(case, &out) {
             Ok(()) => {
