@@ -206,13 +206,19 @@ pub struct TxToken(Rc<RefCell<Hw>>);
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let mut hw = self.0.borrow_mut();
-        let i = hw.rx_next % RING;
-        // SAFETY: descriptor i is done (checked in `receive`) and owned by us until RDT moves past it.
-        let d = unsafe { hw.rx_desc(i).read_volatile() };
-        // SAFETY: the buffer is BUF bytes of DMA memory; the NIC wrote `len` <= BUF bytes.
-        let data = unsafe { core::slice::from_raw_parts((hw.rx_bufs + (i * BUF) as u64) as *const u8, (d.len as usize).min(BUF)) };
+        // Find the packet, then let go of the device: smoltcp may transmit
+        // (through a TxToken, which borrows it) from inside `f`.
+        let (i, d, buf) = {
+            let hw = self.0.borrow();
+            let i = hw.rx_next % RING;
+            // SAFETY: descriptor i is done (checked in `receive`) and owned by us until RDT moves past it.
+            (i, unsafe { hw.rx_desc(i).read_volatile() }, hw.rx_bufs + (i * BUF) as u64)
+        };
+        // SAFETY: the buffer is BUF bytes of DMA memory that the NIC does not
+        // touch until descriptor i is handed back below; it wrote `len` <= BUF bytes.
+        let data = unsafe { core::slice::from_raw_parts(buf as *const u8, (d.len as usize).min(BUF)) };
         let r = f(data);
+        let mut hw = self.0.borrow_mut();
         // SAFETY: hand the descriptor back: clear its status, then move the tail onto it.
         unsafe { hw.rx_desc(i).write_volatile(RxDesc { addr: d.addr, ..Default::default() }) };
         hw.w(reg::RDT, i as u32);
