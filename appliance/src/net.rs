@@ -511,29 +511,54 @@ fn status_json(cmdline: &str) -> String {
     use kernel::patch::engine;
     let mut o = String::with_capacity(4096);
     let online: Vec<&percpu::PerCpu> = percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)).collect();
-    let _ = write!(o, "{{\"cpus_online\":{},\"cpus\":[", online.len());
+    let mut brand = heapless::String::<64>::new();
+    kernel::arch::cpu::brand(&mut brand);
+    o.push_str("{\"cpu_brand\":");
+    encode::json_str(&mut o, &brand);
+    let apic = match kernel::apic::lapic::mode() {
+        kernel::apic::lapic::Mode::X2Apic => "x2apic",
+        kernel::apic::lapic::Mode::XApic => "xapic",
+    };
+    let _ = write!(o, ",\"apic\":\"{apic}\",\"cpus_online\":{},\"cpus\":[", online.len());
     for (i, c) in online.iter().enumerate() {
         let (events, lost) = crate::events::cpu_totals(c.index());
         let _ = write!(
             o,
-            "{}{{\"cpu\":{},\"apic_id\":{},\"nmis\":{},\"timer_ticks\":{},\"int3_emulated\":{},\"torn\":{},\"events\":{events},\"lost\":{lost}}}",
+            "{}{{\"cpu\":{},\"apic_id\":{},\"nmis\":{},\"timer_ticks\":{},\"int3_emulated\":{},\"torn\":{},\"traced_while_off\":{},\"missed_while_on\":{},\"nmi_site_calls\":{},\"events\":{events},\"lost\":{lost}}}",
             if i > 0 { "," } else { "" },
             c.index(),
             c.apic_id(),
             c.nmis.load(Ordering::Relaxed),
             c.timer_ticks.load(Ordering::Relaxed),
             c.int3_emulated.load(Ordering::Relaxed),
-            c.torn.load(Ordering::Relaxed)
+            c.torn.load(Ordering::Relaxed),
+            c.traced_while_off.load(Ordering::Relaxed),
+            c.missed_while_on.load(Ordering::Relaxed),
+            c.site_calls[2].load(Ordering::Relaxed)
         );
     }
     let n = kernel::nmi::watchdog::totals();
-    let _ = write!(o, "],\"watchdog\":{{\"source\":\"{}\",\"hz\":{},\"lockups\":{}}}", kernel::nmi::watchdog::source().name(), kernel::nmi::watchdog::hz(), n[6]);
     let _ = write!(
         o,
-        ",\"patching\":{{\"strategy\":\"{}\",\"sync\":\"{}\",\"cycles\":{},\"sites\":{},\"enabled\":{}}}",
+        "],\"watchdog\":{{\"source\":\"{}\",\"hz\":{},\"lockups\":{},\"nested\":{},\"exceptions_in_nmi\":{},\"ftrace_nmi_warnings\":{},\"log_records\":{},\"log_dropped\":{}}}",
+        kernel::nmi::watchdog::source().name(),
+        kernel::nmi::watchdog::hz(),
+        n[6],
+        n[4],
+        n[5],
+        kernel::nmi::watchdog::FTRACE_NMI_WARNINGS.load(Ordering::Relaxed),
+        kernel::nmi::watchdog::NMI_LOG.len(),
+        kernel::nmi::watchdog::NMI_LOG.dropped()
+    );
+    let _ = write!(
+        o,
+        ",\"patching\":{{\"strategy\":\"{}\",\"sync\":\"{}\",\"cycles\":{},\"batches\":{},\"sync_rounds\":{},\"sync_failures\":{},\"sites\":{},\"enabled\":{}}}",
         engine::strategy().name(),
         engine::sync_mode().name(),
         engine::STATS.cycles.load(Ordering::Relaxed),
+        engine::STATS.batches.load(Ordering::Relaxed),
+        engine::STATS.sync_rounds.load(Ordering::Relaxed),
+        engine::STATS.sync_failures.load(Ordering::Relaxed),
         kernel::patch::site::registry().map_or(0, |r| r.sites.len()),
         engine::STATS.enabled.load(Ordering::Relaxed)
     );

@@ -8,6 +8,7 @@
 //! cargo xtask test [--quick]        clippy, host tests + QEMU integration tests
 //! cargo xtask acpi-dump [options]   record a QEMU machine's ACPI tables for host tests
 //! cargo xtask deps                  install (or name) the host tools the images and QEMU need
+//! cargo xtask soak [options]        one run per CPU model, report in target/soak/ (see `soak --help`)
 //! ```
 
 mod build;
@@ -15,6 +16,7 @@ mod deps;
 mod image;
 mod qemu;
 mod run;
+mod soak;
 mod test;
 mod usb;
 
@@ -37,6 +39,7 @@ const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [o
   acpi-dump   boot a QEMU machine with acpi_dump and save its tables (cargo xtask acpi-dump --help)
   deps        install or name the host tools (QEMU, GRUB, xorriso, mtools, OVMF)
   cpuid-dump  record this machine's CPUID leaves (--name N) into kernel/tests/data/cpuid/ for host tests
+  soak        boot once per CPU model with the watchdog and patching loop, report (soak --help)
   usb         write the image to a USB stick (--device /dev/sdX; removable disks only, after confirmation)
   bench       benchmarks: the appliance's (one boot) and the silicon harness's, JSON in target/bench/ (--seconds N for silicon)
   silicon     the patching protocol on this machine's CPUs from Linux user space (silicon --help)";
@@ -142,6 +145,7 @@ fn main() {
         Some("silicon") => silicon(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("usb") => usb::main(&args[1..]),
+        Some("soak") => soak::main(&args[1..]),
         Some("cpuid-dump") => cpuid_dump(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

@@ -61,15 +61,7 @@ pub fn parse_opts(args: &[String]) -> Result<RunOpts> {
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{RUN_HELP}"));
         match a.as_str() {
-            "--accel" => {
-                o.accel = match val()?.as_str() {
-                    "auto" => Accel::Auto,
-                    "kvm" => Accel::Kvm,
-                    "tcg" => Accel::Tcg,
-                    "mttcg" => Accel::Mttcg,
-                    v => return Err(format!("--accel {v}: expected auto, kvm, tcg or mttcg").into()),
-                }
-            }
+            "--accel" => o.accel = parse_accel(&val()?)?,
             "--smp" => o.smp = val()?,
             "--cpu" => o.cpu = Some(val()?),
             "--mem" => o.mem = val()?.parse().map_err(|_| "--mem takes MiB as an integer")?,
@@ -89,12 +81,7 @@ pub fn parse_opts(args: &[String]) -> Result<RunOpts> {
                 }
             }
             "--port" => o.port = val()?.parse().map_err(|_| "--port takes a TCP port number")?,
-            "--nic" => {
-                o.nic = val()?;
-                if !["virtio", "e1000", "e1000e"].contains(&o.nic.as_str()) {
-                    return Err(format!("--nic {}: expected virtio, e1000 or e1000e", o.nic).into());
-                }
-            }
+            "--nic" => o.nic = parse_nic(&val()?)?,
             "--duration" => o.duration = Some(val()?.parse().map_err(|_| "--duration takes seconds as an integer")?),
             "-h" | "--help" => {
                 println!("{RUN_HELP}");
@@ -106,7 +93,25 @@ pub fn parse_opts(args: &[String]) -> Result<RunOpts> {
     Ok(o)
 }
 
-fn nic_device(nic: &str) -> String {
+pub fn parse_accel(v: &str) -> Result<Accel> {
+    Ok(match v {
+        "auto" => Accel::Auto,
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        "mttcg" => Accel::Mttcg,
+        v => return Err(format!("--accel {v}: expected auto, kvm, tcg or mttcg").into()),
+    })
+}
+
+pub fn parse_nic(v: &str) -> Result<String> {
+    if !["virtio", "e1000", "e1000e"].contains(&v) {
+        return Err(format!("--nic {v}: expected virtio, e1000 or e1000e").into());
+    }
+    Ok(v.to_string())
+}
+
+/// The QEMU device for a `--nic` name.
+pub fn nic_device(nic: &str) -> String {
     match nic {
         "virtio" => "virtio-net-pci",
         other => other,

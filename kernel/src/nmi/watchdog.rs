@@ -32,6 +32,10 @@ use crate::time::clock;
 
 /// The NMI warning log: lockup reports and ftrace NMI-context warnings.
 pub static NMI_LOG: NmiLog<32> = NmiLog::new();
+
+/// Times traced code ran in NMI context (one warning each, whether or not the
+/// log still had room for its text).
+pub static FTRACE_NMI_WARNINGS: AtomicU64 = AtomicU64::new(0);
 /// Records already printed on the console.
 static PRINTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -268,6 +272,7 @@ pub extern "C" fn wd_check_lockup(frame: &TrapFrame) {
 /// engine to turn tracing off from a safe context.
 pub fn ftrace_nmi_warning(site: u64, fp: u64) {
     let cpu = this_cpu();
+    FTRACE_NMI_WARNINGS.fetch_add(1, Ordering::Relaxed);
     let keep = KEEP_ON_NMI.load(Ordering::Relaxed);
     let table = crate::debug::backtrace::table();
     let at = table.and_then(|t| t.lookup(site));

@@ -1,0 +1,765 @@
+//! `cargo xtask soak`: boot the appliance once per CPU model with the NMI
+//! watchdog on and the patching loop running, watch it over TCP (`/status`)
+//! and on its serial console, and write a report comparing the models
+//! (`target/soak/report.md`, `report.json`, PNG plots, kept serial logs).
+//!
+//! A run passes when the guest never printed a panic or a fatal exception,
+//! kept answering `/status`, and its patching loop ended with `patch: verdict:
+//! ok` (every site's final bytes verified, no torn execution under `int3`).
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::qemu::{self, Accel, Boot, Spec};
+use crate::{Result, root};
+
+pub const HELP: &str = "usage: cargo xtask soak [options]
+  --models LIST        comma-separated QEMU -cpu models (default: Intel and AMD generations QEMU
+                       knows, old and new, plus `host` where KVM is hardware-assisted); `default`
+                       names that list, `list` prints it and exits
+  --minutes M          length of each run (default 10)
+  --accel auto|kvm|tcg|mttcg  (default auto: KVM only when hardware-assisted; `host` needs KVM)
+  --smp N              CPUs per guest (default 4)
+  --strategy int3|stop_machine|naive  patching strategy (default int3)
+  --jobs J             runs at the same time (default: host cores, at most the number of models)
+  --append \"...\"       more kernel command-line options (e.g. \"trace_nmi_path ftrace_keep_on_nmi\")
+  --nic virtio|e1000|e1000e  NIC the status is polled through (default virtio)
+  --out DIR            report directory (default target/soak)";
+
+/// The default models: Intel and AMD generations from 2006 to 2021, with and
+/// without x2APIC in their CPUID (QEMU 7.2's TCG drops x2APIC whatever the
+/// model says; under KVM the models that have it use it), and the host CPU
+/// where KVM is hardware-assisted.
+pub fn default_models(kvm: bool) -> Vec<String> {
+    let mut m: Vec<String> = [
+        "Conroe",                    // Intel Core 2, 2006: no x2APIC
+        "Nehalem",                   // Intel Core i7, 2008: no x2APIC
+        "SandyBridge",               // Intel, 2011: x2APIC
+        "Haswell-noTSX",             // Intel, 2013
+        "Skylake-Server-noTSX-IBRS", // Intel Xeon, 2017: AVX-512
+        "Icelake-Server-noTSX",      // Intel Xeon, 2019
+        "Cooperlake",                // Intel Xeon, 2020
+        "Opteron_G2",                // AMD, 2006: no x2APIC
+        "Opteron_G5",                // AMD, 2012
+        "EPYC",                      // AMD Zen, 2017
+        "EPYC-Milan",                // AMD Zen 3, 2021
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if kvm {
+        m.push("host".into());
+    }
+    m
+}
+
+#[derive(Clone, Debug)]
+struct Opts {
+    models: Vec<String>,
+    minutes: u32,
+    accel: Accel,
+    smp: String,
+    strategy: String,
+    jobs: usize,
+    append: String,
+    nic: String,
+    out: PathBuf,
+    list_only: bool,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut models: Option<String> = None;
+    let mut o = Opts {
+        models: Vec::new(),
+        minutes: 10,
+        accel: Accel::Auto,
+        smp: "4".into(),
+        strategy: "int3".into(),
+        jobs: 0,
+        append: String::new(),
+        nic: "virtio".into(),
+        out: root().join("target/soak"),
+        list_only: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{HELP}"));
+        match a.as_str() {
+            "--models" => models = Some(val()?),
+            "--minutes" => o.minutes = val()?.parse().ok().filter(|m| *m > 0).ok_or("--minutes takes a whole number of minutes > 0")?,
+            "--accel" => o.accel = crate::run::parse_accel(&val()?)?,
+            "--smp" => o.smp = val()?,
+            "--strategy" => {
+                o.strategy = val()?;
+                if !["int3", "stop_machine", "naive"].contains(&o.strategy.as_str()) {
+                    return Err(format!("--strategy {}: expected int3, stop_machine or naive", o.strategy).into());
+                }
+            }
+            "--jobs" => o.jobs = val()?.parse().ok().filter(|j| *j > 0).ok_or("--jobs takes a number > 0")?,
+            "--append" => o.append = val()?,
+            "--nic" => o.nic = crate::run::parse_nic(&val()?)?,
+            "--out" => o.out = PathBuf::from(val()?),
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option {other}\n{HELP}").into()),
+        }
+    }
+    let kvm = qemu::kvm_hardware().is_ok();
+    o.models = match models.as_deref() {
+        None | Some("default") => default_models(kvm),
+        Some("list") => {
+            o.list_only = true;
+            default_models(kvm)
+        }
+        Some(list) => list.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
+    };
+    if o.models.is_empty() {
+        return Err("--models names no model".into());
+    }
+    Ok(o)
+}
+
+/// The counters of one `/status` answer that the report compares.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Counters {
+    pub uptime_s: f64,
+    pub nmis: u64,
+    pub patch_cycles: u64,
+    pub sync_rounds: u64,
+    pub sync_failures: u64,
+    pub int3_emulations: u64,
+    pub torn: u64,
+    pub traced_while_off: u64,
+    pub missed_while_on: u64,
+    pub lockups: u64,
+    pub nested_nmis: u64,
+    pub exceptions_in_nmi: u64,
+    pub nmi_warnings: u64,
+    pub nmi_site_calls: u64,
+    pub events: u64,
+    pub lost: u64,
+}
+
+/// What a `/status` answer says of the machine (constant over a run).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Machine {
+    pub cpu_brand: String,
+    pub cpus: u64,
+    pub apic: String,
+    pub watchdog: String,
+    pub watchdog_hz: u64,
+    pub strategy: String,
+    pub sites: u64,
+}
+
+/// Parse a `/status` body into the machine facts and the counters.
+pub fn parse_status(body: &str) -> std::result::Result<(Machine, Counters), String> {
+    let v: Value = serde_json::from_str(body).map_err(|e| format!("/status is not JSON: {e}"))?;
+    let u = |p: &str| v.pointer(p).and_then(Value::as_u64).ok_or_else(|| format!("/status has no number at {p}"));
+    let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("/status has no string at {p}"));
+    let cpus = v.pointer("/cpus").and_then(Value::as_array).ok_or("/status has no cpus array")?;
+    let sum = |k: &str| -> std::result::Result<u64, String> {
+        cpus.iter().map(|c| c.get(k).and_then(Value::as_u64).ok_or_else(|| format!("/status cpus[] has no {k}"))).sum()
+    };
+    let m = Machine {
+        cpu_brand: s("/cpu_brand")?,
+        cpus: u("/cpus_online")?,
+        apic: s("/apic")?,
+        watchdog: s("/watchdog/source")?,
+        watchdog_hz: u("/watchdog/hz")?,
+        strategy: s("/patching/strategy")?,
+        sites: u("/patching/sites")?,
+    };
+    let c = Counters {
+        uptime_s: u("/uptime_ns")? as f64 / 1e9,
+        nmis: sum("nmis")?,
+        patch_cycles: u("/patching/cycles")?,
+        sync_rounds: u("/patching/sync_rounds")?,
+        sync_failures: u("/patching/sync_failures")?,
+        int3_emulations: sum("int3_emulated")?,
+        torn: sum("torn")?,
+        traced_while_off: sum("traced_while_off")?,
+        missed_while_on: sum("missed_while_on")?,
+        lockups: u("/watchdog/lockups")?,
+        nested_nmis: u("/watchdog/nested")?,
+        exceptions_in_nmi: u("/watchdog/exceptions_in_nmi")?,
+        nmi_warnings: u("/watchdog/ftrace_nmi_warnings")?,
+        nmi_site_calls: sum("nmi_site_calls")?,
+        events: sum("events")?,
+        lost: sum("lost")?,
+    };
+    Ok((m, c))
+}
+
+/// A serial line that means the guest crashed: a panic, a fatal exception
+/// (both print `cut here` then a named header), a triple fault QEMU reports,
+/// or a QEMU error.
+pub fn crash_line(line: &str) -> bool {
+    line.contains("Kernel panic on CPU")
+        || line.starts_with("FATAL: ")
+        || line.contains("---[ end trace")
+        || line.starts_with("qemu: ") && (line.contains("error") || line.contains("fatal") || line.contains("Triple fault"))
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub model: String,
+    pub passed: bool,
+    /// Why the run failed (crash, silence, verdict), if it did.
+    pub failure: Option<String>,
+    /// The kernel's own verdict line at the end of the patching loop.
+    pub kernel_verdict: Option<String>,
+    pub machine: Option<Machine>,
+    pub last: Option<Counters>,
+    /// Every `/status` sample, seconds since QEMU started.
+    pub samples: Vec<(f64, Counters)>,
+    pub serial_log: PathBuf,
+    pub wall_s: f64,
+}
+
+/// Seconds allowed from QEMU start to the first `/status` answer.
+const BOOT_BUDGET: Duration = Duration::from_secs(180);
+/// A guest that answered once and then not for this long has stopped.
+const SILENCE: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_secs(5);
+
+fn run_one(o: &Opts, elf: &Path, accel: Accel, model: &str, port: u16, bar: &indicatif::ProgressBar) -> RunReport {
+    let dir = o.out.join("logs");
+    let log = dir.join(format!("{}.log", model.replace(['/', ','], "_")));
+    let secs = u64::from(o.minutes) * 60;
+    let append = format!("patch_seconds={secs} strategy={} status_secs=30 {}", o.strategy, o.append);
+    let mut spec = Spec::new(Boot::Kernel { elf: elf.to_path_buf(), append });
+    spec.accel = accel;
+    spec.cpu = Some(model.to_string());
+    spec.smp = o.smp.clone();
+    spec.net = Some((port, crate::run::nic_device(&o.nic)));
+    let mut r = RunReport {
+        model: model.into(),
+        passed: false,
+        failure: None,
+        kernel_verdict: None,
+        machine: None,
+        last: None,
+        samples: Vec::new(),
+        serial_log: log.clone(),
+        wall_s: 0.0,
+    };
+    let mut running = match qemu::spawn(&spec, &log, false) {
+        Ok(q) => q,
+        Err(e) => {
+            r.failure = Some(format!("QEMU did not start: {e}"));
+            return r;
+        }
+    };
+    let deadline = BOOT_BUDGET + Duration::from_secs(secs) + Duration::from_secs(120);
+    let mut serial = String::new();
+    let mut last_answer: Option<Instant> = None;
+    let mut next_poll = Duration::ZERO;
+    loop {
+        let elapsed = running.started.elapsed();
+        if elapsed >= deadline {
+            r.failure = Some(format!("no patching verdict within {} s", deadline.as_secs()));
+            break;
+        }
+        // Read the console until the next poll is due (or something happens).
+        let step = next_poll.max(elapsed).min(deadline);
+        let hit = running.wait_line(step, &mut serial, |l| crash_line(l) || l.contains("patch: verdict:"));
+        match hit {
+            Some(l) if l.contains("patch: verdict:") => {
+                r.kernel_verdict = Some(l.split("patch: verdict: ").nth(1).unwrap_or(&l).to_string());
+                // One last sample after the loop's end: the final totals.
+                if let Ok((200, body)) = crate::test::http(port, "GET /status HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
+                    && let Ok((m, c)) = parse_status(&body)
+                {
+                    r.machine = Some(m);
+                    r.samples.push((running.started.elapsed().as_secs_f64(), c));
+                }
+                break;
+            }
+            Some(l) => {
+                // Let the rest of the report reach the log before stopping.
+                let _ = running.wait_line(running.started.elapsed() + Duration::from_secs(2), &mut serial, |_| false);
+                r.failure = Some(format!("crash: {l}"));
+                break;
+            }
+            None if running.started.elapsed() < step => {
+                r.failure = Some("QEMU exited before the patching verdict".into());
+                break;
+            }
+            None => {}
+        }
+        if running.started.elapsed() < next_poll {
+            continue;
+        }
+        next_poll = running.started.elapsed() + POLL;
+        match crate::test::http(port, "GET /status HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n") {
+            Ok((200, body)) => match parse_status(&body) {
+                Ok((m, c)) => {
+                    last_answer = Some(Instant::now());
+                    bar.set_position(c.uptime_s as u64);
+                    bar.set_message(format!(
+                        "{} CPUs {} nmi={} cycles={} int3={} torn={}",
+                        m.cpus, m.watchdog, c.nmis, c.patch_cycles, c.int3_emulations, c.torn
+                    ));
+                    r.machine = Some(m);
+                    r.samples.push((running.started.elapsed().as_secs_f64(), c));
+                }
+                Err(e) => {
+                    r.failure = Some(e);
+                    break;
+                }
+            },
+            Ok((code, _)) => {
+                r.failure = Some(format!("/status answered {code}"));
+                break;
+            }
+            Err(e) => {
+                let silent = match last_answer {
+                    Some(t) => t.elapsed() > SILENCE,
+                    None => running.started.elapsed() > BOOT_BUDGET,
+                };
+                if silent {
+                    r.failure = Some(format!("the guest stopped answering /status ({e})"));
+                    break;
+                }
+            }
+        }
+    }
+    r.wall_s = running.started.elapsed().as_secs_f64();
+    drop(running);
+    r.last = r.samples.last().map(|(_, c)| c.clone());
+    if r.failure.is_none() {
+        match &r.kernel_verdict {
+            Some(v) if v.starts_with("ok") => r.passed = true,
+            Some(v) => r.failure = Some(format!("patching verdict: {v}")),
+            None => r.failure = Some("no patching verdict".into()),
+        }
+    }
+    if r.passed && o.strategy == "int3" && r.last.as_ref().is_some_and(|c| c.torn != 0) {
+        r.passed = false;
+        r.failure = Some("torn executions under int3".into());
+    }
+    r
+}
+
+/// The models QEMU knows (`-cpu help`), to refuse a typo before booting anything.
+fn known_models() -> Result<Vec<String>> {
+    let out = std::process::Command::new("qemu-system-x86_64").args(["-cpu", "help"]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("x86 "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let mut o = parse(args)?;
+    if o.list_only {
+        println!("{}", o.models.join(","));
+        return Ok(());
+    }
+    crate::deps::ensure_all()?;
+    let (accel, why) = qemu::choose_accel(o.accel)?;
+    let known = known_models()?;
+    for m in &o.models {
+        let base = m.split(',').next().unwrap_or(m);
+        if base == "host" && accel != Accel::Kvm {
+            return Err(format!("model `host` needs hardware KVM ({why})").into());
+        }
+        if base != "host" && !known.iter().any(|k| k == base) {
+            return Err(format!("QEMU does not know the CPU model `{base}` (qemu-system-x86_64 -cpu help lists them)").into());
+        }
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if o.jobs == 0 {
+        o.jobs = cores;
+    }
+    o.jobs = o.jobs.min(o.models.len());
+    // The runs boot a copy kept with the report: the ELF they tested, and
+    // safe from rebuilds while later runs wait for their turn.
+    std::fs::create_dir_all(o.out.join("logs"))?;
+    let elf = o.out.join("appliance.elf");
+    std::fs::copy(crate::build::build_elf()?, &elf)?;
+    println!(
+        "soak: {} models x {} min, {} at a time, --smp {}, strategy {}, accelerator {why}",
+        o.models.len(),
+        o.minutes,
+        o.jobs,
+        o.smp,
+        o.strategy
+    );
+    let multi = indicatif::MultiProgress::new();
+    let tty = std::io::stderr().is_terminal();
+    let style = indicatif::ProgressStyle::with_template("{prefix:>26} [{bar:30}] {pos:>4}/{len}s {msg}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    let queue: Mutex<VecDeque<(usize, String)>> = Mutex::new(o.models.iter().cloned().enumerate().collect());
+    let results: Mutex<Vec<(usize, RunReport)>> = Mutex::new(Vec::new());
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..o.jobs {
+            s.spawn(|| {
+                loop {
+                    let Some((i, model)) = queue.lock().expect("queue").pop_front() else { break };
+                    let bar = multi.add(indicatif::ProgressBar::new(u64::from(o.minutes) * 60));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(model.clone());
+                    bar.enable_steady_tick(Duration::from_secs(1));
+                    if !tty {
+                        println!("soak: {model}: started");
+                    }
+                    let port = 18080 + i as u16;
+                    let r = run_one(&o, &elf, accel, &model, port, &bar);
+                    let line = match &r.failure {
+                        None => format!("{model}: passed ({})", r.kernel_verdict.as_deref().unwrap_or("")),
+                        Some(f) => format!("{model}: FAILED: {f} (serial log {})", r.serial_log.display()),
+                    };
+                    bar.finish_with_message(line.clone());
+                    if !tty {
+                        println!("soak: {line}");
+                    }
+                    results.lock().expect("results").push((i, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|(i, _)| *i);
+    let runs: Vec<RunReport> = results.into_iter().map(|(_, r)| r).collect();
+    let header = ReportHeader {
+        accel: why,
+        minutes: o.minutes,
+        smp: o.smp.clone(),
+        strategy: o.strategy.clone(),
+        append: o.append.clone(),
+        jobs: o.jobs,
+        host: host_cpu(),
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    std::fs::write(o.out.join("report.json"), serde_json::to_string_pretty(&serde_json::json!({"soak": header, "runs": runs}))?)?;
+    let plots = plot::write_all(&o.out, &runs);
+    let md = report_md(&header, &runs, &plots);
+    std::fs::write(o.out.join("report.md"), &md)?;
+    println!("{md}");
+    println!("wrote {} and report.json", o.out.join("report.md").display());
+    let failed: Vec<&str> = runs.iter().filter(|r| !r.passed).map(|r| r.model.as_str()).collect();
+    if failed.is_empty() { Ok(()) } else { Err(format!("soak failed on: {}", failed.join(", ")).into()) }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportHeader {
+    pub accel: String,
+    pub minutes: u32,
+    pub smp: String,
+    pub strategy: String,
+    pub append: String,
+    pub jobs: usize,
+    pub host: String,
+    pub wall_s: f64,
+}
+
+fn host_cpu() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let name = info.lines().find_map(|l| l.strip_prefix("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("unknown CPU").trim().to_string();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{name}, {cores} cores")
+}
+
+/// The Markdown report: one row per model, then the failed runs' logs.
+pub fn report_md(h: &ReportHeader, runs: &[RunReport], plots: &[(String, std::result::Result<PathBuf, String>)]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let passed = runs.iter().filter(|r| r.passed).count();
+    let _ = writeln!(s, "# Soak report\n");
+    let _ = writeln!(
+        s,
+        "{} of {} runs passed. {} min per model, `--smp {}`, strategy `{}`, accelerator {}, {} runs at a time on {} (wall {:.0} s).{}\n",
+        passed,
+        runs.len(),
+        h.minutes,
+        h.smp,
+        h.strategy,
+        h.accel,
+        h.jobs,
+        h.host,
+        h.wall_s,
+        if h.append.trim().is_empty() { String::new() } else { format!(" Extra command line: `{}`.", h.append.trim()) }
+    );
+    let _ = writeln!(
+        s,
+        "| model | guest CPU | CPUs | APIC | watchdog | NMIs | NMIs/s/CPU | patch cycles | sync rounds | int3 emulations | torn | lockups | NMI-context warnings | events | lost | result |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        let (m, c) = (r.machine.clone().unwrap_or_default(), r.last.clone().unwrap_or_default());
+        let rate = if c.uptime_s > 0.0 && m.cpus > 0 { c.nmis as f64 / c.uptime_s / m.cpus as f64 } else { 0.0 };
+        let result = match &r.failure {
+            None => "passed".to_string(),
+            Some(f) => format!("**FAILED**: {}", f.replace('|', "\\|")),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.model,
+            m.cpu_brand,
+            m.cpus,
+            m.apic,
+            m.watchdog,
+            c.nmis,
+            rate,
+            c.patch_cycles,
+            c.sync_rounds,
+            c.int3_emulations,
+            c.torn,
+            c.lockups,
+            c.nmi_warnings,
+            c.events,
+            c.lost,
+            result
+        );
+    }
+    let _ = writeln!(s);
+    for (name, p) in plots {
+        match p {
+            Ok(path) => {
+                let _ = writeln!(s, "![{name}]({})\n", path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default());
+            }
+            Err(e) => {
+                let _ = writeln!(s, "Plot `{name}` not drawn: {e}\n");
+            }
+        }
+    }
+    let failed: Vec<&RunReport> = runs.iter().filter(|r| !r.passed).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(s, "## Failed runs\n");
+        for r in failed {
+            let tail: Vec<String> = std::fs::read_to_string(&r.serial_log).unwrap_or_default().lines().rev().take(60).map(str::to_string).collect();
+            let _ = writeln!(s, "### {}\n\n{}\n\nSerial log: `{}` (last lines):\n", r.model, r.failure.as_deref().unwrap_or(""), r.serial_log.display());
+            let _ = writeln!(s, "```text");
+            for l in tail.iter().rev() {
+                let _ = writeln!(s, "{l}");
+            }
+            let _ = writeln!(s, "```\n");
+        }
+    }
+    s
+}
+
+mod plot {
+    //! PNG plots of the soak: one per metric, one line per model, rate per
+    //! second against minutes of uptime (plotters, with the DejaVu font
+    //! from the system since plotters draws text through ab_glyph).
+
+    use std::path::{Path, PathBuf};
+
+    use plotters::prelude::*;
+
+    use super::{Counters, RunReport};
+
+    const FONT: &[&str] = &["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
+
+    type Metric = (&'static str, &'static str, fn(&Counters) -> u64);
+
+    const METRICS: &[Metric] = &[
+        ("nmi_rate", "NMIs per second (all CPUs)", |c| c.nmis),
+        ("int3_rate", "int3 emulations per second", |c| c.int3_emulations),
+        ("cycle_rate", "patch cycles per minute", |c| c.patch_cycles),
+        ("event_rate", "trace events per second", |c| c.events),
+    ];
+
+    fn font() -> Result<(), String> {
+        static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        DONE.get_or_init(|| {
+            let path = FONT.iter().find(|p| Path::new(p).exists()).ok_or("no DejaVu Sans font (install fonts-dejavu-core)")?;
+            let bytes: &'static [u8] = Box::leak(std::fs::read(path).map_err(|e| e.to_string())?.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("{path}: not a usable font"))
+        })
+        .clone()
+    }
+
+    /// Rates between consecutive samples: (minutes, per second, or per minute for cycles).
+    pub fn rates(samples: &[(f64, Counters)], f: fn(&Counters) -> u64, per: f64) -> Vec<(f64, f64)> {
+        samples
+            .windows(2)
+            .filter(|w| w[1].1.uptime_s > w[0].1.uptime_s)
+            .map(|w| {
+                let dt = w[1].1.uptime_s - w[0].1.uptime_s;
+                (w[1].1.uptime_s / 60.0, f(&w[1].1).saturating_sub(f(&w[0].1)) as f64 / dt * per)
+            })
+            .collect()
+    }
+
+    pub fn write_all(dir: &Path, runs: &[RunReport]) -> Vec<(String, Result<PathBuf, String>)> {
+        METRICS
+            .iter()
+            .map(|(name, title, f)| {
+                let per = if *name == "cycle_rate" { 60.0 } else { 1.0 };
+                let path = dir.join(format!("{name}.png"));
+                (name.to_string(), font().and_then(|_| draw(&path, title, runs, *f, per).map(|_| path)))
+            })
+            .collect()
+    }
+
+    fn draw(path: &Path, title: &str, runs: &[RunReport], f: fn(&Counters) -> u64, per: f64) -> Result<(), String> {
+        let series: Vec<(String, Vec<(f64, f64)>)> = runs.iter().map(|r| (r.model.clone(), rates(&r.samples, f, per))).collect();
+        let xmax = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).fold(1.0f64, f64::max);
+        let ymax = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.1;
+        let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+            .map_err(|x| e(&x))?;
+        chart.configure_mesh().x_desc("minutes of uptime").draw().map_err(|x| e(&x))?;
+        for (i, (model, pts)) in series.into_iter().enumerate() {
+            let color = Palette99::pick(i).stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(pts, color))
+                .map_err(|x| e(&x))?
+                .label(model)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], Palette99::pick(i).stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = r#"{"cpu_brand":"Intel Core Processor (Haswell, no TSX)","apic":"xapic","cpus_online":2,"cpus":[
+        {"cpu":0,"apic_id":0,"nmis":10,"timer_ticks":5,"int3_emulated":3,"torn":0,"traced_while_off":0,"missed_while_on":0,"nmi_site_calls":1,"events":100,"lost":4},
+        {"cpu":1,"apic_id":1,"nmis":12,"timer_ticks":5,"int3_emulated":7,"torn":1,"traced_while_off":2,"missed_while_on":0,"nmi_site_calls":0,"events":50,"lost":0}],
+        "watchdog":{"source":"ipi-broadcast","hz":1000,"lockups":0,"nested":0,"exceptions_in_nmi":3,"ftrace_nmi_warnings":2,"log_records":2,"log_dropped":0},
+        "patching":{"strategy":"int3","sync":"cpuid","cycles":9,"batches":360,"sync_rounds":1080,"sync_failures":0,"sites":10002,"enabled":true},
+        "ftrace":{"enabled":true,"disabled_reason":null},"uptime_ns":30000000000,"cmdline":"x"}"#;
+
+    #[test]
+    fn status_sums_cpus_and_reads_totals() {
+        let (m, c) = parse_status(STATUS).unwrap();
+        assert_eq!(m.cpus, 2);
+        assert_eq!(m.apic, "xapic");
+        assert_eq!(m.watchdog, "ipi-broadcast");
+        assert_eq!(c.nmis, 22);
+        assert_eq!(c.int3_emulations, 10);
+        assert_eq!(c.torn, 1);
+        assert_eq!(c.events, 150);
+        assert_eq!(c.lost, 4);
+        assert_eq!(c.sync_rounds, 1080);
+        assert_eq!(c.nmi_warnings, 2);
+        assert_eq!(c.uptime_s, 30.0);
+    }
+
+    #[test]
+    fn status_missing_a_field_is_an_error_naming_it() {
+        let broken = STATUS.replace("\"sync_rounds\":1080,", "");
+        assert!(parse_status(&broken).unwrap_err().contains("sync_rounds"));
+        assert!(parse_status("<html>").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn crash_lines() {
+        assert!(crash_line("Kernel panic on CPU 1: panicked at x.rs:1:1"));
+        assert!(crash_line("FATAL: unhandled exception: #GP (vector 13) on CPU 0"));
+        assert!(crash_line("---[ end trace: CPU 2 halted ]---"));
+        assert!(!crash_line("[    5.1] INFO  cpu0: patch: status: torn=0"));
+        assert!(!crash_line("WARNING: ftraced code called from NMI context lapic_wd_event+0xd/0x65"));
+        assert!(!crash_line("qemu: warning: TCG doesn't support requested feature: CPUID.01H:ECX.x2apic [bit 21]"));
+    }
+
+    #[test]
+    fn rates_between_samples() {
+        let c = |t: f64, n: u64| Counters { uptime_s: t, nmis: n, ..Default::default() };
+        let r = plot::rates(&[(0.0, c(10.0, 100)), (5.0, c(15.0, 600)), (5.0, c(15.0, 600)), (10.0, c(20.0, 700))], |c| c.nmis, 1.0);
+        assert_eq!(r, vec![(0.25, 100.0), (20.0 / 60.0, 20.0)]);
+    }
+
+    #[test]
+    fn report_names_failures_and_keeps_logs() {
+        let (m, c) = parse_status(STATUS).unwrap();
+        let ok = RunReport {
+            model: "Haswell-noTSX".into(),
+            passed: true,
+            failure: None,
+            kernel_verdict: Some("ok".into()),
+            machine: Some(m),
+            last: Some(c),
+            samples: vec![],
+            serial_log: "/nonexistent/a.log".into(),
+            wall_s: 1.0,
+        };
+        let bad = RunReport { model: "Conroe".into(), passed: false, failure: Some("crash: FATAL: #UD".into()), machine: None, last: None, ..ok.clone() };
+        let h = ReportHeader {
+            accel: "tcg".into(),
+            minutes: 1,
+            smp: "2".into(),
+            strategy: "int3".into(),
+            append: String::new(),
+            jobs: 2,
+            host: "h".into(),
+            wall_s: 1.0,
+        };
+        let md = report_md(&h, &[ok, bad], &[("nmi_rate".into(), Err("no font".into()))]);
+        assert!(md.contains("1 of 2 runs passed"));
+        assert!(md.contains("| Haswell-noTSX | Intel Core Processor (Haswell, no TSX) | 2 | xapic | ipi-broadcast | 22 |"));
+        assert!(md.contains("**FAILED**: crash: FATAL: #UD"));
+        assert!(md.contains("### Conroe") && md.contains("/nonexistent/a.log"));
+        assert!(md.contains("Plot `nmi_rate` not drawn: no font"));
+    }
+
+    #[test]
+    fn plots_are_png_files_with_one_line_per_model() {
+        let c = |t: f64, n: u64| Counters { uptime_s: t, nmis: n, int3_emulations: n / 2, patch_cycles: n / 100, events: n * 3, ..Default::default() };
+        let run = |model: &str, k: u64| RunReport {
+            model: model.into(),
+            passed: true,
+            failure: None,
+            kernel_verdict: None,
+            machine: None,
+            last: None,
+            samples: (0..10).map(|i| (i as f64 * 5.0, c(i as f64 * 5.0, i * i * k))).collect(),
+            serial_log: PathBuf::new(),
+            wall_s: 50.0,
+        };
+        let dir = std::env::temp_dir().join(format!("soak-plot-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plots = plot::write_all(&dir, &[run("a", 100), run("b", 300)]);
+        assert_eq!(plots.len(), 4);
+        for (name, p) in plots {
+            let path = p.unwrap_or_else(|e| panic!("{name}: {e} (cargo xtask deps installs the font)"));
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name}");
+            assert!(bytes.len() > 5_000, "{name}: {} bytes, an empty picture?", bytes.len());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn default_models_cover_both_vendors_and_host_only_with_kvm() {
+        let m = default_models(false);
+        assert!(m.len() >= 5 && m.iter().any(|x| x.starts_with("EPYC")) && m.iter().any(|x| x == "Conroe"));
+        assert!(!m.contains(&"host".to_string()));
+        assert!(default_models(true).contains(&"host".to_string()));
+    }
+}
