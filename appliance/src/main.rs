@@ -13,6 +13,7 @@ mod bench;
 mod events;
 mod health;
 mod net;
+mod screen;
 mod traced;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -60,7 +61,7 @@ fn appliance_main(k: Kernel) -> ! {
     events::init(&k.options);
     health::report_when_ticking(&k);
     net::init(&k.options, &k.boot_info.cmdline, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
-    kernel::patch::engine::set_poll_hook(net::poll);
+    kernel::patch::engine::set_poll_hook(poll_services);
     let online = percpu::online_count() as u32;
     let mut cpu = k.options.patch_cpu;
     if cpu >= online {
@@ -78,12 +79,19 @@ fn appliance_main(k: Kernel) -> ! {
     traced::worker(k.sites)
 }
 
+/// The cooperative services: the network and the screen console. Run by the
+/// patching loop between batches and by idle CPUs.
+fn poll_services() {
+    net::poll();
+    screen::refresh();
+}
+
 /// What a CPU with nothing else to do runs: print the NMI log, serve the
-/// network, wait for the next interrupt.
+/// network and the screen, wait for the next interrupt.
 fn serve_forever() -> ! {
     loop {
         kernel::nmi::watchdog::drain_to_console();
-        net::poll();
+        poll_services();
         kernel::arch::cpu::idle_wait();
     }
 }

@@ -7,7 +7,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use kernel::arch::percpu;
 use kernel::boot::cmdline::Options;
@@ -194,6 +194,22 @@ struct Cell(Option<Service>);
 unsafe impl Send for Cell {}
 static SERVICE: spin::Mutex<Cell> = spin::Mutex::new(Cell(None));
 
+/// What the screen shows of the network, readable without the service lock:
+/// 0 no NIC, 1 waiting for an address, 2 listening.
+static STATE: AtomicU32 = AtomicU32::new(0);
+static ADDR: AtomicU32 = AtomicU32::new(0);
+static PORT: AtomicU32 = AtomicU32::new(0);
+
+/// The network as the screen shows it.
+pub fn address() -> appliance::status_screen::Net {
+    use appliance::status_screen::Net;
+    match STATE.load(Ordering::Relaxed) {
+        0 => Net::Off,
+        1 => Net::Waiting,
+        _ => Net::Listening(ADDR.load(Ordering::Relaxed).to_be_bytes(), PORT.load(Ordering::Relaxed) as u16),
+    }
+}
+
 fn now() -> Instant {
     Instant::from_micros(kernel::time::clock::now_ns() as i64 / 1000)
 }
@@ -239,6 +255,7 @@ pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
         http.push((sockets.add(s), Conn::Reading(Vec::new(), 0)));
     }
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
+    STATE.store(1, Ordering::Relaxed);
     *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, cmdline: String::from(cmdline), token: opts.control_token.as_ref().map(|t| String::from(t.as_str())) }));
 }
 
@@ -262,12 +279,18 @@ pub fn poll() {
                 }
                 s.announced = false;
             }
-            Some(dhcpv4::Event::Deconfigured) => s.iface.update_ip_addrs(|a| a.clear()),
+            Some(dhcpv4::Event::Deconfigured) => {
+                s.iface.update_ip_addrs(|a| a.clear());
+                STATE.store(1, Ordering::Relaxed);
+            }
             None => {}
         }
     }
     if !s.announced && let Some(addr) = s.iface.ipv4_addr() {
         s.announced = true;
+        ADDR.store(u32::from_be_bytes(addr.octets()), Ordering::Relaxed);
+        PORT.store(u32::from(s.port), Ordering::Relaxed);
+        STATE.store(2, Ordering::Relaxed);
         info!("net: listening on http://{addr}:{}/ (/status, /nmi-log, /trace, /trace.json, /trace.ctf.tar, /metrics)", s.port);
     }
     let port = s.port;

@@ -26,6 +26,8 @@
 //! - `patch/`: the platform-independent breakpoint patching protocol (`protocol.rs`).
 //! - `debug/`: symbol table (`symbols.rs`), call traces (`backtrace.rs`), logging (`log.rs`).
 //! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`).
+//! - `screen/`: the screen console: text rows on the loader's framebuffer or
+//!   VGA text (`render.rs`, pure), the machine's screen (`device.rs`).
 
 #![cfg_attr(not(test), no_std)]
 
@@ -37,6 +39,7 @@ pub mod debug;
 pub mod mem;
 pub mod nmi;
 pub mod patch;
+pub mod screen;
 
 #[cfg(kernel_target)]
 pub mod apic;

@@ -10,11 +10,12 @@ use crate::build::{build_elf, out_dir};
 use crate::Result;
 
 /// The GRUB configuration: no menu delay, console on serial and screen, the
-/// kernel command line as given.
+/// kernel command line as given. The video drivers are loaded so that under
+/// UEFI GRUB hands the kernel the GOP framebuffer (BIOS machines stay in VGA text).
 pub fn grub_cfg(cmdline: &str) -> String {
     format!(
         "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
-         menuentry \"trace appliance\" {{\n  multiboot2 /boot/appliance.elf {cmdline}\n  boot\n}}\n"
+         insmod all_video\nmenuentry \"trace appliance\" {{\n  multiboot2 /boot/appliance.elf {cmdline}\n  boot\n}}\n"
     )
 }
 

@@ -118,6 +118,8 @@ pub struct Spec {
     pub boot: Boot,
     /// Host 127.0.0.1:port forwarded to guest TCP 80, with this NIC model.
     pub net: Option<(u16, String)>,
+    /// A QMP socket (unix path), for tests that read the screen.
+    pub qmp: Option<PathBuf>,
 }
 
 impl Spec {
@@ -131,6 +133,7 @@ impl Spec {
             firmware: Firmware::Bios,
             boot,
             net: None,
+            qmp: None,
         }
     }
 
@@ -192,6 +195,9 @@ impl Spec {
                 format!("{model},netdev=n0"),
             ]),
             None => a.extend(["-nic".into(), "none".into()]),
+        }
+        if let Some(path) = &self.qmp {
+            a.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", path.display())]);
         }
         Ok(a)
     }
@@ -378,4 +384,107 @@ impl Running {
         }
         Outcome { exit, timed_out, log, timeline, elapsed: self.started.elapsed() }
     }
+}
+
+/// A QMP connection (QEMU Machine Protocol, JSON lines over a unix socket).
+pub struct Qmp {
+    reader: BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl Qmp {
+    /// Connect once QEMU has made the socket (it does so before the guest runs).
+    pub fn connect(path: &Path, timeout: Duration) -> std::result::Result<Qmp, String> {
+        let t0 = Instant::now();
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if t0.elapsed() > timeout => return Err(format!("QMP socket {}: {e}", path.display())),
+                Err(_) => std::thread::yield_now(),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+        let writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let mut q = Qmp { reader: BufReader::new(stream), writer };
+        q.read()?; // the greeting
+        q.execute("qmp_capabilities", serde_json::json!({}))?;
+        Ok(q)
+    }
+
+    fn read(&mut self) -> std::result::Result<serde_json::Value, String> {
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).map_err(|e| format!("QMP: {e}"))? == 0 {
+                return Err("QMP: QEMU closed the connection".into());
+            }
+            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("QMP: {e}: {line}"))?;
+            if v.get("event").is_none() {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Run a command; its `return` value.
+    pub fn execute(&mut self, cmd: &str, args: serde_json::Value) -> std::result::Result<serde_json::Value, String> {
+        let msg = serde_json::json!({"execute": cmd, "arguments": args});
+        writeln!(self.writer, "{msg}").map_err(|e| format!("QMP: {e}"))?;
+        let v = self.read()?;
+        match v.get("return") {
+            Some(r) => Ok(r.clone()),
+            None => Err(format!("QMP {cmd}: {v}")),
+        }
+    }
+
+    /// Read guest physical memory through the human monitor's `xp`.
+    pub fn read_phys(&mut self, addr: u64, len: usize) -> std::result::Result<Vec<u8>, String> {
+        let out = self.execute("human-monitor-command", serde_json::json!({"command-line": format!("xp /{len}xb {addr:#x}")}))?;
+        let text = out.as_str().ok_or("xp: no text")?;
+        let bytes: Vec<u8> = text
+            .lines()
+            .filter_map(|l| l.split_once(':').map(|(_, r)| r))
+            .flat_map(|r| r.split_whitespace())
+            .filter_map(|w| u8::from_str_radix(w.trim_start_matches("0x"), 16).ok())
+            .collect();
+        if bytes.len() != len {
+            return Err(format!("xp returned {} of {len} bytes", bytes.len()));
+        }
+        Ok(bytes)
+    }
+
+    /// The display as (width, height, RGB bytes), through `screendump` (PPM).
+    pub fn screendump(&mut self, scratch: &Path) -> std::result::Result<(usize, usize, Vec<u8>), String> {
+        let file = scratch.join("screen.ppm");
+        self.execute("screendump", serde_json::json!({"filename": file.display().to_string()}))?;
+        let data = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        parse_ppm(&data)
+    }
+}
+
+/// A binary PPM (P6, maxval 255) as (width, height, RGB bytes).
+pub fn parse_ppm(data: &[u8]) -> std::result::Result<(usize, usize, Vec<u8>), String> {
+    // Header: "P6" width height maxval, whitespace-separated, then one whitespace byte.
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while fields.len() < 4 {
+        while i < data.len() && data[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while i < data.len() && !data[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if start == i {
+            return Err("PPM: short header".into());
+        }
+        fields.push(String::from_utf8_lossy(&data[start..i]).to_string());
+    }
+    let (w, h): (usize, usize) = match (fields[0].as_str(), fields[1].parse(), fields[2].parse(), fields[3].as_str()) {
+        ("P6", Ok(w), Ok(h), "255") => (w, h),
+        _ => return Err(format!("PPM: unsupported header {fields:?}")),
+    };
+    let body = data.get(i + 1..).ok_or("PPM: no pixels")?;
+    if body.len() < w * h * 3 {
+        return Err(format!("PPM: {} bytes of pixels for {w}x{h}", body.len()));
+    }
+    Ok((w, h, body[..w * h * 3].to_vec()))
 }

@@ -415,6 +415,122 @@ fn http_once(port: u16, request: &str) -> std::result::Result<(u16, String), Str
     Ok((code, body))
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ScreenBoot {
+    /// `qemu -kernel` (multiboot1): the BIOS's VGA text buffer.
+    Kernel,
+    /// GRUB on SeaBIOS, `gfxpayload=text`: multiboot2 reports EGA text.
+    GrubBios,
+    /// GRUB on OVMF: multiboot2 reports the GOP framebuffer.
+    GrubUefi,
+}
+
+/// Rows of the screen console that do not change once the network is up:
+/// (row, text, tone), as `appliance::status_screen` lays them out.
+const SCREEN_ROWS: [(u32, &str, kernel::screen::render::Tone); 3] = [
+    (2, "CPUs: 4 online, xAPIC", kernel::screen::render::Tone::Normal),
+    (3, "watchdog: ipi-broadcast, 1000 Hz", kernel::screen::render::Tone::Normal),
+    (4, "URL: http://10.0.2.15/status", kernel::screen::render::Tone::Good),
+];
+
+/// Compare the VGA text buffer's rows with [`SCREEN_ROWS`].
+fn screen_text_matches(mem: &[u8]) -> std::result::Result<(), String> {
+    for (row, text, tone) in SCREEN_ROWS {
+        let line = &mem[row as usize * 160..][..160];
+        let chars: String = line.chunks(2).map(|c| c[0] as char).collect();
+        if chars.trim_end() != text || line.chunks(2).any(|c| c[1] != tone.vga_attr()) {
+            return Err(format!("row {row} shows {:?}, expected {text:?}", chars.trim_end()));
+        }
+    }
+    Ok(())
+}
+
+/// Compare a screendump with [`SCREEN_ROWS`] drawn by our own renderer:
+/// every pixel of those rows must match.
+fn screen_pixels_match(w: usize, h: usize, rgb: &[u8]) -> std::result::Result<(), String> {
+    use kernel::boot::info::{FbKind, Framebuffer};
+    let fb = Framebuffer {
+        addr: 0,
+        pitch: w as u32 * 4,
+        width: w as u32,
+        height: h as u32,
+        bpp: 32,
+        kind: FbKind::Rgb { red: (16, 8), green: (8, 8), blue: (0, 8) },
+    };
+    let layout = kernel::screen::render::Layout::new(fb).map_err(|e| format!("{w}x{h}: {e:?}"))?;
+    let cell = (kernel::screen::render::GLYPH * layout.scale) as usize;
+    let mut mem = vec![0u8; fb.byte_len() as usize];
+    for (row, text, tone) in SCREEN_ROWS {
+        layout.draw_row(&mut mem, row, text, tone);
+        let mut wrong = 0;
+        for y in row as usize * cell..(row as usize + 1) * cell {
+            for x in 0..w {
+                let m = &mem[(y * w + x) * 4..][..3];
+                let want = [m[2], m[1], m[0]];
+                if rgb[(y * w + x) * 3..][..3] != want {
+                    wrong += 1;
+                }
+            }
+        }
+        if wrong > 0 {
+            return Err(format!("row {row} ({text:?}): {wrong} pixels differ from our rendering"));
+        }
+    }
+    Ok(())
+}
+
+/// Boot with the patching loop and the network, then read the screen through
+/// QMP until it shows [`SCREEN_ROWS`] (or a minute passes).
+fn screen_case(elf: &Path, boot: ScreenBoot, log_path: &Path) -> std::result::Result<String, String> {
+    let scratch = qemu::TempDir::new("screen").map_err(|e| e.to_string())?;
+    let append = "patch=on patch_interval_us=1000";
+    let mut spec = match boot {
+        ScreenBoot::Kernel => kernel_boot(elf, append, "4"),
+        ScreenBoot::GrubBios | ScreenBoot::GrubUefi => {
+            let iso = scratch.0.join("screen.iso");
+            crate::image::make_iso(elf, append, &iso).map_err(|e| e.to_string())?;
+            let mut s = Spec::new(Boot::Cdrom(iso));
+            if boot == ScreenBoot::GrubUefi {
+                s.firmware = qemu::Firmware::Uefi;
+            }
+            s
+        }
+    };
+    let port = 17000 + (std::process::id() % 1000) as u16;
+    spec.net = Some((port, "virtio-net-pci".into()));
+    let qmp_path = scratch.0.join("qmp.sock");
+    spec.qmp = Some(qmp_path.clone());
+    let mut run = qemu::spawn(&spec, log_path, false).map_err(|e| e.to_string())?;
+    let mut log = String::new();
+    let found = run.wait_line(Duration::from_secs(120), &mut log, |l| l.contains("screen: ")).ok_or("no `screen:` line on the console")?;
+    let how = found.split("screen: ").nth(1).unwrap_or("").to_string();
+    let want = if boot == ScreenBoot::GrubUefi { "framebuffer " } else { "VGA text 80x25 at 0xb8000" };
+    if !how.starts_with(want) {
+        return Err(format!("the kernel found `{how}`, expected `{want}...`"));
+    }
+    let mut qmp = qemu::Qmp::connect(&qmp_path, Duration::from_secs(10))?;
+    let deadline = run.started.elapsed() + Duration::from_secs(60);
+    loop {
+        let shown = if boot == ScreenBoot::GrubUefi {
+            let (w, h, rgb) = qmp.screendump(&scratch.0)?;
+            screen_pixels_match(w, h, &rgb)
+        } else {
+            screen_text_matches(&qmp.read_phys(0xB8000, 4000)?)
+        };
+        match shown {
+            Ok(()) => return Ok(how),
+            Err(e) if run.started.elapsed() >= deadline => return Err(e),
+            Err(_) => {
+                // Let the guest run on for a second (reading its console) before looking again.
+                let until = run.started.elapsed() + Duration::from_secs(1);
+                if run.wait_line(until, &mut log, |l| l.contains("Kernel panic") || l.starts_with("FATAL")).is_some() {
+                    return Err("the guest crashed".into());
+                }
+            }
+        }
+    }
+}
+
 /// Fetch the CTF snapshot, unpack it with tar and read it with babeltrace2:
 /// the event count must match the snapshot's, with events from every CPU and
 /// from NMI context. Prints the fetch throughput (reported, not asserted).
@@ -736,6 +852,22 @@ pub fn main(args: &[String]) -> Result<()> {
             Err(why) => {
                 failed += 1;
                 println!("test qemu::{name} ... FAILED: {why}");
+            }
+        }
+    }
+    for (name, boot) in [("screen_vga_text", ScreenBoot::Kernel), ("screen_grub_bios_text", ScreenBoot::GrubBios), ("screen_uefi_framebuffer", ScreenBoot::GrubUefi)] {
+        if filter.is_some_and(|f| !name.contains(f.as_str())) || (quick && boot != ScreenBoot::Kernel) {
+            continue;
+        }
+        let t = Instant::now();
+        match screen_case(&elf, boot, &logs.join(format!("{name}.log"))) {
+            Ok(how) => {
+                passed += 1;
+                println!("test qemu::{name} ... ok ({:.2} s, {how})", t.elapsed().as_secs_f64());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("test qemu::{name} ... FAILED: {why} (log: {})", logs.join(format!("{name}.log")).display());
             }
         }
     }

@@ -7,6 +7,12 @@
 //! - multiboot1 with the a.out kludge (flags bit 16), so `qemu -kernel` loads
 //!   this ELF64 directly: magic 0x2BADB002 (Multiboot 0.6.96, §3.1.1/§3.2).
 //!
+//! The multiboot2 header has no framebuffer tag on purpose: GRUB then leaves
+//! a BIOS machine in VGA text mode (with the tag it always sets a graphics
+//! mode), while under UEFI, which has no text mode, it sets up the GOP
+//! framebuffer anyway (grub.cfg loads the video drivers); either way it
+//! reports the screen in the boot information, and the screen console draws there.
+//!
 //! The entry identity-maps the first 4 GiB with 2 MiB pages (no 1 GiB pages:
 //! TCG's default CPU lacks pdpe1gb), enables PAE, SSE (CR4.OSFXSR/OSXMMEXCPT,
 //! CR0.MP, !CR0.EM: prebuilt `core` uses SSE), EFER.LME and EFER.NXE, paging

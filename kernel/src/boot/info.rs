@@ -29,6 +29,39 @@ pub struct MemRegion {
     pub kind: RegionKind,
 }
 
+/// How the pixels (or characters) of a framebuffer are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FbKind {
+    /// EGA/VGA text: `width` x `height` cells of (character, attribute) bytes.
+    Text,
+    /// Direct colour: (bit position, bit count) of red, green and blue in a pixel.
+    Rgb { red: (u8, u8), green: (u8, u8), blue: (u8, u8) },
+}
+
+/// A linear framebuffer the loader left us (multiboot2 tag 8, multiboot1
+/// flags bit 12), or the VGA text buffer a BIOS leaves behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Framebuffer {
+    pub addr: u64,
+    /// Bytes per line (per text row for `Text`).
+    pub pitch: u32,
+    /// Pixels, or character cells for `Text`.
+    pub width: u32,
+    pub height: u32,
+    pub bpp: u8,
+    pub kind: FbKind,
+}
+
+impl Framebuffer {
+    /// The VGA text buffer a PC BIOS leaves in mode 3 (80x25 at 0xB8000).
+    pub const VGA_TEXT: Framebuffer = Framebuffer { addr: 0xB8000, pitch: 160, width: 80, height: 25, bpp: 16, kind: FbKind::Text };
+
+    /// Bytes the framebuffer spans.
+    pub fn byte_len(&self) -> u64 {
+        self.pitch as u64 * self.height as u64
+    }
+}
+
 /// Which protocol handed us control.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loader {
@@ -51,6 +84,10 @@ pub struct BootInfo {
     pub info_range: (u64, u64),
     /// The boot loader's name, when it gives one.
     pub loader_name: String<64>,
+    /// Where the screen is, when the loader says (or a BIOS implies) one.
+    pub framebuffer: Option<Framebuffer>,
+    /// Why a framebuffer the loader described is not usable (palette modes).
+    pub framebuffer_unusable: Option<&'static str>,
 }
 
 impl BootInfo {
@@ -64,6 +101,8 @@ impl BootInfo {
             rsdp: None,
             info_range: (0, 0),
             loader_name: String::new(),
+            framebuffer: None,
+            framebuffer_unusable: None,
         }
     }
 
@@ -130,6 +169,28 @@ pub unsafe fn from_mb2(addr: u64) -> Result<BootInfo, multiboot2::LoadError> {
             };
             info.push_region(a.start_address(), a.size(), kind);
         }
+    }
+    match mbi.framebuffer_tag() {
+        Some(Ok(fb)) => {
+            let kind = match fb.buffer_type() {
+                Ok(multiboot2::FramebufferType::Text) => Some(FbKind::Text),
+                Ok(multiboot2::FramebufferType::RGB { red, green, blue }) => Some(FbKind::Rgb {
+                    red: (red.position, red.size),
+                    green: (green.position, green.size),
+                    blue: (blue.position, blue.size),
+                }),
+                _ => None,
+            };
+            match kind {
+                Some(kind) => {
+                    info.framebuffer =
+                        Some(Framebuffer { addr: fb.address(), pitch: fb.pitch(), width: fb.width(), height: fb.height(), bpp: fb.bpp(), kind })
+                }
+                None => info.framebuffer_unusable = Some("indexed-colour framebuffer"),
+            }
+        }
+        Some(Err(_)) => info.framebuffer_unusable = Some("framebuffer of an unknown type"),
+        None => {}
     }
     // The tags hold a copy of the RSDP right after their 8-byte tag header
     // (Multiboot2 spec 1.0 §3.6.16/§3.6.17); prefer the ACPI 2.0+ one (XSDT).

@@ -275,9 +275,11 @@ pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn
             kernel.0,
             kernel.1
         );
+        // The map also covers a framebuffer above the top of RAM (the screen console draws there).
+        let top = boot_info.max_usable().max(boot_info.framebuffer.map_or(0, |f| f.addr + f.byte_len()));
         // SAFETY: boot CPU only, before other CPUs run; the boot tables
         // identity-map every frame below 4 GiB.
-        if let Err(e) = unsafe { crate::mem::paging::init(&mut frames, boot_info.max_usable(), TRAMPOLINE_ADDR, features.nx) } {
+        if let Err(e) = unsafe { crate::mem::paging::init(&mut frames, top, TRAMPOLINE_ADDR, features.nx) } {
             halt_boot(format_args!("page tables: {e:?}"));
         }
         let heap_bytes = opts.heap_mb as u64 * 1024 * 1024;
@@ -287,6 +289,12 @@ pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn
         // SAFETY: the run is fresh from the allocator, identity-mapped RW, and never handed out again.
         unsafe { crate::mem::heap::init(heap, heap_bytes as usize) };
         info!("mem: page tables on (text RX, rodata R, data RW+NX), heap {} MiB at {heap:#x}", opts.heap_mb);
+    }
+    {
+        let found = crate::screen::device::init(&boot_info);
+        let mut line = heapless::String::<160>::new();
+        let _ = crate::screen::device::describe(&found, &mut line);
+        info!("screen: {line}");
     }
     match crate::debug::backtrace::init() {
         Ok(n) => info!("symbols: {n} symbols"),

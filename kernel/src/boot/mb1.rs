@@ -3,7 +3,7 @@
 //!
 //! Pure logic over a [`PhysMemory`] reader, so host tests feed recorded bytes.
 
-use super::info::{BootInfo, Loader, RegionKind};
+use super::info::{BootInfo, FbKind, Framebuffer, Loader, RegionKind};
 
 /// Reads physical memory (identity-mapped in the kernel; a buffer in tests).
 pub trait PhysMemory {
@@ -16,7 +16,22 @@ const CMDLINE: usize = 16;
 const MMAP_LENGTH: usize = 44;
 const MMAP_ADDR: usize = 48;
 const LOADER_NAME: usize = 64;
-const INFO_SIZE: usize = 68;
+const FB_ADDR: usize = 88;
+const FB_PITCH: usize = 96;
+const FB_WIDTH: usize = 100;
+const FB_HEIGHT: usize = 104;
+const FB_BPP: usize = 108;
+const FB_TYPE: usize = 109;
+/// Direct colour: red, green, blue (field position, mask size) byte pairs.
+const FB_COLOR_INFO: usize = 110;
+const INFO_SIZE: usize = 116;
+/// The structure up to `boot_loader_name` (what a loader without framebuffer fields writes).
+const INFO_SIZE_NO_FB: usize = 68;
+/// flags bit 12: `framebuffer_*` are valid.
+const FLAG_FRAMEBUFFER: u32 = 1 << 12;
+/// framebuffer_type 1: direct RGB; 2: EGA text.
+const FB_TYPE_RGB: u8 = 1;
+const FB_TYPE_TEXT: u8 = 2;
 /// flags bit 2: `cmdline` is valid.
 const FLAG_CMDLINE: u32 = 1 << 2;
 /// flags bit 6: `mmap_*` are valid.
@@ -59,10 +74,34 @@ fn cstr(mem: &impl PhysMemory, addr: u64) -> &str {
 
 /// Parse the multiboot1 information at `addr`.
 pub fn parse(mem: &impl PhysMemory, addr: u64) -> Result<BootInfo, Error> {
-    let b = mem.read(addr, INFO_SIZE).ok_or(Error::Unreadable(addr))?;
+    let b = mem.read(addr, INFO_SIZE_NO_FB).ok_or(Error::Unreadable(addr))?;
     let flags = u32_at(b, FLAGS);
     let mut info = BootInfo::new(Loader::Multiboot1);
-    info.info_range = (addr, addr + INFO_SIZE as u64);
+    info.info_range = (addr, addr + INFO_SIZE_NO_FB as u64);
+    // Multiboot1 means a BIOS machine: without framebuffer fields the screen
+    // is the VGA text buffer the BIOS set up.
+    info.framebuffer = Some(Framebuffer::VGA_TEXT);
+    if flags & FLAG_FRAMEBUFFER != 0 {
+        let f = mem.read(addr, INFO_SIZE).ok_or(Error::Unreadable(addr))?;
+        info.info_range.1 = addr + INFO_SIZE as u64;
+        let field = |i: usize| (f[FB_COLOR_INFO + 2 * i], f[FB_COLOR_INFO + 2 * i + 1]);
+        let kind = match f[FB_TYPE] {
+            FB_TYPE_TEXT => Some(FbKind::Text),
+            FB_TYPE_RGB => Some(FbKind::Rgb { red: field(0), green: field(1), blue: field(2) }),
+            _ => None,
+        };
+        info.framebuffer = kind.map(|kind| Framebuffer {
+            addr: u64_at(f, FB_ADDR),
+            pitch: u32_at(f, FB_PITCH),
+            width: u32_at(f, FB_WIDTH),
+            height: u32_at(f, FB_HEIGHT),
+            bpp: f[FB_BPP],
+            kind,
+        });
+        if kind.is_none() {
+            info.framebuffer_unusable = Some("indexed-colour framebuffer");
+        }
+    }
     if flags & FLAG_CMDLINE != 0 {
         info.set_cmdline(cstr(mem, u32_at(b, CMDLINE) as u64));
     }
@@ -157,6 +196,37 @@ mod tests {
         let info = parse(&m, 0x9000).unwrap();
         assert_eq!(info.regions.len(), 3);
         assert_eq!(info.regions[2].start, 0x100000);
+    }
+
+    #[test]
+    fn vga_text_unless_the_loader_describes_a_framebuffer() {
+        let mut m = qemu_like("", 20);
+        assert_eq!(parse(&m, 0x9000).unwrap().framebuffer, Some(Framebuffer::VGA_TEXT));
+        let flags = u32::from_le_bytes(m.bytes[0..4].try_into().unwrap()) | FLAG_FRAMEBUFFER;
+        put32(&mut m.bytes, FLAGS, flags);
+        put32(&mut m.bytes, FB_ADDR, 0xfd00_0000);
+        put32(&mut m.bytes, FB_PITCH, 4096);
+        put32(&mut m.bytes, FB_WIDTH, 1024);
+        put32(&mut m.bytes, FB_HEIGHT, 768);
+        m.bytes[FB_BPP] = 32;
+        m.bytes[FB_TYPE] = FB_TYPE_RGB;
+        m.bytes[FB_COLOR_INFO..FB_COLOR_INFO + 6].copy_from_slice(&[16, 8, 8, 8, 0, 8]);
+        let info = parse(&m, 0x9000).unwrap();
+        assert_eq!(
+            info.framebuffer,
+            Some(Framebuffer {
+                addr: 0xfd00_0000,
+                pitch: 4096,
+                width: 1024,
+                height: 768,
+                bpp: 32,
+                kind: FbKind::Rgb { red: (16, 8), green: (8, 8), blue: (0, 8) }
+            })
+        );
+        assert_eq!(info.info_range, (0x9000, 0x9000 + INFO_SIZE as u64));
+        m.bytes[FB_TYPE] = 0; // indexed colour
+        let info = parse(&m, 0x9000).unwrap();
+        assert_eq!((info.framebuffer, info.framebuffer_unusable), (None, Some("indexed-colour framebuffer")));
     }
 
     #[test]

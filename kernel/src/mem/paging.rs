@@ -163,6 +163,34 @@ pub fn map_alias(start: u64, end: u64, alias: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Identity-map device memory `[start, start + len)` that lies above the
+/// initial map (64-bit PCI BARs, which UEFI firmware often places far above
+/// RAM): 2 MiB pages, writable, no-execute, uncached. Pages already mapped
+/// are left alone. New mappings need no TLB shootdown (nothing can cache a
+/// translation for an address that was never mapped).
+pub fn map_mmio(start: u64, len: u64) -> Result<(), Error> {
+    let pml4_phys = PML4.lock();
+    let mut frames = crate::boot::main::FRAMES.lock();
+    let mut alloc = Frames(&mut frames);
+    // SAFETY: PML4 is the live kernel table, identity-mapped; its lock (held)
+    // serializes page-table edits.
+    let mut mapper = unsafe { OffsetPageTable::new(&mut *(*pml4_phys as *mut PageTable), VirtAddr::new(0)) };
+    let mut a = start & !(HUGE - 1);
+    while a < start.saturating_add(len) {
+        if mapper.translate_addr(VirtAddr::new(a)).is_none() {
+            let page = Page::<Size2MiB>::containing_address(VirtAddr::new(a));
+            let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(a));
+            let flags = F::PRESENT | F::WRITABLE | F::NO_CACHE | F::WRITE_THROUGH | nx();
+            // SAFETY: an identity mapping of device memory no other mapping covers.
+            unsafe { mapper.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut alloc) }
+                .map_err(|_| Error::Map(a))?
+                .flush();
+        }
+        a += HUGE;
+    }
+    Ok(())
+}
+
 /// Physical address of the kernel PML4 (for APs' CR3).
 pub fn pml4() -> u64 {
     *PML4.lock()
