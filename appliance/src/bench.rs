@@ -45,6 +45,24 @@ pub fn run(k: &Kernel, reg: &'static Registry) {
     // The physical limit of a sync round, and the rounds themselves.
     let raw = sync_mean(None).unwrap_or(0).max(1);
     report("ipi_round_trip_all_cpus", raw, "ns");
+    // The same rounds seen per CPU: from sending the IPIs to each one's acknowledgement.
+    let n = percpu::all().len();
+    let (mut sum, mut got, mut each) = (alloc::vec![0u64; n], alloc::vec![0u64; n], alloc::vec![0u64; n]);
+    for _ in 0..ROUNDS {
+        if engine::bench_ipi_each(&mut each).is_ok() {
+            for i in 0..n {
+                if each[i] != 0 {
+                    sum[i] += each[i];
+                    got[i] += 1;
+                }
+            }
+        }
+    }
+    for (i, c) in percpu::all().iter().enumerate() {
+        if let Some(mean) = sum[i].checked_div(got[i]) {
+            report(&alloc::format!("ipi_round_trip_cpu{}_apic{}", c.index(), c.apic_id()), ticks_to_ns(mean), "ns");
+        }
+    }
     for (name, m) in [("cpuid", SyncMode::Cpuid), ("iret", SyncMode::Iret), ("serialize", SyncMode::Serialize)] {
         if m == SyncMode::Serialize && !k.features.serialize {
             warn!("bench: sync_round_serialize skipped: no SERIALIZE on this CPU");

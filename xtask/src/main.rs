@@ -11,6 +11,7 @@
 //! cargo xtask soak [options]        one run per CPU model, report in target/soak/ (see `soak --help`)
 //! ```
 
+mod bench;
 mod build;
 mod deps;
 mod image;
@@ -41,7 +42,8 @@ const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [o
   cpuid-dump  record this machine's CPUID leaves (--name N) into kernel/tests/data/cpuid/ for host tests
   soak        boot once per CPU model with the watchdog and patching loop, report (soak --help)
   usb         write the image to a USB stick (--device /dev/sdX; removable disks only, after confirmation)
-  bench       benchmarks: the appliance's (one boot) and the silicon harness's, JSON in target/bench/ (--seconds N for silicon)
+  bench       benchmarks: the appliance's (a bench boot, a service boot per NIC, NMI-rate boots) and the
+              silicon harness's; JSON in target/bench/ (--seconds N: per silicon strategy)
   silicon     the patching protocol on this machine's CPUs from Linux user space (silicon --help)";
 
 /// `cargo xtask cpuid-dump --name N`: every CPUID leaf of this machine, one
@@ -77,47 +79,6 @@ fn cpuid_dump(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench [--seconds N]`: the benchmarks that exist so far, with
-/// their JSON under target/bench/. Figures are reported, never asserted.
-fn bench(args: &[String]) -> Result<()> {
-    let seconds = match args {
-        [] => "10".to_string(),
-        [flag, n] if flag == "--seconds" && n.parse::<u32>().is_ok() => n.clone(),
-        _ => return Err("usage: cargo xtask bench [--seconds N]".into()),
-    };
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    // The appliance's own benchmarks, from one boot (TCG here, KVM where hardware-assisted).
-    let elf = build::build_elf()?;
-    let (accel, why) = qemu::choose_accel(qemu::Accel::Auto)?;
-    println!("== appliance benchmarks ({why}), --smp 4");
-    let mut spec = qemu::Spec::new(qemu::Boot::Kernel { elf, append: "test_exit bench".into() });
-    spec.accel = accel;
-    let out = qemu::spawn(&spec, &dir.join("kernel.log"), false)?.wait(std::time::Duration::from_secs(600));
-    let rows: Vec<(String, String, String)> = out
-        .log
-        .lines()
-        .filter_map(|l| l.split("bench: ").nth(1))
-        .filter_map(|r| {
-            let mut w = r.split_whitespace();
-            Some((w.next()?.to_string(), w.next()?.to_string(), w.next().unwrap_or("").to_string()))
-        })
-        .filter(|(k, v, _)| k != "done" && v.parse::<u64>().is_ok())
-        .collect();
-    if out.exit != Some(qemu::EXIT_SUCCESS) || rows.is_empty() {
-        return Err(format!("the benchmark boot failed (exit {:?}); see {}", out.exit, dir.join("kernel.log").display()).into());
-    }
-    for (k, v, u) in &rows {
-        println!("{k:<45} {v:>14} {u}");
-    }
-    let json: Vec<String> = rows.iter().map(|(k, v, u)| format!("{{\"name\":\"{k}\",\"value\":{v},\"unit\":\"{u}\"}}")).collect();
-    std::fs::write(dir.join("kernel.json"), format!("{{\"accel\":\"{why}\",\"results\":[{}]}}\n", json.join(",")))?;
-    println!("wrote {}", dir.join("kernel.json").display());
-    let json = dir.join("silicon.json");
-    println!("== silicon: the patching protocol on this machine's CPUs, {seconds} s per strategy");
-    silicon(&["--seconds".into(), seconds, "--json".into(), json.display().to_string()])
-}
-
 /// `cargo xtask silicon [args]`: build and run bench/silicon (release).
 fn silicon(args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -143,7 +104,7 @@ fn main() {
         Some("acpi-dump") => run::acpi_dump(&args[1..]),
         Some("deps") => deps::ensure_all(),
         Some("silicon") => silicon(&args[1..]),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("usb") => usb::main(&args[1..]),
         Some("soak") => soak::main(&args[1..]),
         Some("cpuid-dump") => cpuid_dump(&args[1..]),

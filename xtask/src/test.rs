@@ -419,7 +419,7 @@ fn http_once(port: u16, request: &str) -> std::result::Result<(u16, String), Str
 enum ScreenBoot {
     /// `qemu -kernel` (multiboot1): the BIOS's VGA text buffer.
     Kernel,
-    /// GRUB on SeaBIOS, `gfxpayload=text`: multiboot2 reports EGA text.
+    /// GRUB on SeaBIOS: the kernel asks for no framebuffer, so GRUB leaves VGA text and reports it.
     GrubBios,
     /// GRUB on OVMF: multiboot2 reports the GOP framebuffer.
     GrubUefi,

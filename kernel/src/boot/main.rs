@@ -368,7 +368,7 @@ pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn
         bsp.apic_id.store(id, Ordering::Relaxed);
     }
     info!("apic: {mode:?} mode, BSP APIC id {id}");
-    let tsc_hz = crate::time::clock::calibrate().unwrap_or_else(|e| halt_boot(format_args!("TSC calibration: {e}")));
+    let tsc_hz = crate::time::clock::calibrate(t0).unwrap_or_else(|e| halt_boot(format_args!("TSC calibration: {e}")));
     let apic_timer_hz = lapic::timer_calibrate();
     APIC_TIMER_HZ.store(apic_timer_hz, Ordering::Relaxed);
     info!(

@@ -609,6 +609,20 @@ pub fn bench_sync_round(mode: Option<SyncMode>) -> Result<u64, xcall::Timeout> {
     Ok(crate::arch::cpu::rdtsc() - t)
 }
 
+/// Benchmarks: one raw IPI round to every other CPU; `each[i]` receives the
+/// TSC ticks from sending the IPIs to CPU `i`'s acknowledgement (0 for this
+/// CPU and CPUs not online).
+pub fn bench_ipi_each(each: &mut [u64]) -> Result<(), xcall::Timeout> {
+    fn noop(_: usize) {}
+    each.iter_mut().for_each(|t| *t = 0);
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let t = crate::arch::cpu::rdtsc();
+        let r = xcall::start_others(noop, 0).wait_each(SYNC_TIMEOUT_NS, each);
+        each.iter_mut().filter(|x| **x != 0).for_each(|x| *x -= t);
+        r
+    })
+}
+
 /// Benchmarks: flip `sites[range]` with `s` (every site of the range in the
 /// other state first); returns (TSC ticks, sync rounds) of the batch.
 pub fn bench_flip(reg: &Registry, range: core::ops::Range<usize>, on: bool, s: Strategy) -> Result<(u64, u64), protocol::Error> {

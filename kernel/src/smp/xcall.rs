@@ -132,10 +132,25 @@ pub fn other_online() -> usize {
 impl Pending {
     /// Wait until every target acknowledged, or `timeout_ns`; releases the lock.
     pub fn wait(self, timeout_ns: u64) -> Result<(), Timeout> {
+        self.wait_each(timeout_ns, &mut [])
+    }
+
+    /// [`Pending::wait`], also noting in `acked[i]` the TSC at which this
+    /// caller first saw CPU `i` (dense index) acknowledge (benchmarks: the
+    /// round trip to each CPU). Entries of CPUs not reached stay as they are.
+    pub fn wait_each(self, timeout_ns: u64, acked: &mut [u64]) -> Result<(), Timeout> {
         let seq = self.seq;
         let deadline = clock::deadline_after_ns(timeout_ns);
         let result = loop {
-            if targets(self.me).all(|c| c.xcall_done.load(Ordering::Acquire) >= seq) {
+            let mut all = true;
+            for c in targets(self.me) {
+                if c.xcall_done.load(Ordering::Acquire) < seq {
+                    all = false;
+                } else if let Some(t) = acked.get_mut(c.index()).filter(|t| **t == 0) {
+                    *t = crate::arch::cpu::rdtsc();
+                }
+            }
+            if all {
                 break Ok(());
             }
             if crate::arch::cpu::rdtsc() >= deadline {

@@ -1,0 +1,268 @@
+//! `cargo xtask bench`: the appliance's benchmarks, reported as a table and as
+//! `target/bench/kernel.json`, never asserted.
+//!
+//! - The `bench` boot: the kernel measures itself (IPI round trips overall and
+//!   per CPU, sync rounds per serializing instruction, batches int3 vs
+//!   stop_machine, site off/on cost, NMI handler cost) and prints
+//!   `bench: KEY VALUE UNIT` lines.
+//! - One service boot per NIC (virtio-net, e1000), patching loop running:
+//!   kernel entry to `smp: N CPUs online` and to `net: listening`, and the
+//!   fetch throughput of `/trace.ctf.tar` over TCP.
+//! - NMI-rate boots with the patching loop running, at rising watchdog
+//!   rates: the NMIs per second each CPU actually took, read from `/status`.
+//!
+//! Then the silicon harness (the protocol on this machine's CPUs).
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::qemu::{self, Accel, Boot, Spec};
+use crate::{Result, root};
+
+/// One figure: (name, value, unit, the boot it came from).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub boot: String,
+}
+
+fn fig(name: impl Into<String>, value: f64, unit: &str, boot: &str) -> Figure {
+    Figure { name: name.into(), value, unit: unit.into(), boot: boot.into() }
+}
+
+/// `bench: KEY VALUE UNIT` lines of the kernel's bench boot.
+pub fn parse_bench_lines(log: &str, boot: &str) -> Vec<Figure> {
+    log.lines()
+        .filter_map(|l| l.split("bench: ").nth(1))
+        .filter_map(|r| {
+            let mut w = r.split_whitespace();
+            let (k, v) = (w.next()?, w.next()?.parse::<u64>().ok()?);
+            Some(fig(k, v as f64, w.next().unwrap_or(""), boot))
+        })
+        .collect()
+}
+
+/// The kernel timestamp (seconds since kernel entry) of the first serial
+/// line containing `needle`: `[    0.252265] INFO  cpu0: ...`.
+pub fn stamp_of(log: &str, needle: &str) -> Option<f64> {
+    log.lines().find(|l| l.contains(needle)).and_then(|l| l.strip_prefix('[')?.split(']').next()?.trim().parse().ok())
+}
+
+fn kernel_bench(accel: Accel, dir: &std::path::Path) -> Result<Vec<Figure>> {
+    let elf = crate::build::build_elf()?;
+    let mut spec = Spec::new(Boot::Kernel { elf, append: "test_exit bench".into() });
+    spec.accel = accel;
+    let out = qemu::spawn(&spec, &dir.join("kernel.log"), false)?.wait(Duration::from_secs(600));
+    let figs = parse_bench_lines(&out.log, "bench");
+    if out.exit != Some(qemu::EXIT_SUCCESS) || figs.is_empty() {
+        return Err(format!("the benchmark boot failed (exit {:?}); see {}", out.exit, dir.join("kernel.log").display()).into());
+    }
+    Ok(figs)
+}
+
+/// Boot with the patching loop and a NIC; wait for the network; run `f`.
+fn with_service<T>(
+    accel: Accel,
+    nic: &str,
+    append: &str,
+    log: &std::path::Path,
+    f: impl FnOnce(u16, &mut qemu::Running, &mut String) -> std::result::Result<T, String>,
+) -> Result<(T, String)> {
+    let elf = crate::build::build_elf()?;
+    let mut spec = Spec::new(Boot::Kernel { elf, append: append.into() });
+    spec.accel = accel;
+    let port = 19000 + (std::process::id() % 1000) as u16;
+    spec.net = Some((port, nic.into()));
+    let mut run = qemu::spawn(&spec, log, false)?;
+    let mut serial = String::new();
+    run.wait_line(Duration::from_secs(120), &mut serial, |l| l.contains("net: listening"))
+        .ok_or_else(|| format!("{nic}: the service never listened; see {}", log.display()))?;
+    let r = f(port, &mut run, &mut serial).map_err(|e| format!("{nic}: {e}; see {}", log.display()))?;
+    Ok((r, serial))
+}
+
+/// Fetch `path` once: (bytes, seconds).
+fn fetch(port: u16, path: &str) -> std::result::Result<(usize, f64), String> {
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    if !buf.starts_with(b"HTTP/1.1 200") {
+        return Err(format!("{path}: {}", String::from_utf8_lossy(&buf[..buf.len().min(80)])));
+    }
+    Ok((buf.len(), t.elapsed().as_secs_f64()))
+}
+
+fn status_nmis(port: u16) -> std::result::Result<(f64, Vec<u64>, u64), String> {
+    let (code, body) = crate::test::http(port, "GET /status HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    if code != 200 {
+        return Err(format!("/status answered {code}"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    let up = v["uptime_ns"].as_u64().ok_or("no uptime")? as f64 / 1e9;
+    let per: Vec<u64> = v["cpus"].as_array().ok_or("no cpus")?.iter().filter_map(|c| c["nmis"].as_u64()).collect();
+    Ok((up, per, v["patching"]["cycles"].as_u64().unwrap_or(0)))
+}
+
+/// Let the guest run for `secs` of its own time, reading its console (a
+/// bounded wait on the guest's clock, not a sleep standing in for an event).
+fn run_for(port: u16, run: &mut qemu::Running, serial: &mut String, secs: f64) -> std::result::Result<(), String> {
+    let (start, _, _) = status_nmis(port)?;
+    loop {
+        let _ = run.wait_line(run.started.elapsed() + Duration::from_secs(1), serial, |_| false);
+        let (now, _, _) = status_nmis(port)?;
+        if now - start >= secs {
+            return Ok(());
+        }
+    }
+}
+
+fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str) -> Result<Vec<Figure>> {
+    let boot = format!("service-{name}");
+    let ((fetches, bytes), serial) = with_service(accel, nic, "patch=on", &dir.join(format!("{boot}.log")), |port, run, serial| {
+        // Full rings first: a few seconds of the patching loop and the workers.
+        run_for(port, run, serial, 5.0)?;
+        let mut rates = Vec::new();
+        let mut size = 0;
+        for _ in 0..3 {
+            let (b, s) = fetch(port, "/trace.ctf.tar")?;
+            rates.push(b as f64 / s / 1e6);
+            size = b;
+        }
+        rates.sort_by(f64::total_cmp);
+        Ok((rates, size))
+    })?;
+    let mut f = Vec::new();
+    if let Some(t) = stamp_of(&serial, "CPUs online") {
+        f.push(fig("boot_to_smp_online", t * 1e3, "ms", &boot));
+    }
+    if let Some(t) = stamp_of(&serial, "net: listening") {
+        f.push(fig("boot_to_network_ready", t * 1e3, "ms", &boot));
+    }
+    f.push(fig("trace_ctf_fetch_bytes", bytes as f64, "B", &boot));
+    f.push(fig("trace_ctf_fetch_median", fetches[1], "MB/s", &boot));
+    f.push(fig("trace_ctf_fetch_best", fetches[2], "MB/s", &boot));
+    Ok(f)
+}
+
+/// NMIs per second per CPU with the patching loop running, at watchdog rate `hz`.
+fn nmi_rate(accel: Accel, dir: &std::path::Path, hz: u32) -> Result<Vec<Figure>> {
+    let boot = format!("nmi-{hz}hz");
+    let append = format!("patch=on nmi_watchdog_hz={hz}");
+    let ((per_cpu, cycles), _) = with_service(accel, "virtio-net-pci", &append, &dir.join(format!("{boot}.log")), |port, run, serial| {
+        run_for(port, run, serial, 2.0)?;
+        let (t0, a, c0) = status_nmis(port)?;
+        run_for(port, run, serial, 10.0)?;
+        let (t1, b, c1) = status_nmis(port)?;
+        let rates: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (y - x) as f64 / (t1 - t0)).collect();
+        Ok((rates, c1 - c0))
+    })?;
+    let mut f: Vec<Figure> = per_cpu.iter().enumerate().map(|(i, r)| fig(format!("nmi_rate_at_{hz}hz_cpu{i}"), r.round(), "1/s", &boot)).collect();
+    let min = per_cpu.iter().copied().fold(f64::INFINITY, f64::min);
+    f.push(fig(format!("nmi_rate_at_{hz}hz_min_cpu"), min.round(), "1/s", &boot));
+    f.push(fig(format!("nmi_rate_at_{hz}hz_patch_cycles_in_10s"), cycles as f64, "", &boot));
+    Ok(f)
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let seconds = match args {
+        [] => "10".to_string(),
+        [flag, n] if flag == "--seconds" && n.parse::<u32>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask bench [--seconds N]   (N: seconds per strategy for the silicon harness)".into()),
+    };
+    crate::deps::ensure_all()?;
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let (accel, why) = qemu::choose_accel(Accel::Auto)?;
+    println!("== appliance benchmarks ({why}), --smp 4");
+    let mut figs = kernel_bench(accel, &dir)?;
+    for (name, nic) in [("virtio-net", "virtio-net-pci"), ("e1000", "e1000")] {
+        println!("== service boot with {name}: boot to network, /trace.ctf.tar fetch");
+        figs.extend(service_bench(accel, &dir, name, nic)?);
+    }
+    let mut notes = Vec::new();
+    for hz in [1000, 10_000, 50_000, 100_000] {
+        println!("== NMI rate with the patching loop running, watchdog at {hz} Hz");
+        match nmi_rate(accel, &dir, hz) {
+            Ok(f) => figs.extend(f),
+            // The rate is the experiment: a guest that cannot keep up is a finding, not an error.
+            Err(e) => notes.push(format!("watchdog at {hz} Hz not sustained: {e}")),
+        }
+    }
+    let best = figs.iter().filter(|f| f.name.ends_with("hz_min_cpu")).map(|f| f.value).fold(0.0, f64::max);
+    figs.push(fig("nmi_rate_highest_sustained_per_cpu", best, "1/s", "nmi-*"));
+    for f in &figs {
+        println!("{:<48} {:>14} {:<5} {}", f.name, trim(f.value), f.unit, f.boot);
+    }
+    let json: Vec<serde_json::Value> =
+        figs.iter().map(|f| serde_json::json!({"name": f.name, "value": f.value, "unit": f.unit, "boot": f.boot})).collect();
+    let host = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|i| i.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)).map(|s| s.trim().to_string())))
+        .unwrap_or_default();
+    std::fs::write(
+        dir.join("kernel.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"accel": why, "host": host, "results": json, "notes": notes}))?,
+    )?;
+    std::fs::write(dir.join("report.md"), report_md(&figs, &why, &host, &notes))?;
+    for n in &notes {
+        println!("note: {n}");
+    }
+    println!("wrote {} and report.md", dir.join("kernel.json").display());
+    let json = dir.join("silicon.json");
+    println!("== silicon: the patching protocol on this machine's CPUs, {seconds} s per strategy");
+    crate::silicon(&["--seconds".into(), seconds, "--json".into(), json.display().to_string()])
+}
+
+/// The figures as a Markdown table (for bench/README.md and the README),
+/// ratios to the same boot's raw IPI round trip where they apply.
+pub fn report_md(figs: &[Figure], accel: &str, host: &str, notes: &[String]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "Accelerator: {accel}. Host: {host}. `--smp 4`.\n");
+    let _ = writeln!(s, "| figure | value | unit | boot |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    for f in figs {
+        let _ = writeln!(s, "| {} | {} | {} | {} |", f.name, trim(f.value), f.unit, f.boot);
+    }
+    let get = |n: &str| figs.iter().find(|f| f.name == n).map(|f| f.value);
+    if let Some(raw) = get("ipi_round_trip_all_cpus").filter(|r| *r > 0.0) {
+        let _ = writeln!(s, "\nRatios to the raw IPI round trip ({} ns) of the same boot:\n", trim(raw));
+        let _ = writeln!(s, "| figure | ratio |");
+        let _ = writeln!(s, "|---|---|");
+        for f in figs.iter().filter(|f| f.boot == "bench" && f.unit == "ns" && f.name != "ipi_round_trip_all_cpus") {
+            let _ = writeln!(s, "| {} | {:.2} |", f.name, f.value / raw);
+        }
+    }
+    for n in notes {
+        let _ = writeln!(s, "\nNote: {n}");
+    }
+    s
+}
+
+fn trim(v: f64) -> String {
+    if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.3}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_lines_and_stamps() {
+        let log = "[    0.170000] INFO  cpu0: smp: 4 CPUs online (APIC ids 0 1 2 3)\n\
+                   [    1.500000] INFO  cpu0: bench: ipi_round_trip_all_cpus 2380000 ns\n\
+                   [    1.600000] INFO  cpu0: bench: cpus 4 \n\
+                   [    1.700000] INFO  cpu0: bench: done\n\
+                   [    2.252265] INFO  cpu0: net: listening on http://10.0.2.15:80/\n";
+        let f = parse_bench_lines(log, "b");
+        assert_eq!(f, vec![fig("ipi_round_trip_all_cpus", 2380000.0, "ns", "b"), fig("cpus", 4.0, "", "b")]);
+        assert_eq!(stamp_of(log, "CPUs online"), Some(0.17));
+        assert_eq!(stamp_of(log, "net: listening"), Some(2.252265));
+        assert_eq!(stamp_of(log, "nowhere"), None);
+    }
+}
