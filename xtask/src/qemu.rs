@@ -272,6 +272,8 @@ pub fn spawn(spec: &Spec, log: &Path, echo: bool) -> Result<Running> {
     }
     let mut file = std::fs::File::create(log)?;
     writeln!(file, "# qemu-system-x86_64 {}", args.join(" "))?;
+    // QEMU's own complaints (stderr) go to the same log, prefixed `qemu: `.
+    let mut err_file = file.try_clone()?;
     let out = child.stdout.take().expect("piped stdout");
     let err = child.stderr.take().expect("piped stderr");
     let tx2 = tx.clone();
@@ -292,6 +294,7 @@ pub fn spawn(spec: &Spec, log: &Path, echo: bool) -> Result<Running> {
     });
     std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+            let _ = writeln!(err_file, "qemu: {line}");
             if echo {
                 eprintln!("qemu: {line}");
             }
@@ -487,4 +490,10 @@ pub fn parse_ppm(data: &[u8]) -> std::result::Result<(usize, usize, Vec<u8>), St
         return Err(format!("PPM: {} bytes of pixels for {w}x{h}", body.len()));
     }
     Ok((w, h, body[..w * h * 3].to_vec()))
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on now (the kernel picks it),
+/// for a host forward: runs that go at the same time must not share one.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }

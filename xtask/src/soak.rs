@@ -24,6 +24,7 @@ pub const HELP: &str = "usage: cargo xtask soak [options]
                        knows, old and new, plus `host` where KVM is hardware-assisted); `default`
                        names that list, `list` prints it and exits
   --minutes M          length of each run (default 10)
+  --seconds S          length of each run in seconds instead (short checks)
   --accel auto|kvm|tcg|mttcg  (default auto: KVM only when hardware-assisted; `host` needs KVM)
   --smp N              CPUs per guest (default 4)
   --strategy int3|stop_machine|naive  patching strategy (default int3)
@@ -62,7 +63,7 @@ pub fn default_models(kvm: bool) -> Vec<String> {
 #[derive(Clone, Debug)]
 struct Opts {
     models: Vec<String>,
-    minutes: u32,
+    seconds: u64,
     accel: Accel,
     smp: String,
     strategy: String,
@@ -77,7 +78,7 @@ fn parse(args: &[String]) -> Result<Opts> {
     let mut models: Option<String> = None;
     let mut o = Opts {
         models: Vec::new(),
-        minutes: 10,
+        seconds: 600,
         accel: Accel::Auto,
         smp: "4".into(),
         strategy: "int3".into(),
@@ -92,7 +93,10 @@ fn parse(args: &[String]) -> Result<Opts> {
         let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{HELP}"));
         match a.as_str() {
             "--models" => models = Some(val()?),
-            "--minutes" => o.minutes = val()?.parse().ok().filter(|m| *m > 0).ok_or("--minutes takes a whole number of minutes > 0")?,
+            "--minutes" => {
+                o.seconds = val()?.parse::<u64>().ok().filter(|m| *m > 0).ok_or("--minutes takes a whole number of minutes > 0")? * 60
+            }
+            "--seconds" => o.seconds = val()?.parse().ok().filter(|m| *m > 0).ok_or("--seconds takes a whole number of seconds > 0")?,
             "--accel" => o.accel = crate::run::parse_accel(&val()?)?,
             "--smp" => o.smp = val()?,
             "--strategy" => {
@@ -231,27 +235,33 @@ const BOOT_BUDGET: Duration = Duration::from_secs(180);
 const SILENCE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_secs(5);
 
+impl RunReport {
+    fn not_started(model: &str, why: String) -> RunReport {
+        RunReport {
+            model: model.into(),
+            passed: false,
+            failure: Some(why),
+            kernel_verdict: None,
+            machine: None,
+            last: None,
+            samples: Vec::new(),
+            serial_log: PathBuf::new(),
+            wall_s: 0.0,
+        }
+    }
+}
+
 fn run_one(o: &Opts, elf: &Path, accel: Accel, model: &str, port: u16, bar: &indicatif::ProgressBar) -> RunReport {
     let dir = o.out.join("logs");
     let log = dir.join(format!("{}.log", model.replace(['/', ','], "_")));
-    let secs = u64::from(o.minutes) * 60;
+    let secs = o.seconds;
     let append = format!("patch_seconds={secs} strategy={} status_secs=30 {}", o.strategy, o.append);
     let mut spec = Spec::new(Boot::Kernel { elf: elf.to_path_buf(), append });
     spec.accel = accel;
     spec.cpu = Some(model.to_string());
     spec.smp = o.smp.clone();
     spec.net = Some((port, crate::run::nic_device(&o.nic)));
-    let mut r = RunReport {
-        model: model.into(),
-        passed: false,
-        failure: None,
-        kernel_verdict: None,
-        machine: None,
-        last: None,
-        samples: Vec::new(),
-        serial_log: log.clone(),
-        wall_s: 0.0,
-    };
+    let mut r = RunReport { serial_log: log.clone(), failure: None, ..RunReport::not_started(model, String::new()) };
     let mut running = match qemu::spawn(&spec, &log, false) {
         Ok(q) => q,
         Err(e) => {
@@ -291,7 +301,8 @@ fn run_one(o: &Opts, elf: &Path, accel: Accel, model: &str, port: u16, bar: &ind
                 break;
             }
             None if running.started.elapsed() < step => {
-                r.failure = Some("QEMU exited before the patching verdict".into());
+                let said = serial.lines().rev().find(|l| l.starts_with("qemu: ")).map(|l| format!(" ({l})")).unwrap_or_default();
+                r.failure = Some(format!("QEMU exited before the patching verdict{said}"));
                 break;
             }
             None => {}
@@ -390,9 +401,9 @@ pub fn main(args: &[String]) -> Result<()> {
     let elf = o.out.join("appliance.elf");
     std::fs::copy(crate::build::build_elf()?, &elf)?;
     println!(
-        "soak: {} models x {} min, {} at a time, --smp {}, strategy {}, accelerator {why}",
+        "soak: {} models x {}, {} at a time, --smp {}, strategy {}, accelerator {why}",
         o.models.len(),
-        o.minutes,
+        duration(o.seconds),
         o.jobs,
         o.smp,
         o.strategy
@@ -410,15 +421,17 @@ pub fn main(args: &[String]) -> Result<()> {
             s.spawn(|| {
                 loop {
                     let Some((i, model)) = queue.lock().expect("queue").pop_front() else { break };
-                    let bar = multi.add(indicatif::ProgressBar::new(u64::from(o.minutes) * 60));
+                    let bar = multi.add(indicatif::ProgressBar::new(o.seconds));
                     bar.set_style(style.clone());
                     bar.set_prefix(model.clone());
                     bar.enable_steady_tick(Duration::from_secs(1));
                     if !tty {
                         println!("soak: {model}: started");
                     }
-                    let port = 18080 + i as u16;
-                    let r = run_one(&o, &elf, accel, &model, port, &bar);
+                    let r = match qemu::free_port() {
+                        Ok(port) => run_one(&o, &elf, accel, &model, port, &bar),
+                        Err(e) => RunReport::not_started(&model, format!("no free TCP port for the host forward: {e}")),
+                    };
                     let line = match &r.failure {
                         None => format!("{model}: passed ({})", r.kernel_verdict.as_deref().unwrap_or("")),
                         Some(f) => format!("{model}: FAILED: {f} (serial log {})", r.serial_log.display()),
@@ -437,7 +450,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let runs: Vec<RunReport> = results.into_iter().map(|(_, r)| r).collect();
     let header = ReportHeader {
         accel: why,
-        minutes: o.minutes,
+        seconds: o.seconds,
         smp: o.smp.clone(),
         strategy: o.strategy.clone(),
         append: o.append.clone(),
@@ -458,13 +471,18 @@ pub fn main(args: &[String]) -> Result<()> {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportHeader {
     pub accel: String,
-    pub minutes: u32,
+    pub seconds: u64,
     pub smp: String,
     pub strategy: String,
     pub append: String,
     pub jobs: usize,
     pub host: String,
     pub wall_s: f64,
+}
+
+/// "10 min" or "45 s".
+fn duration(secs: u64) -> String {
+    if secs % 60 == 0 { format!("{} min", secs / 60) } else { format!("{secs} s") }
 }
 
 fn host_cpu() -> String {
@@ -482,10 +500,10 @@ pub fn report_md(h: &ReportHeader, runs: &[RunReport], plots: &[(String, std::re
     let _ = writeln!(s, "# Soak report\n");
     let _ = writeln!(
         s,
-        "{} of {} runs passed. {} min per model, `--smp {}`, strategy `{}`, accelerator {}, {} runs at a time on {} (wall {:.0} s).{}\n",
+        "{} of {} runs passed. {} per model, `--smp {}`, strategy `{}`, accelerator {}, {} runs at a time on {} (wall {:.0} s).{}\n",
         passed,
         runs.len(),
-        h.minutes,
+        duration(h.seconds),
         h.smp,
         h.strategy,
         h.accel,
@@ -712,7 +730,7 @@ mod tests {
         let bad = RunReport { model: "Conroe".into(), passed: false, failure: Some("crash: FATAL: #UD".into()), machine: None, last: None, ..ok.clone() };
         let h = ReportHeader {
             accel: "tcg".into(),
-            minutes: 1,
+            seconds: 60,
             smp: "2".into(),
             strategy: "int3".into(),
             append: String::new(),

@@ -415,6 +415,45 @@ fn http_once(port: u16, request: &str) -> std::result::Result<(u16, String), Str
     Ok((code, body))
 }
 
+/// `cargo xtask soak` end to end, short: two models in parallel pass with a
+/// report, samples and plots; or (`crash`) a guest that panics is a failed
+/// run whose serial log the report keeps.
+fn soak_case(out: &Path, crash: bool) -> std::result::Result<(), String> {
+    let _ = std::fs::remove_dir_all(out);
+    let mut args: Vec<String> = ["--seconds", "20", "--smp", "2", "--out"].iter().map(|s| s.to_string()).collect();
+    args.push(out.display().to_string());
+    args.extend(["--models".to_string(), if crash { "Haswell-noTSX" } else { "Conroe,EPYC-Milan" }.to_string()]);
+    if crash {
+        args.extend(["--append".to_string(), "selftest=panic".to_string()]);
+    }
+    let result = crate::soak::main(&args);
+    let report = std::fs::read_to_string(out.join("report.json")).map_err(|e| format!("no report.json: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&report).map_err(|e| e.to_string())?;
+    let runs = v["runs"].as_array().ok_or("report.json has no runs")?;
+    let md = std::fs::read_to_string(out.join("report.md")).map_err(|e| format!("no report.md: {e}"))?;
+    if crash {
+        let failure = runs.first().and_then(|r| r["failure"].as_str()).unwrap_or("");
+        if result.is_ok() || !failure.starts_with("crash: ") || !md.contains("**FAILED**") || !md.contains("Kernel panic") {
+            return Err(format!("a panicking guest was not reported as a crash: {result:?}, failure {failure:?}"));
+        }
+        return Ok(());
+    }
+    result.map_err(|e| e.to_string())?;
+    if runs.len() != 2 || runs.iter().any(|r| r["passed"] != true || r["samples"].as_array().is_none_or(|s| s.len() < 2)) {
+        return Err(format!("expected 2 passed runs with samples: {report}"));
+    }
+    for png in ["nmi_rate.png", "int3_rate.png", "cycle_rate.png", "event_rate.png"] {
+        let b = std::fs::read(out.join(png)).map_err(|e| format!("{png}: {e}"))?;
+        if !b.starts_with(b"\x89PNG") {
+            return Err(format!("{png} is not a PNG"));
+        }
+    }
+    if !md.contains("2 of 2 runs passed") || !md.contains("| Conroe | Intel Celeron_4x0") || !md.contains("| EPYC-Milan | AMD EPYC-Milan") {
+        return Err(format!("report.md:\n{md}"));
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ScreenBoot {
     /// `qemu -kernel` (multiboot1): the BIOS's VGA text buffer.
@@ -868,6 +907,22 @@ pub fn main(args: &[String]) -> Result<()> {
             Err(why) => {
                 failed += 1;
                 println!("test qemu::{name} ... FAILED: {why} (log: {})", logs.join(format!("{name}.log")).display());
+            }
+        }
+    }
+    for (name, crash) in [("soak_two_models_report", false), ("soak_crash_is_a_failed_run", true)] {
+        if quick || filter.is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let t = Instant::now();
+        match soak_case(&logs.join(name), crash) {
+            Ok(()) => {
+                passed += 1;
+                println!("test qemu::{name} ... ok ({:.2} s)", t.elapsed().as_secs_f64());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("test qemu::{name} ... FAILED: {why}");
             }
         }
     }
