@@ -482,7 +482,7 @@ pub struct ReportHeader {
 
 /// "10 min" or "45 s".
 fn duration(secs: u64) -> String {
-    if secs % 60 == 0 { format!("{} min", secs / 60) } else { format!("{secs} s") }
+    if secs.is_multiple_of(60) { format!("{} min", secs / 60) } else { format!("{secs} s") }
 }
 
 fn host_cpu() -> String {
