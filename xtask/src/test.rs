@@ -873,52 +873,36 @@ pub fn main(args: &[String]) -> Result<()> {
             }
         }
     }
+    // Cases driven from the host while the guest runs (HTTP, QMP, the soak
+    // tool): (name, part of --quick, the check; Ok carries a detail to print).
+    type Driven<'a> = (&'static str, bool, Box<dyn Fn() -> std::result::Result<String, String> + 'a>);
+    let (elf, logs) = (&elf, &logs);
+    let mut driven: Vec<Driven> = Vec::new();
     for (name, nic) in [
         ("net_virtio_status", "virtio-net-pci"),
         ("net_virtio_legacy_status", "virtio-net-pci,disable-modern=on"),
         ("net_e1000_status", "e1000"),
         ("net_e1000e_status", "e1000e"),
     ] {
-        if filter.is_some_and(|f| !name.contains(f.as_str())) || (quick && nic != "virtio-net-pci") {
-            continue;
-        }
-        let t = Instant::now();
-        match net_case(&elf, nic, &logs) {
-            Ok(()) => {
-                passed += 1;
-                println!("test qemu::{name} ... ok ({:.2} s)", t.elapsed().as_secs_f64());
-            }
-            Err(why) => {
-                failed += 1;
-                println!("test qemu::{name} ... FAILED: {why}");
-            }
-        }
+        driven.push((name, nic == "virtio-net-pci", Box::new(move || net_case(elf, nic, logs).map(|()| String::new()))));
     }
     for (name, boot) in [("screen_vga_text", ScreenBoot::Kernel), ("screen_grub_bios_text", ScreenBoot::GrubBios), ("screen_uefi_framebuffer", ScreenBoot::GrubUefi)] {
-        if filter.is_some_and(|f| !name.contains(f.as_str())) || (quick && boot != ScreenBoot::Kernel) {
-            continue;
-        }
-        let t = Instant::now();
-        match screen_case(&elf, boot, &logs.join(format!("{name}.log"))) {
-            Ok(how) => {
-                passed += 1;
-                println!("test qemu::{name} ... ok ({:.2} s, {how})", t.elapsed().as_secs_f64());
-            }
-            Err(why) => {
-                failed += 1;
-                println!("test qemu::{name} ... FAILED: {why} (log: {})", logs.join(format!("{name}.log")).display());
-            }
-        }
+        let log = logs.join(format!("{name}.log"));
+        driven.push((name, boot == ScreenBoot::Kernel, Box::new(move || screen_case(elf, boot, &log).map_err(|e| format!("{e} (log: {})", log.display())))));
     }
     for (name, crash) in [("soak_two_models_report", false), ("soak_crash_is_a_failed_run", true)] {
-        if quick || filter.is_some_and(|f| !name.contains(f.as_str())) {
+        driven.push((name, false, Box::new(move || soak_case(&logs.join(name), crash).map(|()| String::new()))));
+    }
+    for (name, in_quick, check) in &driven {
+        if (quick && !in_quick) || filter.is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
         let t = Instant::now();
-        match soak_case(&logs.join(name), crash) {
-            Ok(()) => {
+        match check() {
+            Ok(detail) => {
                 passed += 1;
-                println!("test qemu::{name} ... ok ({:.2} s)", t.elapsed().as_secs_f64());
+                let detail = if detail.is_empty() { detail } else { format!(", {detail}") };
+                println!("test qemu::{name} ... ok ({:.2} s{detail})", t.elapsed().as_secs_f64());
             }
             Err(why) => {
                 failed += 1;
