@@ -534,10 +534,8 @@ fn status_json(cmdline: &str) -> String {
     use kernel::patch::engine;
     let mut o = String::with_capacity(4096);
     let online: Vec<&percpu::PerCpu> = percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)).collect();
-    let mut brand = heapless::String::<64>::new();
-    kernel::arch::cpu::brand(&mut brand);
     o.push_str("{\"cpu_brand\":");
-    encode::json_str(&mut o, &brand);
+    encode::json_str(&mut o, kernel::arch::cpu::brand());
     let apic = match kernel::apic::lapic::mode() {
         kernel::apic::lapic::Mode::X2Apic => "x2apic",
         kernel::apic::lapic::Mode::XApic => "xapic",

@@ -41,13 +41,11 @@ pub fn refresh() {
             }
         })
         .collect();
-    let mut brand = heapless::String::<64>::new();
-    kernel::arch::cpu::brand(&mut brand);
     let log = &kernel::nmi::watchdog::NMI_LOG;
     let last = log.len().checked_sub(1).and_then(|i| log.get(i)).and_then(|t| t.lines().next());
     let view = View {
         uptime_s: now / 1_000_000_000,
-        brand: &brand,
+        brand: kernel::arch::cpu::brand(),
         cpus: per_cpu.len(),
         apic: match kernel::apic::lapic::mode() {
             kernel::apic::lapic::Mode::X2Apic => "x2APIC",

@@ -39,27 +39,23 @@ fn done_value(log: &str, key: &str) -> std::result::Result<u64, String> {
     v.split('/').next().unwrap_or(v).parse().map_err(|_| format!("{key}={v} is not a number"))
 }
 
+/// The number right after the first occurrence of `marker` in the log
+/// (`"smp: "` in `smp: 4 CPUs online` gives 4).
+fn number_after(log: &str, marker: &str) -> Option<u64> {
+    log.lines().find_map(|l| l.split(marker).nth(1)).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok())
+}
+
 /// The int3 promise: no torn execution, emulations seen on several CPUs, and
 /// the traced timer interrupt handler reached from irq context.
 fn int3_promise(log: &str) -> std::result::Result<(), String> {
     if done_value(log, "torn")? != 0 {
         return Err("torn executions under int3".into());
     }
-    let cpus: u64 = log
-        .lines()
-        .find_map(|l| l.split("int3 emulations on ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or("no `int3 emulations on N CPUs` in the verdict")?;
+    let cpus = number_after(log, "int3 emulations on ").ok_or("no `int3 emulations on N CPUs` in the verdict")?;
     // Every worker CPU calls traced functions all the time; the patching CPU
     // traps only when its own interrupt handlers hit a site in flight. So
     // "several CPUs" is required where there are at least two workers.
-    let online: u64 = log
-        .lines()
-        .find_map(|l| l.split("smp: ").nth(1))
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .ok_or("no `smp: N CPUs online` line")?;
+    let online = number_after(log, "smp: ").ok_or("no `smp: N CPUs online` line")?;
     let need = if online >= 3 { 2 } else { 1 };
     if cpus < need {
         return Err(format!("int3 emulations seen on {cpus} CPU(s), expected at least {need} of {online}"));
@@ -111,12 +107,7 @@ fn nmi_rates_ok(log: &str) -> std::result::Result<(), String> {
 
 /// The lockup was reported within the threshold (2 s) plus one second of slack.
 fn lockup_in_time(log: &str) -> std::result::Result<(), String> {
-    let ms: u64 = log
-        .lines()
-        .find_map(|l| l.split("(no timer interrupt for ").nth(1))
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .ok_or("no lockup report")?;
+    let ms = number_after(log, "(no timer interrupt for ").ok_or("no lockup report")?;
     if !(2000..=3000).contains(&ms) {
         return Err(format!("lockup reported after {ms} ms, expected 2000..=3000"));
     }

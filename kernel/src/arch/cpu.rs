@@ -34,15 +34,21 @@ pub fn features() -> Features {
     }
 }
 
-/// The CPUID brand string, or the vendor when there is none.
-pub fn brand(buf: &mut heapless::String<64>) {
-    let c = CpuId::new();
-    buf.clear();
-    if let Some(b) = c.get_processor_brand_string() {
-        let _ = buf.push_str(b.as_str().trim());
-    } else if let Some(v) = c.get_vendor_info() {
-        let _ = buf.push_str(v.as_str());
-    }
+/// The CPUID brand string, or the vendor when there is none: read once (the
+/// status endpoint and the screen ask for it again and again; under a
+/// hypervisor every CPUID is a VM exit).
+pub fn brand() -> &'static str {
+    static BRAND: spin::Once<heapless::String<64>> = spin::Once::new();
+    BRAND.call_once(|| {
+        let c = CpuId::new();
+        let mut buf = heapless::String::new();
+        if let Some(b) = c.get_processor_brand_string() {
+            let _ = buf.push_str(b.as_str().trim());
+        } else if let Some(v) = c.get_vendor_info() {
+            let _ = buf.push_str(v.as_str());
+        }
+        buf
+    })
 }
 
 /// The initial APIC id of this CPU from CPUID (leaf 0xB/0x1F x2APIC id when present, else leaf 1).

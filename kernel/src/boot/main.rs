@@ -251,9 +251,7 @@ pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn
         warn!("cmdline: {} more problems not shown; truncated: {}", parsed.dropped_diagnostics, boot_info.cmdline_truncated);
     }
     let features = crate::arch::cpu::features();
-    let mut brand = heapless::String::<64>::new();
-    crate::arch::cpu::brand(&mut brand);
-    info!("cpu: {brand}; {features:?}");
+    info!("cpu: {}; {features:?}", crate::arch::cpu::brand());
 
     // Memory. Page 0 is about to be unmapped: keep what the RSDP search needs from it.
     crate::acpi::tables::save_low_page();
