@@ -200,10 +200,7 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     let json: Vec<serde_json::Value> =
         figs.iter().map(|f| serde_json::json!({"name": f.name, "value": f.value, "unit": f.unit, "boot": f.boot})).collect();
-    let host = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|i| i.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)).map(|s| s.trim().to_string())))
-        .unwrap_or_default();
+    let host = crate::host_cpu();
     std::fs::write(
         dir.join("kernel.json"),
         serde_json::to_string_pretty(&serde_json::json!({"accel": why, "host": host, "results": json, "notes": notes}))?,

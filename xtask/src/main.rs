@@ -31,6 +31,14 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// The machine the reports came from: "CPU model name, N cores" (/proc/cpuinfo).
+pub fn host_cpu() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let name = info.lines().find_map(|l| l.strip_prefix("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("unknown CPU").trim();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{name}, {cores} cores")
+}
+
 const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [options]
   build       build target/appliance/appliance.elf
   image       build the ELF and the hybrid BIOS+UEFI ISO target/appliance/appliance.iso

@@ -455,7 +455,7 @@ pub fn main(args: &[String]) -> Result<()> {
         strategy: o.strategy.clone(),
         append: o.append.clone(),
         jobs: o.jobs,
-        host: host_cpu(),
+        host: crate::host_cpu(),
         wall_s: started.elapsed().as_secs_f64(),
     };
     std::fs::write(o.out.join("report.json"), serde_json::to_string_pretty(&serde_json::json!({"soak": header, "runs": runs}))?)?;
@@ -483,13 +483,6 @@ pub struct ReportHeader {
 /// "10 min" or "45 s".
 fn duration(secs: u64) -> String {
     if secs.is_multiple_of(60) { format!("{} min", secs / 60) } else { format!("{secs} s") }
-}
-
-fn host_cpu() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let name = info.lines().find_map(|l| l.strip_prefix("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("unknown CPU").trim().to_string();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{name}, {cores} cores")
 }
 
 /// The Markdown report: one row per model, then the failed runs' logs.
