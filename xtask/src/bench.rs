@@ -73,7 +73,7 @@ fn with_service<T>(
     let elf = crate::build::build_elf()?;
     let mut spec = Spec::new(Boot::Kernel { elf, append: append.into() });
     spec.accel = accel;
-    let port = 19000 + (std::process::id() % 1000) as u16;
+    let port = qemu::free_port()?;
     spec.net = Some((port, nic.into()));
     let mut run = qemu::spawn(&spec, log, false)?;
     let mut serial = String::new();

@@ -517,8 +517,14 @@ fn screen_case(elf: &Path, boot: ScreenBoot, log_path: &Path) -> std::result::Re
     let mut spec = match boot {
         ScreenBoot::Kernel => kernel_boot(elf, append, "4"),
         ScreenBoot::GrubBios | ScreenBoot::GrubUefi => {
-            let iso = scratch.0.join("screen.iso");
-            crate::image::make_iso(elf, append, &iso).map_err(|e| e.to_string())?;
+            // One image serves both firmwares.
+            static ISO: std::sync::OnceLock<std::result::Result<PathBuf, String>> = std::sync::OnceLock::new();
+            let iso = ISO
+                .get_or_init(|| {
+                    let iso = crate::build::out_dir().join("screen-test.iso");
+                    crate::image::make_iso(elf, append, &iso).map(|()| iso).map_err(|e| e.to_string())
+                })
+                .clone()?;
             let mut s = Spec::new(Boot::Cdrom(iso));
             if boot == ScreenBoot::GrubUefi {
                 s.firmware = qemu::Firmware::Uefi;
@@ -526,7 +532,7 @@ fn screen_case(elf: &Path, boot: ScreenBoot, log_path: &Path) -> std::result::Re
             s
         }
     };
-    let port = 17000 + (std::process::id() % 1000) as u16;
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
     spec.net = Some((port, "virtio-net-pci".into()));
     let qmp_path = scratch.0.join("qmp.sock");
     spec.qmp = Some(qmp_path.clone());
@@ -624,7 +630,7 @@ fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), Strin
 
 /// Boot with a NIC, wait for the service, and query it like a user would.
 fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), String> {
-    let port = 18000 + (std::process::id() % 1000) as u16;
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
     let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000 control_token=s3cret trace_nmi_path ftrace_keep_on_nmi", "4");
     spec.net = Some((port, nic.into()));
     let tag = nic.replace([',', '='], "_");
