@@ -251,6 +251,26 @@ impl RunReport {
     }
 }
 
+/// One `/status` poll.
+enum Poll {
+    Sample(Box<(Machine, Counters)>),
+    /// An answer that is not a status: the run fails.
+    Bad(String),
+    /// No answer (booting, busy, or gone): tolerated until the guest has been silent too long.
+    Unanswered(String),
+}
+
+fn poll_status(port: u16) -> Poll {
+    match crate::test::http(port, "GET /status HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n") {
+        Ok((200, body)) => match parse_status(&body) {
+            Ok(mc) => Poll::Sample(Box::new(mc)),
+            Err(e) => Poll::Bad(e),
+        },
+        Ok((code, _)) => Poll::Bad(format!("/status answered {code}")),
+        Err(e) => Poll::Unanswered(e),
+    }
+}
+
 fn run_one(o: &Opts, elf: &Path, accel: Accel, model: &str, port: u16, bar: &indicatif::ProgressBar) -> RunReport {
     let dir = o.out.join("logs");
     let log = dir.join(format!("{}.log", model.replace(['/', ','], "_")));
@@ -286,9 +306,8 @@ fn run_one(o: &Opts, elf: &Path, accel: Accel, model: &str, port: u16, bar: &ind
             Some(l) if l.contains("patch: verdict:") => {
                 r.kernel_verdict = Some(l.split("patch: verdict: ").nth(1).unwrap_or(&l).to_string());
                 // One last sample after the loop's end: the final totals.
-                if let Ok((200, body)) = crate::test::http(port, "GET /status HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
-                    && let Ok((m, c)) = parse_status(&body)
-                {
+                if let Poll::Sample(mc) = poll_status(port) {
+                    let (m, c) = *mc;
                     r.machine = Some(m);
                     r.samples.push((running.started.elapsed().as_secs_f64(), c));
                 }
@@ -311,28 +330,23 @@ fn run_one(o: &Opts, elf: &Path, accel: Accel, model: &str, port: u16, bar: &ind
             continue;
         }
         next_poll = running.started.elapsed() + POLL;
-        match crate::test::http(port, "GET /status HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n") {
-            Ok((200, body)) => match parse_status(&body) {
-                Ok((m, c)) => {
-                    last_answer = Some(Instant::now());
-                    bar.set_position(c.uptime_s as u64);
-                    bar.set_message(format!(
-                        "{} CPUs {} nmi={} cycles={} int3={} torn={}",
-                        m.cpus, m.watchdog, c.nmis, c.patch_cycles, c.int3_emulations, c.torn
-                    ));
-                    r.machine = Some(m);
-                    r.samples.push((running.started.elapsed().as_secs_f64(), c));
-                }
-                Err(e) => {
-                    r.failure = Some(e);
-                    break;
-                }
-            },
-            Ok((code, _)) => {
-                r.failure = Some(format!("/status answered {code}"));
+        match poll_status(port) {
+            Poll::Sample(mc) => {
+                let (m, c) = *mc;
+                last_answer = Some(Instant::now());
+                bar.set_position(c.uptime_s as u64);
+                bar.set_message(format!(
+                    "{} CPUs {} nmi={} cycles={} int3={} torn={}",
+                    m.cpus, m.watchdog, c.nmis, c.patch_cycles, c.int3_emulations, c.torn
+                ));
+                r.machine = Some(m);
+                r.samples.push((running.started.elapsed().as_secs_f64(), c));
+            }
+            Poll::Bad(e) => {
+                r.failure = Some(e);
                 break;
             }
-            Err(e) => {
+            Poll::Unanswered(e) => {
                 let silent = match last_answer {
                     Some(t) => t.elapsed() > SILENCE,
                     None => running.started.elapsed() > BOOT_BUDGET,
