@@ -141,10 +141,12 @@ fn dma(bytes: usize) -> Result<u64, &'static str> {
 impl E1000 {
     pub fn new(df: DeviceFunction, model: &'static str) -> Result<E1000, &'static str> {
         let mut root = PciRoot::new(PortCam);
-        let mmio = match root.bar_info(df, 0).map_err(|_| "cannot read BAR0")? {
-            Some(BarInfo::Memory { address, .. }) if address != 0 => address,
+        let (mmio, size) = match root.bar_info(df, 0).map_err(|_| "cannot read BAR0")? {
+            Some(BarInfo::Memory { address, size, .. }) if address != 0 => (address, size),
             _ => return Err("BAR0 is not an assigned memory BAR"),
         };
+        // Registers through the identity map, which may not reach a BAR placed high.
+        crate::mem::paging::map_mmio(mmio, size).map_err(|_| "cannot map BAR0")?;
         root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
         let mut hw = Hw { mmio, rx: core::ptr::null_mut(), tx: core::ptr::null_mut(), rx_bufs: 0, tx_bufs: 0, rx_next: 0, tx_next: 0 };
         // Reset, then link up (§14.3 "General Configuration").

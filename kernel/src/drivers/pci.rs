@@ -2,7 +2,7 @@
 //! Bus Specification 3.0 §3.2.2.3.2) or ECAM from the ACPI MCFG, and bus
 //! enumeration, through the `virtio-drivers` crate's PCI root.
 
-use virtio_drivers::transport::pci::bus::{Cam, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, MmioCam, PciRoot};
+use virtio_drivers::transport::pci::bus::{Cam, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, MmioCam, PciRoot};
 use x86_64::instructions::port::Port;
 
 /// CONFIG_ADDRESS and CONFIG_DATA.
@@ -51,9 +51,7 @@ pub struct Found {
 }
 
 /// Enumerate every bus with legacy port access (the machines we boot on
-/// decode it; ECAM is used when `ecam` gives a base for segment 0), and make
-/// sure every memory BAR of an ordinary function is mapped (drivers reach
-/// their registers through the identity map).
+/// decode it; ECAM is used when `ecam` gives a base for segment 0).
 pub fn enumerate(ecam: Option<u64>) -> (alloc::vec::Vec<Found>, &'static str) {
     match ecam {
         // SAFETY: the MCFG's ECAM window is identity-mapped MMIO covering buses 0-255.
@@ -62,21 +60,10 @@ pub fn enumerate(ecam: Option<u64>) -> (alloc::vec::Vec<Found>, &'static str) {
     }
 }
 
-fn scan<C: ConfigurationAccess>(mut root: PciRoot<C>) -> alloc::vec::Vec<Found> {
+fn scan<C: ConfigurationAccess>(root: PciRoot<C>) -> alloc::vec::Vec<Found> {
     let mut out = alloc::vec::Vec::new();
     for bus in 0..=255u8 {
         out.extend(root.enumerate_bus(bus).map(|(df, info)| Found { df, info }));
-    }
-    for f in out.iter().filter(|f| f.info.header_type == HeaderType::Standard) {
-        let Ok(bars) = root.bars(f.df) else { continue };
-        for (address, size) in bars.iter().flatten().filter_map(|b| b.memory_address_size()) {
-            if address != 0
-                && size != 0
-                && let Err(e) = crate::mem::paging::map_mmio(address, size)
-            {
-                log::warn!("pci: {} BAR at {address:#x} (+{size:#x}) not mapped: {e:?}", f.df);
-            }
-        }
     }
     out
 }

@@ -41,7 +41,11 @@ unsafe impl Hal for KernelHal {
         0
     }
 
-    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
+        // Identity map; UEFI firmware often puts 64-bit BARs above the initial map.
+        if let Err(e) = crate::mem::paging::map_mmio(paddr, size as u64) {
+            log::error!("virtio: MMIO {paddr:#x} (+{size:#x}) cannot be mapped: {e:?}");
+        }
         NonNull::new(paddr as *mut u8).expect("MMIO at physical address 0")
     }
 
