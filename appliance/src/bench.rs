@@ -8,21 +8,22 @@ use kernel::arch::cpu::rdtsc;
 use kernel::arch::percpu;
 use kernel::boot::cmdline::{Strategy, SyncMode};
 use kernel::boot::main::Kernel;
-use kernel::patch::{engine, site::Registry};
+use kernel::patch::bench;
+use kernel::patch::site::Registry;
 use kernel::time::clock::ticks_to_ns;
 use log::{info, warn};
 
 const ROUNDS: u64 = 200;
 
 fn report(key: &str, value: u64, unit: &str) {
-    info!("bench: {key} {value} {unit}");
+    info!("{}", appliance::contract::BenchFigure { key, value, unit });
 }
 
 /// Mean of `ROUNDS` sync rounds (None: raw IPI round trip), in ns.
 fn sync_mean(mode: Option<SyncMode>) -> Option<u64> {
     let mut total = 0;
     for _ in 0..ROUNDS {
-        total += engine::bench_sync_round(mode).ok()?;
+        total += bench::sync_round(mode).ok()?;
     }
     Some(ticks_to_ns(total) / ROUNDS)
 }
@@ -49,7 +50,7 @@ pub fn run(k: &Kernel, reg: &'static Registry) {
     let n = percpu::all().len();
     let (mut sum, mut got, mut each) = (alloc::vec![0u64; n], alloc::vec![0u64; n], alloc::vec![0u64; n]);
     for _ in 0..ROUNDS {
-        if engine::bench_ipi_each(&mut each).is_ok() {
+        if bench::ipi_each(&mut each).is_ok() {
             for i in 0..n {
                 if each[i] != 0 {
                     sum[i] += each[i];
@@ -80,7 +81,7 @@ pub fn run(k: &Kernel, reg: &'static Registry) {
         for (i, s) in [Strategy::Int3, Strategy::StopMachine].into_iter().enumerate() {
             let (mut t, mut rounds) = (0, 0);
             for _ in 0..3 {
-                match (engine::bench_flip(reg, 0..size, true, s), engine::bench_flip(reg, 0..size, false, s)) {
+                match (bench::flip_batch(reg, 0..size, true, s), bench::flip_batch(reg, 0..size, false, s)) {
                     (Ok((a, r)), Ok(_)) => {
                         t += a;
                         rounds = r;
@@ -102,9 +103,9 @@ pub fn run(k: &Kernel, reg: &'static Registry) {
     report("call_site_off_ps", off, "ps");
     report("call_no_site_ps", plain, "ps");
     if let Some(i) = reg.site_in(crate::traced::traced_00000 as *const () as u64, 64) {
-        let _ = engine::bench_flip(reg, i..i + 1, true, Strategy::Int3);
+        let _ = bench::flip_batch(reg, i..i + 1, true, Strategy::Int3);
         let on = per_call(crate::traced::traced_00000, calls);
-        let _ = engine::bench_flip(reg, i..i + 1, false, Strategy::Int3);
+        let _ = bench::flip_batch(reg, i..i + 1, false, Strategy::Int3);
         report("call_site_on_ps", on, "ps");
         report("event_cost_ps", on.saturating_sub(off), "ps");
     }

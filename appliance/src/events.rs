@@ -3,6 +3,7 @@
 
 use kernel::arch::percpu::{self, Context, this_cpu};
 use kernel::boot::cmdline::Options;
+use kernel::events::EventKind;
 use log::info;
 
 use appliance::trace::ring::{CpuRings, Event, Kind, Overflow, capacity_for_kb};
@@ -34,10 +35,14 @@ fn record(site: u64, parent: u64, ctx: Context) {
 }
 
 /// The sink of the other event kinds (patch batches, sync rounds, NMI ticks, warnings).
-fn record_kind(kind: u8, arg: u64) {
-    if let Some(k) = Kind::from_u8(kind) {
-        push(k, 0, 0, this_cpu().context(), arg);
-    }
+fn record_kind(kind: EventKind, arg: u64) {
+    let k = match kind {
+        EventKind::PatchBatch => Kind::PatchBatch,
+        EventKind::SyncRound => Kind::SyncRound,
+        EventKind::NmiTick => Kind::NmiTick,
+        EventKind::Warning => Kind::Warning,
+    };
+    push(k, 0, 0, this_cpu().context(), arg);
 }
 
 /// Allocate every CPU's rings and install the sink.
@@ -46,8 +51,8 @@ pub fn init(opts: &Options) {
     let mode = if opts.trace_overwrite { Overflow::Overwrite } else { Overflow::Drop };
     let n = percpu::all().len();
     RINGS.call_once(|| (0..n).map(|_| CpuRings::new(cap, mode)).collect());
-    kernel::patch::site::set_event_sink(record);
-    kernel::patch::site::set_kind_sink(record_kind);
+    kernel::events::set_function_sink(record);
+    kernel::events::set_kind_sink(record_kind);
     info!(
         "trace: {} KiB per CPU ({}/{}/{} events for task/irq/nmi), full buffers {}",
         opts.trace_buf_kb,

@@ -8,7 +8,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::vec::Vec;
 use appliance::status_screen::{CpuRow, View, rows};
 use kernel::arch::percpu;
-use kernel::patch::engine;
+use kernel::patch::control;
+use kernel::patch::stats::STATS;
 
 const PERIOD_NS: u64 = 1_000_000_000;
 static NEXT_NS: AtomicU64 = AtomicU64::new(0);
@@ -54,14 +55,14 @@ pub fn refresh() {
         watchdog: kernel::nmi::watchdog::source().name(),
         watchdog_hz: kernel::nmi::watchdog::hz(),
         net: crate::net::address(),
-        strategy: engine::strategy().name(),
-        sync: engine::sync_mode().name(),
+        strategy: control::strategy().name(),
+        sync: control::sync_mode().name(),
         sites: kernel::patch::site::registry().map_or(0, |r| r.sites.len()),
-        patching: engine::STATS.enabled.load(Ordering::Relaxed),
-        cycles: engine::STATS.cycles.load(Ordering::Relaxed),
-        lockups: kernel::nmi::watchdog::totals()[6],
-        nmi_warnings: kernel::nmi::watchdog::FTRACE_NMI_WARNINGS.load(Ordering::Relaxed),
-        ftrace_off: engine::disabled_reason(),
+        patching: STATS.enabled.load(Ordering::Relaxed),
+        cycles: STATS.cycles.load(Ordering::Relaxed),
+        lockups: kernel::nmi::watchdog::totals().lockups,
+        nmi_warnings: kernel::patch::nmi_policy::FTRACE_NMI_WARNINGS.load(Ordering::Relaxed),
+        ftrace_off: control::disabled_reason().map(|r| r.text()),
         per_cpu: &per_cpu,
         last_nmi_log: last,
     };

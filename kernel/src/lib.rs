@@ -48,6 +48,8 @@ pub mod arch;
 #[cfg(kernel_target)]
 pub mod drivers;
 #[cfg(kernel_target)]
+pub mod events;
+#[cfg(kernel_target)]
 pub mod smp;
 #[cfg(kernel_target)]
 pub mod time;

@@ -28,7 +28,7 @@ const SITE_OFF: usize = 4;
 const GUARD_TAIL: usize = 0x5000;
 
 /// The kernel's strategies, by the same names.
-pub use kernel::boot::cmdline::Strategy;
+pub use kernel::patch::config::Strategy;
 
 /// One torn execution as the oracle saw it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -538,31 +538,28 @@ pub fn cpu_model() -> String {
 }
 
 impl Report {
-    pub fn to_json(&self) -> String {
-        let torn: Vec<String> = self
-            .torn_samples
-            .iter()
-            .map(|t| format!("{{\"site\":{},\"signal\":{},\"bytes\":\"{:02x?}\"}}", t.site_index, t.signal, t.bytes))
-            .collect();
-        let timings: Vec<String> = self.batch_timings.iter().map(|(s, ns)| format!("{{\"sites\":{s},\"ns_per_batch\":{ns}}}")).collect();
-        format!(
-            "{{\"strategy\":\"{}\",\"seconds\":{:.1},\"cpus\":{},\"sites\":{},\"batch\":{},\"cycles\":{},\"batches\":{},\"sync_rounds\":{},\"sync_round_ns\":{},\"int3_emulations\":{},\"late_traps\":{},\"torn\":{},\"torn_samples\":[{}],\"calls\":{},\"traced\":{},\"batch_timings\":[{}]}}",
-            self.strategy,
-            self.seconds,
-            self.cpus,
-            self.sites,
-            self.batch,
-            self.cycles,
-            self.batches,
-            self.sync_rounds,
-            self.sync_round_ns,
-            self.int3_emulations,
-            self.late_traps,
-            self.torn,
-            torn.join(","),
-            self.calls,
-            self.traced,
-            timings.join(",")
-        )
+    /// The report as JSON (the harness's `--json` file holds one per strategy).
+    pub fn to_json(&self) -> serde_json::Value {
+        let torn: Vec<serde_json::Value> =
+            self.torn_samples.iter().map(|t| serde_json::json!({"site": t.site_index, "signal": t.signal, "bytes": format!("{:02x?}", t.bytes)})).collect();
+        let timings: Vec<serde_json::Value> = self.batch_timings.iter().map(|(s, ns)| serde_json::json!({"sites": s, "ns_per_batch": ns})).collect();
+        serde_json::json!({
+            "strategy": self.strategy,
+            "seconds": (self.seconds * 10.0).round() / 10.0,
+            "cpus": self.cpus,
+            "sites": self.sites,
+            "batch": self.batch,
+            "cycles": self.cycles,
+            "batches": self.batches,
+            "sync_rounds": self.sync_rounds,
+            "sync_round_ns": self.sync_round_ns,
+            "int3_emulations": self.int3_emulations,
+            "late_traps": self.late_traps,
+            "torn": self.torn,
+            "torn_samples": torn,
+            "calls": self.calls,
+            "traced": self.traced,
+            "batch_timings": timings,
+        })
     }
 }

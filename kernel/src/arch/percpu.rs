@@ -50,6 +50,14 @@ pub struct Stacks {
     pub nmi_exception: Stack,
 }
 
+impl Stacks {
+    /// Is `addr` on one of these stacks? The one membership check for call
+    /// traces, the oracle and fatal reports.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.kernel.contains(addr) || self.ist.iter().any(|st| st.contains(addr)) || self.nmi_breakpoint.contains(addr) || self.nmi_exception.contains(addr)
+    }
+}
+
 /// Execution context, for trace events and counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

@@ -8,6 +8,8 @@
 use core::fmt;
 use heapless::{String, Vec};
 
+pub use crate::patch::config::{Strategy, SyncMode};
+
 /// Most diagnostics kept for one command line; more are counted in `dropped_diagnostics`.
 pub const MAX_DIAGNOSTICS: usize = 16;
 /// A word longer than this is shortened in its diagnostic.
@@ -52,57 +54,6 @@ pub enum NmiSourceChoice {
     Ipi,
 }
 
-/// How the patching engine changes a site (`strategy=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Strategy {
-    /// The breakpoint protocol: int3, sync, tail, sync, head, sync.
-    Int3,
-    /// The 2008 method: every other CPU held in an IPI handler while the bytes are written.
-    StopMachine,
-    /// Bytes written in place with no coordination (to show why the protocol exists).
-    Naive,
-}
-
-impl Strategy {
-    pub const NAMES: &'static str = "int3|stop_machine|naive";
-
-    pub fn parse(s: &str) -> Option<Strategy> {
-        match s {
-            "int3" => Some(Strategy::Int3),
-            "stop_machine" => Some(Strategy::StopMachine),
-            "naive" => Some(Strategy::Naive),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Int3 => "int3",
-            Strategy::StopMachine => "stop_machine",
-            Strategy::Naive => "naive",
-        }
-    }
-}
-
-/// The serializing instruction of a sync round (`sync=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncMode {
-    Cpuid,
-    /// IRET to self.
-    Iret,
-    /// SERIALIZE (only where CPUID reports it).
-    Serialize,
-}
-
-impl SyncMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            SyncMode::Cpuid => "cpuid",
-            SyncMode::Iret => "iret",
-            SyncMode::Serialize => "serialize",
-        }
-    }
-}
 
 /// Typed kernel options. Defaults are what a plain boot should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -320,7 +271,7 @@ pub fn parse(line: &str) -> Parsed {
 
 /// Apply a `key=value` option. `$field = parser(value)` or report `$expected`.
 macro_rules! valued {
-    ($p:ident, $word:ident, $key:ident, $value:ident, $expected:literal, |$v:ident| $conv:expr, |$o:ident, $x:ident| $set:expr) => {{
+    ($p:ident, $word:ident, $key:ident, $value:ident, $expected:expr, |$v:ident| $conv:expr, |$o:ident, $x:ident| $set:expr) => {{
         match $value {
             None => $p.report($key, Problem::MissingValue),
             Some($v) => match $conv {
@@ -364,13 +315,8 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             |o, x| o.heap_mb = x),
         "x2apic" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.x2apic = x),
         "patch" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.patch = x),
-        "strategy" => valued!(p, word, key, value, "int3|stop_machine|naive", |v| Strategy::parse(v), |o, x| o.strategy = x),
-        "sync" => valued!(p, word, key, value, "cpuid|iret|serialize", |v| match v {
-            "cpuid" => Some(SyncMode::Cpuid),
-            "iret" => Some(SyncMode::Iret),
-            "serialize" => Some(SyncMode::Serialize),
-            _ => None,
-        }, |o, x| o.sync = x),
+        "strategy" => valued!(p, word, key, value, Strategy::NAMES, |v| Strategy::parse(v), |o, x| o.strategy = x),
+        "sync" => valued!(p, word, key, value, SyncMode::NAMES, |v| SyncMode::parse(v), |o, x| o.sync = x),
         "patch_batch" => valued!(p, word, key, value, "an integer 0..=1000000 (0: all sites)", |v| parse_u32(v, 0, 1_000_000),
             |o, x| o.patch_batch = x),
         "patch_interval_us" => valued!(p, word, key, value, "an integer 0..=10000000", |v| parse_u32(v, 0, 10_000_000),

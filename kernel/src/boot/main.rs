@@ -20,7 +20,8 @@ use crate::arch::idt::vector;
 use crate::arch::percpu::{self, PerCpu, Stack};
 use crate::arch::trap::{self, Disposition, TrapFrame};
 use crate::drivers::{qemu, serial};
-use crate::mem::frame::{FrameAllocator, Range};
+use crate::mem::FRAMES;
+use crate::mem::frame::Range;
 use crate::smp::{self, trampoline::TRAMPOLINE_ADDR};
 
 /// What the framework hands the application once every CPU is up.
@@ -39,8 +40,6 @@ pub struct Kernel {
     pub sites: Option<&'static crate::patch::site::Registry>,
 }
 
-/// The physical frame allocator (behind a lock; never used from NMI context).
-pub static FRAMES: spin::Mutex<FrameAllocator> = spin::Mutex::new(FrameAllocator::new());
 
 static TIMER_HZ: AtomicU32 = AtomicU32::new(100);
 static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
@@ -380,13 +379,13 @@ pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn
     // The NMI watchdog: choose the source before the timers start.
     crate::nmi::watchdog::init(&opts, tsc_hz);
     // The patching engine: registry, text alias, #BP handler and oracle (before the APs start).
-    let sites = match crate::patch::engine::init(&opts, &features) {
+    let sites = match crate::patch::setup::init(&opts, &features) {
         Ok(r) => {
             info!(
                 "patch: {} trace sites registered ({} duplicate entries), text alias at {:#x}",
                 r.sites.len(),
                 r.duplicates,
-                crate::patch::engine::TEXT_ALIAS
+                crate::patch::machine::TEXT_ALIAS
             );
             Some(r)
         }

@@ -67,14 +67,11 @@ pub fn context_name(_frame: &TrapFrame) -> &'static str {
     if this_cpu().nmi_depth.load(Ordering::Relaxed) > 0 { "<NMI>" } else { "" }
 }
 
+/// This CPU's stacks, and the boot stack (the BSP runs on it before its
+/// stacks are recorded).
 fn on_known_stack(addr: u64) -> bool {
-    let s = this_cpu().stacks();
     let boot = (&raw const boot_stack_bottom as u64)..(&raw const boot_stack_top as u64);
-    boot.contains(&addr)
-        || s.kernel.contains(addr)
-        || s.ist.iter().any(|st| st.contains(addr))
-        || s.nmi_breakpoint.contains(addr)
-        || s.nmi_exception.contains(addr)
+    boot.contains(&addr) || this_cpu().stacks().contains(addr)
 }
 
 /// Return addresses up the frame-pointer chain from `rbp`, on this CPU's
@@ -106,20 +103,10 @@ pub fn write_call_trace(out: &mut impl Write, rip: u64, rbp: u64) -> fmt::Result
     write!(out, " [<{rip:016x}>] ")?;
     write_symbol(out, rip)?;
     writeln!(out)?;
-    let mut fp = rbp;
-    for _ in 0..MAX_FRAMES {
-        if fp == 0 || !fp.is_multiple_of(8) || !on_known_stack(fp) || !on_known_stack(fp + 15) {
-            break;
-        }
-        // SAFETY: fp and fp+8 lie on one of this CPU's mapped stacks (checked above).
-        let (next, ret) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
-        if ret == 0 {
-            break;
-        }
+    for ret in return_addresses(rbp) {
         write!(out, " [<{ret:016x}>] ")?;
         write_return_symbol(out, ret)?;
         writeln!(out)?;
-        fp = next;
     }
     Ok(())
 }

@@ -132,7 +132,7 @@ pub struct E1000 {
 
 fn dma(bytes: usize) -> Result<u64, &'static str> {
     let frames = bytes.div_ceil(4096) as u64;
-    let p = crate::boot::main::FRAMES.lock().alloc_run(frames, 4096, 1 << 32).map_err(|_| "no DMA memory")?;
+    let p = crate::mem::FRAMES.lock().alloc_run(frames, 4096, 1 << 32).map_err(|_| "no DMA memory")?;
     // SAFETY: fresh frames, identity-mapped read-write.
     unsafe { core::ptr::write_bytes(p as *mut u8, 0, frames as usize * 4096) };
     Ok(p)

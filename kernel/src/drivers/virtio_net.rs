@@ -30,14 +30,14 @@ pub struct KernelHal;
 // caller until dma_dealloc; physical and virtual addresses are equal.
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let p = crate::boot::main::FRAMES.lock().alloc_run(pages as u64, 4096, 1 << 32).expect("DMA memory for virtio");
+        let p = crate::mem::FRAMES.lock().alloc_run(pages as u64, 4096, 1 << 32).expect("DMA memory for virtio");
         // SAFETY: fresh frames, identity-mapped read-write.
         unsafe { core::ptr::write_bytes(p as *mut u8, 0, pages * 4096) };
         (p, NonNull::new(p as *mut u8).expect("frame 0 is reserved"))
     }
 
     unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
-        crate::boot::main::FRAMES.lock().free(paddr, pages as u64);
+        crate::mem::FRAMES.lock().free(paddr, pages as u64);
         0
     }
 

@@ -144,7 +144,7 @@ pub unsafe fn init(frames: &mut FrameAllocator, max_phys: u64, trampoline: u64, 
 /// Boot CPU, before other CPUs run.
 pub fn map_alias(start: u64, end: u64, alias: u64) -> Result<(), Error> {
     let pml4_phys = *PML4.lock();
-    let mut frames = crate::boot::main::FRAMES.lock();
+    let mut frames = crate::mem::FRAMES.lock();
     let mut alloc = Frames(&mut frames);
     // SAFETY: PML4 is the live kernel table, identity-mapped; page-table edits
     // happen on the boot CPU before the APs start.
@@ -170,7 +170,7 @@ pub fn map_alias(start: u64, end: u64, alias: u64) -> Result<(), Error> {
 /// translation for an address that was never mapped).
 pub fn map_mmio(start: u64, len: u64) -> Result<(), Error> {
     let pml4_phys = PML4.lock();
-    let mut frames = crate::boot::main::FRAMES.lock();
+    let mut frames = crate::mem::FRAMES.lock();
     let mut alloc = Frames(&mut frames);
     // SAFETY: PML4 is the live kernel table, identity-mapped; its lock (held)
     // serializes page-table edits.

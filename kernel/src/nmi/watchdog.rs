@@ -14,12 +14,12 @@
 //! go into [`NMI_LOG`], which ordinary contexts print ([`drain_to_console`]).
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use log::{info, warn};
 use raw_cpuid::CpuId;
 
-use super::log::{NmiLog, TraceFrame, format_ftrace_nmi_warning};
+use super::log::NmiLog;
 use super::pmu::{self, Counter, Source};
 use crate::apic::lapic::{self, Dest, icr};
 use crate::arch::idt::vector;
@@ -27,22 +27,18 @@ use crate::arch::msr;
 use crate::arch::percpu::{self, PerCpu, this_cpu};
 use crate::arch::trap::{self, Disposition, TrapFrame};
 use crate::boot::cmdline::{NmiSourceChoice, Options};
-use crate::debug::symbols::Location;
+use crate::events::EventKind;
 use crate::time::clock;
 
 /// The NMI warning log: lockup reports and ftrace NMI-context warnings.
 pub static NMI_LOG: NmiLog<32> = NmiLog::new();
 
-/// Times traced code ran in NMI context (one warning each, whether or not the
-/// log still had room for its text).
-pub static FTRACE_NMI_WARNINGS: AtomicU64 = AtomicU64::new(0);
 /// Records already printed on the console.
 static PRINTED: AtomicUsize = AtomicUsize::new(0);
 
 static SOURCE: spin::Once<Source> = spin::Once::new();
 static HZ: AtomicU32 = AtomicU32::new(0);
 static THRESH_NS: AtomicU64 = AtomicU64::new(10_000_000_000);
-static KEEP_ON_NMI: AtomicBool = AtomicBool::new(false);
 /// Initial counter value (PMU source) and counter width.
 static PMU_INITIAL: AtomicU64 = AtomicU64::new(0);
 static PMU_WIDTH: AtomicU32 = AtomicU32::new(48);
@@ -116,7 +112,6 @@ pub fn init(opts: &Options, cpu_hz: u64) -> Source {
     };
     HZ.store(opts.nmi_watchdog_hz, Ordering::Relaxed);
     THRESH_NS.store(opts.watchdog_thresh as u64 * 1_000_000_000, Ordering::Relaxed);
-    KEEP_ON_NMI.store(opts.ftrace_keep_on_nmi, Ordering::Relaxed);
     SOURCE.call_once(|| src);
     trap::register(vector::NMI, on_nmi);
     match src {
@@ -217,7 +212,7 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
         ours = true;
     }
     if ours {
-        crate::patch::site::record_kind(crate::patch::site::kind::NMI_TICK, matches!(source(), Source::PerfCounter(_)) as u64);
+        crate::events::record(EventKind::NmiTick, matches!(source(), Source::PerfCounter(_)) as u64);
         lapic_wd_event(frame);
     } else {
         // SAFETY: reading the PC/AT NMI status port has no side effects.
@@ -262,46 +257,8 @@ pub extern "C" fn wd_check_lockup(frame: &TrapFrame) {
             let _ = trap::write_dump(r, frame);
         });
         if let Some(i) = rec {
-            crate::patch::site::record_kind(crate::patch::site::kind::WARNING, i as u64);
+            crate::events::record(EventKind::Warning, i as u64);
         }
-    }
-}
-
-/// A trace site ran in NMI context (called once per site by the trace hook):
-/// log the 2008 warning and, unless `ftrace_keep_on_nmi`, ask the patching
-/// engine to turn tracing off from a safe context.
-pub fn ftrace_nmi_warning(site: u64, fp: u64) {
-    let cpu = this_cpu();
-    FTRACE_NMI_WARNINGS.fetch_add(1, Ordering::Relaxed);
-    let keep = KEEP_ON_NMI.load(Ordering::Relaxed);
-    let table = crate::debug::backtrace::table();
-    let at = table.and_then(|t| t.lookup(site));
-    // The site itself, then every return address up the frame-pointer chain.
-    let mut frames: heapless::Vec<(u64, Option<Location<'static>>), 24> = heapless::Vec::new();
-    let _ = frames.push((site, at));
-    for ret in crate::debug::backtrace::return_addresses(fp).take(23) {
-        let loc = table.and_then(|t| t.lookup(ret - 1)).map(|l| Location { offset: l.offset + 1, ..l });
-        let _ = frames.push((ret, loc));
-    }
-    struct Unknown;
-    impl core::fmt::Display for Unknown {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            f.write_str("?")
-        }
-    }
-    let rec = NMI_LOG.push(|r| {
-        let site_name: &dyn core::fmt::Display = match &at {
-            Some(l) => l,
-            None => &Unknown,
-        };
-        let mut it = frames.iter().map(|(a, l)| TraceFrame { addr: *a, symbol: l.as_ref().map(|l| l as &dyn core::fmt::Display) });
-        let _ = format_ftrace_nmi_warning(r, site_name, keep, cpu.index(), cpu.apic_id(), &mut it);
-    });
-    if let Some(i) = rec {
-        crate::patch::site::record_kind(crate::patch::site::kind::WARNING, i as u64);
-    }
-    if !keep {
-        crate::patch::engine::request_disable("ftraced code called from NMI context");
     }
 }
 
@@ -322,13 +279,37 @@ pub fn drain_to_console() {
     }
 }
 
-/// NMI totals over every CPU: (ipi, pmu, external, unknown, nested, exceptions-in-NMI, lockups).
-pub fn totals() -> [u64; 7] {
-    let mut t = [0u64; 7];
+/// NMIs over every CPU, by what they were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Watchdog NMI IPIs.
+    pub ipi: u64,
+    /// Performance-counter overflows.
+    pub pmu: u64,
+    /// Port 0x61 said SERR# or IOCHK#.
+    pub external: u64,
+    /// None of the above.
+    pub unknown: u64,
+    /// NMIs that arrived while one was running (the nested-NMI path).
+    pub nested: u64,
+    /// Exceptions taken inside an NMI handler.
+    pub exceptions_in_nmi: u64,
+    /// Hard lockups reported.
+    pub lockups: u64,
+}
+
+/// NMI totals over every CPU.
+pub fn totals() -> Totals {
+    let mut t = Totals::default();
     for c in percpu::all() {
-        for (i, v) in [&c.nmi_ipi, &c.nmi_pmu, &c.nmi_external, &c.nmi_unknown, &c.nmi_nested, &c.nmi_exceptions, &c.lockups].iter().enumerate() {
-            t[i] += v.load(Ordering::Relaxed);
-        }
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        t.ipi += n(&c.nmi_ipi);
+        t.pmu += n(&c.nmi_pmu);
+        t.external += n(&c.nmi_external);
+        t.unknown += n(&c.nmi_unknown);
+        t.nested += n(&c.nmi_nested);
+        t.exceptions_in_nmi += n(&c.nmi_exceptions);
+        t.lockups += n(&c.lockups);
     }
     t
 }

@@ -9,7 +9,8 @@
 //! 2. write bytes 1..5 of every new instruction; sync;
 //! 3. write every new first byte; sync.
 //!
-//! Three sync rounds per batch whatever N is (shared notes, linux-facts.md).
+//! Three sync rounds per batch whatever N is, as Linux's
+//! `smp_text_poke_batch_finish` (arch/x86/kernel/alternative.c) does.
 //! Between any two writes, a CPU fetching a site sees either the old
 //! instruction, the new one, or `int3` followed by tail bytes: the int3
 //! handler then emulates the new instruction ([`emulate`]).
@@ -298,6 +299,37 @@ pub fn classify(p: &Patch, bytes: [u8; 5]) -> Seen {
     }
 }
 
+/// The site whose 5 bytes contain `addr`, in `sites` sorted by address.
+pub fn site_containing(sites: &[u64], addr: u64) -> Option<u64> {
+    let i = sites.partition_point(|&s| s <= addr).checked_sub(1)?;
+    let s = sites[i];
+    (addr < s + SITE_LEN).then_some(s)
+}
+
+/// What the torn-execution oracle makes of a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Torn {
+    /// The CPU faulted inside a half-written site: resume after the site.
+    Inside { site: u64 },
+    /// A torn CALL from `site` went somewhere wrong and faulted there: its
+    /// return address `site + 5` is on top of the stack; pop it and resume there.
+    WildCall { site: u64 },
+}
+
+/// The oracle's decision for a fault at `rip` with exception `vector` (3 is
+/// #BP, whose RIP is one past the `int3`). `stack_top` reads the word on top
+/// of the interrupted stack, when it can be read. `None`: not a torn
+/// execution (a real fault or breakpoint).
+pub fn classify_fault(sites: &[u64], vector: u8, rip: u64, stack_top: impl FnOnce() -> Option<u64>) -> Option<Torn> {
+    // A #BP inside a site is its int3 byte only when its batch is gone: also torn.
+    let at = if vector == 3 { rip.wrapping_sub(1) } else { rip };
+    if let Some(site) = site_containing(sites, at) {
+        return Some(Torn::Inside { site });
+    }
+    let site = stack_top()?.checked_sub(SITE_LEN)?;
+    sites.binary_search(&site).is_ok().then_some(Torn::WildCall { site })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,5 +519,28 @@ mod tests {
         assert_eq!(classify(&p, [INT3, 0x1f, 0x44, 0, 0]), Seen::Trap);
         // The naive strategy's hazard: new first byte over the old tail.
         assert_eq!(classify(&p, [CALL_REL32, 0x1f, 0x44, 0, 0]), Seen::Torn);
+    }
+
+    #[test]
+    fn oracle_decisions() {
+        let sites = [0x1000, 0x2000, 0x2005];
+        assert_eq!(site_containing(&sites, 0x0fff), None);
+        assert_eq!(site_containing(&sites, 0x1000), Some(0x1000));
+        assert_eq!(site_containing(&sites, 0x1004), Some(0x1000));
+        assert_eq!(site_containing(&sites, 0x1005), None);
+        assert_eq!(site_containing(&sites, 0x2005), Some(0x2005));
+        let no_stack = || -> Option<u64> { panic!("the stack is read only when the fault is outside every site") };
+        // #UD in the tail of a half-written site.
+        assert_eq!(classify_fault(&sites, 6, 0x1002, no_stack), Some(Torn::Inside { site: 0x1000 }));
+        // #BP right after a site's int3 byte (its batch withdrawn).
+        assert_eq!(classify_fault(&sites, 3, 0x2001, no_stack), Some(Torn::Inside { site: 0x2000 }));
+        // #BP one past the end of the last byte: not this site.
+        assert_eq!(classify_fault(&sites, 3, 0x1006, || None), None);
+        // A wild CALL from 0x2000: its return address 0x2005 on the stack.
+        assert_eq!(classify_fault(&sites, 14, 0xdead_0000, || Some(0x2005)), Some(Torn::WildCall { site: 0x2000 }));
+        // A return address that is not right after a site, or an unreadable stack.
+        assert_eq!(classify_fault(&sites, 14, 0xdead_0000, || Some(0x2004)), None);
+        assert_eq!(classify_fault(&sites, 13, 0xdead_0000, || Some(3)), None);
+        assert_eq!(classify_fault(&sites, 13, 0xdead_0000, || None), None);
     }
 }

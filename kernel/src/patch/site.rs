@@ -7,7 +7,7 @@
 //! old `-pg` mcount call), so the trampoline finds the traced function's
 //! frame in RBP and the parent's return address at `[rbp + 8]`.
 
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use alloc::vec::Vec;
 
@@ -117,46 +117,6 @@ impl Registry {
     }
 }
 
-/// A consumer of trace events (the tracing layer): `(site, parent_ip, context)`.
-/// Runs in any context including NMI: it must not lock or allocate.
-pub type EventSink = fn(site: u64, parent: u64, ctx: Context);
-
-static SINK: AtomicUsize = AtomicUsize::new(0);
-
-pub fn set_event_sink(f: EventSink) {
-    SINK.store(f as usize, Ordering::Release);
-}
-
-/// Other events for the tracing layer: (kind, argument). Kinds: 1 patch
-/// batch (arg = sites), 2 sync round (arg = ns), 3 NMI tick (arg = source:
-/// 0 IPI, 1 counter), 4 warning (arg = NMI log record). Any context; the
-/// sink must not lock or allocate.
-pub type KindSink = fn(kind: u8, arg: u64);
-
-static KIND_SINK: AtomicUsize = AtomicUsize::new(0);
-
-pub fn set_kind_sink(f: KindSink) {
-    KIND_SINK.store(f as usize, Ordering::Release);
-}
-
-/// Record a non-function event (no-op until a sink is set).
-pub fn record_kind(kind: u8, arg: u64) {
-    let s = KIND_SINK.load(Ordering::Acquire);
-    if s != 0 {
-        // SAFETY: only `set_kind_sink` stores here, from a `KindSink`.
-        let f = unsafe { core::mem::transmute::<usize, KindSink>(s) };
-        f(kind, arg);
-    }
-}
-
-/// Event kinds of [`record_kind`].
-pub mod kind {
-    pub const PATCH_BATCH: u8 = 1;
-    pub const SYNC_ROUND: u8 = 2;
-    pub const NMI_TICK: u8 = 3;
-    pub const WARNING: u8 = 4;
-}
-
 /// Called by `trace_entry` with the address after the site's CALL and the
 /// traced function's frame pointer.
 #[unsafe(no_mangle)]
@@ -173,7 +133,7 @@ extern "C" fn trace_hook(ret: u64, fp: u64) {
         }
         // Traced code in NMI context: warn once per site (the 2008 bug).
         if ctx == Context::Nmi && !r.warned[i].swap(true, Ordering::AcqRel) {
-            crate::nmi::watchdog::ftrace_nmi_warning(site, fp);
+            super::nmi_policy::ftrace_nmi_warning(site, fp);
         }
     }
     // The parent's return address: the traced function's frame holds the
@@ -185,12 +145,7 @@ extern "C" fn trace_hook(ret: u64, fp: u64) {
     } else {
         0
     };
-    let s = SINK.load(Ordering::Acquire);
-    if s != 0 {
-        // SAFETY: only `set_event_sink` stores here, from an `EventSink`.
-        let f = unsafe { core::mem::transmute::<usize, EventSink>(s) };
-        f(site, parent, ctx);
-    }
+    crate::events::record_function(site, parent, ctx);
 }
 
 /// The trampoline an enabled site calls. Saves the caller-saved registers,

@@ -1,0 +1,125 @@
+//! The machine platform of the protocol (`protocol.rs`): the writable,
+//! no-execute alias of the kernel text the patching CPU writes through, the
+//! serializing instructions, and sync rounds as cross-CPU calls that run one
+//! on every other CPU. Also the batch published to the #BP handler.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use log::error;
+
+use super::config::{Code, SyncMode};
+use super::protocol::{self, Patch, Platform};
+use super::stats::STATS;
+use crate::events::EventKind;
+use crate::smp::xcall;
+use crate::time::clock;
+
+/// Virtual base of the writable, no-execute alias of the kernel text.
+pub const TEXT_ALIAS: u64 = 0x0000_4000_0000_0000;
+/// How long a sync round or a stop_machine rendezvous may take.
+pub(super) const SYNC_TIMEOUT_NS: u64 = 1_000_000_000;
+
+pub(super) static TEXT_START: AtomicU64 = AtomicU64::new(0);
+pub(super) static TEXT_END: AtomicU64 = AtomicU64::new(0);
+
+/// The batch published to the #BP handler (see `Platform::publish`).
+pub(super) static PUBLISHED: protocol::Published = protocol::Published::new();
+
+/// IRET to self: serializing, never exits to a hypervisor (but unmasks NMIs).
+fn iret_to_self() {
+    // SAFETY: builds an interrupt frame for the next instruction on the
+    // current stack (SS, RSP, RFLAGS, CS, RIP) and IRETs to it: execution
+    // continues at `2:` with the same stack and flags.
+    unsafe {
+        core::arch::asm!(
+            "mov {tmp:e}, ss",
+            "push {tmp}",
+            "push rsp",
+            "add qword ptr [rsp], 8",
+            "pushfq",
+            "mov {tmp:e}, cs",
+            "push {tmp}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "iretq",
+            "2:",
+            tmp = out(reg) _,
+        )
+    };
+}
+
+/// Run the chosen serializing instruction (SDM Vol. 3A §9.3).
+pub fn serialize(mode: SyncMode) {
+    match mode {
+        SyncMode::Cpuid => crate::arch::cpu::serialize_cpuid(),
+        SyncMode::Iret => iret_to_self(),
+        // SAFETY: SERIALIZE (0f 01 e8) is only chosen when CPUID reports it (see `init`).
+        SyncMode::Serialize => unsafe { core::arch::asm!(".byte 0x0f, 0x01, 0xe8", options(nostack, preserves_flags)) },
+    }
+}
+
+/// A sync round on another CPU (the cross-CPU call's argument is the mode's code).
+pub(super) fn sync_ipi(mode: usize) {
+    serialize(SyncMode::from_code(mode as u8));
+}
+
+/// A site's current bytes, through the main (executable) mapping.
+pub fn read_site(site: u64) -> [u8; 5] {
+    // SAFETY: sites are inside the kernel text (checked by `init`), mapped readable.
+    core::array::from_fn(|i| unsafe { ((site + i as u64) as *const u8).read_volatile() })
+}
+
+/// The machine platform of the protocol.
+pub struct Machine {
+    pub(super) sync: SyncMode,
+}
+
+fn alias(addr: u64) -> *mut u8 {
+    let start = TEXT_START.load(Ordering::Relaxed);
+    debug_assert!(addr >= start && addr < TEXT_END.load(Ordering::Relaxed));
+    (TEXT_ALIAS + (addr - start)) as *mut u8
+}
+
+impl Machine {
+    /// Write 1 or 4 bytes with a single store.
+    pub(super) fn write_atomic(&mut self, addr: u64, bytes: &[u8]) {
+        match bytes.len() {
+            // SAFETY: as in `write`; one byte store.
+            1 => unsafe { alias(addr).write_volatile(bytes[0]) },
+            // SAFETY: as in `write`; one (possibly unaligned) 4-byte store.
+            4 => unsafe { (alias(addr) as *mut u32).write_unaligned(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])) },
+            _ => self.write(addr, bytes),
+        }
+    }
+}
+
+impl Platform for Machine {
+    fn read(&self, site: u64) -> [u8; 5] {
+        read_site(site)
+    }
+
+    fn write(&mut self, addr: u64, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: the alias maps the kernel text writable; only the patching
+            // CPU writes through it, one byte store at a time.
+            unsafe { alias(addr + i as u64).write_volatile(*b) };
+        }
+    }
+
+    fn publish(&mut self, batch: Option<&[Patch]>) {
+        PUBLISHED.set(batch);
+    }
+
+    fn sync(&mut self) -> Result<(), protocol::Error> {
+        let t0 = crate::arch::cpu::rdtsc();
+        serialize(self.sync);
+        STATS.sync_rounds.fetch_add(1, Ordering::Relaxed);
+        let r = xcall::call_others(sync_ipi, self.sync.code() as usize, SYNC_TIMEOUT_NS);
+        crate::events::record(EventKind::SyncRound, clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t0));
+        r.map_err(|e| {
+            STATS.sync_failures.fetch_add(1, Ordering::Relaxed);
+            error!("patch: sync round failed: {e}");
+            protocol::Error::Sync
+        })
+    }
+}
