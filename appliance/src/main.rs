@@ -18,6 +18,7 @@ mod traced;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use appliance::contract::{VERDICT_PREFIX, Verdict};
 use kernel::arch::percpu::{self, PerCpu};
 use kernel::boot::cmdline::{Options, Strategy};
 use kernel::boot::main::{Kernel, start};
@@ -61,7 +62,7 @@ fn appliance_main(k: Kernel) -> ! {
     events::init(&k.options);
     health::report_when_ticking(&k);
     net::init(&k.options, &k.boot_info.cmdline, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
-    kernel::patch::engine::set_poll_hook(poll_services);
+    kernel::patch::run::set_poll_hook(poll_services);
     let online = percpu::online_count() as u32;
     let mut cpu = k.options.patch_cpu;
     if cpu >= online {
@@ -104,12 +105,12 @@ fn watch_only(opts: &Options) -> ! {
         health::nmi_rate_report(2_000_000_000);
         if opts.selftest == Some(kernel::boot::cmdline::Selftest::Lockup) {
             let deadline = kernel::time::clock::deadline_after_ns((opts.watchdog_thresh as u64 + 10) * 1_000_000_000);
-            while kernel::nmi::watchdog::totals()[6] == 0 && kernel::arch::cpu::rdtsc() < deadline {
+            while kernel::nmi::watchdog::totals().lockups == 0 && kernel::arch::cpu::rdtsc() < deadline {
                 kernel::nmi::watchdog::drain_to_console();
                 kernel::arch::cpu::idle_wait();
             }
             kernel::nmi::watchdog::drain_to_console();
-            if kernel::nmi::watchdog::totals()[6] == 0 {
+            if kernel::nmi::watchdog::totals().lockups == 0 {
                 error!("nmi: no hard lockup reported within {} s", opts.watchdog_thresh + 10);
                 kernel::boot::main::test_exit_failure();
             }
@@ -134,17 +135,17 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
         info!("appliance: patching loop off");
         watch_only(opts)
     };
-    let report = kernel::patch::engine::run_loop(opts, reg);
+    let report = kernel::patch::run::run_loop(opts, reg);
     let t = report.totals;
-    let mut problems: heapless::Vec<&str, 4> = heapless::Vec::new();
+    let mut problems = alloc::vec::Vec::new();
     if report.wrong_final_bytes != 0 {
-        let _ = problems.push("sites not in their last requested state");
+        problems.push("sites not in their last requested state".into());
     }
     if report.errors != 0 {
-        let _ = problems.push("failed batches");
+        problems.push("failed batches".into());
     }
     if opts.strategy == Strategy::Int3 && t.torn != 0 {
-        let _ = problems.push("torn executions under int3");
+        problems.push("torn executions under int3".into());
     }
     for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
         let (w, d) = events::cpu_totals(c.index());
@@ -154,20 +155,29 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
         warn!("patch: {} calls traced while off, {} missed while on (stale code)", t.traced_while_off, t.missed_while_on);
     }
     if let Some(why) = report.disabled {
-        info!("ftrace: disabled: {why}; every site verified off");
+        info!("ftrace: disabled: {}; every site verified off", why.text());
     }
-    if problems.is_empty() {
-        info!(
-            "patch: verdict: ok: {} cycles on cpu{}, final bytes verified on {} sites, torn={}, int3 emulations on {} CPUs",
-            report.cycles,
-            percpu::this_cpu().index(),
-            reg.sites.len(),
-            t.torn,
-            t.cpus_with_int3
-        );
+    let verdict = Verdict {
+        problems,
+        cycles: report.cycles,
+        cpu: percpu::this_cpu().index() as u32,
+        sites: reg.sites.len() as u64,
+        wrong_final_bytes: report.wrong_final_bytes as u64,
+        errors: report.errors,
+        torn: t.torn,
+        int3_emulated: t.int3_emulated,
+        cpus_with_int3: t.cpus_with_int3 as u64,
+        calls: t.site_calls,
+        traced_while_off: t.traced_while_off,
+        missed_while_on: t.missed_while_on,
+        nested_nmis: kernel::nmi::watchdog::totals().nested,
+        ftrace_enabled: report.disabled.is_none(),
+    };
+    if verdict.ok() {
+        info!("{VERDICT_PREFIX}{verdict}");
         kernel::boot::main::test_exit_success();
     } else {
-        error!("patch: verdict: FAILED: {:?} (wrong final bytes: {}, errors: {})", problems.as_slice(), report.wrong_final_bytes, report.errors);
+        error!("{VERDICT_PREFIX}{verdict}");
         kernel::boot::main::test_exit_failure();
     }
     serve_forever()

@@ -13,6 +13,7 @@ use kernel::arch::percpu;
 use kernel::boot::cmdline::Options;
 use kernel::drivers::nic::Nic;
 use log::{info, warn};
+use appliance::contract::{CpuStatus, FtraceStatus, PatchingStatus, Status, WatchdogStatus};
 use appliance::http::{Method, Parse, Request};
 use appliance::trace::encode;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -411,67 +412,47 @@ pub fn poll() {
     s.iface.poll(now(), &mut s.dev, &mut s.sockets);
 }
 
-/// `POST /control/tracing` (body `on` or `off`) and `POST /control/patching`
-/// (body `strategy=..&sync=..&batch=..`), only with the boot-time token.
+/// `POST /control/*`: parsed by `appliance::control`, applied here. A
+/// request with any bad part changes nothing.
 fn control(r: &Request<'_>, body: &[u8], token: Option<&str>) -> String {
-    use kernel::boot::cmdline::{Strategy, SyncMode};
-    use kernel::patch::engine;
-    let Some(token) = token else {
-        return reply(403, "text/plain", "control is off: boot with control_token=...\n");
+    use appliance::control::Action;
+    use kernel::patch::control;
+    let actions = match appliance::control::parse(r.path, body, token, r.bearer) {
+        Ok(a) => a,
+        Err((code, why)) => return reply(code, "text/plain", why),
     };
-    if r.bearer != Some(token) {
-        return reply(403, "text/plain", "send the control token as `Authorization: Bearer <token>`\n");
+    // Refused before anything changes: SERIALIZE where the CPU lacks it.
+    if let Some(Action::Sync(m)) = actions.iter().find(|a| matches!(a, Action::Sync(_)))
+        && let Err(e) = control::check_sync(*m)
+    {
+        return reply(400, "text/plain", &alloc::format!("{e}\n"));
     }
-    let body = core::str::from_utf8(body).unwrap_or("").trim();
-    match r.path {
-        "/control/tracing" => match body {
-            "on" => {
-                engine::control_enable();
-                reply(200, "text/plain", "tracing on\n")
+    let mut done = String::new();
+    for a in actions {
+        match a {
+            Action::TracingOn => {
+                control::control_enable();
+                done.push_str("tracing on\n");
             }
-            "off" => {
-                engine::control_disable();
-                reply(200, "text/plain", "tracing turning off\n")
+            Action::TracingOff => {
+                control::control_disable();
+                done.push_str("tracing turning off\n");
             }
-            _ => reply(400, "text/plain", "body: on or off\n"),
-        },
-        "/control/patching" => {
-            let mut done = String::new();
-            for kv in body.split('&').filter(|kv| !kv.is_empty()) {
-                match kv.split_once('=') {
-                    Some(("strategy", v)) => match Strategy::parse(v) {
-                        Some(s) => {
-                            engine::control_strategy(s);
-                            let _ = writeln!(done, "strategy={} from the next cycle", s.name());
-                        }
-                        None => return reply(400, "text/plain", &alloc::format!("strategy: {}\n", Strategy::NAMES)),
-                    },
-                    Some(("sync", v)) => {
-                        let m = match v {
-                            "cpuid" => SyncMode::Cpuid,
-                            "iret" => SyncMode::Iret,
-                            "serialize" => SyncMode::Serialize,
-                            _ => return reply(400, "text/plain", "sync: cpuid|iret|serialize\n"),
-                        };
-                        if let Err(e) = engine::control_sync(m) {
-                            return reply(400, "text/plain", &alloc::format!("{e}\n"));
-                        }
-                        let _ = writeln!(done, "sync={}", m.name());
-                    }
-                    Some(("batch", v)) => match v.parse::<usize>() {
-                        Ok(n @ 1..=1_000_000) => {
-                            engine::control_batch(n);
-                            let _ = writeln!(done, "batch={n} from the next pass");
-                        }
-                        _ => return reply(400, "text/plain", "batch: 1..=1000000\n"),
-                    },
-                    _ => return reply(400, "text/plain", "body: strategy=..&sync=..&batch=..\n"),
-                }
+            Action::Strategy(s) => {
+                control::control_strategy(s);
+                let _ = writeln!(done, "strategy={} from the next cycle", s.name());
             }
-            reply(200, "text/plain", &done)
+            Action::Sync(m) => {
+                let _ = control::control_sync(m);
+                let _ = writeln!(done, "sync={}", m.name());
+            }
+            Action::Batch(n) => {
+                control::control_batch(n);
+                let _ = writeln!(done, "batch={n} from the next pass");
+            }
         }
-        _ => reply(404, "text/plain", "not found\n"),
     }
+    reply(200, "text/plain", &done)
 }
 
 fn respond(r: &Request<'_>, cmdline: &str) -> String {
@@ -479,8 +460,8 @@ fn respond(r: &Request<'_>, cmdline: &str) -> String {
         return reply(405, "text/plain", "GET, or POST to /control/*\n");
     }
     match r.path {
-        "/status" => reply(200, "application/json", &status_json(cmdline)),
-        "/metrics" => reply(200, "text/plain; version=0.0.4", &metrics()),
+        "/status" => reply(200, "application/json", &status(cmdline).to_json()),
+        "/metrics" => reply(200, "text/plain; version=0.0.4", &status(cmdline).to_metrics()),
         "/nmi-log" => {
             let mut body = String::new();
             for r in kernel::nmi::watchdog::NMI_LOG.iter() {
@@ -500,96 +481,62 @@ fn reply(code: u16, ctype: &str, body: &str) -> String {
     s
 }
 
-/// The counters in Prometheus text exposition format.
-fn metrics() -> String {
-    let mut o = String::with_capacity(4096);
-    let online = || percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed));
-    type PerCpuCounter = (&'static str, &'static str, fn(&percpu::PerCpu) -> u64);
-    let per_cpu: [PerCpuCounter; 7] = [
-        ("appliance_nmis_total", "NMIs taken", |c| c.nmis.load(Ordering::Relaxed)),
-        ("appliance_timer_ticks_total", "local-APIC timer interrupts", |c| c.timer_ticks.load(Ordering::Relaxed)),
-        ("appliance_int3_emulated_total", "int3 traps on sites under modification, emulated", |c| c.int3_emulated.load(Ordering::Relaxed)),
-        ("appliance_torn_total", "torn executions caught by the oracle", |c| c.torn.load(Ordering::Relaxed)),
-        ("appliance_lockups_total", "hard lockups reported", |c| c.lockups.load(Ordering::Relaxed)),
-        ("appliance_trace_events_total", "trace events recorded", |c| crate::events::cpu_totals(c.index()).0),
-        ("appliance_trace_dropped_total", "trace events dropped (full buffer)", |c| crate::events::cpu_totals(c.index()).1),
-    ];
-    for (name, help, f) in per_cpu {
-        encode::prometheus_counter(&mut o, name, help, online().map(|c| (alloc::format!("cpu=\"{}\",apic_id=\"{}\"", c.index(), c.apic_id()), f(c))));
-    }
-    let s = &kernel::patch::engine::STATS;
-    for (name, v) in [
-        ("appliance_patch_cycles_total", s.cycles.load(Ordering::Relaxed)),
-        ("appliance_patch_batches_total", s.batches.load(Ordering::Relaxed)),
-        ("appliance_patch_sync_rounds_total", s.sync_rounds.load(Ordering::Relaxed)),
-        ("appliance_patch_sync_failures_total", s.sync_failures.load(Ordering::Relaxed)),
-    ] {
-        let _ = writeln!(o, "# TYPE {name} counter\n{name} {v}");
-    }
-    let _ = writeln!(o, "# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", online().count());
-    o
-}
-
-fn status_json(cmdline: &str) -> String {
-    use kernel::patch::engine;
-    let mut o = String::with_capacity(4096);
-    let online: Vec<&percpu::PerCpu> = percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)).collect();
-    o.push_str("{\"cpu_brand\":");
-    encode::json_str(&mut o, kernel::arch::cpu::brand());
-    let apic = match kernel::apic::lapic::mode() {
-        kernel::apic::lapic::Mode::X2Apic => "x2apic",
-        kernel::apic::lapic::Mode::XApic => "xapic",
-    };
-    let _ = write!(o, ",\"apic\":\"{apic}\",\"cpus_online\":{},\"cpus\":[", online.len());
-    for (i, c) in online.iter().enumerate() {
-        let (events, lost) = crate::events::cpu_totals(c.index());
-        let _ = write!(
-            o,
-            "{}{{\"cpu\":{},\"apic_id\":{},\"nmis\":{},\"timer_ticks\":{},\"int3_emulated\":{},\"torn\":{},\"traced_while_off\":{},\"missed_while_on\":{},\"nmi_site_calls\":{},\"events\":{events},\"lost\":{lost}}}",
-            if i > 0 { "," } else { "" },
-            c.index(),
-            c.apic_id(),
-            c.nmis.load(Ordering::Relaxed),
-            c.timer_ticks.load(Ordering::Relaxed),
-            c.int3_emulated.load(Ordering::Relaxed),
-            c.torn.load(Ordering::Relaxed),
-            c.traced_while_off.load(Ordering::Relaxed),
-            c.missed_while_on.load(Ordering::Relaxed),
-            c.site_calls[2].load(Ordering::Relaxed)
-        );
-    }
+/// What `/status` and `/metrics` report, read from the counters now.
+fn status(cmdline: &str) -> Status {
+    use kernel::patch::{control, stats::STATS};
+    let cpus: Vec<CpuStatus> = percpu::all()
+        .iter()
+        .filter(|c| c.online.load(Ordering::Relaxed))
+        .map(|c| {
+            let (events, lost) = crate::events::cpu_totals(c.index());
+            CpuStatus {
+                cpu: c.index() as u32,
+                apic_id: c.apic_id(),
+                nmis: c.nmis.load(Ordering::Relaxed),
+                timer_ticks: c.timer_ticks.load(Ordering::Relaxed),
+                int3_emulated: c.int3_emulated.load(Ordering::Relaxed),
+                torn: c.torn.load(Ordering::Relaxed),
+                traced_while_off: c.traced_while_off.load(Ordering::Relaxed),
+                missed_while_on: c.missed_while_on.load(Ordering::Relaxed),
+                lockups: c.lockups.load(Ordering::Relaxed),
+                nmi_site_calls: c.site_calls[2].load(Ordering::Relaxed),
+                events,
+                lost,
+            }
+        })
+        .collect();
     let n = kernel::nmi::watchdog::totals();
-    let _ = write!(
-        o,
-        "],\"watchdog\":{{\"source\":\"{}\",\"hz\":{},\"lockups\":{},\"nested\":{},\"exceptions_in_nmi\":{},\"ftrace_nmi_warnings\":{},\"log_records\":{},\"log_dropped\":{}}}",
-        kernel::nmi::watchdog::source().name(),
-        kernel::nmi::watchdog::hz(),
-        n[6],
-        n[4],
-        n[5],
-        kernel::nmi::watchdog::FTRACE_NMI_WARNINGS.load(Ordering::Relaxed),
-        kernel::nmi::watchdog::NMI_LOG.len(),
-        kernel::nmi::watchdog::NMI_LOG.dropped()
-    );
-    let _ = write!(
-        o,
-        ",\"patching\":{{\"strategy\":\"{}\",\"sync\":\"{}\",\"cycles\":{},\"batches\":{},\"sync_rounds\":{},\"sync_failures\":{},\"sites\":{},\"enabled\":{}}}",
-        engine::strategy().name(),
-        engine::sync_mode().name(),
-        engine::STATS.cycles.load(Ordering::Relaxed),
-        engine::STATS.batches.load(Ordering::Relaxed),
-        engine::STATS.sync_rounds.load(Ordering::Relaxed),
-        engine::STATS.sync_failures.load(Ordering::Relaxed),
-        kernel::patch::site::registry().map_or(0, |r| r.sites.len()),
-        engine::STATS.enabled.load(Ordering::Relaxed)
-    );
-    let _ = write!(o, ",\"ftrace\":{{\"enabled\":{},\"disabled_reason\":", engine::disabled_reason().is_none());
-    match engine::disabled_reason() {
-        Some(r) => encode::json_str(&mut o, r),
-        None => o.push_str("null"),
+    let log = &kernel::nmi::watchdog::NMI_LOG;
+    Status {
+        cpu_brand: String::from(kernel::arch::cpu::brand()),
+        apic: String::from(match kernel::apic::lapic::mode() {
+            kernel::apic::lapic::Mode::X2Apic => "x2apic",
+            kernel::apic::lapic::Mode::XApic => "xapic",
+        }),
+        cpus_online: cpus.len() as u32,
+        cpus,
+        watchdog: WatchdogStatus {
+            source: String::from(kernel::nmi::watchdog::source().name()),
+            hz: kernel::nmi::watchdog::hz(),
+            lockups: n.lockups,
+            nested: n.nested,
+            exceptions_in_nmi: n.exceptions_in_nmi,
+            ftrace_nmi_warnings: kernel::patch::nmi_policy::FTRACE_NMI_WARNINGS.load(Ordering::Relaxed),
+            log_records: log.len() as u64,
+            log_dropped: log.dropped() as u64,
+        },
+        patching: PatchingStatus {
+            strategy: String::from(control::strategy().name()),
+            sync: String::from(control::sync_mode().name()),
+            cycles: STATS.cycles.load(Ordering::Relaxed),
+            batches: STATS.batches.load(Ordering::Relaxed),
+            sync_rounds: STATS.sync_rounds.load(Ordering::Relaxed),
+            sync_failures: STATS.sync_failures.load(Ordering::Relaxed),
+            sites: kernel::patch::site::registry().map_or(0, |r| r.sites.len() as u64),
+            enabled: STATS.enabled.load(Ordering::Relaxed),
+        },
+        ftrace: FtraceStatus { enabled: control::disabled_reason().is_none(), disabled_reason: control::disabled_reason().map(|r| String::from(r.text())) },
+        uptime_ns: kernel::time::clock::now_ns(),
+        cmdline: String::from(cmdline),
     }
-    let _ = write!(o, "}},\"uptime_ns\":{},\"cmdline\":", kernel::time::clock::now_ns());
-    encode::json_str(&mut o, cmdline);
-    o.push_str("}\n");
-    o
 }

@@ -32,16 +32,9 @@ fn fig(name: impl Into<String>, value: f64, unit: &str, boot: &str) -> Figure {
     Figure { name: name.into(), value, unit: unit.into(), boot: boot.into() }
 }
 
-/// `bench: KEY VALUE UNIT` lines of the kernel's bench boot.
+/// The `bench:` lines of the kernel's bench boot.
 pub fn parse_bench_lines(log: &str, boot: &str) -> Vec<Figure> {
-    log.lines()
-        .filter_map(|l| l.split("bench: ").nth(1))
-        .filter_map(|r| {
-            let mut w = r.split_whitespace();
-            let (k, v) = (w.next()?, w.next()?.parse::<u64>().ok()?);
-            Some(fig(k, v as f64, w.next().unwrap_or(""), boot))
-        })
-        .collect()
+    appliance::contract::BenchFigure::all_in(log).map(|f| fig(f.key, f.value as f64, f.unit, boot)).collect()
 }
 
 /// The kernel timestamp (seconds since kernel entry) of the first serial
@@ -98,14 +91,8 @@ fn fetch(port: u16, path: &str) -> std::result::Result<(usize, f64), String> {
 }
 
 fn status_nmis(port: u16) -> std::result::Result<(f64, Vec<u64>, u64), String> {
-    let (code, body) = crate::test::http(port, "GET /status HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-    if code != 200 {
-        return Err(format!("/status answered {code}"));
-    }
-    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    let up = v["uptime_ns"].as_u64().ok_or("no uptime")? as f64 / 1e9;
-    let per: Vec<u64> = v["cpus"].as_array().ok_or("no cpus")?.iter().filter_map(|c| c["nmis"].as_u64()).collect();
-    Ok((up, per, v["patching"]["cycles"].as_u64().unwrap_or(0)))
+    let st = qemu::status(port)?;
+    Ok((st.uptime_ns as f64 / 1e9, st.cpus.iter().map(|c| c.nmis).collect(), st.patching.cycles))
 }
 
 /// Let the guest run for `secs` of its own time, reading its console (a
@@ -168,12 +155,16 @@ fn nmi_rate(accel: Accel, dir: &std::path::Path, hz: u32) -> Result<Vec<Figure>>
     Ok(f)
 }
 
-pub fn main(args: &[String]) -> Result<()> {
-    let seconds = match args {
-        [] => "10".to_string(),
-        [flag, n] if flag == "--seconds" && n.parse::<u32>().is_ok() => n.clone(),
-        _ => return Err("usage: cargo xtask bench [--seconds N]   (N: seconds per strategy for the silicon harness)".into()),
-    };
+/// `cargo xtask bench` options.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Seconds per strategy for the silicon harness
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+}
+
+pub fn main(args: &BenchArgs) -> Result<()> {
+    let seconds = args.seconds.to_string();
     crate::deps::ensure_all()?;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;

@@ -10,8 +10,11 @@ use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 use crate::{Result, root};
 
-/// The host triple: no bare-metal target is installed, so the kernel is a
-/// static, freestanding binary for it (see shared notes, build-recipe.md).
+/// The host triple: no bare-metal target is installed (stable Rust without
+/// rust-src cannot build `core` for `x86_64-unknown-none`), so the kernel is a
+/// static, freestanding binary for the host target, linked by rust-lld with
+/// our script, `relocation-model=static` (else PIE, and the 32-bit boot code
+/// does not link) and no red zone.
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Kernel-only rustc flags (passed through RUSTFLAGS with an explicit

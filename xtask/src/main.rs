@@ -1,15 +1,7 @@
 //! `cargo xtask`: build the appliance, make boot images, run QEMU, test.
 //!
-//! ```text
-//! cargo xtask build                 the ELF only (target/appliance/appliance.elf)
-//! cargo xtask image                 ELF + hybrid BIOS/UEFI ISO (target/appliance/appliance.iso)
-//! cargo xtask run [options]         boot it under QEMU (see `cargo xtask run --help`)
-//! cargo xtask clippy                lint host and bare-metal code (warnings are errors)
-//! cargo xtask test [--quick]        clippy, host tests + QEMU integration tests
-//! cargo xtask acpi-dump [options]   record a QEMU machine's ACPI tables for host tests
-//! cargo xtask deps                  install (or name) the host tools the images and QEMU need
-//! cargo xtask soak [options]        one run per CPU model, report in target/soak/ (see `soak --help`)
-//! ```
+//! `cargo xtask --help` lists every command, `cargo xtask CMD --help` its
+//! options (clap derive: the [`Cmd`] enum is the one list).
 
 mod bench;
 mod build;
@@ -39,28 +31,57 @@ pub fn host_cpu() -> String {
     format!("{name}, {cores} cores")
 }
 
-const USAGE: &str = "usage: cargo xtask <build|image|run|test|acpi-dump|deps> [options]
-  build       build target/appliance/appliance.elf
-  image       build the ELF and the hybrid BIOS+UEFI ISO target/appliance/appliance.iso
-  run         boot under QEMU (cargo xtask run --help)
-  clippy      lint host crates and the bare-metal build (warnings are errors)
-  test        host tests and QEMU integration tests (--quick: only the -kernel boots)
-  acpi-dump   boot a QEMU machine with acpi_dump and save its tables (cargo xtask acpi-dump --help)
-  deps        install or name the host tools (QEMU, GRUB, xorriso, mtools, OVMF)
-  cpuid-dump  record this machine's CPUID leaves (--name N) into kernel/tests/data/cpuid/ for host tests
-  soak        boot once per CPU model with the watchdog and patching loop, report (soak --help)
-  usb         write the image to a USB stick (--device /dev/sdX; removable disks only, after confirmation)
-  bench       benchmarks: the appliance's (a bench boot, a service boot per NIC, NMI-rate boots) and the
-              silicon harness's; JSON in target/bench/ (--seconds N: per silicon strategy)
-  silicon     the patching protocol on this machine's CPUs from Linux user space (silicon --help)";
+/// Build, boot, test and measure the trace appliance.
+#[derive(clap::Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Build the ELF: target/appliance/appliance.elf
+    Build,
+    /// Build the ELF and the hybrid BIOS+UEFI ISO: target/appliance/appliance.iso
+    Image,
+    /// Boot the appliance under QEMU (serial on the terminal and in target/qemu-serial.log)
+    Run(run::RunArgs),
+    /// Lint host crates and the bare-metal build (warnings are errors)
+    Clippy,
+    /// Clippy, host tests and QEMU integration tests; ends with `N passed, N failed`
+    Test(test::TestArgs),
+    /// Boot a QEMU machine with acpi_dump and save its tables for the host tests
+    AcpiDump(run::AcpiDumpArgs),
+    /// Install (as root on Debian) or name the host tools: QEMU, GRUB, xorriso, mtools, OVMF, babeltrace2
+    Deps,
+    /// Record this machine's CPUID leaves into kernel/tests/data/cpuid/NAME.txt for host tests
+    CpuidDump {
+        /// File name (without .txt)
+        #[arg(long)]
+        name: String,
+    },
+    /// Boot once per CPU model with the watchdog and the patching loop; report in target/soak/
+    Soak(soak::SoakArgs),
+    /// Write the image to a USB stick (removable whole disks only, after confirmation)
+    Usb {
+        /// The whole disk, e.g. /dev/sdb
+        #[arg(long)]
+        device: String,
+    },
+    /// Benchmarks: the appliance's (bench boot, a service boot per NIC, NMI-rate boots) and the silicon harness's
+    Bench(bench::BenchArgs),
+    /// The patching protocol on this machine's CPUs from Linux user space (options: `cargo xtask silicon -- --help`)
+    Silicon {
+        /// Options passed to bench/silicon
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
 
 /// `cargo xtask cpuid-dump --name N`: every CPUID leaf of this machine, one
 /// `leaf subleaf eax ebx ecx edx` line each (hex), for the PMU host tests.
-fn cpuid_dump(args: &[String]) -> Result<()> {
-    let name = match args {
-        [flag, n] if flag == "--name" => n.clone(),
-        _ => return Err("usage: cargo xtask cpuid-dump --name NAME".into()),
-    };
+fn cpuid_dump(name: &str) -> Result<()> {
     use std::arch::x86_64::__cpuid_count;
     use std::fmt::Write;
     let mut out = String::from("# CPUID of the machine that ran `cargo xtask cpuid-dump`: leaf subleaf eax ebx ecx edx\n");
@@ -102,28 +123,20 @@ fn silicon(args: &[String]) -> Result<()> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("build") => build::build_elf().map(|_| ()),
-        Some("clippy") => build::clippy(),
-        Some("image") => image::build_image(None).map(|p| println!("{}", p.display())),
-        Some("run") => run::main(&args[1..]),
-        Some("test") => test::main(&args[1..]),
-        Some("acpi-dump") => run::acpi_dump(&args[1..]),
-        Some("deps") => deps::ensure_all(),
-        Some("silicon") => silicon(&args[1..]),
-        Some("bench") => bench::main(&args[1..]),
-        Some("usb") => usb::main(&args[1..]),
-        Some("soak") => soak::main(&args[1..]),
-        Some("cpuid-dump") => cpuid_dump(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
+    use clap::Parser;
+    let result = match Cli::parse().cmd {
+        Cmd::Build => build::build_elf().map(|_| ()),
+        Cmd::Clippy => build::clippy(),
+        Cmd::Image => image::build_image(None).map(|p| println!("{}", p.display())),
+        Cmd::Run(a) => run::main(&a),
+        Cmd::Test(a) => test::main(&a),
+        Cmd::AcpiDump(a) => run::acpi_dump(&a),
+        Cmd::Deps => deps::ensure_all(),
+        Cmd::Silicon { args } => silicon(&args),
+        Cmd::Bench(a) => bench::main(&a),
+        Cmd::Usb { device } => usb::main(&device),
+        Cmd::Soak(a) => soak::main(&a),
+        Cmd::CpuidDump { name } => cpuid_dump(&name),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");

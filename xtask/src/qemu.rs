@@ -43,7 +43,7 @@ fn config() -> Result<Config> {
     Ok(toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {
     Auto,
     Kvm,
@@ -100,7 +100,7 @@ pub enum Boot {
     Usb(PathBuf),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Firmware {
     Bios,
     Uefi,
@@ -496,4 +496,40 @@ pub fn parse_ppm(data: &[u8]) -> std::result::Result<(usize, usize, Vec<u8>), St
 /// for a host forward: runs that go at the same time must not share one.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// One HTTP/1.1 exchange with the guest through the host forward: (status,
+/// body). A connection reset (every server socket busy: the service bounds
+/// its connections) is retried on a new connection, as a client would.
+pub fn http(port: u16, request: &str) -> std::result::Result<(u16, String), String> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match http_once(port, request) {
+            Err(e) if e.contains("reset") || e.contains("refused") => last = e,
+            r => return r,
+        }
+    }
+    Err(last)
+}
+
+fn http_once(port: u16, request: &str) -> std::result::Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("reading the response: {e}"))?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no status line in {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// `GET /status`, decoded into the appliance's own type.
+pub fn status(port: u16) -> std::result::Result<appliance::contract::Status, String> {
+    let (code, body) = http(port, "GET /status HTTP/1.1\r\nHost: appliance\r\nConnection: close\r\n\r\n")?;
+    if code != 200 {
+        return Err(format!("/status answered {code}: {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("/status is not the appliance's Status ({e}): {body}"))
 }

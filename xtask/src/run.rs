@@ -6,108 +6,47 @@ use std::time::Duration;
 use crate::qemu::{self, Accel, Boot, Firmware, Spec};
 use crate::{Result, root};
 
-pub const RUN_HELP: &str = "usage: cargo xtask run [options]
-  --accel auto|kvm|tcg|mttcg  auto: KVM only when /dev/kvm is hardware-assisted, else TCG (default auto);
-                         tcg is single-threaded, mttcg multi-threaded (faster, but QEMU 7.2 misses
-                         some cross-CPU code changes: see README)
-  --smp N                CPUs, or a QEMU -smp value like 6,sockets=2,cores=3 (default 4)
-  --cpu MODEL            QEMU -cpu model (default: max under TCG, host,-arch-capabilities under KVM)
-  --mem MiB              guest memory (default 512)
-  --machine q35|pc       machine from qemu/qemu.toml (default q35)
-  --append \"...\"         kernel command line
-  --firmware bios|uefi   SeaBIOS or OVMF (default bios)
-  --boot cdrom|usb|kernel  the ISO as CD-ROM or USB stick, or QEMU -kernel with the ELF (default cdrom)
-  --port P               host 127.0.0.1:P forwarded to guest TCP 80 (default 8080)
-  --nic virtio|e1000|e1000e  NIC model (default virtio)
-  --duration SECS        stop QEMU after SECS (default: run until QEMU exits)";
+/// The NICs `--nic` names.
+pub const NICS: [&str; 3] = ["virtio", "e1000", "e1000e"];
 
-/// Options shared by `run` and `acpi-dump`.
-#[derive(Clone, Debug)]
-pub struct RunOpts {
+/// Options of `run`, also taken by `acpi-dump`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// auto: KVM only when /dev/kvm is hardware-assisted (-cpu host,-arch-capabilities), else TCG
+    /// (-cpu max); tcg is single-threaded, mttcg multi-threaded (faster, but QEMU's MTTCG misses some
+    /// cross-CPU code changes: see README)
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
+    /// CPUs, or a QEMU -smp value like 6,sockets=2,cores=3
+    #[arg(long, default_value = "4")]
     pub smp: String,
+    /// QEMU -cpu model (default: max under TCG, host,-arch-capabilities under KVM)
+    #[arg(long)]
     pub cpu: Option<String>,
+    /// Guest memory in MiB
+    #[arg(long, default_value_t = 512)]
     pub mem: u32,
+    /// Machine from qemu/qemu.toml
+    #[arg(long, default_value = "q35")]
     pub machine: String,
+    /// Kernel command line
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub append: String,
+    /// SeaBIOS or OVMF
+    #[arg(long, value_enum, default_value_t = Firmware::Bios)]
     pub firmware: Firmware,
+    /// The ISO as CD-ROM or USB stick, or QEMU -kernel with the ELF (fast path)
+    #[arg(long, value_parser = ["cdrom", "usb", "kernel"], default_value = "cdrom")]
     pub boot: String,
+    /// Host 127.0.0.1:PORT forwarded to guest TCP 80
+    #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// NIC model
+    #[arg(long, value_parser = NICS, default_value = "virtio")]
     pub nic: String,
+    /// Stop QEMU after SECS (default: run until QEMU exits)
+    #[arg(long, value_name = "SECS")]
     pub duration: Option<u64>,
-}
-
-impl Default for RunOpts {
-    fn default() -> Self {
-        RunOpts {
-            accel: Accel::Auto,
-            smp: "4".into(),
-            cpu: None,
-            mem: 512,
-            machine: "q35".into(),
-            append: String::new(),
-            firmware: Firmware::Bios,
-            boot: "cdrom".into(),
-            port: 8080,
-            nic: "virtio".into(),
-            duration: None,
-        }
-    }
-}
-
-pub fn parse_opts(args: &[String]) -> Result<RunOpts> {
-    let mut o = RunOpts::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{RUN_HELP}"));
-        match a.as_str() {
-            "--accel" => o.accel = parse_accel(&val()?)?,
-            "--smp" => o.smp = val()?,
-            "--cpu" => o.cpu = Some(val()?),
-            "--mem" => o.mem = val()?.parse().map_err(|_| "--mem takes MiB as an integer")?,
-            "--machine" => o.machine = val()?,
-            "--append" => o.append = val()?,
-            "--firmware" => {
-                o.firmware = match val()?.as_str() {
-                    "bios" => Firmware::Bios,
-                    "uefi" => Firmware::Uefi,
-                    v => return Err(format!("--firmware {v}: expected bios or uefi").into()),
-                }
-            }
-            "--boot" => {
-                o.boot = val()?;
-                if !["cdrom", "usb", "kernel"].contains(&o.boot.as_str()) {
-                    return Err(format!("--boot {}: expected cdrom, usb or kernel", o.boot).into());
-                }
-            }
-            "--port" => o.port = val()?.parse().map_err(|_| "--port takes a TCP port number")?,
-            "--nic" => o.nic = parse_nic(&val()?)?,
-            "--duration" => o.duration = Some(val()?.parse().map_err(|_| "--duration takes seconds as an integer")?),
-            "-h" | "--help" => {
-                println!("{RUN_HELP}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option {other}\n{RUN_HELP}").into()),
-        }
-    }
-    Ok(o)
-}
-
-pub fn parse_accel(v: &str) -> Result<Accel> {
-    Ok(match v {
-        "auto" => Accel::Auto,
-        "kvm" => Accel::Kvm,
-        "tcg" => Accel::Tcg,
-        "mttcg" => Accel::Mttcg,
-        v => return Err(format!("--accel {v}: expected auto, kvm, tcg or mttcg").into()),
-    })
-}
-
-pub fn parse_nic(v: &str) -> Result<String> {
-    if !["virtio", "e1000", "e1000e"].contains(&v) {
-        return Err(format!("--nic {v}: expected virtio, e1000 or e1000e").into());
-    }
-    Ok(v.to_string())
 }
 
 /// The QEMU device for a `--nic` name.
@@ -120,7 +59,7 @@ pub fn nic_device(nic: &str) -> String {
 }
 
 /// Build what `o.boot` needs and make the QEMU spec.
-pub fn spec_for(o: &RunOpts) -> Result<(Spec, String)> {
+pub fn spec_for(o: &RunArgs) -> Result<(Spec, String)> {
     crate::deps::ensure_all()?;
     let (accel, why) = qemu::choose_accel(o.accel)?;
     let boot = match o.boot.as_str() {
@@ -141,9 +80,8 @@ pub fn spec_for(o: &RunOpts) -> Result<(Spec, String)> {
     Ok((spec, why))
 }
 
-pub fn main(args: &[String]) -> Result<()> {
-    let o = parse_opts(args)?;
-    let (spec, why) = spec_for(&o)?;
+pub fn main(o: &RunArgs) -> Result<()> {
+    let (spec, why) = spec_for(o)?;
     let log = root().join("target/qemu-serial.log");
     eprintln!("xtask: accelerator {why}");
     eprintln!("xtask: serial console below and in {}", log.display());
@@ -165,24 +103,21 @@ pub fn main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-pub const DUMP_HELP: &str = "usage: cargo xtask acpi-dump --name NAME [run options]
-  Boots the ELF with `acpi_dump test_exit` (QEMU -kernel, TCG) and writes the
-  tables to kernel/tests/data/acpi/NAME.txt for the host tests.";
+/// `cargo xtask acpi-dump`: boots the ELF with `acpi_dump test_exit` (QEMU
+/// -kernel, TCG) and writes the tables to kernel/tests/data/acpi/NAME.txt.
+#[derive(clap::Args, Debug)]
+pub struct AcpiDumpArgs {
+    /// File name (without .txt)
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    run: RunArgs,
+}
 
 /// `cargo xtask acpi-dump --name NAME [--machine M --smp S ...]`.
-pub fn acpi_dump(args: &[String]) -> Result<()> {
-    let mut rest = Vec::new();
-    let mut name = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--name" {
-            name = it.next().cloned();
-        } else {
-            rest.push(a.clone());
-        }
-    }
-    let name = name.ok_or(DUMP_HELP)?;
-    let mut o = parse_opts(&rest)?;
+pub fn acpi_dump(args: &AcpiDumpArgs) -> Result<()> {
+    let name = &args.name;
+    let mut o = args.run.clone();
     o.boot = "kernel".into();
     o.accel = Accel::Tcg;
     o.append = format!("{} acpi_dump test_exit", o.append);

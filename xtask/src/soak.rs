@@ -14,24 +14,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::Value;
+use appliance::contract::{CpuStatus, Status};
 
 use crate::qemu::{self, Accel, Boot, Spec};
 use crate::{Result, root};
-
-pub const HELP: &str = "usage: cargo xtask soak [options]
-  --models LIST        comma-separated QEMU -cpu models (default: Intel and AMD generations QEMU
-                       knows, old and new, plus `host` where KVM is hardware-assisted); `default`
-                       names that list, `list` prints it and exits
-  --minutes M          length of each run (default 10)
-  --seconds S          length of each run in seconds instead (short checks)
-  --accel auto|kvm|tcg|mttcg  (default auto: KVM only when hardware-assisted; `host` needs KVM)
-  --smp N              CPUs per guest (default 4)
-  --strategy int3|stop_machine|naive  patching strategy (default int3)
-  --jobs J             runs at the same time (default: host cores, at most the number of models)
-  --append \"...\"       more kernel command-line options (e.g. \"trace_nmi_path ftrace_keep_on_nmi\")
-  --nic virtio|e1000|e1000e  NIC the status is polled through (default virtio)
-  --out DIR            report directory (default target/soak)";
 
 /// The default models: Intel and AMD generations from 2006 to 2021, with and
 /// without x2APIC in their CPUID (QEMU 7.2's TCG drops x2APIC whatever the
@@ -60,6 +46,42 @@ pub fn default_models(kvm: bool) -> Vec<String> {
     m
 }
 
+/// `cargo xtask soak` options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SoakArgs {
+    /// Comma-separated QEMU -cpu models (default: Intel and AMD generations QEMU knows, old and new,
+    /// plus `host` where KVM is hardware-assisted); `default` names that list, `list` prints it and exits
+    #[arg(long)]
+    models: Option<String>,
+    /// Length of each run in minutes
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    minutes: u64,
+    /// Length of each run in seconds instead (short checks)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: Option<u64>,
+    /// auto: KVM only when hardware-assisted (`host` needs KVM)
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    accel: Accel,
+    /// CPUs per guest
+    #[arg(long, default_value = "4")]
+    smp: String,
+    /// Patching strategy
+    #[arg(long, value_parser = ["int3", "stop_machine", "naive"], default_value = "int3")]
+    strategy: String,
+    /// Runs at the same time (default: host cores, at most the number of models)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
+    /// More kernel command-line options (e.g. "trace_nmi_path ftrace_keep_on_nmi")
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    append: String,
+    /// NIC the status is polled through
+    #[arg(long, value_parser = crate::run::NICS, default_value = "virtio")]
+    nic: String,
+    /// Report directory (default target/soak)
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 #[derive(Clone, Debug)]
 struct Opts {
     models: Vec<String>,
@@ -74,48 +96,20 @@ struct Opts {
     list_only: bool,
 }
 
-fn parse(args: &[String]) -> Result<Opts> {
-    let mut models: Option<String> = None;
+fn parse(a: &SoakArgs) -> Result<Opts> {
+    let models = a.models.clone();
     let mut o = Opts {
         models: Vec::new(),
-        seconds: 600,
-        accel: Accel::Auto,
-        smp: "4".into(),
-        strategy: "int3".into(),
-        jobs: 0,
-        append: String::new(),
-        nic: "virtio".into(),
-        out: root().join("target/soak"),
+        seconds: a.seconds.unwrap_or(a.minutes * 60),
+        accel: a.accel,
+        smp: a.smp.clone(),
+        strategy: a.strategy.clone(),
+        jobs: a.jobs.unwrap_or(0) as usize,
+        append: a.append.clone(),
+        nic: a.nic.clone(),
+        out: a.out.clone().unwrap_or_else(|| root().join("target/soak")),
         list_only: false,
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{HELP}"));
-        match a.as_str() {
-            "--models" => models = Some(val()?),
-            "--minutes" => {
-                o.seconds = val()?.parse::<u64>().ok().filter(|m| *m > 0).ok_or("--minutes takes a whole number of minutes > 0")? * 60
-            }
-            "--seconds" => o.seconds = val()?.parse().ok().filter(|m| *m > 0).ok_or("--seconds takes a whole number of seconds > 0")?,
-            "--accel" => o.accel = crate::run::parse_accel(&val()?)?,
-            "--smp" => o.smp = val()?,
-            "--strategy" => {
-                o.strategy = val()?;
-                if !["int3", "stop_machine", "naive"].contains(&o.strategy.as_str()) {
-                    return Err(format!("--strategy {}: expected int3, stop_machine or naive", o.strategy).into());
-                }
-            }
-            "--jobs" => o.jobs = val()?.parse().ok().filter(|j| *j > 0).ok_or("--jobs takes a number > 0")?,
-            "--append" => o.append = val()?,
-            "--nic" => o.nic = crate::run::parse_nic(&val()?)?,
-            "--out" => o.out = PathBuf::from(val()?),
-            "-h" | "--help" => {
-                println!("{HELP}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option {other}\n{HELP}").into()),
-        }
-    }
     let kvm = qemu::kvm_hardware().is_ok();
     o.models = match models.as_deref() {
         None | Some("default") => default_models(kvm),
@@ -166,39 +160,34 @@ pub struct Machine {
 
 /// Parse a `/status` body into the machine facts and the counters.
 pub fn parse_status(body: &str) -> std::result::Result<(Machine, Counters), String> {
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("/status is not JSON: {e}"))?;
-    let u = |p: &str| v.pointer(p).and_then(Value::as_u64).ok_or_else(|| format!("/status has no number at {p}"));
-    let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("/status has no string at {p}"));
-    let cpus = v.pointer("/cpus").and_then(Value::as_array).ok_or("/status has no cpus array")?;
-    let sum = |k: &str| -> std::result::Result<u64, String> {
-        cpus.iter().map(|c| c.get(k).and_then(Value::as_u64).ok_or_else(|| format!("/status cpus[] has no {k}"))).sum()
-    };
+    let st: Status = serde_json::from_str(body).map_err(|e| format!("/status is not the appliance's Status: {e}"))?;
+    let sum = |f: fn(&CpuStatus) -> u64| st.cpus.iter().map(f).sum::<u64>();
     let m = Machine {
-        cpu_brand: s("/cpu_brand")?,
-        cpus: u("/cpus_online")?,
-        apic: s("/apic")?,
-        watchdog: s("/watchdog/source")?,
-        watchdog_hz: u("/watchdog/hz")?,
-        strategy: s("/patching/strategy")?,
-        sites: u("/patching/sites")?,
+        cpu_brand: st.cpu_brand.clone(),
+        cpus: st.cpus_online.into(),
+        apic: st.apic.clone(),
+        watchdog: st.watchdog.source.clone(),
+        watchdog_hz: st.watchdog.hz.into(),
+        strategy: st.patching.strategy.clone(),
+        sites: st.patching.sites,
     };
     let c = Counters {
-        uptime_s: u("/uptime_ns")? as f64 / 1e9,
-        nmis: sum("nmis")?,
-        patch_cycles: u("/patching/cycles")?,
-        sync_rounds: u("/patching/sync_rounds")?,
-        sync_failures: u("/patching/sync_failures")?,
-        int3_emulations: sum("int3_emulated")?,
-        torn: sum("torn")?,
-        traced_while_off: sum("traced_while_off")?,
-        missed_while_on: sum("missed_while_on")?,
-        lockups: u("/watchdog/lockups")?,
-        nested_nmis: u("/watchdog/nested")?,
-        exceptions_in_nmi: u("/watchdog/exceptions_in_nmi")?,
-        nmi_warnings: u("/watchdog/ftrace_nmi_warnings")?,
-        nmi_site_calls: sum("nmi_site_calls")?,
-        events: sum("events")?,
-        lost: sum("lost")?,
+        uptime_s: st.uptime_ns as f64 / 1e9,
+        nmis: sum(|c| c.nmis),
+        patch_cycles: st.patching.cycles,
+        sync_rounds: st.patching.sync_rounds,
+        sync_failures: st.patching.sync_failures,
+        int3_emulations: sum(|c| c.int3_emulated),
+        torn: sum(|c| c.torn),
+        traced_while_off: sum(|c| c.traced_while_off),
+        missed_while_on: sum(|c| c.missed_while_on),
+        lockups: st.watchdog.lockups,
+        nested_nmis: st.watchdog.nested,
+        exceptions_in_nmi: st.watchdog.exceptions_in_nmi,
+        nmi_warnings: st.watchdog.ftrace_nmi_warnings,
+        nmi_site_calls: sum(|c| c.nmi_site_calls),
+        events: sum(|c| c.events),
+        lost: sum(|c| c.lost),
     };
     Ok((m, c))
 }
@@ -261,7 +250,7 @@ enum Poll {
 }
 
 fn poll_status(port: u16) -> Poll {
-    match crate::test::http(port, "GET /status HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n") {
+    match qemu::http(port, "GET /status HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n") {
         Ok((200, body)) => match parse_status(&body) {
             Ok(mc) => Poll::Sample(Box::new(mc)),
             Err(e) => Poll::Bad(e),
@@ -386,7 +375,19 @@ fn known_models() -> Result<Vec<String>> {
         .collect())
 }
 
-pub fn main(args: &[String]) -> Result<()> {
+/// `cargo xtask soak` with arguments as on its command line (the tests' way in).
+pub fn main_with(args: &[&str]) -> Result<()> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Soak {
+        #[command(flatten)]
+        args: SoakArgs,
+    }
+    let a = Soak::try_parse_from(std::iter::once("soak").chain(args.iter().copied()))?;
+    main(&a.args)
+}
+
+pub fn main(args: &SoakArgs) -> Result<()> {
     let mut o = parse(args)?;
     if o.list_only {
         println!("{}", o.models.join(","));
@@ -673,16 +674,40 @@ mod plot {
 mod tests {
     use super::*;
 
-    const STATUS: &str = r#"{"cpu_brand":"Intel Core Processor (Haswell, no TSX)","apic":"xapic","cpus_online":2,"cpus":[
-        {"cpu":0,"apic_id":0,"nmis":10,"timer_ticks":5,"int3_emulated":3,"torn":0,"traced_while_off":0,"missed_while_on":0,"nmi_site_calls":1,"events":100,"lost":4},
-        {"cpu":1,"apic_id":1,"nmis":12,"timer_ticks":5,"int3_emulated":7,"torn":1,"traced_while_off":2,"missed_while_on":0,"nmi_site_calls":0,"events":50,"lost":0}],
-        "watchdog":{"source":"ipi-broadcast","hz":1000,"lockups":0,"nested":0,"exceptions_in_nmi":3,"ftrace_nmi_warnings":2,"log_records":2,"log_dropped":0},
-        "patching":{"strategy":"int3","sync":"cpuid","cycles":9,"batches":360,"sync_rounds":1080,"sync_failures":0,"sites":10002,"enabled":true},
-        "ftrace":{"enabled":true,"disabled_reason":null},"uptime_ns":30000000000,"cmdline":"x"}"#;
+    /// A `/status` answer as the appliance encodes it.
+    fn status_json() -> String {
+        use appliance::contract::{FtraceStatus, PatchingStatus, WatchdogStatus};
+        let cpu = |cpu, nmis, int3_emulated, torn, traced_while_off, nmi_site_calls, events, lost| CpuStatus {
+            cpu,
+            apic_id: cpu,
+            nmis,
+            timer_ticks: 5,
+            int3_emulated,
+            torn,
+            traced_while_off,
+            missed_while_on: 0,
+            lockups: 0,
+            nmi_site_calls,
+            events,
+            lost,
+        };
+        Status {
+            cpu_brand: "Intel Core Processor (Haswell, no TSX)".into(),
+            apic: "xapic".into(),
+            cpus_online: 2,
+            cpus: vec![cpu(0, 10, 3, 0, 0, 1, 100, 4), cpu(1, 12, 7, 1, 2, 0, 50, 0)],
+            watchdog: WatchdogStatus { source: "ipi-broadcast".into(), hz: 1000, lockups: 0, nested: 0, exceptions_in_nmi: 3, ftrace_nmi_warnings: 2, log_records: 2, log_dropped: 0 },
+            patching: PatchingStatus { strategy: "int3".into(), sync: "cpuid".into(), cycles: 9, batches: 360, sync_rounds: 1080, sync_failures: 0, sites: 10002, enabled: true },
+            ftrace: FtraceStatus { enabled: true, disabled_reason: None },
+            uptime_ns: 30_000_000_000,
+            cmdline: "x".into(),
+        }
+        .to_json()
+    }
 
     #[test]
     fn status_sums_cpus_and_reads_totals() {
-        let (m, c) = parse_status(STATUS).unwrap();
+        let (m, c) = parse_status(&status_json()).unwrap();
         assert_eq!(m.cpus, 2);
         assert_eq!(m.apic, "xapic");
         assert_eq!(m.watchdog, "ipi-broadcast");
@@ -698,9 +723,10 @@ mod tests {
 
     #[test]
     fn status_missing_a_field_is_an_error_naming_it() {
-        let broken = STATUS.replace("\"sync_rounds\":1080,", "");
+        let broken = status_json().replace("\"sync_rounds\":1080,", "");
+        assert_ne!(broken, status_json());
         assert!(parse_status(&broken).unwrap_err().contains("sync_rounds"));
-        assert!(parse_status("<html>").unwrap_err().contains("not JSON"));
+        assert!(parse_status("<html>").unwrap_err().contains("not the appliance's Status"));
     }
 
     #[test]
@@ -722,7 +748,7 @@ mod tests {
 
     #[test]
     fn report_names_failures_and_keeps_logs() {
-        let (m, c) = parse_status(STATUS).unwrap();
+        let (m, c) = parse_status(&status_json()).unwrap();
         let ok = RunReport {
             model: "Haswell-noTSX".into(),
             passed: true,

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::qemu::{self, Accel, Boot, EXIT_FAILURE, EXIT_SUCCESS, Firmware, Spec};
+use crate::qemu::{self, Accel, Boot, EXIT_FAILURE, EXIT_SUCCESS, Firmware, Spec, http};
 use crate::{Result, root};
+use appliance::contract::Verdict;
 
 /// A check of a whole serial log: `Err` says what is wrong.
 type LogCheck = fn(&str) -> std::result::Result<(), String>;
@@ -29,14 +30,9 @@ struct Case {
     check: Option<LogCheck>,
 }
 
-/// `key=N` from the engine's final status line (`patch: done: strategy=...`).
-fn done_value(log: &str, key: &str) -> std::result::Result<u64, String> {
-    let line = log.lines().find(|l| l.contains("patch: done: strategy=")).ok_or("no `patch: done` line")?;
-    let v = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .ok_or_else(|| format!("no {key}= in `{line}`"))?;
-    v.split('/').next().unwrap_or(v).parse().map_err(|_| format!("{key}={v} is not a number"))
+/// The patching loop's verdict, as the appliance printed it.
+fn verdict(log: &str) -> std::result::Result<Verdict, String> {
+    Verdict::find_in(log)
 }
 
 /// The number right after the first occurrence of `marker` in the log
@@ -48,29 +44,22 @@ fn number_after(log: &str, marker: &str) -> Option<u64> {
 /// The int3 promise: no torn execution, emulations seen on several CPUs, and
 /// the traced timer interrupt handler reached from irq context.
 fn int3_promise(log: &str) -> std::result::Result<(), String> {
-    if done_value(log, "torn")? != 0 {
+    let v = verdict(log)?;
+    if v.torn != 0 {
         return Err("torn executions under int3".into());
     }
-    let cpus = number_after(log, "int3 emulations on ").ok_or("no `int3 emulations on N CPUs` in the verdict")?;
     // Every worker CPU calls traced functions all the time; the patching CPU
     // traps only when its own interrupt handlers hit a site in flight. So
     // "several CPUs" is required where there are at least two workers.
     let online = number_after(log, "smp: ").ok_or("no `smp: N CPUs online` line")?;
     let need = if online >= 3 { 2 } else { 1 };
-    if cpus < need {
-        return Err(format!("int3 emulations seen on {cpus} CPU(s), expected at least {need} of {online}"));
+    if v.cpus_with_int3 < need {
+        return Err(format!("int3 emulations seen on {} CPU(s), expected at least {need} of {online}", v.cpus_with_int3));
     }
-    if done_value(log, "int3_emulated")? == 0 {
+    if v.int3_emulated == 0 {
         return Err("no int3 emulation at all".into());
     }
-    let irq = log
-        .lines()
-        .find(|l| l.contains("patch: done: strategy="))
-        .and_then(|l| l.split("calls task/irq/nmi=").nth(1))
-        .and_then(|r| r.split('/').nth(1))
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or("no calls task/irq/nmi= in the final line")?;
-    if irq == 0 {
+    if v.calls[1] == 0 {
         return Err("no traced call from interrupt context".into());
     }
     Ok(())
@@ -116,39 +105,40 @@ fn lockup_in_time(log: &str) -> std::result::Result<(), String> {
 
 /// With trace_nmi_path: the warning, then every site off and the loop stopped.
 fn nmi_path_disables(log: &str) -> std::result::Result<(), String> {
-    if done_value(log, "torn")? != 0 {
+    let v = verdict(log)?;
+    if v.torn != 0 {
         return Err("torn executions under int3".into());
     }
-    if !log.contains("ftrace=disabled") {
+    if v.ftrace_enabled {
         return Err("tracing not reported disabled".into());
     }
-    nested_zero(log)
+    nested_zero(&v)
 }
 
-fn nested_zero(log: &str) -> std::result::Result<(), String> {
-    let line = log.lines().find(|l| l.contains("patch: done: nmi source=")).ok_or("no NMI totals")?;
-    if !line.contains(" nested=0 ") {
-        return Err(format!("nested NMIs: {line}"));
+fn nested_zero(v: &Verdict) -> std::result::Result<(), String> {
+    match v.nested_nmis {
+        0 => Ok(()),
+        n => Err(format!("{n} nested NMIs")),
     }
-    Ok(())
 }
 
 /// With trace_nmi_path ftrace_keep_on_nmi: warned, and patching went on to the end.
 fn nmi_path_keeps_on(log: &str) -> std::result::Result<(), String> {
     int3_promise(log)?;
-    if done_value(log, "cycles")? < 2 {
+    let v = verdict(log)?;
+    if v.cycles < 2 {
         return Err("patching stopped before its cycles".into());
     }
-    if !log.contains("ftrace=enabled") {
+    if !v.ftrace_enabled {
         return Err("tracing not reported enabled".into());
     }
-    nested_zero(log)
+    nested_zero(&v)
 }
 
 /// Under naive, the oracle must have caught torn executions (and the kernel
 /// kept running to print its verdict).
 fn naive_caught(log: &str) -> std::result::Result<(), String> {
-    match done_value(log, "torn")? {
+    match verdict(log)?.torn {
         0 => Err("the oracle saw no torn execution under naive".into()),
         _ => Ok(()),
     }
@@ -379,45 +369,17 @@ fn kvm_cases(elf: &Path) -> std::result::Result<Vec<Case>, String> {
     ])
 }
 
-/// One HTTP/1.1 exchange with the guest through the host forward: (status,
-/// body). A connection reset (every server socket busy: the service bounds
-/// its connections) is retried on a new connection, as a client would.
-pub fn http(port: u16, request: &str) -> std::result::Result<(u16, String), String> {
-    let mut last = String::new();
-    for _ in 0..5 {
-        match http_once(port, request) {
-            Err(e) if e.contains("reset") || e.contains("refused") => last = e,
-            r => return r,
-        }
-    }
-    Err(last)
-}
-
-fn http_once(port: u16, request: &str) -> std::result::Result<(u16, String), String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
-    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| format!("reading the response: {e}"))?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no status line in {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((code, body))
-}
-
 /// `cargo xtask soak` end to end, short: two models in parallel pass with a
 /// report, samples and plots; or (`crash`) a guest that panics is a failed
 /// run whose serial log the report keeps.
 fn soak_case(out: &Path, crash: bool) -> std::result::Result<(), String> {
     let _ = std::fs::remove_dir_all(out);
-    let mut args: Vec<String> = ["--seconds", "20", "--smp", "2", "--out"].iter().map(|s| s.to_string()).collect();
-    args.push(out.display().to_string());
-    args.extend(["--models".to_string(), if crash { "Haswell-noTSX" } else { "Conroe,EPYC-Milan" }.to_string()]);
+    let out_dir = out.display().to_string();
+    let mut args = vec!["--seconds", "20", "--smp", "2", "--out", &out_dir, "--models", if crash { "Haswell-noTSX" } else { "Conroe,EPYC-Milan" }];
     if crash {
-        args.extend(["--append".to_string(), "selftest=panic".to_string()]);
+        args.extend(["--append", "selftest=panic"]);
     }
-    let result = crate::soak::main(&args);
+    let result = crate::soak::main_with(&args);
     let report = std::fs::read_to_string(out.join("report.json")).map_err(|e| format!("no report.json: {e}"))?;
     let v: serde_json::Value = serde_json::from_str(&report).map_err(|e| e.to_string())?;
     let runs = v["runs"].as_array().ok_or("report.json has no runs")?;
@@ -638,14 +600,15 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
     let mut log = String::new();
     run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://"))
         .ok_or_else(|| format!("the service never listened; log tail: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")))?;
-    let (code, body) = http(port, "GET /status HTTP/1.1\r\nHost: appliance\r\n\r\n")?;
-    if code != 200 || !body.contains("\"cpus_online\":4") || !body.contains("\"watchdog\":{\"source\":\"ipi-broadcast\"") {
-        return Err(format!("/status: {code} {body}"));
+    let st = qemu::status(port)?;
+    if st.cpus_online != 4 || st.cpus.len() != 4 || st.watchdog.source != "ipi-broadcast" {
+        return Err(format!("/status: {st:?}"));
     }
-    for key in ["\"apic_id\":1", "\"int3_emulated\":", "\"events\":", "\"lost\":", "\"patching\":{\"strategy\":\"int3\"", "\"ftrace\":{\"enabled\":true", "\"uptime_ns\":", "\"cmdline\":"] {
-        if !body.contains(key) {
-            return Err(format!("/status lacks {key}: {body}"));
-        }
+    if st.cpus[1].apic_id != 1 || st.patching.strategy != "int3" || !st.ftrace.enabled || st.uptime_ns == 0 || !st.cmdline.contains("control_token=") {
+        return Err(format!("/status: {st:?}"));
+    }
+    if st.cpus.iter().all(|c| c.events == 0) {
+        return Err(format!("/status: no CPU recorded events: {st:?}"));
     }
     let (code, _) = http(port, "GET /nmi-log HTTP/1.1\r\n\r\n")?;
     if code != 200 {
@@ -761,12 +724,12 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
     }
     let t0 = Instant::now();
     loop {
-        let (_, body) = http(port, "GET /status HTTP/1.1\r\n\r\n")?;
-        if body.contains("\"disabled_reason\":\"turned off through the control endpoint\"") {
+        let st = qemu::status(port)?;
+        if st.ftrace.disabled_reason.as_deref() == Some("turned off through the control endpoint") {
             break;
         }
         if t0.elapsed() > Duration::from_secs(30) {
-            return Err(format!("tracing never reported off: {body}"));
+            return Err(format!("tracing never reported off: {st:?}"));
         }
     }
     let (code, _) = post("/control/tracing", Some("s3cret"), "on")?;
@@ -774,9 +737,9 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
         return Err(format!("control/tracing on: {code}"));
     }
     // Bad input must not stop the service or tracing.
-    let (code, body) = http(port, "GET /status HTTP/1.1\r\n\r\n")?;
-    if code != 200 || !body.contains("\"enabled\":true") {
-        return Err(format!("after bad requests: {code} {body}"));
+    let st = qemu::status(port)?;
+    if !st.ftrace.enabled {
+        return Err(format!("after bad requests: tracing is off: {st:?}"));
     }
     Ok(())
 }
@@ -810,10 +773,23 @@ fn smp_online_at(out: &qemu::Outcome) -> Option<Duration> {
     out.timeline.iter().find(|(_, l)| l.contains("CPUs online (APIC ids:")).map(|(t, _)| *t)
 }
 
-pub fn main(args: &[String]) -> Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let filter: Option<&String> = args.iter().find(|a| !a.starts_with("--"));
-    if !args.iter().any(|a| a == "--no-host") {
+/// `cargo xtask test` options.
+#[derive(clap::Args, Debug)]
+pub struct TestArgs {
+    /// Only the QEMU -kernel boots (no images)
+    #[arg(long)]
+    quick: bool,
+    /// Skip clippy and the host tests
+    #[arg(long)]
+    no_host: bool,
+    /// Run only the QEMU cases whose name contains this
+    filter: Option<String>,
+}
+
+pub fn main(args: &TestArgs) -> Result<()> {
+    let quick = args.quick;
+    let filter = args.filter.as_ref();
+    if !args.no_host {
         eprintln!("== clippy (host and bare-metal)");
         crate::build::clippy()?;
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -61,14 +61,10 @@ fn read_sysfs(device: &str) -> Result<Disk> {
     })
 }
 
-pub fn main(args: &[String]) -> Result<()> {
-    let device = match args {
-        [flag, d] if flag == "--device" => d.clone(),
-        _ => return Err("usage: cargo xtask usb --device /dev/sdX   (or see README: dd by hand)".into()),
-    };
+pub fn main(device: &str) -> Result<()> {
     let iso = crate::image::build_image(None)?;
     let image = std::fs::read(&iso)?;
-    let disk = read_sysfs(&device)?;
+    let disk = read_sysfs(device)?;
     let prompt = check(&disk, image.len() as u64)?;
     print!("{prompt}");
     std::io::stdout().flush()?;
@@ -77,12 +73,12 @@ pub fn main(args: &[String]) -> Result<()> {
     if answer.trim() != disk.name {
         return Err("not confirmed: nothing written".into());
     }
-    let mut out = std::fs::OpenOptions::new().write(true).open(&device)?;
+    let mut out = std::fs::OpenOptions::new().write(true).open(device)?;
     out.write_all(&image)?;
     out.sync_all()?;
     // Read back what was written.
     let mut back = vec![0u8; image.len()];
-    std::fs::File::open(&device)?.read_exact(&mut back)?;
+    std::fs::File::open(device)?.read_exact(&mut back)?;
     if back != image {
         return Err(format!("{device}: the bytes read back differ from the image").into());
     }

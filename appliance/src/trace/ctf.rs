@@ -1,7 +1,10 @@
-//! CTF 1.8 as babeltrace2 reads it (shared notes, ctf-facts.md): the TSDL
-//! metadata, one binary stream per CPU (packets carrying `cpu_id` and the
-//! running `events_discarded`), and a ustar archive holding them, so that
-//! `tar x` then `babeltrace2 trace/` reads a snapshot. Pure logic, host-tested.
+//! CTF 1.8 (the Common Trace Format specification, diamon.org/ctf/v1.8.3) as
+//! Debian's babeltrace2 2.0.4 reads it: the TSDL metadata, one binary stream
+//! per CPU (packets carrying `cpu_id` and the running `events_discarded`,
+//! which babeltrace2 turns into its "Tracer may have discarded events"
+//! warning; `content_size` and `packet_size` count bits), and a ustar archive
+//! holding them, so that `tar x` then `babeltrace2 trace/` reads a snapshot.
+//! Pure logic, host-tested; the QEMU tests run babeltrace2 on a real snapshot.
 
 use alloc::string::String;
 use alloc::vec::Vec;

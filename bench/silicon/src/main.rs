@@ -5,33 +5,36 @@ use std::time::Duration;
 
 use silicon::{Options, Strategy, cpu_model, run};
 
-const USAGE: &str = "usage: silicon [--seconds N] [--strategy int3|stop_machine|naive|all] [--sites N] [--batch N] [--json PATH]
-  Flips N trace sites (default 10000) NOP <-> CALL in batches (default 256) on one
-  CPU while every other CPU calls them, for N seconds per strategy (default 10).";
+/// Flips trace sites NOP <-> CALL in batches on one CPU while every other CPU
+/// calls them, for a number of seconds per strategy, and reports what happened.
+#[derive(clap::Parser)]
+#[command(name = "silicon")]
+struct Args {
+    /// Seconds per strategy
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Strategy to run
+    #[arg(long, value_parser = ["int3", "stop_machine", "naive", "all"], default_value = "all")]
+    strategy: String,
+    /// Trace sites
+    #[arg(long, default_value_t = 10_000)]
+    sites: usize,
+    /// Sites per batch
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Write the report as JSON here
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
 
 fn main() {
-    let mut seconds = 10u64;
-    let mut strategies = vec![Strategy::Int3, Strategy::StopMachine, Strategy::Naive];
-    let (mut sites, mut batch, mut json) = (10_000usize, 256usize, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| fail(&format!("{a} needs a value")));
-        match a.as_str() {
-            "--seconds" => seconds = val().parse().unwrap_or_else(|_| fail("--seconds takes an integer")),
-            "--strategy" => {
-                let v = val();
-                strategies = if v == "all" { strategies } else { vec![Strategy::parse(&v).unwrap_or_else(|| fail("--strategy: int3, stop_machine, naive or all"))] };
-            }
-            "--sites" => sites = val().parse().unwrap_or_else(|_| fail("--sites takes an integer")),
-            "--batch" => batch = val().parse().unwrap_or_else(|_| fail("--batch takes an integer")),
-            "--json" => json = Some(val()),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return;
-            }
-            other => fail(&format!("unknown option {other}")),
-        }
-    }
+    use clap::Parser;
+    let args = Args::parse();
+    let strategies = match Strategy::parse(&args.strategy) {
+        Some(s) => vec![s],
+        None => Strategy::ALL.to_vec(),
+    };
+    let (seconds, sites, batch) = (args.seconds, args.sites, args.batch);
     let cpu = cpu_model();
     println!("cpu: {cpu}");
     let mut out = Vec::new();
@@ -54,14 +57,15 @@ fn main() {
             Err(e) => fail(&format!("{}: {e}", s.name())),
         }
     }
-    if let Some(path) = json {
-        let doc = format!("{{\"cpu\":\"{}\",\"runs\":[{}]}}\n", cpu.replace('"', "'"), out.join(","));
-        std::fs::write(&path, doc).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-        println!("wrote {path}");
+    if let Some(path) = args.json {
+        let doc = serde_json::json!({"cpu": cpu, "runs": out});
+        let text = serde_json::to_string_pretty(&doc).expect("a JSON value serializes") + "\n";
+        std::fs::write(&path, text).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+        println!("wrote {}", path.display());
     }
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("silicon: {msg}\n{USAGE}");
+    eprintln!("silicon: {msg}");
     std::process::exit(2);
 }

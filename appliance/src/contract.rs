@@ -1,0 +1,492 @@
+//! The guest-host contract: every shape the host reads from a running
+//! appliance, defined once. The guest encodes them (`/status` JSON, the
+//! verdict line, `bench:` lines) with the no_std encoders here; the host
+//! (`xtask`: tests, soak, bench) decodes them with the same types, through
+//! serde behind the `host` feature or the parsers here. Renaming a field
+//! breaks the build of both sides, and `tests::status_round_trip` checks that
+//! the encoder and the decoder agree on every key.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::{self, Write};
+
+use crate::trace::encode::{json_str, prometheus_counter};
+
+/// `GET /status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "host"), derive(serde::Deserialize))]
+pub struct Status {
+    pub cpu_brand: String,
+    /// `xapic` or `x2apic`.
+    pub apic: String,
+    pub cpus_online: u32,
+    pub cpus: Vec<CpuStatus>,
+    pub watchdog: WatchdogStatus,
+    pub patching: PatchingStatus,
+    pub ftrace: FtraceStatus,
+    pub uptime_ns: u64,
+    pub cmdline: String,
+}
+
+/// One online CPU's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "host"), derive(serde::Deserialize))]
+pub struct CpuStatus {
+    pub cpu: u32,
+    pub apic_id: u32,
+    pub nmis: u64,
+    pub timer_ticks: u64,
+    pub int3_emulated: u64,
+    pub torn: u64,
+    pub traced_while_off: u64,
+    pub missed_while_on: u64,
+    /// Hard lockups reported on this CPU.
+    pub lockups: u64,
+    /// Traced calls made in NMI context.
+    pub nmi_site_calls: u64,
+    /// Trace events recorded on this CPU, and lost.
+    pub events: u64,
+    pub lost: u64,
+}
+
+/// The NMI watchdog and its log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "host"), derive(serde::Deserialize))]
+pub struct WatchdogStatus {
+    /// `off`, `ipi-broadcast` or the counter's name.
+    pub source: String,
+    pub hz: u32,
+    pub lockups: u64,
+    pub nested: u64,
+    pub exceptions_in_nmi: u64,
+    pub ftrace_nmi_warnings: u64,
+    pub log_records: u64,
+    pub log_dropped: u64,
+}
+
+/// The patching engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "host"), derive(serde::Deserialize))]
+pub struct PatchingStatus {
+    pub strategy: String,
+    pub sync: String,
+    pub cycles: u64,
+    pub batches: u64,
+    pub sync_rounds: u64,
+    pub sync_failures: u64,
+    pub sites: u64,
+    /// The loop is running.
+    pub enabled: bool,
+}
+
+/// Whether tracing is on, and why not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "host"), derive(serde::Deserialize))]
+pub struct FtraceStatus {
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+}
+
+/// A JSON object written key by key.
+struct Obj<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut String) -> Obj<'a> {
+        out.push('{');
+        Obj { out, first: true }
+    }
+
+    fn key(&mut self, k: &str) -> &mut String {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        json_str(self.out, k);
+        self.out.push(':');
+        self.out
+    }
+
+    fn num(&mut self, k: &str, v: impl fmt::Display) -> &mut Self {
+        let _ = write!(self.key(k), "{v}");
+        self
+    }
+
+    fn str(&mut self, k: &str, v: &str) -> &mut Self {
+        json_str(self.key(k), v);
+        self
+    }
+
+    fn close(self) {
+        self.out.push('}');
+    }
+}
+
+impl CpuStatus {
+    fn write_json(&self, out: &mut String) {
+        let mut o = Obj::open(out);
+        o.num("cpu", self.cpu)
+            .num("apic_id", self.apic_id)
+            .num("nmis", self.nmis)
+            .num("timer_ticks", self.timer_ticks)
+            .num("int3_emulated", self.int3_emulated)
+            .num("torn", self.torn)
+            .num("traced_while_off", self.traced_while_off)
+            .num("missed_while_on", self.missed_while_on)
+            .num("lockups", self.lockups)
+            .num("nmi_site_calls", self.nmi_site_calls)
+            .num("events", self.events)
+            .num("lost", self.lost);
+        o.close();
+    }
+}
+
+impl Status {
+    /// The `/status` body: one JSON object and a newline.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(512 + 256 * self.cpus.len());
+        let mut o = Obj::open(&mut out);
+        o.str("cpu_brand", &self.cpu_brand).str("apic", &self.apic).num("cpus_online", self.cpus_online);
+        let a = o.key("cpus");
+        a.push('[');
+        for (i, c) in self.cpus.iter().enumerate() {
+            if i > 0 {
+                a.push(',');
+            }
+            c.write_json(a);
+        }
+        a.push(']');
+        let w = &self.watchdog;
+        let mut wo = Obj::open(o.key("watchdog"));
+        wo.str("source", &w.source)
+            .num("hz", w.hz)
+            .num("lockups", w.lockups)
+            .num("nested", w.nested)
+            .num("exceptions_in_nmi", w.exceptions_in_nmi)
+            .num("ftrace_nmi_warnings", w.ftrace_nmi_warnings)
+            .num("log_records", w.log_records)
+            .num("log_dropped", w.log_dropped);
+        wo.close();
+        let p = &self.patching;
+        let mut po = Obj::open(o.key("patching"));
+        po.str("strategy", &p.strategy)
+            .str("sync", &p.sync)
+            .num("cycles", p.cycles)
+            .num("batches", p.batches)
+            .num("sync_rounds", p.sync_rounds)
+            .num("sync_failures", p.sync_failures)
+            .num("sites", p.sites)
+            .num("enabled", p.enabled);
+        po.close();
+        let mut fo = Obj::open(o.key("ftrace"));
+        fo.num("enabled", self.ftrace.enabled);
+        match &self.ftrace.disabled_reason {
+            Some(r) => fo.str("disabled_reason", r),
+            None => fo.num("disabled_reason", "null"),
+        };
+        fo.close();
+        o.num("uptime_ns", self.uptime_ns).str("cmdline", &self.cmdline);
+        o.close();
+        out.push('\n');
+        out
+    }
+
+    /// The counters in Prometheus text exposition format.
+    pub fn to_metrics(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        type PerCpuCounter = (&'static str, &'static str, fn(&CpuStatus) -> u64);
+        let per_cpu: [PerCpuCounter; 7] = [
+            ("appliance_nmis_total", "NMIs taken", |c| c.nmis),
+            ("appliance_timer_ticks_total", "local-APIC timer interrupts", |c| c.timer_ticks),
+            ("appliance_int3_emulated_total", "int3 traps on sites under modification, emulated", |c| c.int3_emulated),
+            ("appliance_torn_total", "torn executions caught by the oracle", |c| c.torn),
+            ("appliance_lockups_total", "hard lockups reported", |c| c.lockups),
+            ("appliance_trace_events_total", "trace events recorded", |c| c.events),
+            ("appliance_trace_dropped_total", "trace events dropped (full buffer)", |c| c.lost),
+        ];
+        for (name, help, f) in per_cpu {
+            prometheus_counter(&mut o, name, help, self.cpus.iter().map(|c| (alloc::format!("cpu=\"{}\",apic_id=\"{}\"", c.cpu, c.apic_id), f(c))));
+        }
+        let p = &self.patching;
+        for (name, v) in [
+            ("appliance_patch_cycles_total", p.cycles),
+            ("appliance_patch_batches_total", p.batches),
+            ("appliance_patch_sync_rounds_total", p.sync_rounds),
+            ("appliance_patch_sync_failures_total", p.sync_failures),
+        ] {
+            let _ = writeln!(o, "# TYPE {name} counter\n{name} {v}");
+        }
+        let _ = writeln!(o, "# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", self.cpus.len());
+        o
+    }
+}
+
+/// How the patching loop ended, printed as one console line
+/// (`patch: verdict: ok: ...` or `patch: verdict: FAILED: ...`): a sentence
+/// for people, then every figure as `key=value` in brackets for the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// What went wrong; empty when the verdict is ok.
+    pub problems: Vec<String>,
+    pub cycles: u64,
+    /// The CPU that ran the loop.
+    pub cpu: u32,
+    pub sites: u64,
+    /// Sites whose bytes are not what was last requested.
+    pub wrong_final_bytes: u64,
+    /// Failed batches.
+    pub errors: u64,
+    pub torn: u64,
+    pub int3_emulated: u64,
+    pub cpus_with_int3: u64,
+    /// Traced calls by context: task, irq, nmi.
+    pub calls: [u64; 3],
+    pub traced_while_off: u64,
+    pub missed_while_on: u64,
+    pub nested_nmis: u64,
+    /// Tracing was still on at the end (not disabled by an NMI-context call).
+    pub ftrace_enabled: bool,
+}
+
+/// How many `key=value` figures a verdict line carries.
+const VERDICT_FIGURES: u32 = 13;
+
+/// What starts the verdict line on the console.
+pub const VERDICT_PREFIX: &str = "patch: verdict: ";
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The verdict in a serial log (its first verdict line), or why there is none.
+    pub fn find_in(log: &str) -> Result<Verdict, String> {
+        let line = log.lines().find_map(|l| l.split(VERDICT_PREFIX).nth(1)).ok_or_else(|| String::from("no `patch: verdict:` line"))?;
+        line.parse()
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ok() {
+            write!(
+                f,
+                "ok: {} cycles on cpu{}, final bytes verified on {} sites, torn={}, int3 emulations on {} CPUs",
+                self.cycles, self.cpu, self.sites, self.torn, self.cpus_with_int3
+            )?;
+        } else {
+            write!(f, "FAILED: {:?} (wrong final bytes: {}, errors: {})", self.problems, self.wrong_final_bytes, self.errors)?;
+        }
+        write!(
+            f,
+            " [cycles={} cpu={} sites={} wrong_final_bytes={} errors={} torn={} int3_emulated={} cpus_with_int3={} calls={}/{}/{} traced_while_off={} missed_while_on={} nested_nmis={} ftrace={}]",
+            self.cycles,
+            self.cpu,
+            self.sites,
+            self.wrong_final_bytes,
+            self.errors,
+            self.torn,
+            self.int3_emulated,
+            self.cpus_with_int3,
+            self.calls[0],
+            self.calls[1],
+            self.calls[2],
+            self.traced_while_off,
+            self.missed_while_on,
+            self.nested_nmis,
+            if self.ftrace_enabled { "enabled" } else { "disabled" }
+        )
+    }
+}
+
+impl core::str::FromStr for Verdict {
+    type Err = String;
+
+    /// The line after [`VERDICT_PREFIX`].
+    fn from_str(s: &str) -> Result<Verdict, String> {
+        let (head, rest) = s.rsplit_once(" [").ok_or_else(|| alloc::format!("no [figures] in verdict `{s}`"))?;
+        let figures = rest.strip_suffix(']').ok_or_else(|| alloc::format!("unterminated [figures] in verdict `{s}`"))?;
+        let mut v = Verdict::default();
+        if let Some(list) = head.strip_prefix("FAILED: [") {
+            let list = list.split_once(']').map_or("", |(l, _)| l);
+            v.problems = list.split(", ").map(|p| String::from(p.trim_matches('"'))).filter(|p| !p.is_empty()).collect();
+            if v.problems.is_empty() {
+                v.problems.push(String::from("unnamed"));
+            }
+        } else if !head.starts_with("ok: ") {
+            return Err(alloc::format!("verdict is neither ok nor FAILED: `{s}`"));
+        }
+        let mut seen = 0u32;
+        for kv in figures.split_whitespace() {
+            let (k, val) = kv.split_once('=').ok_or_else(|| alloc::format!("`{kv}` is not key=value"))?;
+            let n = |val: &str| val.parse::<u64>().map_err(|_| alloc::format!("{k}={val} is not a number"));
+            match k {
+                "cycles" => v.cycles = n(val)?,
+                "cpu" => v.cpu = n(val)? as u32,
+                "sites" => v.sites = n(val)?,
+                "wrong_final_bytes" => v.wrong_final_bytes = n(val)?,
+                "errors" => v.errors = n(val)?,
+                "torn" => v.torn = n(val)?,
+                "int3_emulated" => v.int3_emulated = n(val)?,
+                "cpus_with_int3" => v.cpus_with_int3 = n(val)?,
+                "calls" => {
+                    let mut it = val.split('/');
+                    for c in v.calls.iter_mut() {
+                        *c = n(it.next().unwrap_or(""))?;
+                    }
+                }
+                "traced_while_off" => v.traced_while_off = n(val)?,
+                "missed_while_on" => v.missed_while_on = n(val)?,
+                "nested_nmis" => v.nested_nmis = n(val)?,
+                "ftrace" => v.ftrace_enabled = val == "enabled",
+                _ => return Err(alloc::format!("unknown verdict figure `{k}`")),
+            }
+            seen += 1;
+        }
+        if seen != VERDICT_FIGURES {
+            return Err(alloc::format!("verdict has {seen} of {VERDICT_FIGURES} figures: `{s}`"));
+        }
+        Ok(v)
+    }
+}
+
+/// One benchmark figure of the bench boot: `bench: KEY VALUE UNIT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchFigure<'a> {
+    pub key: &'a str,
+    pub value: u64,
+    /// Empty for plain counts.
+    pub unit: &'a str,
+}
+
+/// What starts a benchmark line on the console.
+pub const BENCH_PREFIX: &str = "bench: ";
+
+impl fmt::Display for BenchFigure<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{BENCH_PREFIX}{} {} {}", self.key, self.value, self.unit)
+    }
+}
+
+impl<'a> BenchFigure<'a> {
+    /// Every benchmark line of a serial log.
+    pub fn all_in(log: &'a str) -> impl Iterator<Item = BenchFigure<'a>> {
+        log.lines().filter_map(|l| l.split(BENCH_PREFIX).nth(1)).filter_map(|r| {
+            let mut w = r.split_whitespace();
+            let (key, value) = (w.next()?, w.next()?.parse::<u64>().ok()?);
+            Some(BenchFigure { key, value, unit: w.next().unwrap_or("") })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            cpu_brand: String::from("AMD EPYC \"Genoa\""),
+            apic: String::from("x2apic"),
+            cpus_online: 2,
+            cpus: (0..2)
+                .map(|i| CpuStatus {
+                    cpu: i,
+                    apic_id: i * 2,
+                    nmis: 100 + i as u64,
+                    timer_ticks: 1000,
+                    int3_emulated: 5,
+                    torn: 0,
+                    traced_while_off: 0,
+                    missed_while_on: 1,
+                    lockups: i as u64,
+                    nmi_site_calls: 7,
+                    events: 12345,
+                    lost: 9,
+                })
+                .collect(),
+            watchdog: WatchdogStatus { source: String::from("ipi-broadcast"), hz: 1000, lockups: 1, nested: 0, exceptions_in_nmi: 3, ftrace_nmi_warnings: 2, log_records: 4, log_dropped: 0 },
+            patching: PatchingStatus { strategy: String::from("int3"), sync: String::from("cpuid"), cycles: 9, batches: 90, sync_rounds: 270, sync_failures: 0, sites: 10005, enabled: true },
+            ftrace: FtraceStatus { enabled: false, disabled_reason: Some(String::from("ftraced code called from NMI context")) },
+            uptime_ns: 123_456_789,
+            cmdline: String::from("patch_seconds=10 ip=10.0.2.15/24"),
+        }
+    }
+
+    #[test]
+    fn status_round_trip() {
+        let s = status();
+        let back: Status = serde_json::from_str(&s.to_json()).expect("the decoder reads what the encoder writes");
+        assert_eq!(back, s);
+        let on = Status { ftrace: FtraceStatus { enabled: true, disabled_reason: None }, ..status() };
+        assert_eq!(serde_json::from_str::<Status>(&on.to_json()).unwrap(), on);
+    }
+
+    #[test]
+    fn status_is_one_json_line_with_the_documented_keys() {
+        let j = status().to_json();
+        assert!(j.ends_with("}\n") && !j.trim_end().contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        for p in ["/cpu_brand", "/apic", "/cpus/1/events", "/watchdog/source", "/patching/sync_rounds", "/ftrace/disabled_reason", "/uptime_ns", "/cmdline"] {
+            assert!(v.pointer(p).is_some(), "{p} missing from {j}");
+        }
+    }
+
+    #[test]
+    fn metrics_name_every_cpu() {
+        let m = status().to_metrics();
+        assert!(m.contains("appliance_nmis_total{cpu=\"1\",apic_id=\"2\"} 101\n"), "{m}");
+        assert!(m.contains("appliance_lockups_total{cpu=\"1\",apic_id=\"2\"} 1\n"), "{m}");
+        assert!(m.contains("appliance_patch_sync_rounds_total 270\n"), "{m}");
+        assert!(m.contains("appliance_cpus_online 2\n"), "{m}");
+    }
+
+    fn verdict() -> Verdict {
+        Verdict {
+            problems: Vec::new(),
+            cycles: 2,
+            cpu: 2,
+            sites: 10005,
+            wrong_final_bytes: 0,
+            errors: 0,
+            torn: 0,
+            int3_emulated: 4567,
+            cpus_with_int3: 3,
+            calls: [10, 20, 30],
+            traced_while_off: 0,
+            missed_while_on: 1,
+            nested_nmis: 0,
+            ftrace_enabled: true,
+        }
+    }
+
+    #[test]
+    fn verdict_round_trip() {
+        let v = verdict();
+        let line = alloc::format!("[    1.2] INFO  cpu2: {VERDICT_PREFIX}{v}");
+        assert!(line.contains("patch: verdict: ok: 2 cycles on cpu2, final bytes verified on 10005 sites, torn=0, int3 emulations on 3 CPUs"));
+        assert_eq!(Verdict::find_in(&line).unwrap(), v);
+        let bad = Verdict { problems: alloc::vec![String::from("failed batches"), String::from("torn executions under int3")], errors: 3, ftrace_enabled: false, ..verdict() };
+        let text = alloc::format!("{bad}");
+        assert!(text.starts_with("FAILED: [\"failed batches\", \"torn executions under int3\"] (wrong final bytes: 0, errors: 3)"), "{text}");
+        assert_eq!(text.parse::<Verdict>().unwrap(), bad);
+    }
+
+    #[test]
+    fn verdict_errors_say_what_is_wrong() {
+        assert!(Verdict::find_in("smp: 4 CPUs online").unwrap_err().contains("no `patch: verdict:`"));
+        let v = alloc::format!("{}", verdict());
+        assert!(v.replace(" nested_nmis=0", "").parse::<Verdict>().unwrap_err().contains("12 of 13"));
+        assert!(v.replace(" torn=0 ", " torn=x ").parse::<Verdict>().is_err());
+        assert!(v.replace("ok: ", "maybe: ").parse::<Verdict>().unwrap_err().contains("neither"));
+    }
+
+    #[test]
+    fn bench_lines() {
+        let f = BenchFigure { key: "ipi_round_trip_all_cpus", value: 2380, unit: "ns" };
+        let log = alloc::format!("[ 0.1] INFO  cpu0: {f}\nnoise\n[ 0.2] INFO  cpu0: bench: cpus 4 \n[ 0.3] bench: broken x ns\n");
+        let all: Vec<_> = BenchFigure::all_in(&log).collect();
+        assert_eq!(all, [f, BenchFigure { key: "cpus", value: 4, unit: "" }]);
+    }
+}
