@@ -1,7 +1,9 @@
-//! What the prebuilt `core`/`alloc`/`compiler_builtins` need from a freestanding
-//! kernel (see shared notes, build-recipe.md): the C memory functions, two
-//! unwinding symbols (alloc was built with unwinding; we abort), and the panic
-//! handler.
+//! What the prebuilt `core`/`alloc`/`compiler_builtins` of the host target
+//! need from a freestanding kernel, as `readelf -sW` on their rlibs shows:
+//! the C memory functions (`memcpy`, `memset`, `memmove`, `memcmp`, `bcmp`,
+//! `strlen`: no libc links in), two unwinding symbols (`_Unwind_Resume`,
+//! `rust_eh_personality`: alloc was built with unwinding; we abort), and the
+//! panic handler.
 //!
 //! The memory functions are written with `rep movsb`/`rep stosb` in inline
 //! assembly so the compiler cannot turn them back into calls to themselves.
