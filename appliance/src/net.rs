@@ -141,38 +141,6 @@ enum Conn {
     Blob(Vec<u8>, usize),
 }
 
-/// A snapshot of every CPU's rings as a CTF 1.8 trace in a tar archive.
-fn ctf_tar() -> Vec<u8> {
-    use appliance::trace::ctf;
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let (mut total, mut lost_total) = (0u64, 0u64);
-    if let Some(all) = crate::events::RINGS.get() {
-        for (cpu, cr) in all.iter().enumerate() {
-            // (event, lost before it in its ring)
-            let mut evs: Vec<(appliance::trace::ring::Event, u64)> = Vec::new();
-            let mut lost_cpu = 0u64;
-            for r in cr.rings.iter() {
-                let end = r.written();
-                let mut lost_here = r.dropped();
-                let st = r.read(end.saturating_sub(r.capacity()), usize::MAX, |_, e| evs.push((e, 0)));
-                lost_here += st.lost;
-                lost_cpu += lost_here;
-            }
-            evs.sort_by_key(|(e, _)| e.ts_ns);
-            // The running discarded count is reported from the first packet on.
-            let disc: Vec<u64> = evs.iter().map(|_| lost_cpu).collect();
-            let events: Vec<_> = evs.into_iter().map(|(e, _)| e).collect();
-            total += events.len() as u64;
-            lost_total += lost_cpu;
-            files.push((alloc::format!("trace/stream_{cpu}"), ctf::stream(cpu as u32, &events, &disc)));
-        }
-    }
-    let meta = ctf::metadata("trace-appliance", total, lost_total);
-    let mut list: Vec<(&str, &[u8])> = alloc::vec![("trace/metadata", meta.as_bytes())];
-    list.extend(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
-    ctf::tar(&list)
-}
-
 /// A client that has not sent a whole request head in this time gets 408.
 const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
 
@@ -351,7 +319,7 @@ pub fn poll() {
                     && r.method == Method::Get
                     && r.path == "/trace.ctf.tar"
                 {
-                    let body = ctf_tar();
+                    let body = crate::events::RINGS.get().map_or_else(Vec::new, |r| appliance::trace::ctf::snapshot_tar(r, "trace-appliance"));
                     let mut out = alloc::format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
