@@ -14,6 +14,7 @@ mod events;
 mod health;
 mod net;
 mod screen;
+mod status;
 mod traced;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -61,7 +62,8 @@ fn ap_main(c: &'static PerCpu) -> ! {
 fn appliance_main(k: Kernel) -> ! {
     events::init(&k.options);
     health::report_when_ticking(&k);
-    net::init(&k.options, &k.boot_info.cmdline, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
+    status::init(&k.boot_info.cmdline);
+    net::init(&k.options, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
     kernel::patch::run::set_poll_hook(poll_services);
     let online = percpu::online_count() as u32;
     let mut cpu = k.options.patch_cpu;

@@ -9,11 +9,9 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use kernel::arch::percpu;
 use kernel::boot::cmdline::Options;
 use kernel::drivers::nic::Nic;
 use log::{info, warn};
-use appliance::contract::{CpuStatus, FtraceStatus, PatchingStatus, Status, WatchdogStatus};
 use appliance::http::{Method, Parse, Request};
 use appliance::trace::encode;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -152,7 +150,6 @@ struct Service {
     http: Vec<(SocketHandle, Conn)>,
     port: u16,
     announced: bool,
-    cmdline: String,
     token: Option<String>,
 }
 
@@ -184,7 +181,7 @@ fn now() -> Instant {
 }
 
 /// Find a NIC and bring the service up. Boot CPU, after SMP.
-pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
+pub fn init(opts: &Options, ecam: Option<u64>) {
     let (devs, how) = kernel::drivers::pci::enumerate(ecam);
     info!("pci: {} functions found through {how}", devs.len());
     for f in &devs {
@@ -225,7 +222,7 @@ pub fn init(opts: &Options, cmdline: &str, ecam: Option<u64>) {
     }
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
     STATE.store(1, Ordering::Relaxed);
-    *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, cmdline: String::from(cmdline), token: opts.control_token.as_ref().map(|t| String::from(t.as_str())) }));
+    *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, token: opts.control_token.as_ref().map(|t| String::from(t.as_str())) }));
 }
 
 /// One round of network work, if no other CPU is doing it. A traced path.
@@ -337,7 +334,7 @@ pub fn poll() {
                     }
                     Parse::Incomplete => reply(408, "text/plain", "no complete request in time\n"),
                     Parse::Error(code) => reply(code, "text/plain", &alloc::format!("{}\n", appliance::http::reason(code))),
-                    Parse::Complete(r) => respond(&r, &s.cmdline),
+                    Parse::Complete(r) => respond(&r),
                 };
                 let _ = sock.send_slice(resp.as_bytes());
                 sock.close();
@@ -423,13 +420,13 @@ fn control(r: &Request<'_>, body: &[u8], token: Option<&str>) -> String {
     reply(200, "text/plain", &done)
 }
 
-fn respond(r: &Request<'_>, cmdline: &str) -> String {
+fn respond(r: &Request<'_>) -> String {
     if r.method != Method::Get {
         return reply(405, "text/plain", "GET, or POST to /control/*\n");
     }
     match r.path {
-        "/status" => reply(200, "application/json", &status(cmdline).to_json()),
-        "/metrics" => reply(200, "text/plain; version=0.0.4", &status(cmdline).to_metrics()),
+        "/status" => reply(200, "application/json", &crate::status::collect().to_json()),
+        "/metrics" => reply(200, "text/plain; version=0.0.4", &crate::status::collect().to_metrics()),
         "/nmi-log" => {
             let mut body = String::new();
             for r in kernel::nmi::watchdog::NMI_LOG.iter() {
@@ -447,64 +444,4 @@ fn reply(code: u16, ctype: &str, body: &str) -> String {
     let mut s = String::with_capacity(body.len() + 128);
     let _ = write!(s, "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     s
-}
-
-/// What `/status` and `/metrics` report, read from the counters now.
-fn status(cmdline: &str) -> Status {
-    use kernel::patch::{control, stats::STATS};
-    let cpus: Vec<CpuStatus> = percpu::all()
-        .iter()
-        .filter(|c| c.online.load(Ordering::Relaxed))
-        .map(|c| {
-            let (events, lost) = crate::events::cpu_totals(c.index());
-            CpuStatus {
-                cpu: c.index() as u32,
-                apic_id: c.apic_id(),
-                nmis: c.nmis.load(Ordering::Relaxed),
-                timer_ticks: c.timer_ticks.load(Ordering::Relaxed),
-                int3_emulated: c.int3_emulated.load(Ordering::Relaxed),
-                torn: c.torn.load(Ordering::Relaxed),
-                traced_while_off: c.traced_while_off.load(Ordering::Relaxed),
-                missed_while_on: c.missed_while_on.load(Ordering::Relaxed),
-                lockups: c.lockups.load(Ordering::Relaxed),
-                nmi_site_calls: c.site_calls[2].load(Ordering::Relaxed),
-                events,
-                lost,
-            }
-        })
-        .collect();
-    let n = kernel::nmi::watchdog::totals();
-    let log = &kernel::nmi::watchdog::NMI_LOG;
-    Status {
-        cpu_brand: String::from(kernel::arch::cpu::brand()),
-        apic: String::from(match kernel::apic::lapic::mode() {
-            kernel::apic::lapic::Mode::X2Apic => "x2apic",
-            kernel::apic::lapic::Mode::XApic => "xapic",
-        }),
-        cpus_online: cpus.len() as u32,
-        cpus,
-        watchdog: WatchdogStatus {
-            source: String::from(kernel::nmi::watchdog::source().name()),
-            hz: kernel::nmi::watchdog::hz(),
-            lockups: n.lockups,
-            nested: n.nested,
-            exceptions_in_nmi: n.exceptions_in_nmi,
-            ftrace_nmi_warnings: kernel::patch::nmi_policy::FTRACE_NMI_WARNINGS.load(Ordering::Relaxed),
-            log_records: log.len() as u64,
-            log_dropped: log.dropped() as u64,
-        },
-        patching: PatchingStatus {
-            strategy: String::from(control::strategy().name()),
-            sync: String::from(control::sync_mode().name()),
-            cycles: STATS.cycles.load(Ordering::Relaxed),
-            batches: STATS.batches.load(Ordering::Relaxed),
-            sync_rounds: STATS.sync_rounds.load(Ordering::Relaxed),
-            sync_failures: STATS.sync_failures.load(Ordering::Relaxed),
-            sites: kernel::patch::site::registry().map_or(0, |r| r.sites.len() as u64),
-            enabled: STATS.enabled.load(Ordering::Relaxed),
-        },
-        ftrace: FtraceStatus { enabled: control::disabled_reason().is_none(), disabled_reason: control::disabled_reason().map(|r| String::from(r.text())) },
-        uptime_ns: kernel::time::clock::now_ns(),
-        cmdline: String::from(cmdline),
-    }
 }

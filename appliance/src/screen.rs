@@ -7,9 +7,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use alloc::vec::Vec;
 use appliance::status_screen::{CpuRow, View, rows};
-use kernel::arch::percpu;
-use kernel::patch::control;
-use kernel::patch::stats::STATS;
 
 const PERIOD_NS: u64 = 1_000_000_000;
 static NEXT_NS: AtomicU64 = AtomicU64::new(0);
@@ -26,43 +23,33 @@ pub fn refresh() {
     if kernel::screen::device::size().is_none() {
         return;
     }
-    let per_cpu: Vec<CpuRow> = percpu::all()
+    let st = crate::status::collect();
+    let per_cpu: Vec<CpuRow> = st
+        .cpus
         .iter()
-        .filter(|c| c.online.load(Ordering::Relaxed))
-        .map(|c| {
-            let (events, lost) = crate::events::cpu_totals(c.index());
-            CpuRow {
-                cpu: c.index(),
-                apic_id: c.apic_id(),
-                nmis: c.nmis.load(Ordering::Relaxed),
-                int3: c.int3_emulated.load(Ordering::Relaxed),
-                torn: c.torn.load(Ordering::Relaxed),
-                events,
-                lost,
-            }
-        })
+        .map(|c| CpuRow { cpu: c.cpu as usize, apic_id: c.apic_id, nmis: c.nmis, int3: c.int3_emulated, torn: c.torn, events: c.events, lost: c.lost })
         .collect();
     let log = &kernel::nmi::watchdog::NMI_LOG;
     let last = log.len().checked_sub(1).and_then(|i| log.get(i)).and_then(|t| t.lines().next());
     let view = View {
-        uptime_s: now / 1_000_000_000,
-        brand: kernel::arch::cpu::brand(),
+        uptime_s: st.uptime_ns / 1_000_000_000,
+        brand: &st.cpu_brand,
         cpus: per_cpu.len(),
         apic: match kernel::apic::lapic::mode() {
             kernel::apic::lapic::Mode::X2Apic => "x2APIC",
             kernel::apic::lapic::Mode::XApic => "xAPIC",
         },
-        watchdog: kernel::nmi::watchdog::source().name(),
-        watchdog_hz: kernel::nmi::watchdog::hz(),
+        watchdog: &st.watchdog.source,
+        watchdog_hz: st.watchdog.hz,
         net: crate::net::address(),
-        strategy: control::strategy().name(),
-        sync: control::sync_mode().name(),
-        sites: kernel::patch::site::registry().map_or(0, |r| r.sites.len()),
-        patching: STATS.enabled.load(Ordering::Relaxed),
-        cycles: STATS.cycles.load(Ordering::Relaxed),
-        lockups: kernel::nmi::watchdog::totals().lockups,
-        nmi_warnings: kernel::patch::nmi_policy::FTRACE_NMI_WARNINGS.load(Ordering::Relaxed),
-        ftrace_off: control::disabled_reason().map(|r| r.text()),
+        strategy: &st.patching.strategy,
+        sync: &st.patching.sync,
+        sites: st.patching.sites as usize,
+        patching: st.patching.enabled,
+        cycles: st.patching.cycles,
+        lockups: st.watchdog.lockups,
+        nmi_warnings: st.watchdog.ftrace_nmi_warnings,
+        ftrace_off: st.ftrace.disabled_reason.as_deref(),
         per_cpu: &per_cpu,
         last_nmi_log: last,
     };
