@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use appliance::contract::{VERDICT_PREFIX, Verdict};
 use kernel::arch::percpu::{self, PerCpu};
 use kernel::boot::cmdline::{Options, Strategy};
-use kernel::boot::main::{Kernel, start};
+use kernel::boot::main::{Boot, Kernel};
 use kernel::patch::site::Registry;
 use log::{error, info, warn};
 
@@ -37,10 +37,21 @@ static KERNEL: spin::Once<Kernel> = spin::Once::new();
 /// What the patching CPU needs, published with `LOOP_GO`.
 static LOOP_ARGS: spin::Once<(Options, Option<&'static Registry>)> = spin::Once::new();
 
-/// The 64-bit entry calls this (see `kernel/src/boot/entry.rs`).
+/// The 64-bit entry calls this (see `kernel/src/boot/entry.rs`): the
+/// framework's boot phases, with the NMI watchdog and the patching engine
+/// installed before the other CPUs start.
 #[unsafe(no_mangle)]
 extern "C" fn kmain(magic: u32, info: u32) -> ! {
-    start(magic, info, appliance_main, Some(ap_main))
+    let mut boot = Boot::early(magic, info);
+    boot.memory();
+    boot.cpu_tables();
+    boot.acpi_apic_clocks();
+    kernel::nmi::watchdog::init(&boot.options, boot.tsc_hz);
+    let sites = kernel::patch::setup::init(&boot.options, &boot.features, |name| !name.starts_with("appliance::traced::traced_"))
+        .inspect_err(|e| error!("patch: engine disabled: {e}"))
+        .ok();
+    let k = boot.start_cpus(Some(ap_main));
+    appliance_main(k, sites)
 }
 
 fn ap_main(c: &'static PerCpu) -> ! {
@@ -59,7 +70,7 @@ fn ap_main(c: &'static PerCpu) -> ! {
     traced::worker(reg)
 }
 
-fn appliance_main(k: Kernel) -> ! {
+fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
     events::init(&k.options);
     health::report_when_ticking(&k);
     status::init(&k.boot_info.cmdline);
@@ -72,14 +83,14 @@ fn appliance_main(k: Kernel) -> ! {
         cpu = 0;
     }
     PATCH_CPU.store(cpu, Ordering::Release);
-    LOOP_ARGS.call_once(|| (k.options.clone(), k.sites));
+    LOOP_ARGS.call_once(|| (k.options.clone(), sites));
     LOOP_GO.store(true, Ordering::Release);
     let k = KERNEL.call_once(|| k);
     if cpu == 0 {
-        patch_loop(&k.options, k.sites)
+        patch_loop(&k.options, sites)
     }
     // The patching CPU idles in `hlt`: its next timer tick wakes it.
-    traced::worker(k.sites)
+    traced::worker(sites)
 }
 
 /// The cooperative services: the network and the screen console. Run by the

@@ -13,7 +13,7 @@ use kernel::boot::cmdline::Options;
 use kernel::drivers::nic::Nic;
 use log::{info, warn};
 use appliance::http::{Method, Parse, Request};
-use appliance::trace::encode;
+use appliance::trace::stream::TraceStream;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
@@ -24,117 +24,15 @@ const MAX_CONNECTIONS: usize = 16;
 /// Largest request head accepted.
 const MAX_REQUEST: usize = appliance::http::MAX_HEAD;
 
-/// A `GET /trace` in progress: the rings' snapshot, merged by timestamp.
-struct TraceStream {
-    /// Per (cpu, context): next index to read, end of the snapshot, and the
-    /// event read ahead.
-    rings: Vec<(usize, usize, u64, u64, Option<appliance::trace::ring::Event>)>,
-    pending: Vec<u8>,
-    lost_total: u64,
-    /// Chrome/Perfetto trace-event JSON instead of text lines.
-    json: bool,
-    first: bool,
-    /// `?follow=1`: keep streaming new events (like trace_pipe) until the client leaves.
-    follow: bool,
-}
-
-impl TraceStream {
-    fn new(json: bool, follow: bool) -> TraceStream {
-        let mut rings = Vec::new();
-        if let Some(all) = crate::events::RINGS.get() {
-            for (cpu, cr) in all.iter().enumerate() {
-                for (ctx, r) in cr.rings.iter().enumerate() {
-                    let end = r.written();
-                    rings.push((cpu, ctx, end.saturating_sub(r.capacity()), end, None));
-                }
-            }
-        }
-        let mut pending = Vec::new();
-        if json {
-            pending.extend_from_slice(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n");
-        } else {
-            pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
-        }
-        TraceStream { rings, pending, lost_total: 0, json, first: true, follow }
-    }
-
-    /// The next line (None when the snapshot is exhausted).
-    fn next_line(&mut self) -> Option<String> {
-        let all = crate::events::RINGS.get()?;
-        // Read ahead one event per ring; report overwritten ones as lost.
-        for (cpu, ctx, pos, end, ahead) in self.rings.iter_mut() {
-            while ahead.is_none() && *pos < *end {
-                let mut got = None;
-                let st = all[*cpu].rings[*ctx].read(*pos, 1, |_, e| got = Some(e));
-                *pos = st.next.max(*pos + 1).min(*end);
-                if st.lost > 0 {
-                    self.lost_total += st.lost;
-                    if !self.json {
-                        let mut l = String::new();
-                        encode::lost_line(&mut l, *cpu, st.lost);
-                        return Some(l);
-                    }
-                }
-                *ahead = got;
-            }
-        }
-        let Some((i, _)) = self.rings.iter().enumerate().filter_map(|(i, r)| r.4.map(|e| (i, e.ts_ns))).min_by_key(|&(_, ts)| ts) else {
-            if self.follow {
-                // Everything up to the snapshot is out: extend it to what was written since.
-                for (cpu, ctx, _, end, _) in self.rings.iter_mut() {
-                    *end = all[*cpu].rings[*ctx].written();
-                }
-            }
-            return None;
-        };
-        let e = self.rings[i].4.take()?;
-        if self.json {
-            return Some(self.json_line(&e));
-        }
-        let (name, parent) = symbols(&e);
-        let mut line = String::new();
-        encode::ftrace_line(&mut line, &e, name, parent);
-        Some(line)
-    }
-}
-
-impl TraceStream {
-    /// One Chrome trace event: an instant event per traced call, thread = CPU.
-    fn json_line(&mut self, e: &appliance::trace::ring::Event) -> String {
-        let (name, parent) = symbols(e);
-        let (name, parent) = (name.unwrap_or("?"), parent.unwrap_or("?"));
-        let mut s = String::new();
-        if !self.first {
-            s.push_str(",\n");
-        }
-        self.first = false;
-        encode::chrome_event(&mut s, e, name, parent);
-        s
-    }
-
-    fn trailer(&self) -> String {
-        if self.json {
-            alloc::format!("\n],\"otherData\":{{\"lost_events\":{}}}}}\n", self.lost_total)
-        } else {
-            alloc::format!("# end of snapshot, {} events lost\n", self.lost_total)
-        }
-    }
-}
-
-/// The function an event's site is in, and its caller (a return address,
-/// looked up as `ret - 1`), from the embedded symbol table.
-fn symbols(e: &appliance::trace::ring::Event) -> (Option<&'static str>, Option<&'static str>) {
-    let table = kernel::debug::backtrace::table();
-    (
-        table.and_then(|t| t.lookup(e.ip)).map(|l| l.symbol.name),
-        table.and_then(|t| t.lookup(e.parent.wrapping_sub(1))).map(|l| l.symbol.name),
-    )
+/// The function an address is in, from the embedded symbol table.
+fn symbol(addr: u64) -> Option<&'static str> {
+    kernel::debug::backtrace::table().and_then(|t| t.lookup(addr)).map(|l| l.symbol.name)
 }
 
 enum Conn {
     /// Receiving a request head, since this time (ns).
     Reading(Vec<u8>, u64),
-    Trace(alloc::boxed::Box<TraceStream>),
+    Trace(alloc::boxed::Box<TraceStream<'static>>),
     /// A built response being sent, from this offset.
     Blob(Vec<u8>, usize),
 }
@@ -301,7 +199,7 @@ pub fn poll() {
                     let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
                     let _ = sock.send_slice(ctype);
                     let _ = sock.send_slice(b"\r\nConnection: close\r\n\r\n");
-                    *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(json, follow)));
+                    *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(crate::events::RINGS.get().map_or(&[], |r| r.as_slice()), json, follow, symbol)));
                     continue;
                 }
                 // A request with a body waits for all of it.
@@ -356,7 +254,7 @@ pub fn poll() {
                         match t.next_line() {
                             Some(l) => t.pending.extend_from_slice(l.as_bytes()),
                             // Following: nothing new yet, try again next poll.
-                            None if t.follow => break,
+                            None if t.follow() => break,
                             None => {
                                 let _ = sock.send_slice(t.trailer().as_bytes());
                                 sock.close();

@@ -2,3 +2,4 @@
 pub mod ctf;
 pub mod encode;
 pub mod ring;
+pub mod stream;

@@ -1,5 +1,6 @@
 //! The boot sequence on the bootstrap processor, from the 64-bit entry to the
-//! application, and the short path every application processor runs.
+//! application, as phases the application composes ([`Boot`]), and the short
+//! path every application processor runs.
 //!
 //! Order matters: console, per-CPU data, boot information and command line,
 //! memory (frames, page tables, heap), symbols, descriptor tables, ACPI,
@@ -36,8 +37,6 @@ pub struct Kernel {
     pub apic_timer_hz: u64,
     /// Nanoseconds from kernel entry to all CPUs online.
     pub boot_ns: u64,
-    /// The trace-site registry, when the patching engine is set up.
-    pub sites: Option<&'static crate::patch::site::Registry>,
 }
 
 
@@ -218,227 +217,260 @@ fn run_selftest(t: Selftest) {
     }
 }
 
-/// Boot the machine and hand over to `app` on the BSP; every AP runs `ap_app`
-/// once online (or idles when `None`).
-pub fn start(magic: u32, info_addr: u32, app: fn(Kernel) -> !, ap_app: Option<fn(&'static PerCpu) -> !>) -> ! {
-    let t0 = crate::arch::cpu::rdtsc();
-    serial::init();
-    let _ = writeln!(crate::debug::log::console(), "\nkernel: entered 64-bit mode (boot magic {magic:#x})");
+/// The boot of the bootstrap processor as phases the application composes,
+/// in this order:
+/// [`early`](Boot::early) (console, this CPU's per-CPU data, boot information,
+/// command line), [`memory`](Boot::memory) (frames, page tables, heap, screen,
+/// symbols), [`cpu_tables`](Boot::cpu_tables) (GDT, TSS, IDT),
+/// [`acpi_apic_clocks`](Boot::acpi_apic_clocks) (ACPI tables, local APIC, TSC
+/// and APIC timer), then the application installs what must be in place before
+/// other CPUs run (the NMI watchdog, the patching engine), and
+/// [`start_cpus`](Boot::start_cpus) starts every CPU and returns the [`Kernel`].
+pub struct Boot {
+    t0: u64,
+    bsp: &'static PerCpu,
+    pub options: Options,
+    pub boot_info: BootInfo,
+    pub features: crate::arch::cpu::Features,
+    /// Known after `acpi_apic_clocks`.
+    pub machine: MachineInfo,
+    pub tsc_hz: u64,
+    pub apic_timer_hz: u64,
+}
 
-    // Per-CPU data of the boot CPU first: logging and traps read it.
-    let bsp = percpu::reserve(crate::arch::cpu::cpuid_apic_id()).expect("per-CPU slot for the BSP");
-    // SAFETY: first per-CPU install on the BSP; nothing else uses this slot.
-    unsafe { percpu::install(bsp) };
-    trap::set_fatal_hook(fatal_hook);
+impl Boot {
+    /// Console, this CPU's per-CPU data, boot information and command line.
+    pub fn early(magic: u32, info_addr: u32) -> Boot {
+        let t0 = crate::arch::cpu::rdtsc();
+        serial::init();
+        let _ = writeln!(crate::debug::log::console(), "\nkernel: entered 64-bit mode (boot magic {magic:#x})");
 
-    let boot_info = match magic {
-        // SAFETY: EBX as the loader left it; the boot tables identity-map the first 4 GiB.
-        MB2_BOOT_MAGIC => unsafe { super::info::from_mb2(info_addr as u64) }.unwrap_or_else(|e| halt_boot(format_args!("bad multiboot2 information: {e:?}"))),
-        MB1_BOOT_MAGIC => mb1::parse(&Identity, info_addr as u64).unwrap_or_else(|e| halt_boot(format_args!("bad multiboot1 information: {e:?}"))),
-        m => halt_boot(format_args!("unknown boot magic {m:#x}: not started by a multiboot loader")),
-    };
-    let parsed = cmdline::parse(&boot_info.cmdline);
-    let opts = parsed.options.clone();
-    TEST_EXIT.store(opts.test_exit, Ordering::Relaxed);
-    TIMER_HZ.store(opts.timer_hz, Ordering::Relaxed);
-    crate::debug::log::init(opts.loglevel);
-    info!("boot: {:?} loader `{}`, command line `{}`", boot_info.loader, boot_info.loader_name, boot_info.cmdline);
-    for d in &parsed.diagnostics {
-        warn!("cmdline: {d}");
-    }
-    if parsed.dropped_diagnostics > 0 || boot_info.cmdline_truncated {
-        warn!("cmdline: {} more problems not shown; truncated: {}", parsed.dropped_diagnostics, boot_info.cmdline_truncated);
-    }
-    let features = crate::arch::cpu::features();
-    info!("cpu: {}; {features:?}", crate::arch::cpu::brand());
+        // Per-CPU data of the boot CPU first: logging and traps read it.
+        let bsp = percpu::reserve(crate::arch::cpu::cpuid_apic_id()).expect("per-CPU slot for the BSP");
+        // SAFETY: first per-CPU install on the BSP; nothing else uses this slot.
+        unsafe { percpu::install(bsp) };
+        trap::set_fatal_hook(fatal_hook);
 
-    // Memory. Page 0 is about to be unmapped: keep what the RSDP search needs from it.
-    crate::acpi::tables::save_low_page();
-    let kernel = (&raw const __kernel_start as u64, &raw const __kernel_end as u64);
-    {
-        let mut frames = FRAMES.lock();
-        for r in boot_info.regions.iter().filter(|r| r.kind == RegionKind::Usable) {
-            frames.add(Range::new(r.start, r.end));
+        let boot_info = match magic {
+            // SAFETY: EBX as the loader left it; the boot tables identity-map the first 4 GiB.
+            MB2_BOOT_MAGIC => unsafe { super::info::from_mb2(info_addr as u64) }.unwrap_or_else(|e| halt_boot(format_args!("bad multiboot2 information: {e:?}"))),
+            MB1_BOOT_MAGIC => mb1::parse(&Identity, info_addr as u64).unwrap_or_else(|e| halt_boot(format_args!("bad multiboot1 information: {e:?}"))),
+            m => halt_boot(format_args!("unknown boot magic {m:#x}: not started by a multiboot loader")),
+        };
+        let parsed = cmdline::parse(&boot_info.cmdline);
+        let options = parsed.options.clone();
+        TEST_EXIT.store(options.test_exit, Ordering::Relaxed);
+        TIMER_HZ.store(options.timer_hz, Ordering::Relaxed);
+        crate::debug::log::init(options.loglevel);
+        info!("boot: {:?} loader `{}`, command line `{}`", boot_info.loader, boot_info.loader_name, boot_info.cmdline);
+        for d in &parsed.diagnostics {
+            warn!("cmdline: {d}");
         }
-        // Real-mode area (IVT, BDA, EBDA, trampoline, BIOS), the image, the boot information.
-        frames.reserve(Range::new(0, 0x10_0000));
-        frames.reserve(Range::new(kernel.0, kernel.1));
-        frames.reserve(Range::new(boot_info.info_range.0, boot_info.info_range.1));
-        info!(
-            "mem: {} MiB usable in {} regions, top {:#x}; kernel image {:#x}-{:#x}",
-            boot_info.usable_bytes() >> 20,
-            boot_info.regions.len(),
-            boot_info.max_usable(),
-            kernel.0,
-            kernel.1
-        );
-        // The map also covers a framebuffer above the top of RAM (the screen console draws there).
-        let top = boot_info.max_usable().max(boot_info.framebuffer.map_or(0, |f| f.addr + f.byte_len()));
-        // SAFETY: boot CPU only, before other CPUs run; the boot tables
-        // identity-map every frame below 4 GiB.
-        if let Err(e) = unsafe { crate::mem::paging::init(&mut frames, top, TRAMPOLINE_ADDR, features.nx) } {
-            halt_boot(format_args!("page tables: {e:?}"));
+        if parsed.dropped_diagnostics > 0 || boot_info.cmdline_truncated {
+            warn!("cmdline: {} more problems not shown; truncated: {}", parsed.dropped_diagnostics, boot_info.cmdline_truncated);
         }
-        let heap_bytes = opts.heap_mb as u64 * 1024 * 1024;
-        let heap = frames
-            .alloc_run(heap_bytes / 4096, 2 * 1024 * 1024, u64::MAX)
-            .unwrap_or_else(|e| halt_boot(format_args!("no {} MiB for the heap: {e:?}", opts.heap_mb)));
-        // SAFETY: the run is fresh from the allocator, identity-mapped RW, and never handed out again.
-        unsafe { crate::mem::heap::init(heap, heap_bytes as usize) };
-        info!("mem: page tables on (text RX, rodata R, data RW+NX), heap {} MiB at {heap:#x}", opts.heap_mb);
-    }
-    {
-        let found = crate::screen::device::init(&boot_info);
-        let mut line = heapless::String::<160>::new();
-        let _ = crate::screen::device::describe(&found, &mut line);
-        info!("screen: {line}");
-    }
-    match crate::debug::backtrace::init() {
-        Ok(n) => info!("symbols: {n} symbols"),
-        Err(e) => warn!("symbols: {e}"),
+        let features = crate::arch::cpu::features();
+        info!("cpu: {}; {features:?}", crate::arch::cpu::brand());
+        Boot { t0, bsp, options, boot_info, features, machine: MachineInfo::default(), tsc_hz: 0, apic_timer_hz: 0 }
     }
 
-    // Descriptor tables of the BSP (its kernel stack is the boot stack).
-    crate::arch::idt::init();
-    let boot_stack = Stack { bottom: &raw const boot_stack_bottom as u64, top: &raw const boot_stack_top as u64 };
-    let stacks = smp::boot::alloc_stacks(Some(boot_stack));
-    // SAFETY: the BSP's own PerCpu; no interrupt uses its TSS yet.
-    unsafe {
-        percpu::set_stacks(bsp, stacks);
-        smp::boot::init_this_cpu(bsp);
-    }
-    info!("cpu0: GDT, TSS (IST: NMI, #DF, #MC, #BP, exceptions, IRQs) and IDT loaded");
-
-    // ACPI.
-    let acpi = crate::acpi::tables::discover(boot_info.rsdp).unwrap_or_else(|e| halt_boot(format_args!("ACPI: {e:?}")));
-    let m = &acpi.info;
-    info!("acpi: RSDP at {:#x} ({:?}); local APIC at {:#x}, PC-AT PICs: {}", acpi.rsdp, acpi.source, m.lapic_address, m.pcat_compat);
-    for c in &m.cpus {
-        info!(
-            "acpi: processor uid {} APIC id {} ({}{}{})",
-            c.uid,
-            c.apic_id,
-            if c.x2apic_entry { "x2APIC entry" } else { "xAPIC entry" },
-            if c.enabled { ", enabled" } else { "" },
-            if c.online_capable { ", online-capable" } else { "" }
-        );
-    }
-    for io in &m.ioapics {
-        info!("acpi: IO-APIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base);
-    }
-    for o in &m.overrides {
-        info!("acpi: override bus {} IRQ {} -> GSI {} flags {:#x}", o.bus, o.irq, o.gsi, o.flags);
-    }
-    for n in &m.lapic_nmis {
-        info!("acpi: local-APIC NMI on LINT{} for {:?} flags {:#x}", n.lint, n.target, n.flags);
-    }
-    match m.hpet {
-        Some(h) => info!("acpi: HPET at {:#x}", h.address),
-        None => info!("acpi: no HPET"),
-    }
-    for e in &m.ecam {
-        info!("acpi: MCFG ECAM at {:#x} segment {} buses {}-{}", e.base, e.segment, e.bus_start, e.bus_end);
-    }
-    if m.dropped_entries > 0 {
-        warn!("acpi: {} MADT/MCFG entries did not fit and were dropped", m.dropped_entries);
-    }
-    if opts.acpi_dump {
-        let mut c = crate::debug::log::console();
-        let _ = writeln!(c, "ACPI-DUMP-BEGIN");
-        let _ = crate::acpi::tables::dump(&mut c, acpi.rsdp);
-        let _ = writeln!(c, "ACPI-DUMP-END");
-    }
-    let machine = acpi.info.clone();
-    MACHINE_NMI_LINTS.call_once(|| machine.clone());
-
-    // Interrupt controllers and clocks.
-    crate::apic::pic::disable();
-    let mode = lapic::init_mode(features.x2apic && opts.x2apic);
-    trap::register(vector::TIMER, timer_handler);
-    trap::register(vector::SPURIOUS, spurious_handler);
-    trap::register(vector::APIC_ERROR, apic_error_handler);
-    smp::xcall::init();
-    lapic::init_cpu(vector::SPURIOUS, vector::APIC_ERROR, nmi_lint_for_apic(bsp.apic_id()));
-    let id = lapic::id();
-    if id != bsp.apic_id() {
-        warn!("cpu0: local APIC id {id} differs from CPUID's {}", bsp.apic_id());
-        bsp.apic_id.store(id, Ordering::Relaxed);
-    }
-    info!("apic: {mode:?} mode, BSP APIC id {id}");
-    let tsc_hz = crate::time::clock::calibrate(t0).unwrap_or_else(|e| halt_boot(format_args!("TSC calibration: {e}")));
-    let apic_timer_hz = lapic::timer_calibrate();
-    APIC_TIMER_HZ.store(apic_timer_hz, Ordering::Relaxed);
-    info!(
-        "time: TSC {}.{:03} MHz (invariant: {}), APIC timer {} kHz at /16, calibrated against the PIT; timer {} Hz",
-        tsc_hz / 1_000_000,
-        (tsc_hz / 1000) % 1000,
-        features.invariant_tsc,
-        apic_timer_hz / 1000,
-        opts.timer_hz
-    );
-    // The NMI watchdog: choose the source before the timers start.
-    crate::nmi::watchdog::init(&opts, tsc_hz);
-    // The patching engine: registry, text alias, #BP handler and oracle (before the APs start).
-    let sites = match crate::patch::setup::init(&opts, &features) {
-        Ok(r) => {
+    /// Frames from the memory map, page tables (W^X), the heap, the screen, symbols.
+    pub fn memory(&mut self) {
+        // Memory. Page 0 is about to be unmapped: keep what the RSDP search needs from it.
+        crate::acpi::tables::save_low_page();
+        let kernel = (&raw const __kernel_start as u64, &raw const __kernel_end as u64);
+        {
+            let mut frames = FRAMES.lock();
+            for r in self.boot_info.regions.iter().filter(|r| r.kind == RegionKind::Usable) {
+                frames.add(Range::new(r.start, r.end));
+            }
+            // Real-mode area (IVT, BDA, EBDA, trampoline, BIOS), the image, the boot information.
+            frames.reserve(Range::new(0, 0x10_0000));
+            frames.reserve(Range::new(kernel.0, kernel.1));
+            frames.reserve(Range::new(self.boot_info.info_range.0, self.boot_info.info_range.1));
             info!(
-                "patch: {} trace sites registered ({} duplicate entries), text alias at {:#x}",
-                r.sites.len(),
-                r.duplicates,
-                crate::patch::machine::TEXT_ALIAS
+                "mem: {} MiB usable in {} regions, top {:#x}; kernel image {:#x}-{:#x}",
+                self.boot_info.usable_bytes() >> 20,
+                self.boot_info.regions.len(),
+                self.boot_info.max_usable(),
+                kernel.0,
+                kernel.1
             );
-            Some(r)
+            // The map also covers a framebuffer above the top of RAM (the screen console draws there).
+            let top = self.boot_info.max_usable().max(self.boot_info.framebuffer.map_or(0, |f| f.addr + f.byte_len()));
+            // SAFETY: boot CPU only, before other CPUs run; the boot tables
+            // identity-map every frame below 4 GiB.
+            if let Err(e) = unsafe { crate::mem::paging::init(&mut frames, top, TRAMPOLINE_ADDR, self.features.nx) } {
+                halt_boot(format_args!("page tables: {e:?}"));
+            }
+            let heap_bytes = self.options.heap_mb as u64 * 1024 * 1024;
+            let heap = frames
+                .alloc_run(heap_bytes / 4096, 2 * 1024 * 1024, u64::MAX)
+                .unwrap_or_else(|e| halt_boot(format_args!("no {} MiB for the heap: {e:?}", self.options.heap_mb)));
+            // SAFETY: the run is fresh from the allocator, identity-mapped RW, and never handed out again.
+            unsafe { crate::mem::heap::init(heap, heap_bytes as usize) };
+            info!("mem: page tables on (text RX, rodata R, data RW+NX), heap {} MiB at {heap:#x}", self.options.heap_mb);
         }
-        Err(e) => {
-            error!("patch: engine disabled: {e}");
-            None
+        {
+            let found = crate::screen::device::init(&self.boot_info);
+            let mut line = heapless::String::<160>::new();
+            let _ = crate::screen::device::describe(&found, &mut line);
+            info!("screen: {line}");
         }
-    };
-    lapic_this_cpu(nmi_lint_for_apic(id));
-    bsp.online.store(true, Ordering::Release);
-    x86_64::instructions::interrupts::enable();
-
-    // The other CPUs.
-    if let Some(f) = ap_app {
-        AP_APP.store(f as usize as u64, Ordering::Release);
-    }
-    let ids: heapless::Vec<u32, { percpu::MAX_CPUS }> = machine.enabled_cpus().map(|c| c.apic_id).collect();
-    let max = opts.max_cpus.map_or(percpu::MAX_CPUS, |m| m as usize).min(percpu::MAX_CPUS);
-    let report = smp::boot::start_all(&ids, max, opts.smp_timeout_ms, ap_main);
-    crate::mem::paging::seal_trampoline(TRAMPOLINE_ADDR);
-    let boot_ns = crate::time::clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t0);
-    {
-        let mut line: heapless::String<512> = heapless::String::new();
-        for id in &report.online {
-            let _ = write!(line, " {id}");
+        match crate::debug::backtrace::init() {
+            Ok(n) => info!("symbols: {n} symbols"),
+            Err(e) => warn!("symbols: {e}"),
         }
-        info!("smp: {} CPUs online (APIC ids:{line})", report.online.len());
-    }
-    if !report.failed.is_empty() {
-        error!("smp: {} CPUs failed to start: APIC ids {:?}", report.failed.len(), report.failed.as_slice());
-    }
-    if report.skipped > 0 {
-        warn!("smp: {} enabled CPUs not started (max_cpus or MAX_CPUS)", report.skipped);
     }
 
-    // Prove the cross-CPU call path: every other CPU must answer.
-    static HITS: AtomicU32 = AtomicU32::new(0);
-    fn hit(_: usize) {
-        HITS.fetch_add(1, Ordering::Relaxed);
-    }
-    let t = crate::arch::cpu::rdtsc();
-    match smp::xcall::call_others(hit, 0, 100_000_000) {
-        Ok(()) => info!(
-            "xcall: {} CPUs answered in {} us",
-            HITS.load(Ordering::Relaxed),
-            crate::time::clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t) / 1000
-        ),
-        Err(e) => error!("xcall: {e}"),
-    }
-
-    if let Some(t) = opts.selftest {
-        run_selftest(t);
+    /// The BSP's descriptor tables (GDT, TSS with its IST stacks, IDT).
+    pub fn cpu_tables(&mut self) {
+        // Descriptor tables of the BSP (its kernel stack is the boot stack).
+        crate::arch::idt::init();
+        let boot_stack = Stack { bottom: &raw const boot_stack_bottom as u64, top: &raw const boot_stack_top as u64 };
+        let stacks = smp::boot::alloc_stacks(Some(boot_stack));
+        // SAFETY: the BSP's own PerCpu; no interrupt uses its TSS yet.
+        unsafe {
+            percpu::set_stacks(self.bsp, stacks);
+            smp::boot::init_this_cpu(self.bsp);
+        }
+        info!("cpu0: GDT, TSS (IST: NMI, #DF, #MC, #BP, exceptions, IRQs) and IDT loaded");
     }
 
-    app(Kernel { options: opts, boot_info, machine, smp: report, features, tsc_hz, apic_timer_hz, boot_ns, sites })
+    /// ACPI (the MADT, IO-APICs, HPET, MCFG), the local APIC of this CPU,
+    /// and the clocks (TSC and APIC timer calibrated).
+    pub fn acpi_apic_clocks(&mut self) {
+        // ACPI.
+        let acpi = crate::acpi::tables::discover(self.boot_info.rsdp).unwrap_or_else(|e| halt_boot(format_args!("ACPI: {e:?}")));
+        let m = &acpi.info;
+        info!("acpi: RSDP at {:#x} ({:?}); local APIC at {:#x}, PC-AT PICs: {}", acpi.rsdp, acpi.source, m.lapic_address, m.pcat_compat);
+        for c in &m.cpus {
+            info!(
+                "acpi: processor uid {} APIC id {} ({}{}{})",
+                c.uid,
+                c.apic_id,
+                if c.x2apic_entry { "x2APIC entry" } else { "xAPIC entry" },
+                if c.enabled { ", enabled" } else { "" },
+                if c.online_capable { ", online-capable" } else { "" }
+            );
+        }
+        for io in &m.ioapics {
+            info!("acpi: IO-APIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base);
+        }
+        for o in &m.overrides {
+            info!("acpi: override bus {} IRQ {} -> GSI {} flags {:#x}", o.bus, o.irq, o.gsi, o.flags);
+        }
+        for n in &m.lapic_nmis {
+            info!("acpi: local-APIC NMI on LINT{} for {:?} flags {:#x}", n.lint, n.target, n.flags);
+        }
+        match m.hpet {
+            Some(h) => info!("acpi: HPET at {:#x}", h.address),
+            None => info!("acpi: no HPET"),
+        }
+        for e in &m.ecam {
+            info!("acpi: MCFG ECAM at {:#x} segment {} buses {}-{}", e.base, e.segment, e.bus_start, e.bus_end);
+        }
+        if m.dropped_entries > 0 {
+            warn!("acpi: {} MADT/MCFG entries did not fit and were dropped", m.dropped_entries);
+        }
+        if self.options.acpi_dump {
+            let mut c = crate::debug::log::console();
+            let _ = writeln!(c, "ACPI-DUMP-BEGIN");
+            let _ = crate::acpi::tables::dump(&mut c, acpi.rsdp);
+            let _ = writeln!(c, "ACPI-DUMP-END");
+        }
+        MACHINE_NMI_LINTS.call_once(|| acpi.info.clone());
+
+        // Interrupt controllers and clocks.
+        crate::apic::pic::disable();
+        let mode = lapic::init_mode(self.features.x2apic && self.options.x2apic);
+        trap::register(vector::TIMER, timer_handler);
+        trap::register(vector::SPURIOUS, spurious_handler);
+        trap::register(vector::APIC_ERROR, apic_error_handler);
+        smp::xcall::init();
+        lapic::init_cpu(vector::SPURIOUS, vector::APIC_ERROR, nmi_lint_for_apic(self.bsp.apic_id()));
+        let id = lapic::id();
+        if id != self.bsp.apic_id() {
+            warn!("cpu0: local APIC id {id} differs from CPUID's {}", self.bsp.apic_id());
+            self.bsp.apic_id.store(id, Ordering::Relaxed);
+        }
+        info!("apic: {mode:?} mode, BSP APIC id {id}");
+        let tsc_hz = crate::time::clock::calibrate(self.t0).unwrap_or_else(|e| halt_boot(format_args!("TSC calibration: {e}")));
+        let apic_timer_hz = lapic::timer_calibrate();
+        APIC_TIMER_HZ.store(apic_timer_hz, Ordering::Relaxed);
+        info!(
+            "time: TSC {}.{:03} MHz (invariant: {}), APIC timer {} kHz at /16, calibrated against the PIT; timer {} Hz",
+            tsc_hz / 1_000_000,
+            (tsc_hz / 1000) % 1000,
+            self.features.invariant_tsc,
+            apic_timer_hz / 1000,
+            self.options.timer_hz
+        );
+        self.machine = acpi.info;
+        self.tsc_hz = tsc_hz;
+        self.apic_timer_hz = apic_timer_hz;
+    }
+
+    /// This CPU's local-APIC timer and watchdog, interrupts on, then every
+    /// other enabled CPU (each runs `ap_app` once online, or idles), the
+    /// cross-CPU call check and `selftest=`. Install what must be in place
+    /// before other CPUs run (the NMI watchdog, the patching engine) first.
+    pub fn start_cpus(self, ap_app: Option<fn(&'static PerCpu) -> !>) -> Kernel {
+        lapic_this_cpu(nmi_lint_for_apic(self.bsp.apic_id()));
+        self.bsp.online.store(true, Ordering::Release);
+        x86_64::instructions::interrupts::enable();
+
+        // The other CPUs.
+        if let Some(f) = ap_app {
+            AP_APP.store(f as usize as u64, Ordering::Release);
+        }
+        let ids: heapless::Vec<u32, { percpu::MAX_CPUS }> = self.machine.enabled_cpus().map(|c| c.apic_id).collect();
+        let max = self.options.max_cpus.map_or(percpu::MAX_CPUS, |m| m as usize).min(percpu::MAX_CPUS);
+        let report = smp::boot::start_all(&ids, max, self.options.smp_timeout_ms, ap_main);
+        crate::mem::paging::seal_trampoline(TRAMPOLINE_ADDR);
+        let boot_ns = crate::time::clock::ticks_to_ns(crate::arch::cpu::rdtsc() - self.t0);
+        {
+            let mut line: heapless::String<512> = heapless::String::new();
+            for id in &report.online {
+                let _ = write!(line, " {id}");
+            }
+            info!("smp: {} CPUs online (APIC ids:{line})", report.online.len());
+        }
+        if !report.failed.is_empty() {
+            error!("smp: {} CPUs failed to start: APIC ids {:?}", report.failed.len(), report.failed.as_slice());
+        }
+        if report.skipped > 0 {
+            warn!("smp: {} enabled CPUs not started (max_cpus or MAX_CPUS)", report.skipped);
+        }
+
+        // Prove the cross-CPU call path: every other CPU must answer.
+        static HITS: AtomicU32 = AtomicU32::new(0);
+        fn hit(_: usize) {
+            HITS.fetch_add(1, Ordering::Relaxed);
+        }
+        let t = crate::arch::cpu::rdtsc();
+        match smp::xcall::call_others(hit, 0, 100_000_000) {
+            Ok(()) => info!(
+                "xcall: {} CPUs answered in {} us",
+                HITS.load(Ordering::Relaxed),
+                crate::time::clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t) / 1000
+            ),
+            Err(e) => error!("xcall: {e}"),
+        }
+
+        if let Some(t) = self.options.selftest {
+            run_selftest(t);
+        }
+
+        Kernel {
+            options: self.options,
+            boot_info: self.boot_info,
+            machine: self.machine,
+            smp: report,
+            features: self.features,
+            tsc_hz: self.tsc_hz,
+            apic_timer_hz: self.apic_timer_hz,
+            boot_ns,
+        }
+    }
 }

@@ -17,7 +17,10 @@ use crate::boot::cmdline::Options;
 
 /// Set up the engine (boot CPU, before the APs start): the registry, the
 /// text alias, the #BP handler and the oracle. Returns the registry.
-pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'static Registry, &'static str> {
+/// `listed(function name)` says which sites the boot log names one by one
+/// (the application's own choice, e.g. its kernel paths but not its thousands
+/// of generated functions).
+pub fn init(opts: &Options, features: &crate::arch::cpu::Features, listed: fn(&str) -> bool) -> Result<&'static Registry, &'static str> {
     let layout = crate::mem::paging::image_layout();
     // Text runs from the start of .text (after .boot) to __text_end.
     let (start, end) = (layout.start, layout.text_end);
@@ -50,7 +53,7 @@ pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'s
         for &s in &reg.sites {
             match t.lookup(s) {
                 None => unnamed += 1,
-                Some(l) if !l.symbol.name.starts_with("appliance::traced::traced_") => info!("patch: kernel-path site {s:#x} {l}"),
+                Some(l) if listed(l.symbol.name) => info!("patch: kernel-path site {s:#x} {l}"),
                 Some(_) => {}
             }
         }
@@ -71,5 +74,6 @@ pub fn init(opts: &Options, features: &crate::arch::cpu::Features) -> Result<&'s
     TRACE_NMI_PATH.store(opts.trace_nmi_path, Ordering::Relaxed);
     super::nmi_policy::init(opts.ftrace_keep_on_nmi);
     super::trap_context::install();
+    info!("patch: {} trace sites registered ({} duplicate entries), text alias at {TEXT_ALIAS:#x}", reg.sites.len(), reg.duplicates);
     Ok(reg)
 }
