@@ -2,7 +2,7 @@
 //! fed by the trace hook's event sink, from any context including NMI.
 
 use kernel::arch::percpu::{self, Context, this_cpu};
-use kernel::boot::cmdline::Options;
+use kernel::boot::cmdline::TraceConfig;
 use kernel::events::EventKind;
 use log::info;
 
@@ -46,20 +46,20 @@ fn record_kind(kind: EventKind, arg: u64) {
 }
 
 /// Allocate every CPU's rings and install the sink.
-pub fn init(opts: &Options) {
-    let cap = capacity_for_kb(opts.trace_buf_kb);
-    let mode = if opts.trace_overwrite { Overflow::Overwrite } else { Overflow::Drop };
+pub fn init(cfg: &TraceConfig) {
+    let cap = capacity_for_kb(cfg.buf_kb);
+    let mode = if cfg.overwrite { Overflow::Overwrite } else { Overflow::Drop };
     let n = percpu::all().len();
     RINGS.call_once(|| (0..n).map(|_| CpuRings::new(cap, mode)).collect());
     kernel::events::set_function_sink(record);
     kernel::events::set_kind_sink(record_kind);
     info!(
         "trace: {} KiB per CPU ({}/{}/{} events for task/irq/nmi), full buffers {}",
-        opts.trace_buf_kb,
+        cfg.buf_kb,
         cap[0],
         cap[1],
         cap[2],
-        if opts.trace_overwrite { "overwrite the oldest" } else { "drop the newest" }
+        if cfg.overwrite { "overwrite the oldest" } else { "drop the newest" }
     );
 }
 

@@ -46,8 +46,8 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     boot.memory();
     boot.cpu_tables();
     boot.acpi_apic_clocks();
-    kernel::nmi::watchdog::init(&boot.options, boot.tsc_hz);
-    let sites = kernel::patch::setup::init(&boot.options, &boot.features, |name| !name.starts_with("appliance::traced::traced_"))
+    kernel::nmi::watchdog::init(&boot.options.nmi, boot.tsc_hz);
+    let sites = kernel::patch::setup::init(&boot.options.patch, &boot.features, |name| !name.starts_with("appliance::traced::traced_"))
         .inspect_err(|e| error!("patch: engine disabled: {e}"))
         .ok();
     let k = boot.start_cpus(Some(ap_main));
@@ -71,13 +71,13 @@ fn ap_main(c: &'static PerCpu) -> ! {
 }
 
 fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
-    events::init(&k.options);
+    events::init(&k.options.trace);
     health::report_when_ticking(&k);
     status::init(&k.boot_info.cmdline);
-    net::init(&k.options, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
+    net::init(&k.options.net, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
     kernel::patch::run::set_poll_hook(poll_services);
     let online = percpu::online_count() as u32;
-    let mut cpu = k.options.patch_cpu;
+    let mut cpu = k.options.patch.cpu;
     if cpu >= online {
         error!("appliance: patch_cpu={cpu} but only {online} CPUs are online; the loop runs on cpu0");
         cpu = 0;
@@ -117,14 +117,14 @@ fn watch_only(opts: &Options) -> ! {
     if opts.test_exit {
         health::nmi_rate_report(2_000_000_000);
         if opts.selftest == Some(kernel::boot::cmdline::Selftest::Lockup) {
-            let deadline = kernel::time::clock::deadline_after_ns((opts.watchdog_thresh as u64 + 10) * 1_000_000_000);
+            let deadline = kernel::time::clock::deadline_after_ns((opts.nmi.thresh_secs as u64 + 10) * 1_000_000_000);
             while kernel::nmi::watchdog::totals().lockups == 0 && kernel::arch::cpu::rdtsc() < deadline {
                 kernel::nmi::watchdog::drain_to_console();
                 kernel::arch::cpu::idle_wait();
             }
             kernel::nmi::watchdog::drain_to_console();
             if kernel::nmi::watchdog::totals().lockups == 0 {
-                error!("nmi: no hard lockup reported within {} s", opts.watchdog_thresh + 10);
+                error!("nmi: no hard lockup reported within {} s", opts.nmi.thresh_secs + 10);
                 kernel::boot::main::test_exit_failure();
             }
         }
@@ -144,11 +144,11 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
         kernel::boot::main::test_exit_success();
         watch_only(opts)
     }
-    let Some(reg) = reg.filter(|_| opts.patch) else {
+    let Some(reg) = reg.filter(|_| opts.patch.run) else {
         info!("appliance: patching loop off");
         watch_only(opts)
     };
-    let report = kernel::patch::run::run_loop(opts, reg);
+    let report = kernel::patch::run::run_loop(&opts.patch, reg);
     let t = report.totals;
     let mut problems = alloc::vec::Vec::new();
     if report.wrong_final_bytes != 0 {
@@ -157,7 +157,7 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
     if report.errors != 0 {
         problems.push("failed batches".into());
     }
-    if opts.strategy == Strategy::Int3 && t.torn != 0 {
+    if opts.patch.strategy == Strategy::Int3 && t.torn != 0 {
         problems.push("torn executions under int3".into());
     }
     for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {

@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use kernel::boot::cmdline::Options;
+use kernel::boot::cmdline::NetConfig;
 use kernel::drivers::nic::Nic;
 use log::{info, warn};
 use appliance::http::{Method, Parse, Request};
@@ -79,7 +79,7 @@ fn now() -> Instant {
 }
 
 /// Find a NIC and bring the service up. Boot CPU, after SMP.
-pub fn init(opts: &Options, ecam: Option<u64>) {
+pub fn init(conf: &NetConfig, ecam: Option<u64>) {
     let (devs, how) = kernel::drivers::pci::enumerate(ecam);
     info!("pci: {} functions found through {how}", devs.len());
     for f in &devs {
@@ -101,12 +101,12 @@ pub fn init(opts: &Options, ecam: Option<u64>) {
     cfg.random_seed = kernel::arch::cpu::rdtsc();
     let mut iface = Interface::new(cfg, &mut dev, now());
     let mut sockets = SocketSet::new(Vec::new());
-    let dhcp = match opts.ip {
+    let dhcp = match conf.ip {
         Some((a, prefix)) => {
             iface.update_ip_addrs(|addrs| {
                 let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Address::new(a[0], a[1], a[2], a[3]), prefix)));
             });
-            if let Some(g) = opts.gw {
+            if let Some(g) = conf.gw {
                 let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]));
             }
             None
@@ -120,7 +120,7 @@ pub fn init(opts: &Options, ecam: Option<u64>) {
     }
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
     STATE.store(1, Ordering::Relaxed);
-    *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: opts.http_port, announced: false, token: opts.control_token.as_ref().map(|t| String::from(t.as_str())) }));
+    *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: conf.http_port, announced: false, token: conf.control_token.as_ref().map(|t| String::from(t.as_str())) }));
 }
 
 /// One round of network work, if no other CPU is doing it. A traced path.

@@ -12,18 +12,24 @@
 //!
 //! Map of mechanisms (folder/file):
 //! - `boot/`: multiboot headers and 32->64-bit entry (`entry.rs`), boot
-//!   information (`info.rs`, multiboot1 in `mb1.rs`), kernel command line (`cmdline.rs`), `kmain` (`main.rs`).
+//!   information (`info.rs`, multiboot1 in `mb1.rs`), kernel command line (`cmdline.rs`: it builds
+//!   each subsystem's configuration), the boot phases the application composes (`main.rs`).
 //! - `arch/`: CPU features and control registers (`cpu.rs`), MSR numbers
 //!   (`msr.rs`), GDT/TSS (`gdt.rs`), IDT and entry stubs (`idt.rs`), trap
 //!   dispatch and the register dump (`trap.rs`), per-CPU data (`percpu.rs`).
-//! - `mem/`: frame allocator (`frame.rs`), page tables (`paging.rs`), heap (`heap.rs`).
+//! - `mem/`: frame allocator (`frame.rs`) and the machine's instance (`FRAMES`),
+//!   page tables (`paging.rs`), heap (`heap.rs`).
 //! - `acpi/`: MADT/HPET/MCFG walking (`machine.rs`), recorded tables (`recorded.rs`).
 //! - `apic/`: local APIC in xAPIC and x2APIC modes (`lapic.rs`), legacy PIC (`pic.rs`).
 //! - `time/`: PIT (`pit.rs`), TSC calibration and the monotonic clock (`clock.rs`).
 //! - `smp/`: AP start-up trampoline (`trampoline.rs`), INIT-SIPI-SIPI (`boot.rs`),
 //!   cross-CPU calls (`xcall.rs`).
 //! - `rt.rs`: what the prebuilt `core` needs from us (memcpy & co.) and the panic handler.
-//! - `patch/`: the platform-independent breakpoint patching protocol (`protocol.rs`).
+//! - `patch/`: live text patching, one file per room (see `patch/mod.rs`); its
+//!   configuration (`config.rs`).
+//! - `nmi/`: the NMI watchdog (`watchdog.rs`), PMU facts (`pmu.rs`), the NMI-safe
+//!   log (`log.rs`), its configuration (`config.rs`).
+//! - `events.rs`: the sinks trace events go to (the application installs them).
 //! - `debug/`: symbol table (`symbols.rs`), call traces (`backtrace.rs`), logging (`log.rs`).
 //! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`).
 //! - `screen/`: the screen console: text rows on the loader's framebuffer or

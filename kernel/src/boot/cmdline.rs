@@ -8,6 +8,7 @@
 use core::fmt;
 use heapless::{String, Vec};
 
+pub use crate::nmi::config::NmiSourceChoice;
 pub use crate::patch::config::{Strategy, SyncMode};
 
 /// Most diagnostics kept for one command line; more are counted in `dropped_diagnostics`.
@@ -45,15 +46,31 @@ pub enum Selftest {
     Lockup,
 }
 
-/// Which NMI source the watchdog uses (`nmi_source=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NmiSourceChoice {
-    /// The performance counter where one counts, else the IPI broadcast.
-    Auto,
-    /// Always the IPI broadcast (to compare, or where a PMU misbehaves).
-    Ipi,
+
+
+/// The trace rings' size and overflow policy (`trace_buf_kb=`, `trace_overflow=`).
+/// The rings are the application's; the framework's command line parses every
+/// word so that none is ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceConfig {
+    /// Trace ring per CPU, KiB (all three contexts).
+    pub buf_kb: u32,
+    /// Full trace buffers keep the newest (`overwrite`) or the oldest (`drop`).
+    pub overwrite: bool,
 }
 
+/// The network service's address and port (`ip=`, `gw=`, `http_port=`,
+/// `control_token=`), for the application's service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Static address `ip=A.B.C.D/PREFIX` (else DHCP) and gateway `gw=A.B.C.D`.
+    pub ip: Option<([u8; 4], u8)>,
+    pub gw: Option<[u8; 4]>,
+    /// TCP port of the HTTP service.
+    pub http_port: u16,
+    /// Bearer token for the control endpoints (none: control is off).
+    pub control_token: Option<String<64>>,
+}
 
 /// Typed kernel options. Defaults are what a plain boot should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,52 +92,16 @@ pub struct Options {
     pub x2apic: bool,
     /// Print every ACPI table as hex (to record fixtures for host tests).
     pub acpi_dump: bool,
-    /// Run the patching loop (`patch=on|off`).
-    pub patch: bool,
-    pub strategy: Strategy,
-    pub sync: SyncMode,
-    /// Sites per batch (0: all sites in one batch).
-    pub patch_batch: u32,
-    /// Pause between batches.
-    pub patch_interval_us: u32,
-    /// The CPU (dense index) that runs the patching loop.
-    pub patch_cpu: u32,
-    /// Stop after this many on/off cycles and report (0: run forever).
-    pub patch_cycles: u32,
-    /// Seconds between status lines.
-    pub status_secs: u32,
-    /// Stop after the cycle that ends past this many seconds and report (0: no limit).
-    pub patch_seconds: u32,
-    /// Flip only the first N sites (by address; 0: all).
-    pub patch_sites: u32,
-    /// NMI watchdog on (`nmi_watchdog=0` turns it off).
-    pub nmi_watchdog: bool,
-    /// Watchdog NMIs per second on every CPU.
-    pub nmi_watchdog_hz: u32,
-    pub nmi_source: NmiSourceChoice,
-    /// Seconds without timer interrupts before a CPU is reported as locked up.
-    pub watchdog_thresh: u32,
-    /// Put trace sites on the NMI path (the 2008 situation).
-    pub trace_nmi_path: bool,
-    /// Keep tracing after traced code ran in NMI context (the warning is still logged).
-    pub ftrace_keep_on_nmi: bool,
-    /// Trace ring buffer per CPU, KiB (all three contexts).
-    pub trace_buf_kb: u32,
-    /// Full trace buffers keep the newest (`overwrite`) or the oldest (`drop`).
-    pub trace_overwrite: bool,
-    /// Static address `ip=A.B.C.D/PREFIX` (else DHCP) and gateway `gw=A.B.C.D`.
-    pub ip: Option<([u8; 4], u8)>,
-    pub gw: Option<[u8; 4]>,
-    /// TCP port of the HTTP service.
-    pub http_port: u16,
-    /// Bearer token for the control endpoints (none: control is off).
-    pub control_token: Option<String<64>>,
+    /// The patching engine and its loop.
+    pub patch: crate::patch::config::Config,
+    /// The NMI watchdog.
+    pub nmi: crate::nmi::config::Config,
+    /// The application's trace rings.
+    pub trace: TraceConfig,
+    /// The application's network service.
+    pub net: NetConfig,
     /// Run the benchmarks instead of the patching loop (`cargo xtask bench`).
     pub bench: bool,
-    /// `strategy=naive` only: pause between a site's first byte and its tail
-    /// (models the patching CPU being interrupted mid-write; widens the window
-    /// a short test can see).
-    pub naive_gap_us: u32,
 }
 
 impl Default for Options {
@@ -135,29 +116,10 @@ impl Default for Options {
             heap_mb: 64,
             x2apic: true,
             acpi_dump: false,
-            patch: true,
-            strategy: Strategy::Int3,
-            sync: SyncMode::Cpuid,
-            patch_batch: 256,
-            patch_interval_us: 1000,
-            patch_cpu: 0,
-            patch_cycles: 0,
-            status_secs: 5,
-            naive_gap_us: 0,
-            patch_sites: 0,
-            patch_seconds: 0,
-            nmi_watchdog: true,
-            nmi_watchdog_hz: 1000,
-            nmi_source: NmiSourceChoice::Auto,
-            watchdog_thresh: 10,
-            trace_nmi_path: false,
-            ftrace_keep_on_nmi: false,
-            trace_buf_kb: 256,
-            trace_overwrite: true,
-            ip: None,
-            gw: None,
-            http_port: 80,
-            control_token: None,
+            patch: Default::default(),
+            nmi: Default::default(),
+            trace: TraceConfig { buf_kb: 256, overwrite: true },
+            net: NetConfig { ip: None, gw: None, http_port: 80, control_token: None },
             bench: false,
         }
     }
@@ -314,47 +276,47 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
         "heap_mb" => valued!(p, word, key, value, "an integer 4..=4096", |v| parse_u32(v, 4, 4096),
             |o, x| o.heap_mb = x),
         "x2apic" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.x2apic = x),
-        "patch" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.patch = x),
-        "strategy" => valued!(p, word, key, value, Strategy::NAMES, |v| Strategy::parse(v), |o, x| o.strategy = x),
-        "sync" => valued!(p, word, key, value, SyncMode::NAMES, |v| SyncMode::parse(v), |o, x| o.sync = x),
+        "patch" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.patch.run = x),
+        "strategy" => valued!(p, word, key, value, Strategy::NAMES, |v| Strategy::parse(v), |o, x| o.patch.strategy = x),
+        "sync" => valued!(p, word, key, value, SyncMode::NAMES, |v| SyncMode::parse(v), |o, x| o.patch.sync = x),
         "patch_batch" => valued!(p, word, key, value, "an integer 0..=1000000 (0: all sites)", |v| parse_u32(v, 0, 1_000_000),
-            |o, x| o.patch_batch = x),
+            |o, x| o.patch.batch = x),
         "patch_interval_us" => valued!(p, word, key, value, "an integer 0..=10000000", |v| parse_u32(v, 0, 10_000_000),
-            |o, x| o.patch_interval_us = x),
+            |o, x| o.patch.interval_us = x),
         "patch_cpu" => valued!(p, word, key, value, "a CPU index 0..=4095", |v| parse_u32(v, 0, 4095),
-            |o, x| o.patch_cpu = x),
+            |o, x| o.patch.cpu = x),
         "patch_cycles" => valued!(p, word, key, value, "an integer 0..=100000000 (0: forever)", |v| parse_u32(v, 0, 100_000_000),
-            |o, x| o.patch_cycles = x),
-        "nmi_watchdog" => valued!(p, word, key, value, "0|1|on|off", |v| parse_bool(v), |o, x| o.nmi_watchdog = x),
+            |o, x| o.patch.cycles = x),
+        "nmi_watchdog" => valued!(p, word, key, value, "0|1|on|off", |v| parse_bool(v), |o, x| o.nmi.enabled = x),
         "nmi_watchdog_hz" => valued!(p, word, key, value, "an integer 1..=100000", |v| parse_u32(v, 1, 100_000),
-            |o, x| o.nmi_watchdog_hz = x),
+            |o, x| o.nmi.hz = x),
         "nmi_source" => valued!(p, word, key, value, "auto|ipi", |v| match v {
             "auto" => Some(NmiSourceChoice::Auto),
             "ipi" => Some(NmiSourceChoice::Ipi),
             _ => None,
-        }, |o, x| o.nmi_source = x),
+        }, |o, x| o.nmi.source = x),
         "watchdog_thresh" => valued!(p, word, key, value, "seconds 1..=60", |v| parse_u32(v, 1, 60),
-            |o, x| o.watchdog_thresh = x),
-        "trace_buf_kb" => valued!(p, word, key, value, "KiB 4..=65536", |v| parse_u32(v, 4, 65_536), |o, x| o.trace_buf_kb = x),
+            |o, x| o.nmi.thresh_secs = x),
+        "trace_buf_kb" => valued!(p, word, key, value, "KiB 4..=65536", |v| parse_u32(v, 4, 65_536), |o, x| o.trace.buf_kb = x),
         "trace_overflow" => valued!(p, word, key, value, "overwrite|drop", |v| match v {
             "overwrite" => Some(true),
             "drop" => Some(false),
             _ => None,
-        }, |o, x| o.trace_overwrite = x),
-        "ip" => valued!(p, word, key, value, "A.B.C.D/PREFIX", |v| parse_cidr(v), |o, x| o.ip = Some(x)),
-        "gw" => valued!(p, word, key, value, "A.B.C.D", |v| parse_ipv4(v), |o, x| o.gw = Some(x)),
+        }, |o, x| o.trace.overwrite = x),
+        "ip" => valued!(p, word, key, value, "A.B.C.D/PREFIX", |v| parse_cidr(v), |o, x| o.net.ip = Some(x)),
+        "gw" => valued!(p, word, key, value, "A.B.C.D", |v| parse_ipv4(v), |o, x| o.net.gw = Some(x)),
         "control_token" => valued!(p, word, key, value, "1 to 64 printable characters", |v| {
             (!v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic())).then(|| truncated(v))
-        }, |o, x| o.control_token = Some(x)),
-        "http_port" => valued!(p, word, key, value, "a TCP port 1..=65535", |v| parse_u32(v, 1, 65_535), |o, x| o.http_port = x as u16),
+        }, |o, x| o.net.control_token = Some(x)),
+        "http_port" => valued!(p, word, key, value, "a TCP port 1..=65535", |v| parse_u32(v, 1, 65_535), |o, x| o.net.http_port = x as u16),
         "patch_seconds" => valued!(p, word, key, value, "an integer 0..=31536000 (0: no limit)", |v| parse_u32(v, 0, 31_536_000),
-            |o, x| o.patch_seconds = x),
+            |o, x| o.patch.seconds = x),
         "patch_sites" => valued!(p, word, key, value, "an integer 0..=10000000 (0: all)", |v| parse_u32(v, 0, 10_000_000),
-            |o, x| o.patch_sites = x),
+            |o, x| o.patch.sites = x),
         "naive_gap_us" => valued!(p, word, key, value, "an integer 0..=1000000", |v| parse_u32(v, 0, 1_000_000),
-            |o, x| o.naive_gap_us = x),
+            |o, x| o.patch.naive_gap_us = x),
         "status_secs" => valued!(p, word, key, value, "an integer 1..=3600", |v| parse_u32(v, 1, 3600),
-            |o, x| o.status_secs = x),
+            |o, x| o.patch.status_secs = x),
         "test_exit" | "acpi_dump" | "trace_nmi_path" | "ftrace_keep_on_nmi" | "bench" => {
             if value.is_some() {
                 p.report(key, Problem::UnexpectedValue);
@@ -363,9 +325,9 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
                 match key {
                     "test_exit" => o.test_exit = true,
                     "acpi_dump" => o.acpi_dump = true,
-                    "trace_nmi_path" => o.trace_nmi_path = true,
+                    "trace_nmi_path" => o.patch.trace_nmi_path = true,
                     "bench" => o.bench = true,
-                    _ => o.ftrace_keep_on_nmi = true,
+                    _ => o.patch.ftrace_keep_on_nmi = true,
                 }
             }
         }
@@ -427,44 +389,44 @@ mod tests {
         let p = parse("strategy=stop_machine sync=iret patch_batch=0 patch_interval_us=0 patch_cpu=2 patch_cycles=50 patch=off");
         assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
         let o = p.options;
-        assert_eq!((o.strategy, o.sync), (Strategy::StopMachine, SyncMode::Iret));
-        assert_eq!((o.patch_batch, o.patch_interval_us, o.patch_cpu, o.patch_cycles, o.patch), (0, 0, 2, 50, false));
+        assert_eq!((o.patch.strategy, o.patch.sync), (Strategy::StopMachine, SyncMode::Iret));
+        assert_eq!((o.patch.batch, o.patch.interval_us, o.patch.cpu, o.patch.cycles, o.patch.run), (0, 0, 2, 50, false));
         let d = parse("strategy=fast sync=mfence").diagnostics;
         assert_eq!(d[0].problem, Problem::BadValue("int3|stop_machine|naive"));
         assert_eq!(d[1].problem, Problem::BadValue("cpuid|iret|serialize"));
-        assert_eq!(Options::default().strategy, Strategy::Int3);
-        assert_eq!(Options::default().sync, SyncMode::Cpuid);
+        assert_eq!(Options::default().patch.strategy, Strategy::Int3);
+        assert_eq!(Options::default().patch.sync, SyncMode::Cpuid);
     }
 
     #[test]
     fn watchdog_options() {
         let o = parse("nmi_watchdog=0").options;
-        assert!(!o.nmi_watchdog);
+        assert!(!o.nmi.enabled);
         let p = parse("nmi_watchdog_hz=10000 watchdog_thresh=2 trace_nmi_path ftrace_keep_on_nmi nmi_source=ipi selftest=lockup");
         assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
         let o = p.options;
-        assert_eq!((o.nmi_watchdog_hz, o.watchdog_thresh, o.nmi_source), (10_000, 2, NmiSourceChoice::Ipi));
-        assert!(o.trace_nmi_path && o.ftrace_keep_on_nmi && o.nmi_watchdog);
+        assert_eq!((o.nmi.hz, o.nmi.thresh_secs, o.nmi.source), (10_000, 2, NmiSourceChoice::Ipi));
+        assert!(o.patch.trace_nmi_path && o.patch.ftrace_keep_on_nmi && o.nmi.enabled);
         assert_eq!(o.selftest, Some(Selftest::Lockup));
         let d = parse("nmi_watchdog_hz=0 trace_nmi_path=1").diagnostics;
         assert_eq!(d[0].problem, Problem::BadValue("an integer 1..=100000"));
         assert_eq!(d[1].problem, Problem::UnexpectedValue);
         let o = Options::default();
-        assert!(o.nmi_watchdog && !o.trace_nmi_path && !o.ftrace_keep_on_nmi);
-        assert_eq!((o.nmi_watchdog_hz, o.watchdog_thresh), (1000, 10));
+        assert!(o.nmi.enabled && !o.patch.trace_nmi_path && !o.patch.ftrace_keep_on_nmi);
+        assert_eq!((o.nmi.hz, o.nmi.thresh_secs), (1000, 10));
     }
 
     #[test]
     fn network_options() {
         let o = parse("ip=10.0.2.15/24 gw=10.0.2.2 http_port=8080").options;
-        assert_eq!(o.ip, Some(([10, 0, 2, 15], 24)));
-        assert_eq!(o.gw, Some([10, 0, 2, 2]));
-        assert_eq!(o.http_port, 8080);
+        assert_eq!(o.net.ip, Some(([10, 0, 2, 15], 24)));
+        assert_eq!(o.net.gw, Some([10, 0, 2, 2]));
+        assert_eq!(o.net.http_port, 8080);
         let d = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33").diagnostics;
         assert_eq!(d.len(), 3);
-        assert_eq!(Options::default().ip, None, "DHCP by default");
-        assert_eq!(parse("control_token=s3cret").options.control_token.as_deref(), Some("s3cret"));
-        assert_eq!(Options::default().control_token, None, "control is off by default");
+        assert_eq!(Options::default().net.ip, None, "DHCP by default");
+        assert_eq!(parse("control_token=s3cret").options.net.control_token.as_deref(), Some("s3cret"));
+        assert_eq!(Options::default().net.control_token, None, "control is off by default");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! counts, else NMI IPIs broadcast from a timer), hard-lockup detection, and
 //! the NMI-safe warning log. Everything reachable from the NMI handler takes
 //! no lock and does not allocate.
+pub mod config;
 pub mod log;
 pub mod pmu;
 #[cfg(kernel_target)]

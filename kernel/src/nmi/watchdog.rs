@@ -26,7 +26,7 @@ use crate::arch::idt::vector;
 use crate::arch::msr;
 use crate::arch::percpu::{self, PerCpu, this_cpu};
 use crate::arch::trap::{self, Disposition, TrapFrame};
-use crate::boot::cmdline::{NmiSourceChoice, Options};
+use super::config::{Config, NmiSourceChoice};
 use crate::events::EventKind;
 use crate::time::clock;
 
@@ -84,10 +84,10 @@ fn probe(c: Counter) -> Option<bool> {
 
 /// Choose the source (boot CPU, after TSC calibration, before the timers
 /// start), register the NMI handler. Returns the source.
-pub fn init(opts: &Options, cpu_hz: u64) -> Source {
-    let src = if !opts.nmi_watchdog {
+pub fn init(cfg: &Config, cpu_hz: u64) -> Source {
+    let src = if !cfg.enabled {
         Source::Off
-    } else if opts.nmi_source == NmiSourceChoice::Ipi {
+    } else if cfg.source == NmiSourceChoice::Ipi {
         Source::IpiBroadcast("nmi_source=ipi on the command line")
     } else {
         let offer = pmu::offer(&CpuId::new());
@@ -97,11 +97,11 @@ pub fn init(opts: &Options, cpu_hz: u64) -> Source {
         };
         let s = pmu::select(offer, counts);
         if let (Source::PerfCounter(c), pmu::Offer::Counter { width, .. }) = (s, offer) {
-            match pmu::period(cpu_hz, opts.nmi_watchdog_hz, c, width) {
+            match pmu::period(cpu_hz, cfg.hz, c, width) {
                 Ok(p) => {
                     PMU_INITIAL.store(pmu::initial_count(p, width), Ordering::Relaxed);
                     PMU_WIDTH.store(width as u32, Ordering::Relaxed);
-                    info!("nmi: {} counter, {width} bits, period {p} cycles for {} Hz", c.name(), opts.nmi_watchdog_hz);
+                    info!("nmi: {} counter, {width} bits, period {p} cycles for {} Hz", c.name(), cfg.hz);
                     s
                 }
                 Err(e) => Source::IpiBroadcast(if matches!(e, pmu::PeriodError::Width(_)) { "counter too narrow" } else { "no rate" }),
@@ -110,16 +110,16 @@ pub fn init(opts: &Options, cpu_hz: u64) -> Source {
             s
         }
     };
-    HZ.store(opts.nmi_watchdog_hz, Ordering::Relaxed);
-    THRESH_NS.store(opts.watchdog_thresh as u64 * 1_000_000_000, Ordering::Relaxed);
+    HZ.store(cfg.hz, Ordering::Relaxed);
+    THRESH_NS.store(cfg.thresh_secs as u64 * 1_000_000_000, Ordering::Relaxed);
     SOURCE.call_once(|| src);
     trap::register(vector::NMI, on_nmi);
     match src {
         Source::Off => info!("nmi: watchdog off (nmi_watchdog=0)"),
-        Source::PerfCounter(c) => info!("nmi: watchdog source {} at {} Hz on every CPU", c.name(), opts.nmi_watchdog_hz),
+        Source::PerfCounter(c) => info!("nmi: watchdog source {} at {} Hz on every CPU", c.name(), cfg.hz),
         Source::IpiBroadcast(why) => info!(
             "nmi: watchdog source ipi-broadcast at {} Hz (NMI IPIs from cpu0's local-APIC timer to every CPU), because {why}",
-            opts.nmi_watchdog_hz
+            cfg.hz
         ),
     }
     src

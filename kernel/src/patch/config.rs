@@ -59,6 +59,59 @@ impl SyncMode {
     }
 }
 
+/// The engine's boot configuration (`patch=`, `strategy=`, `sync=`,
+/// `patch_*=`, `status_secs=`, `naive_gap_us=`, `trace_nmi_path`,
+/// `ftrace_keep_on_nmi`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Run the patching loop (`patch=on|off`).
+    pub run: bool,
+    pub strategy: Strategy,
+    pub sync: SyncMode,
+    /// Sites per batch (0: all sites in one batch).
+    pub batch: u32,
+    /// Pause between batches.
+    pub interval_us: u32,
+    /// The CPU (dense index) that runs the patching loop.
+    pub cpu: u32,
+    /// Stop after this many on/off cycles and report (0: run forever).
+    pub cycles: u32,
+    /// Stop after the cycle that ends past this many seconds and report (0: no limit).
+    pub seconds: u32,
+    /// Flip only the first N sites (by address; 0: all).
+    pub sites: u32,
+    /// Seconds between status lines.
+    pub status_secs: u32,
+    /// `strategy=naive` only: pause between a site's first byte and its tail
+    /// (models the patching CPU being interrupted mid-write; widens the window
+    /// a short test can see).
+    pub naive_gap_us: u32,
+    /// Put trace sites on the NMI path (the 2008 situation).
+    pub trace_nmi_path: bool,
+    /// Keep tracing after traced code ran in NMI context (the warning is still logged).
+    pub ftrace_keep_on_nmi: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            run: true,
+            strategy: Strategy::Int3,
+            sync: SyncMode::Cpuid,
+            batch: 256,
+            interval_us: 1000,
+            cpu: 0,
+            cycles: 0,
+            seconds: 0,
+            sites: 0,
+            status_secs: 5,
+            naive_gap_us: 0,
+            trace_nmi_path: false,
+            ftrace_keep_on_nmi: false,
+        }
+    }
+}
+
 /// A small enum stored in an atomic byte: its index in `ALL`.
 pub trait Code: Copy + PartialEq + 'static {
     const ALL_CODES: &'static [Self];

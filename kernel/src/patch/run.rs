@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use alloc::vec::Vec;
 use log::{info, warn};
 
-use super::config::Strategy;
+use super::config::{Config, Strategy};
 use super::control::{self, DisableReason, TRACE_NMI_PATH, disabled_reason, strategy, sync_mode};
 use super::machine::read_site;
 use super::protocol::{self, BatchStats, Insn, Patch};
@@ -16,7 +16,6 @@ use super::stats::{STATS, Totals, totals};
 use super::strategy::{GUARDED, apply};
 use super::trap_context::torn_events;
 use crate::arch::percpu::{self, this_cpu};
-use crate::boot::cmdline::Options;
 use crate::time::clock;
 
 /// Print the kept torn events (not from exception or NMI context).
@@ -158,19 +157,19 @@ fn all_off(reg: &Registry, batch: &mut Vec<Patch>) -> Result<usize, protocol::Er
 /// The patching loop: flip every site on, then off, in batches of
 /// `patch_batch`, forever or for `patch_cycles` cycles; a status line every
 /// `status_secs`. Ends with every site off and its bytes verified.
-pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
-    let n = match opts.patch_sites {
+pub fn run_loop(cfg: &Config, reg: &'static Registry) -> LoopReport {
+    let n = match cfg.sites {
         0 => reg.sites.len(),
         k => (k as usize).min(reg.sites.len()),
     };
-    let mut chunk = if opts.patch_batch == 0 { n.max(1) } else { opts.patch_batch as usize };
-    let bounded = opts.patch_cycles != 0 || opts.patch_seconds != 0;
+    let mut chunk = if cfg.batch == 0 { n.max(1) } else { cfg.batch as usize };
+    let bounded = cfg.cycles != 0 || cfg.seconds != 0;
     let mut batch: Vec<Patch> = Vec::with_capacity(chunk);
-    let status_ns = opts.status_secs as u64 * 1_000_000_000;
+    let status_ns = cfg.status_secs as u64 * 1_000_000_000;
     let mut next_status = clock::now_ns() + status_ns;
     let mut errors = 0u64;
     let mut on = true;
-    let stop_at = match opts.patch_seconds {
+    let stop_at = match cfg.seconds {
         0 => u64::MAX,
         s => clock::now_ns() + s as u64 * 1_000_000_000,
     };
@@ -184,7 +183,7 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
         this_cpu().index(),
         strategy().name(),
         sync_mode().name(),
-        opts.patch_interval_us
+        cfg.interval_us
     );
     loop {
         if let Some(k) = control::take_pending_batch() {
@@ -199,8 +198,8 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
                 warn!("patch: batch {i}..{end} failed: {e:?}");
             }
             i = end;
-            if opts.patch_interval_us > 0 {
-                clock::delay_ns(opts.patch_interval_us as u64 * 1000);
+            if cfg.interval_us > 0 {
+                clock::delay_ns(cfg.interval_us as u64 * 1000);
             }
             crate::nmi::watchdog::drain_to_console();
             poll_hook();
@@ -247,7 +246,7 @@ pub fn run_loop(opts: &Options, reg: &'static Registry) -> LoopReport {
                 info!("patch: strategy={} from now on", strategy().name());
             }
             let c = STATS.cycles.fetch_add(1, Ordering::Relaxed) + 1;
-            if (opts.patch_cycles != 0 && c >= opts.patch_cycles as u64) || clock::now_ns() >= stop_at {
+            if (cfg.cycles != 0 && c >= cfg.cycles as u64) || clock::now_ns() >= stop_at {
                 break;
             }
         }

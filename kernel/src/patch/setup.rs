@@ -7,20 +7,19 @@ use core::sync::atomic::Ordering;
 use alloc::vec::Vec;
 use log::{error, info, warn};
 
-use super::config::SyncMode;
+use super::config::{Config, SyncMode};
 use super::control::{SERIALIZE_OK, TRACE_NMI_PATH, set_strategy, set_sync_mode};
 use super::machine::{TEXT_ALIAS, TEXT_END, TEXT_START, read_site};
 use super::protocol::{self, SITE_LEN, torn_call_target};
 use super::site::{self, Registry};
 use super::strategy::{GUARDED, NAIVE_GAP_NS};
-use crate::boot::cmdline::Options;
 
 /// Set up the engine (boot CPU, before the APs start): the registry, the
 /// text alias, the #BP handler and the oracle. Returns the registry.
 /// `listed(function name)` says which sites the boot log names one by one
 /// (the application's own choice, e.g. its kernel paths but not its thousands
 /// of generated functions).
-pub fn init(opts: &Options, features: &crate::arch::cpu::Features, listed: fn(&str) -> bool) -> Result<&'static Registry, &'static str> {
+pub fn init(cfg: &Config, features: &crate::arch::cpu::Features, listed: fn(&str) -> bool) -> Result<&'static Registry, &'static str> {
     let layout = crate::mem::paging::image_layout();
     // Text runs from the start of .text (after .boot) to __text_end.
     let (start, end) = (layout.start, layout.text_end);
@@ -62,17 +61,17 @@ pub fn init(opts: &Options, features: &crate::arch::cpu::Features, listed: fn(&s
         }
     }
     GUARDED.call_once(|| g);
-    let mut sync = opts.sync;
+    let mut sync = cfg.sync;
     if sync == SyncMode::Serialize && !features.serialize {
         error!("patch: sync=serialize refused: this CPU does not report SERIALIZE (CPUID.(EAX=7,ECX=0):EDX[14]); using sync=cpuid");
         sync = SyncMode::Cpuid;
     }
     set_sync_mode(sync);
-    set_strategy(opts.strategy);
+    set_strategy(cfg.strategy);
     SERIALIZE_OK.store(features.serialize, Ordering::Relaxed);
-    NAIVE_GAP_NS.store(opts.naive_gap_us as u64 * 1000, Ordering::Relaxed);
-    TRACE_NMI_PATH.store(opts.trace_nmi_path, Ordering::Relaxed);
-    super::nmi_policy::init(opts.ftrace_keep_on_nmi);
+    NAIVE_GAP_NS.store(cfg.naive_gap_us as u64 * 1000, Ordering::Relaxed);
+    TRACE_NMI_PATH.store(cfg.trace_nmi_path, Ordering::Relaxed);
+    super::nmi_policy::init(cfg.ftrace_keep_on_nmi);
     super::trap_context::install();
     info!("patch: {} trace sites registered ({} duplicate entries), text alias at {TEXT_ALIAS:#x}", reg.sites.len(), reg.duplicates);
     Ok(reg)
