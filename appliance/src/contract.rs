@@ -44,9 +44,13 @@ pub struct CpuStatus {
     pub lockups: u64,
     /// Traced calls made in NMI context.
     pub nmi_site_calls: u64,
-    /// Trace events recorded on this CPU, and lost.
+    /// Trace events produced on this CPU, and lost (overwritten in a full
+    /// ring, or dropped): `events - lost` are in its rings now.
     pub events: u64,
     pub lost: u64,
+    /// The same by context: task, irq, nmi.
+    pub events_by_context: [u64; 3],
+    pub lost_by_context: [u64; 3],
 }
 
 /// The NMI watchdog and its log.
@@ -114,6 +118,19 @@ impl<'a> Obj<'a> {
         self
     }
 
+    fn nums(&mut self, k: &str, v: &[u64]) -> &mut Self {
+        let o = self.key(k);
+        o.push('[');
+        for (i, x) in v.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            let _ = write!(o, "{x}");
+        }
+        o.push(']');
+        self
+    }
+
     fn str(&mut self, k: &str, v: &str) -> &mut Self {
         json_str(self.key(k), v);
         self
@@ -138,7 +155,9 @@ impl CpuStatus {
             .num("lockups", self.lockups)
             .num("nmi_site_calls", self.nmi_site_calls)
             .num("events", self.events)
-            .num("lost", self.lost);
+            .num("lost", self.lost)
+            .nums("events_by_context", &self.events_by_context)
+            .nums("lost_by_context", &self.lost_by_context);
         o.close();
     }
 }
@@ -197,17 +216,26 @@ impl Status {
     pub fn to_metrics(&self) -> String {
         let mut o = String::with_capacity(4096);
         type PerCpuCounter = (&'static str, &'static str, fn(&CpuStatus) -> u64);
-        let per_cpu: [PerCpuCounter; 7] = [
+        let per_cpu: [PerCpuCounter; 5] = [
             ("appliance_nmis_total", "NMIs taken", |c| c.nmis),
             ("appliance_timer_ticks_total", "local-APIC timer interrupts", |c| c.timer_ticks),
             ("appliance_int3_emulated_total", "int3 traps on sites under modification, emulated", |c| c.int3_emulated),
             ("appliance_torn_total", "torn executions caught by the oracle", |c| c.torn),
             ("appliance_lockups_total", "hard lockups reported", |c| c.lockups),
-            ("appliance_trace_events_total", "trace events recorded", |c| c.events),
-            ("appliance_trace_dropped_total", "trace events dropped (full buffer)", |c| c.lost),
         ];
         for (name, help, f) in per_cpu {
             prometheus_counter(&mut o, name, help, self.cpus.iter().map(|c| (alloc::format!("cpu=\"{}\",apic_id=\"{}\"", c.cpu, c.apic_id), f(c))));
+        }
+        type PerContext = (&'static str, &'static str, fn(&CpuStatus) -> &[u64; 3]);
+        let per_ctx: [PerContext; 2] = [
+            ("appliance_trace_events_total", "trace events produced", |c| &c.events_by_context),
+            ("appliance_trace_dropped_total", "trace events lost: overwritten in a full ring, or dropped", |c| &c.lost_by_context),
+        ];
+        for (name, help, f) in per_ctx {
+            let samples = self.cpus.iter().flat_map(|c| {
+                ["task", "irq", "nmi"].into_iter().zip(f(c)).map(|(ctx, v)| (alloc::format!("cpu=\"{}\",apic_id=\"{}\",context=\"{ctx}\"", c.cpu, c.apic_id), *v))
+            });
+            prometheus_counter(&mut o, name, help, samples);
         }
         let p = &self.patching;
         for (name, v) in [
@@ -404,6 +432,8 @@ mod tests {
                     nmi_site_calls: 7,
                     events: 12345,
                     lost: 9,
+                    events_by_context: [12000, 300, 45],
+                    lost_by_context: [8, 1, 0],
                 })
                 .collect(),
             watchdog: WatchdogStatus { source: String::from("ipi-broadcast"), hz: 1000, lockups: 1, nested: 0, exceptions_in_nmi: 3, ftrace_nmi_warnings: 2, log_records: 4, log_dropped: 0 },
@@ -440,6 +470,8 @@ mod tests {
         assert!(m.contains("appliance_lockups_total{cpu=\"1\",apic_id=\"2\"} 1\n"), "{m}");
         assert!(m.contains("appliance_patch_sync_rounds_total 270\n"), "{m}");
         assert!(m.contains("appliance_cpus_online 2\n"), "{m}");
+        assert!(m.contains("appliance_trace_dropped_total{cpu=\"1\",apic_id=\"2\",context=\"irq\"} 1\n"), "{m}");
+        assert!(m.contains("appliance_trace_events_total{cpu=\"0\",apic_id=\"0\",context=\"nmi\"} 45\n"), "{m}");
     }
 
     fn verdict() -> Verdict {

@@ -6,7 +6,7 @@ use kernel::boot::cmdline::TraceConfig;
 use kernel::events::EventKind;
 use log::info;
 
-use appliance::trace::ring::{CpuRings, Event, Kind, Overflow, capacity_for_kb};
+use appliance::trace::ring::{Account, CpuRings, Event, Kind, Overflow, capacity_for_kb};
 
 /// One `CpuRings` per CPU slot (allocated once, at boot, before tracing starts).
 pub static RINGS: spin::Once<alloc::vec::Vec<CpuRings>> = spin::Once::new();
@@ -63,7 +63,7 @@ pub fn init(cfg: &TraceConfig) {
     );
 }
 
-/// (events written, events dropped) on CPU `i`.
-pub fn cpu_totals(i: usize) -> (u64, u64) {
-    RINGS.get().and_then(|r| r.get(i)).map_or((0, 0), |r| r.totals())
+/// The books of CPU `i`'s rings now, per context (task, irq, nmi).
+pub fn cpu_accounts(i: usize) -> [Account; 3] {
+    RINGS.get().and_then(|r| r.get(i)).map_or([Account::default(); 3], |r| r.accounts())
 }

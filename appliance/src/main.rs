@@ -161,8 +161,19 @@ fn patch_loop(opts: &Options, reg: Option<&'static Registry>) -> ! {
         problems.push("torn executions under int3".into());
     }
     for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
-        let (w, d) = events::cpu_totals(c.index());
-        info!("trace: cpu{}: {w} events recorded, {d} dropped", c.index());
+        let mut a = appliance::trace::ring::Account::default();
+        for x in events::cpu_accounts(c.index()) {
+            a += x;
+        }
+        info!(
+            "trace: cpu{}: {} events produced, {} kept, {} lost ({} overwritten, {} dropped)",
+            c.index(),
+            a.produced(),
+            a.kept(),
+            a.lost(),
+            a.overwritten,
+            a.dropped
+        );
     }
     if t.traced_while_off != 0 || t.missed_while_on != 0 {
         warn!("patch: {} calls traced while off, {} missed while on (stale code)", t.traced_while_off, t.missed_while_on);

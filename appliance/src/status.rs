@@ -24,7 +24,7 @@ pub fn collect() -> Status {
         .iter()
         .filter(|c| c.online.load(Ordering::Relaxed))
         .map(|c| {
-            let (events, lost) = crate::events::cpu_totals(c.index());
+            let acc = crate::events::cpu_accounts(c.index());
             CpuStatus {
                 cpu: c.index() as u32,
                 apic_id: c.apic_id(),
@@ -36,8 +36,10 @@ pub fn collect() -> Status {
                 missed_while_on: c.missed_while_on.load(Ordering::Relaxed),
                 lockups: c.lockups.load(Ordering::Relaxed),
                 nmi_site_calls: c.site_calls[2].load(Ordering::Relaxed),
-                events,
-                lost,
+                events: acc.iter().map(|a| a.produced()).sum(),
+                lost: acc.iter().map(|a| a.lost()).sum(),
+                events_by_context: acc.map(|a| a.produced()),
+                lost_by_context: acc.map(|a| a.lost()),
             }
         })
         .collect();

@@ -690,6 +690,8 @@ mod tests {
             nmi_site_calls,
             events,
             lost,
+            events_by_context: [events, 0, 0],
+            lost_by_context: [lost, 0, 0],
         };
         Status {
             cpu_brand: "Intel Core Processor (Haswell, no TSX)".into(),

@@ -529,10 +529,9 @@ fn screen_case(elf: &Path, boot: ScreenBoot, log_path: &Path) -> std::result::Re
     }
 }
 
-/// Fetch the CTF snapshot, unpack it with tar and read it with babeltrace2:
-/// the event count must match the snapshot's, with events from every CPU and
-/// from NMI context. Prints the fetch throughput (reported, not asserted).
-fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), String> {
+/// `GET /trace.ctf.tar`, unpacked into `dir` (`dir/trace/`); returns its
+/// size and the seconds the download took.
+fn fetch_ctf(port: u16, dir: &Path) -> std::result::Result<(usize, f64), String> {
     use std::io::{Read, Write};
     let t = Instant::now();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
@@ -545,35 +544,76 @@ fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), Strin
     if !buf.starts_with(b"HTTP/1.1 200") {
         return Err(format!("/trace.ctf.tar: {:?}", String::from_utf8_lossy(&buf[..split])));
     }
-    let dir = logs.join(format!("ctf-{}", nic.replace([',', '='], "_")));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("trace.tar"), &buf[split..]).map_err(|e| e.to_string())?;
-    println!(
-        "    /trace.ctf.tar over {nic}: {} bytes in {:.3} s = {:.2} MB/s",
-        buf.len() - split,
-        secs,
-        (buf.len() - split) as f64 / secs / 1e6
-    );
-    let tar = Command::new("tar").arg("xf").arg("trace.tar").current_dir(&dir).status().map_err(|e| e.to_string())?;
+    let tar = Command::new("tar").arg("xf").arg("trace.tar").current_dir(dir).status().map_err(|e| e.to_string())?;
     if !tar.success() {
         return Err("tar x failed on /trace.ctf.tar".into());
     }
-    let out = Command::new("babeltrace2").arg("trace").current_dir(&dir).output().map_err(|e| format!("babeltrace2: {e}"))?;
+    Ok((buf.len() - split, secs))
+}
+
+/// babeltrace2's text for the trace in `dir/trace`, and its event count.
+fn babeltrace(dir: &Path) -> std::result::Result<(String, u64), String> {
+    let out = Command::new("babeltrace2").arg("trace").current_dir(dir).output().map_err(|e| format!("babeltrace2: {e}"))?;
     if !out.status.success() {
         return Err(format!("babeltrace2 failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines = text.lines().filter(|l| l.contains(" trace-appliance ")).count();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let n = text.lines().filter(|l| l.contains(" trace-appliance ")).count() as u64;
+    Ok((text, n))
+}
+
+/// `snapshot_*` figures of the snapshot's metadata (`key = N;`).
+fn ctf_figure(dir: &Path, key: &str) -> std::result::Result<u64, String> {
     let meta = std::fs::read_to_string(dir.join("trace/metadata")).map_err(|e| e.to_string())?;
-    let want: usize = meta
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("snapshot_events = "))
+    meta.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key} = ")))
         .and_then(|v| v.trim_end_matches(';').parse().ok())
-        .ok_or("no snapshot_events in the metadata")?;
+        .ok_or_else(|| format!("no {key} in the metadata"))
+}
+
+/// The `events_discarded` of each stream's last packet (the CPU's lost
+/// events at the end of the snapshot), read from the packet contexts as
+/// declared in the metadata: magic, stream id, begin, end, content size,
+/// packet size (bits), events_discarded, cpu_id.
+fn ctf_discarded(dir: &Path) -> std::result::Result<u64, String> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir.join("trace")).map_err(|e| e.to_string())? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("stream_")) {
+            continue;
+        }
+        let b = std::fs::read(&path).map_err(|e| e.to_string())?;
+        let u64_at = |o: usize| b.get(o..o + 8).map(|x| u64::from_le_bytes(x.try_into().unwrap()));
+        let (mut at, mut last) = (0usize, None);
+        while at < b.len() {
+            let size = u64_at(at + 32).ok_or("truncated packet")? as usize / 8;
+            last = u64_at(at + 40);
+            if size == 0 {
+                return Err(format!("{}: empty packet", path.display()));
+            }
+            at += size;
+        }
+        total += last.ok_or_else(|| format!("{}: no packet", path.display()))?;
+    }
+    Ok(total)
+}
+
+/// Fetch the CTF snapshot, unpack it with tar and read it with babeltrace2:
+/// the event count must match the snapshot's, with events from every CPU and
+/// from NMI context. Prints the fetch throughput (reported, not asserted).
+fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), String> {
+    let dir = logs.join(format!("ctf-{}", nic.replace([',', '='], "_")));
+    let (bytes, secs) = fetch_ctf(port, &dir)?;
+    println!("    /trace.ctf.tar over {nic}: {bytes} bytes in {secs:.3} s = {:.2} MB/s", bytes as f64 / secs / 1e6);
+    let (text, lines) = babeltrace(&dir)?;
+    let want = ctf_figure(&dir, "snapshot_events")?;
     if lines != want || lines == 0 {
         return Err(format!("babeltrace2 printed {lines} events, the snapshot holds {want}"));
     }
+
     for cpu in 0..4 {
         if !text.contains(&format!("{{ cpu_id = {cpu} }}")) {
             return Err(format!("no event from cpu {cpu} in the CTF trace"));
@@ -588,6 +628,60 @@ fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// Tiny trace rings (`trace_buf_kb=4`) under the patching loop, in one
+/// overflow mode: events must be lost, and every format keeps exact books.
+/// `/trace`: event lines + LOST markers = its trailer's kept + lost =
+/// produced. CTF: babeltrace2's count = snapshot_events, the streams' last
+/// events_discarded add up to snapshot_lost, and events + lost = produced.
+/// `/status`: per CPU and context, what is kept fits the ring.
+fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::result::Result<String, String> {
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
+    let mut spec = kernel_boot(elf, &format!("patch=on patch_interval_us=1000 trace_buf_kb=4 trace_overflow={overflow}"), "2");
+    spec.net = Some((port, "virtio-net-pci".into()));
+    let log_path = logs.join(format!("trace_accounting_{overflow}.log"));
+    let mut run = qemu::spawn(&spec, &log_path, false).map_err(|e| e.to_string())?;
+    let mut log = String::new();
+    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    // The rings must have overflowed on every CPU before the downloads.
+    let t0 = Instant::now();
+    let st = loop {
+        let st = qemu::status(port)?;
+        if st.cpus.iter().all(|c| c.lost > 0) {
+            break st;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            return Err(format!("no CPU lost events with 4 KiB rings: {st:?}"));
+        }
+        let _ = run.wait_line(run.started.elapsed() + Duration::from_millis(500), &mut log, |_| false);
+    };
+    // Per CPU and context: produced = kept + lost, kept fits the ring.
+    for c in &st.cpus {
+        if c.events != c.events_by_context.iter().sum::<u64>() || c.lost != c.lost_by_context.iter().sum::<u64>() {
+            return Err(format!("cpu{}: totals are not the sum of the contexts: {c:?}", c.cpu));
+        }
+        for (ctx, cap) in appliance::trace::ring::capacity_for_kb(4).into_iter().enumerate() {
+            let kept = c.events_by_context[ctx].checked_sub(c.lost_by_context[ctx]).ok_or_else(|| format!("cpu{} ctx {ctx}: more lost than produced", c.cpu))?;
+            if kept > cap as u64 {
+                return Err(format!("cpu{} ctx {ctx}: {kept} events kept in a ring of {cap}", c.cpu));
+            }
+        }
+    }
+    let (code, text) = http(port, "GET /trace HTTP/1.1\r\n\r\n")?;
+    let books = appliance::trace::stream::TextBooks::read(&text).ok_or_else(|| format!("/trace ({code}) has no trailer"))?;
+    if code != 200 || !books.balanced() || books.lost == 0 {
+        return Err(format!("/trace books: {books:?}"));
+    }
+    let dir = logs.join(format!("ctf-accounting-{overflow}"));
+    fetch_ctf(port, &dir)?;
+    let (_, read) = babeltrace(&dir)?;
+    let (events, lost, produced) = (ctf_figure(&dir, "snapshot_events")?, ctf_figure(&dir, "snapshot_lost")?, ctf_figure(&dir, "snapshot_produced")?);
+    let discarded = ctf_discarded(&dir)?;
+    if read != events || discarded != lost || events + lost != produced || lost == 0 {
+        return Err(format!("CTF books: babeltrace2 read {read}, snapshot_events {events}, snapshot_lost {lost}, discarded in the streams {discarded}, produced {produced}"));
+    }
+    Ok(format!("/trace {} kept + {} lost, CTF {events} + {lost} = {produced}", books.kept, books.lost))
 }
 
 /// Boot with a NIC, wait for the service, and query it like a user would.
@@ -862,6 +956,9 @@ pub fn main(args: &TestArgs) -> Result<()> {
     for (name, boot) in [("screen_vga_text", ScreenBoot::Kernel), ("screen_grub_bios_text", ScreenBoot::GrubBios), ("screen_uefi_framebuffer", ScreenBoot::GrubUefi)] {
         let log = logs.join(format!("{name}.log"));
         driven.push((name, boot == ScreenBoot::Kernel, Box::new(move || screen_case(elf, boot, &log).map_err(|e| format!("{e} (log: {})", log.display())))));
+    }
+    for (name, overflow) in [("trace_accounting_overwrite", "overwrite"), ("trace_accounting_drop", "drop")] {
+        driven.push((name, overflow == "overwrite", Box::new(move || accounting_case(elf, overflow, logs))));
     }
     for (name, crash) in [("soak_two_models_report", false), ("soak_crash_is_a_failed_run", true)] {
         driven.push((name, false, Box::new(move || soak_case(&logs.join(name), crash).map(|()| String::new()))));

@@ -21,7 +21,7 @@ const PACKET_HEAD: usize = 4 + 4 + 8 + 8 + 8 + 8 + 8 + 4;
 const EVENT_BYTES: usize = 2 + 8 + 8 + 8 + 8 + 1 + 8;
 
 /// The TSDL metadata. `events` and `lost` describe the snapshot.
-pub fn metadata(hostname: &str, events: u64, lost: u64) -> String {
+pub fn metadata(hostname: &str, events: u64, lost: u64, produced: u64) -> String {
     let mut m = String::new();
     let _ = write!(
         m,
@@ -46,6 +46,7 @@ env {{
     tracer_name = "trace-appliance";
     snapshot_events = {events};
     snapshot_lost = {lost};
+    snapshot_produced = {produced};
 }};
 
 clock {{
@@ -81,19 +82,21 @@ stream {{
 
 /// One CPU's stream: its events (time-ordered) in packets of up to
 /// `EVENTS_PER_PACKET`; `discarded_before[i]` is the running count of events
-/// lost before event i (the packet carries the count at its end).
-pub fn stream(cpu: u32, events: &[Event], discarded_before: &[u64]) -> Vec<u8> {
+/// lost before event i, and the last packet carries `discarded_total`, every
+/// event lost up to its end (the packet carries the count at its end).
+pub fn stream(cpu: u32, events: &[Event], discarded_before: &[u64], discarded_total: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let chunks: Vec<(usize, &[Event])> = if events.is_empty() {
         alloc::vec![(0, &[][..])]
     } else {
         events.chunks(EVENTS_PER_PACKET).enumerate().map(|(i, c)| (i * EVENTS_PER_PACKET, c)).collect()
     };
-    for (start, chunk) in chunks {
+    let last = chunks.len() - 1;
+    for (k, (start, chunk)) in chunks.into_iter().enumerate() {
         let size = PACKET_HEAD + chunk.len() * EVENT_BYTES;
         let begin = chunk.first().map_or(0, |e| e.ts_ns);
         let end = chunk.last().map_or(0, |e| e.ts_ns);
-        let discarded = discarded_before.get(start + chunk.len().saturating_sub(1)).copied().unwrap_or(0);
+        let discarded = if k == last { discarded_total } else { discarded_before.get(start + chunk.len().saturating_sub(1)).copied().unwrap_or(0) };
         out.extend_from_slice(&MAGIC.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&begin.to_le_bytes());
@@ -150,23 +153,26 @@ pub fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
 /// discarded count.
 pub fn snapshot_tar(rings: &[super::ring::CpuRings], hostname: &str) -> Vec<u8> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let (mut total, mut lost_total) = (0u64, 0u64);
+    let (mut total, mut lost_total, mut produced_total) = (0u64, 0u64, 0u64);
     for (cpu, cr) in rings.iter().enumerate() {
         let mut events: Vec<Event> = Vec::new();
-        let mut lost_cpu = 0u64;
+        let (mut before, mut after, mut produced) = (0u64, 0u64, 0u64);
         for r in cr.rings.iter() {
-            let end = r.written();
-            let st = r.read(end.saturating_sub(r.capacity()), usize::MAX, |_, e| events.push(e));
-            lost_cpu += r.dropped() + st.lost;
+            let s = r.snapshot(|_, e| events.push(e));
+            before += s.lost_before();
+            after += s.lost_after();
+            produced += s.produced();
         }
         events.sort_by_key(|e| e.ts_ns);
-        // The running discarded count is reported from the first packet on.
-        let disc: Vec<u64> = events.iter().map(|_| lost_cpu).collect();
+        // Overwritten events are older than every event kept: counted from
+        // the first packet on; dropped ones are newer: counted at the end.
+        let disc: Vec<u64> = events.iter().map(|_| before).collect();
         total += events.len() as u64;
-        lost_total += lost_cpu;
-        files.push((alloc::format!("trace/stream_{cpu}"), stream(cpu as u32, &events, &disc)));
+        lost_total += before + after;
+        produced_total += produced;
+        files.push((alloc::format!("trace/stream_{cpu}"), stream(cpu as u32, &events, &disc, before + after)));
     }
-    let meta = metadata(hostname, total, lost_total);
+    let meta = metadata(hostname, total, lost_total, produced_total);
     let mut list: Vec<(&str, &[u8])> = alloc::vec![("trace/metadata", meta.as_bytes())];
     list.extend(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
     tar(&list)
@@ -184,7 +190,7 @@ mod tests {
     fn packets_have_the_declared_layout() {
         let evs: std::vec::Vec<Event> = (0..1500).map(|i| ev(1000 + i, 3)).collect();
         let disc: std::vec::Vec<u64> = (0..1500).map(|i| if i >= 1200 { 7 } else { 0 }).collect();
-        let s = stream(3, &evs, &disc);
+        let s = stream(3, &evs, &disc, 9);
         assert_eq!(s.len(), 2 * PACKET_HEAD + 1500 * EVENT_BYTES, "two packets");
         let u32_at = |o: usize| u32::from_le_bytes(s[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap());
@@ -195,24 +201,26 @@ mod tests {
         assert_eq!(u32_at(48), 3, "cpu_id");
         let second = PACKET_HEAD + 1024 * EVENT_BYTES;
         assert_eq!(u32_at(second), MAGIC);
-        assert_eq!(u64_at(second + 40), 7, "running discarded count at the end of the second packet");
+        assert_eq!(u64_at(second + 40), 9, "the last packet carries every event lost");
         // First event: id, timestamp, ip, parent, tsc, context, arg.
         let e = PACKET_HEAD;
         assert_eq!(u16::from_le_bytes([s[e], s[e + 1]]), 0);
         assert_eq!(u64_at(e + 2), 1000);
         assert_eq!(u64_at(e + 10), 0x20_0000 + 1000);
         assert_eq!(s[e + 34], 2, "nmi context");
-        assert_eq!(stream(0, &[], &[]).len(), PACKET_HEAD, "an empty CPU still has a packet");
+        let empty = stream(0, &[], &[], 4);
+        assert_eq!(empty.len(), PACKET_HEAD, "an empty CPU still has a packet");
+        assert_eq!(u64::from_le_bytes(empty[40..48].try_into().unwrap()), 4, "and its losses");
     }
 
     #[test]
     fn metadata_declares_every_event_kind_and_the_snapshot() {
-        let m = metadata("appliance", 42, 5);
+        let m = metadata("appliance", 42, 5, 47);
         assert!(m.starts_with("/* CTF 1.8 */"));
         for k in ["function", "patch_batch", "sync_round", "nmi_tick", "warning"] {
             assert!(m.contains(&std::format!("name = \"{k}\"")), "{k}");
         }
-        assert!(m.contains("snapshot_events = 42;") && m.contains("snapshot_lost = 5;"));
+        assert!(m.contains("snapshot_events = 42;") && m.contains("snapshot_lost = 5;") && m.contains("snapshot_produced = 47;"));
     }
 
     #[test]
@@ -242,9 +250,7 @@ mod tests {
         let names: std::vec::Vec<&str> = ["trace/metadata", "trace/stream_0", "trace/stream_1"].into_iter().filter(|n| t.windows(n.len()).any(|w| w == n.as_bytes())).collect();
         assert_eq!(names.len(), 3, "metadata and one stream per CPU");
         let text = std::string::String::from_utf8_lossy(&t);
-        // CPU 0 kept the newest 4 of 6, CPU 1 its one event. The 2 overwritten
-        // before the read are not counted as lost yet: the read starts at the
-        // oldest event kept, past them.
-        assert!(text.contains("snapshot_events = 5;") && text.contains("snapshot_lost = 0;"), "{}", &text[..600.min(text.len())]);
+        // CPU 0 kept the newest 4 of 6 (2 overwritten), CPU 1 its one event.
+        assert!(text.contains("snapshot_events = 5;") && text.contains("snapshot_lost = 2;") && text.contains("snapshot_produced = 7;"), "{}", &text[..700.min(text.len())]);
     }
 }

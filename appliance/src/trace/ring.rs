@@ -15,7 +15,13 @@
 //! lost. All fields are atomics, so concurrent reading is defined behaviour.
 //!
 //! Full rings either drop the new event (`Overflow::Drop`) or overwrite the
-//! oldest (`Overflow::Overwrite`); both are counted, and the writer never waits.
+//! oldest (`Overflow::Overwrite`); the writer never waits. Every event pushed
+//! is accounted for exactly ([`Account`]): it is in the ring, or it was
+//! dropped (counted by the writer when it drops), or it was overwritten (the
+//! writer's index moved past it: in overwrite mode, every index below
+//! `written - capacity`). A snapshot ([`Ring::snapshot`]) keeps the same
+//! books: what it read, plus what was lost before and during the read, is
+//! what had been produced when it started.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering, fence};
@@ -123,6 +129,74 @@ pub struct Ring {
     dropped: AtomicU64,
 }
 
+/// A ring's books at one moment: `produced = written + dropped` and
+/// `produced = kept + overwritten + dropped`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    /// Events pushed into the ring (and their slots written).
+    pub written: u64,
+    /// Events the writer dropped because the ring was full (`Drop` mode).
+    pub dropped: u64,
+    /// Events overwritten by newer ones (`Overwrite` mode).
+    pub overwritten: u64,
+}
+
+impl Account {
+    /// Every event the tracer produced for this ring.
+    pub fn produced(&self) -> u64 {
+        self.written + self.dropped
+    }
+
+    /// Events no reader can get any more.
+    pub fn lost(&self) -> u64 {
+        self.dropped + self.overwritten
+    }
+
+    /// Events in the ring now.
+    pub fn kept(&self) -> u64 {
+        self.written - self.overwritten
+    }
+}
+
+impl core::ops::AddAssign for Account {
+    fn add_assign(&mut self, o: Account) {
+        self.written += o.written;
+        self.dropped += o.dropped;
+        self.overwritten += o.overwritten;
+    }
+}
+
+/// What one snapshot read of a ring found. `read + lost = produced`, exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The ring's books when the snapshot started.
+    pub at_start: Account,
+    /// Events handed to the reader.
+    pub read: u64,
+    /// Events overwritten while the snapshot was being read.
+    pub lost_while_reading: u64,
+}
+
+impl Snapshot {
+    /// Lost before the oldest event read (overwritten; in time order, before it).
+    pub fn lost_before(&self) -> u64 {
+        self.at_start.overwritten + self.lost_while_reading
+    }
+
+    /// Lost after the newest event read (dropped: the ring was full).
+    pub fn lost_after(&self) -> u64 {
+        self.at_start.dropped
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.lost_before() + self.lost_after()
+    }
+
+    pub fn produced(&self) -> u64 {
+        self.at_start.produced()
+    }
+}
+
 /// What a read returned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadStats {
@@ -154,6 +228,31 @@ impl Ring {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// The books now (lock-free; from any CPU).
+    pub fn account(&self) -> Account {
+        let written = self.head.load(Ordering::Acquire);
+        let dropped = self.dropped.load(Ordering::Acquire);
+        let overwritten = match self.mode {
+            Overflow::Overwrite => written.saturating_sub(self.capacity()),
+            Overflow::Drop => 0,
+        };
+        Account { written, dropped, overwritten }
+    }
+
+    /// Read every event the ring holds now, oldest first, without stopping
+    /// the writer; events the writer overwrites meanwhile are counted, not read.
+    pub fn snapshot(&self, f: impl FnMut(u64, Event)) -> Snapshot {
+        let at_start = self.account();
+        let from = at_start.written.saturating_sub(self.capacity());
+        let mut read = 0u64;
+        let mut f = f;
+        let st = self.read_until(from, at_start.written, |i, e| {
+            read += 1;
+            f(i, e)
+        });
+        Snapshot { at_start, read, lost_while_reading: st.lost }
+    }
+
     /// Append (the owning CPU, in the ring's context, only). Never waits;
     /// returns false when the event was dropped.
     pub fn push(&self, ev: &Event) -> bool {
@@ -175,12 +274,32 @@ impl Ring {
 
     /// Read events with index `from..` (up to `max`), without stopping the
     /// writer. Events already overwritten count as lost.
-    pub fn read(&self, from: u64, max: usize, mut f: impl FnMut(u64, Event)) -> ReadStats {
+    pub fn read(&self, from: u64, max: usize, f: impl FnMut(u64, Event)) -> ReadStats {
+        self.read_bounded(from, |start| start.saturating_add(max as u64), f)
+    }
+
+    /// Read events with index `from..until` (those written by then), without
+    /// stopping the writer. Events already overwritten count as lost.
+    pub fn read_until(&self, from: u64, until: u64, f: impl FnMut(u64, Event)) -> ReadStats {
+        self.read_bounded(from, |_| until, f)
+    }
+
+    /// Read at most `max` events with index `from..until`. Events already
+    /// overwritten in that range count as lost.
+    pub fn read_some(&self, from: u64, until: u64, max: usize, f: impl FnMut(u64, Event)) -> ReadStats {
+        self.read_bounded(from, |start| until.min(start.saturating_add(max as u64)), f)
+    }
+
+    /// `end(start)`: the index to stop at, given the first one still in the ring.
+    fn read_bounded(&self, from: u64, end: impl FnOnce(u64) -> u64, mut f: impl FnMut(u64, Event)) -> ReadStats {
         let head = self.head.load(Ordering::Acquire);
         let oldest = head.saturating_sub(self.capacity());
-        let mut lost = oldest.saturating_sub(from);
-        let start = from.max(oldest);
-        let end = head.min(start.saturating_add(max as u64));
+        let first = from.max(oldest);
+        let bound = end(first);
+        // Never skip past the bound: what was overwritten beyond it is not this read's.
+        let start = first.min(bound.max(from));
+        let end = head.min(bound).max(start);
+        let mut lost = start - from.min(start);
         for i in start..end {
             let slot = &self.slots[(i % self.capacity()) as usize];
             let s1 = slot.seq.load(Ordering::Acquire);
@@ -213,9 +332,18 @@ impl CpuRings {
         CpuRings { rings: core::array::from_fn(|i| Ring::new(capacities[i], mode)) }
     }
 
-    /// Events written, dropped by the writer, over all contexts.
-    pub fn totals(&self) -> (u64, u64) {
-        self.rings.iter().fold((0, 0), |(w, d), r| (w + r.written(), d + r.dropped()))
+    /// The books of each context's ring now (task, irq, nmi).
+    pub fn accounts(&self) -> [Account; 3] {
+        self.rings.each_ref().map(Ring::account)
+    }
+
+    /// The books over all contexts now.
+    pub fn account(&self) -> Account {
+        let mut a = Account::default();
+        for r in &self.rings {
+            a += r.account();
+        }
+        a
     }
 }
 
@@ -332,7 +460,7 @@ mod tests {
         }
         assert_eq!(cr.rings[2].dropped(), 4, "capacity 4, 3 used: 1 more fits, 4 dropped");
         assert_eq!((cr.rings[0].dropped(), cr.rings[1].dropped()), (0, 0));
-        assert_eq!(cr.totals(), (10, 4));
+        assert_eq!(cr.account(), Account { written: 10, dropped: 4, overwritten: 0 });
     }
 
     #[test]
@@ -343,6 +471,113 @@ mod tests {
         let cr = CpuRings::new([8, 4, 4], Overflow::Drop);
         assert_eq!(cr.rings.each_ref().map(|r| r.capacity()), [8, 4, 4]);
         cr.rings[2].push(&ev(1));
-        assert_eq!(cr.totals(), (1, 0));
+        assert_eq!(cr.account().produced(), 1);
+    }
+
+    #[test]
+    fn a_read_lapped_by_the_writer_counts_only_its_own_range() {
+        let r = Ring::new(4, Overflow::Overwrite);
+        for n in 0..20 {
+            r.push(&ev(n));
+        }
+        // Events 2..6 were overwritten long ago: all 4 lost, none read, none past 6.
+        let mut got = Vec::new();
+        let s = r.read_until(2, 6, |_, e| got.push(e.arg));
+        assert_eq!((got.len(), s), (0, ReadStats { next: 6, lost: 4 }));
+        let mut got = Vec::new();
+        let s = r.read_until(14, 18, |_, e| got.push(e.arg));
+        assert_eq!((got, s), (vec![16, 17], ReadStats { next: 18, lost: 2 }));
+        let mut got = Vec::new();
+        let s = r.read_some(14, 18, 1, |_, e| got.push(e.arg));
+        assert_eq!((got, s), (vec![16], ReadStats { next: 17, lost: 2 }));
+        let s = r.read_some(2, 6, 1, |_, _| panic!("nothing of 2..6 is left"));
+        assert_eq!(s, ReadStats { next: 6, lost: 4 });
+    }
+
+    #[test]
+    fn the_books_balance_in_both_modes() {
+        for mode in [Overflow::Overwrite, Overflow::Drop] {
+            let r = Ring::new(4, mode);
+            for n in 0..11 {
+                r.push(&ev(n));
+                let a = r.account();
+                assert_eq!(a.produced(), n + 1, "{mode:?}");
+                assert_eq!(a.kept() + a.lost(), a.produced(), "{mode:?}");
+                assert!(a.kept() <= 4);
+            }
+            let a = r.account();
+            match mode {
+                Overflow::Overwrite => assert_eq!(a, Account { written: 11, dropped: 0, overwritten: 7 }),
+                Overflow::Drop => assert_eq!(a, Account { written: 4, dropped: 7, overwritten: 0 }),
+            }
+            let mut got = Vec::new();
+            let s = r.snapshot(|_, e| got.push(e.arg));
+            assert_eq!(s.read + s.lost(), s.produced(), "{mode:?}");
+            assert_eq!(got, if mode == Overflow::Drop { vec![0, 1, 2, 3] } else { vec![7, 8, 9, 10] });
+            assert_eq!((s.lost_before(), s.lost_after()), if mode == Overflow::Drop { (0, 7) } else { (7, 0) });
+        }
+    }
+
+    #[test]
+    fn snapshots_under_a_concurrent_writer_balance_exactly() {
+        // A writer thread (the CPU, any context) against snapshots (the
+        // network service): each snapshot's read + lost is what had been
+        // produced when it started, whatever the writer did meanwhile.
+        for mode in [Overflow::Overwrite, Overflow::Drop] {
+            let r = Arc::new(Ring::new(32, mode));
+            const N: u64 = 300_000;
+            let w = {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for n in 0..N {
+                        r.push(&ev(n));
+                    }
+                })
+            };
+            let mut snapshots = 0;
+            while !w.is_finished() || snapshots == 0 {
+                let mut last = None;
+                let s = r.snapshot(|i, e| {
+                    assert_eq!(e, ev(i), "torn or misplaced event");
+                    assert!(last.is_none_or(|l| l < i), "out of order");
+                    last = Some(i);
+                });
+                assert_eq!(s.read + s.lost(), s.produced(), "{mode:?}: {s:?}");
+                snapshots += 1;
+            }
+            w.join().unwrap();
+            let a = r.account();
+            assert_eq!(a.produced(), N);
+            assert_eq!(a.kept() + a.lost(), N);
+        }
+    }
+
+    #[test]
+    fn nested_contexts_keep_separate_exact_books() {
+        // Simulated nesting on one CPU: a task write interrupted by irq
+        // writes, themselves interrupted by NMI writes, each context in its
+        // own ring of a different size, in both modes.
+        for mode in [Overflow::Overwrite, Overflow::Drop] {
+            let cr = CpuRings::new([8, 4, 2], mode);
+            let mut produced = [0u64; 3];
+            for round in 0..50u64 {
+                cr.rings[0].push(&ev(round));
+                produced[0] += 1;
+                for k in 0..(round % 3) {
+                    cr.rings[1].push(&ev(1000 + k));
+                    produced[1] += 1;
+                    if k % 2 == 0 {
+                        cr.rings[2].push(&ev(2000 + k));
+                        produced[2] += 1;
+                    }
+                }
+            }
+            for (ctx, a) in cr.accounts().iter().enumerate() {
+                assert_eq!(a.produced(), produced[ctx], "{mode:?} ctx {ctx}");
+                assert_eq!(a.kept() + a.lost(), produced[ctx], "{mode:?} ctx {ctx}");
+                assert_eq!(a.kept(), produced[ctx].min(cr.rings[ctx].capacity()), "{mode:?} ctx {ctx}");
+            }
+            assert_eq!(cr.account().produced(), produced.iter().sum::<u64>());
+        }
     }
 }

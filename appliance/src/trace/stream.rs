@@ -1,9 +1,12 @@
 //! `GET /trace` and `/trace.json`: every CPU's rings (task, irq and nmi
 //! context) read from the oldest event kept and merged by timestamp, as
-//! ftrace-style lines with `[LOST N EVENTS]` markers or as Chrome/Perfetto
-//! trace events; with `follow` the snapshot keeps extending to what was
-//! written since, like trace_pipe. Pure logic over the rings, host-tested;
-//! the network service sends the lines.
+//! ftrace-style lines with `CPU:N [LOST K EVENTS]` markers where the loss
+//! happened (overwritten events before the first line of their CPU, events
+//! overwritten while reading where they were, dropped ones after the last),
+//! or as Chrome/Perfetto trace events; with `follow` the snapshot keeps
+//! extending to what was written since, like trace_pipe. The trailer keeps
+//! the books: lines kept + events lost = events produced. Pure logic over the
+//! rings, host-tested; the network service sends the lines.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -23,6 +26,8 @@ struct Cursor {
     end: u64,
     /// The event read ahead.
     ahead: Option<Event>,
+    /// Events the writer had dropped when they were last accounted.
+    dropped: u64,
 }
 
 /// A trace download in progress.
@@ -32,6 +37,11 @@ pub struct TraceStream<'r> {
     /// Bytes produced but not sent yet (the service drains it).
     pub pending: Vec<u8>,
     lost_total: u64,
+    /// Events produced up to the snapshot (extended when following), and event lines sent.
+    produced_total: u64,
+    kept_total: u64,
+    /// Per CPU: dropped events to report after its last line.
+    lost_at_end: Vec<u64>,
     /// Chrome/Perfetto trace-event JSON instead of text lines.
     json: bool,
     first: bool,
@@ -44,10 +54,15 @@ impl<'r> TraceStream<'r> {
     /// A snapshot of `rings` as they are now, its header already pending.
     pub fn new(rings: &'r [CpuRings], json: bool, follow: bool, symbol: Symbolizer) -> TraceStream<'r> {
         let mut cursors = Vec::new();
+        let (mut lost_at_start, mut lost_at_end) = (alloc::vec![0u64; rings.len()], alloc::vec![0u64; rings.len()]);
+        let mut produced_total = 0;
         for (cpu, cr) in rings.iter().enumerate() {
             for (ctx, r) in cr.rings.iter().enumerate() {
-                let end = r.written();
-                cursors.push(Cursor { cpu, ctx, pos: end.saturating_sub(r.capacity()), end, ahead: None });
+                let a = r.account();
+                produced_total += a.produced();
+                lost_at_start[cpu] += a.overwritten;
+                lost_at_end[cpu] += a.dropped;
+                cursors.push(Cursor { cpu, ctx, pos: a.written.saturating_sub(r.capacity()), end: a.written, ahead: None, dropped: a.dropped });
             }
         }
         let mut pending = Vec::new();
@@ -56,7 +71,24 @@ impl<'r> TraceStream<'r> {
         } else {
             pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
         }
-        TraceStream { rings, cursors, pending, lost_total: 0, json, first: true, follow, symbol }
+        let mut t = TraceStream { rings, cursors, pending, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: true, follow, symbol };
+        for (cpu, n) in lost_at_start.into_iter().enumerate() {
+            t.lost(cpu, n);
+        }
+        t
+    }
+
+    /// Count `n` events of `cpu` lost here, with a marker in the text form.
+    fn lost(&mut self, cpu: usize, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.lost_total += n;
+        if !self.json {
+            let mut l = String::new();
+            encode::lost_line(&mut l, cpu, n);
+            self.pending.extend_from_slice(l.as_bytes());
+        }
     }
 
     /// The stream follows new events (it ends only when the client leaves).
@@ -64,37 +96,48 @@ impl<'r> TraceStream<'r> {
         self.follow
     }
 
-    /// The next line (None when the snapshot is exhausted; when following,
+    /// The next line(s) (None when the snapshot is exhausted; when following,
     /// the snapshot is extended to what was written since and the next call
-    /// goes on).
+    /// goes on). Call it once `pending` has been sent.
     pub fn next_line(&mut self) -> Option<String> {
-        // Read ahead one event per ring; report overwritten ones as lost.
-        for c in self.cursors.iter_mut() {
+        // Read ahead one event per ring; report overwritten ones as lost where they were.
+        for k in 0..self.cursors.len() {
+            let c = &mut self.cursors[k];
             while c.ahead.is_none() && c.pos < c.end {
                 let mut got = None;
-                let st = self.rings[c.cpu].rings[c.ctx].read(c.pos, 1, |_, e| got = Some(e));
-                c.pos = st.next.max(c.pos + 1).min(c.end);
-                if st.lost > 0 {
-                    self.lost_total += st.lost;
-                    if !self.json {
-                        let mut l = String::new();
-                        encode::lost_line(&mut l, c.cpu, st.lost);
-                        return Some(l);
-                    }
-                }
+                let st = self.rings[c.cpu].rings[c.ctx].read_some(c.pos, c.end, 1, |_, e| got = Some(e));
+                c.pos = st.next;
                 c.ahead = got;
+                if st.lost > 0 {
+                    let cpu = c.cpu;
+                    self.lost(cpu, st.lost);
+                    return Some(self.take_pending());
+                }
             }
         }
         let Some(i) = self.cursors.iter().enumerate().filter_map(|(i, c)| c.ahead.map(|e| (i, e.ts_ns))).min_by_key(|&(_, ts)| ts).map(|(i, _)| i) else {
             if self.follow {
-                // Everything up to the snapshot is out: extend it to what was written since.
-                for c in self.cursors.iter_mut() {
-                    c.end = self.rings[c.cpu].rings[c.ctx].written();
+                // Everything up to the snapshot is out: extend it to what was
+                // written since, and report what was dropped since.
+                for k in 0..self.cursors.len() {
+                    let c = &mut self.cursors[k];
+                    let a = self.rings[c.cpu].rings[c.ctx].account();
+                    let dropped = a.dropped - c.dropped;
+                    self.produced_total += (a.written - c.end) + dropped;
+                    (c.end, c.dropped) = (a.written, a.dropped);
+                    let cpu = c.cpu;
+                    self.lost(cpu, dropped);
+                }
+            } else {
+                for cpu in 0..self.lost_at_end.len() {
+                    let n = core::mem::take(&mut self.lost_at_end[cpu]);
+                    self.lost(cpu, n);
                 }
             }
-            return None;
+            return (!self.pending.is_empty()).then(|| self.take_pending());
         };
         let e = self.cursors[i].ahead.take()?;
+        self.kept_total += 1;
         let (name, parent) = ((self.symbol)(e.ip), (self.symbol)(e.parent.wrapping_sub(1)));
         let mut line = String::new();
         if self.json {
@@ -110,13 +153,49 @@ impl<'r> TraceStream<'r> {
         Some(line)
     }
 
-    /// What ends the download: the lost-event total.
+    /// Lines produced by the accounting (markers), as one string.
+    fn take_pending(&mut self) -> String {
+        String::from_utf8(core::mem::take(&mut self.pending)).unwrap_or_default()
+    }
+
+    /// What ends the download: the books (kept + lost = produced).
     pub fn trailer(&self) -> String {
         if self.json {
-            alloc::format!("\n],\"otherData\":{{\"lost_events\":{}}}}}\n", self.lost_total)
+            alloc::format!(
+                "\n],\"otherData\":{{\"lost_events\":{},\"kept_events\":{},\"produced_events\":{}}}}}\n",
+                self.lost_total, self.kept_total, self.produced_total
+            )
         } else {
-            alloc::format!("# end of snapshot, {} events lost\n", self.lost_total)
+            alloc::format!("# end of snapshot, {} events lost, {} kept, {} produced\n", self.lost_total, self.kept_total, self.produced_total)
         }
+    }
+}
+
+/// The books of a text download as a client reads them back: event lines,
+/// the total of the `[LOST N EVENTS]` markers, and the trailer's figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextBooks {
+    pub event_lines: u64,
+    pub marked_lost: u64,
+    pub lost: u64,
+    pub kept: u64,
+    pub produced: u64,
+}
+
+impl TextBooks {
+    /// Read a whole `/trace` download (None without its trailer).
+    pub fn read(text: &str) -> Option<TextBooks> {
+        let event_lines = text.lines().filter(|l| l.starts_with("  [")).count() as u64;
+        let marked_lost = text.lines().filter_map(|l| l.split("[LOST ").nth(1)?.split(' ').next()?.parse::<u64>().ok()).sum();
+        let t = text.lines().last()?.strip_prefix("# end of snapshot, ")?;
+        let n: Vec<u64> = t.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+        let [lost, kept, produced] = n[..] else { return None };
+        Some(TextBooks { event_lines, marked_lost, lost, kept, produced })
+    }
+
+    /// Every line and marker is in the trailer, and kept + lost = produced.
+    pub fn balanced(&self) -> bool {
+        self.event_lines == self.kept && self.marked_lost == self.lost && self.kept + self.lost == self.produced
     }
 }
 
@@ -156,7 +235,7 @@ mod tests {
         assert_eq!(lines.len(), 4, "{text}");
         assert!(lines[0].starts_with("  [001] nmi") && lines[0].ends_with("traced <-caller"), "{text}");
         assert!(lines[1].starts_with("  [000] irq") && lines[2].starts_with("  [000] task"), "{text}");
-        assert_eq!(lines[3], "# end of snapshot, 0 events lost");
+        assert_eq!(lines[3], "# end of snapshot, 0 events lost, 3 kept, 3 produced");
     }
 
     #[test]
@@ -168,6 +247,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["traceEvents"].as_array().unwrap().len(), 2);
         assert_eq!(v["otherData"]["lost_events"], 0);
+        assert_eq!(v["otherData"]["produced_events"], 2);
     }
 
     #[test]
@@ -175,6 +255,7 @@ mod tests {
         let rings: Vec<CpuRings> = (0..1).map(|_| CpuRings::new([8, 4, 4], Overflow::Overwrite)).collect();
         rings[0].rings[0].push(&ev(1, 0, 0));
         let mut t = TraceStream::new(&rings, false, true, names);
+        t.pending.clear(); // the header, which the service sends first
         assert!(t.next_line().is_some());
         assert!(t.next_line().is_none(), "nothing new yet");
         rings[0].rings[0].push(&ev(2, 0, 0));
@@ -182,5 +263,55 @@ mod tests {
         let line = (0..2).find_map(|_| t.next_line()).expect("the new event is streamed");
         assert!(line.contains("0.000000: traced"), "{line}");
         assert!(t.follow());
+    }
+
+    #[test]
+    fn every_lost_event_is_marked_and_the_books_balance() {
+        for mode in [Overflow::Overwrite, Overflow::Drop] {
+            let rings: Vec<CpuRings> = (0..2).map(|_| CpuRings::new([4, 2, 2], mode)).collect();
+            for n in 0..10 {
+                rings[0].rings[0].push(&ev(100 + n, 0, 0));
+            }
+            for n in 0..5 {
+                rings[1].rings[2].push(&ev(50 + n, 1, 2));
+            }
+            let text = drain(&mut TraceStream::new(&rings, false, false, names));
+            let b = TextBooks::read(&text).unwrap();
+            assert_eq!(b, TextBooks { event_lines: 6, marked_lost: 9, lost: 9, kept: 6, produced: 15 }, "{mode:?}\n{text}");
+            assert!(b.balanced());
+            let unmarked: String = text.lines().filter(|l| !l.starts_with("CPU:1 ")).map(|l| format!("{l}\n")).collect();
+            assert!(!TextBooks::read(&unmarked).unwrap().balanced(), "a missing marker unbalances the books");
+            let first_cpu0 = text.lines().position(|l| l.starts_with("  [000]")).unwrap();
+            let marker_cpu0 = text.lines().position(|l| l == "CPU:0 [LOST 6 EVENTS]").unwrap();
+            match mode {
+                // Overwritten: older than the first line kept; dropped: newer than the last.
+                Overflow::Overwrite => assert!(marker_cpu0 < first_cpu0, "{text}"),
+                Overflow::Drop => assert!(marker_cpu0 > first_cpu0, "{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_concurrent_writer_never_unbalances_the_books() {
+        use std::sync::Arc;
+        for mode in [Overflow::Overwrite, Overflow::Drop] {
+            let rings: Arc<Vec<CpuRings>> = Arc::new((0..1).map(|_| CpuRings::new([16, 4, 4], mode)).collect());
+            let w = {
+                let rings = rings.clone();
+                std::thread::spawn(move || {
+                    for n in 0..200_000u64 {
+                        rings[0].rings[(n % 3) as usize].push(&ev(n, 0, (n % 3) as u8));
+                    }
+                })
+            };
+            let mut downloads = 0;
+            while !w.is_finished() || downloads == 0 {
+                let text = drain(&mut TraceStream::new(&rings, false, false, names));
+                let b = TextBooks::read(&text).unwrap();
+                assert!(b.balanced(), "{mode:?}: {b:?}\n{text}");
+                downloads += 1;
+            }
+            w.join().unwrap();
+        }
     }
 }
