@@ -1,5 +1,13 @@
 //! HTTP/1.1 request heads: parsing and limits. Pure logic, host-tested; the
 //! network service feeds it the bytes a connection sent so far.
+//!
+//! RFC 9112 where it matters for safety: a line may end in CRLF or a bare LF
+//! (§2.2), a bare CR elsewhere is an error; two Content-Length values that
+//! differ, and any Transfer-Encoding (we implement no transfer coding), are
+//! answered 400 at once (§6.1, §6.3: the message framing would be ambiguous,
+//! the shape of request smuggling); `Expect: 100-continue` is flagged so the
+//! service answers `100 Continue` at once, any other expectation gets 417
+//! (RFC 9110 §10.1.1).
 
 /// Largest request head accepted (431 beyond).
 pub const MAX_HEAD: usize = 4096;
@@ -25,6 +33,8 @@ pub struct Request<'a> {
     pub content_length: usize,
     /// Bytes of the head, including the blank line.
     pub head_len: usize,
+    /// `Expect: 100-continue`: the client waits for `100 Continue` before the body.
+    pub expect_continue: bool,
 }
 
 impl Request<'_> {
@@ -48,16 +58,18 @@ pub enum Parse<'a> {
 /// Parse the head of a request from the bytes received so far. Never panics,
 /// whatever the bytes.
 pub fn parse(buf: &[u8]) -> Parse<'_> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+    // Empty lines before the request line are ignored (RFC 9112 §2.2).
+    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let Some((end, head_len)) = head_end(&buf[skip..]).map(|(e, h)| (skip + e, skip + h)) else {
         return if buf.len() > MAX_HEAD { Parse::Error(431) } else { Parse::Incomplete };
     };
-    let head_len = end + 4;
     if head_len > MAX_HEAD {
         return Parse::Error(431);
     }
-    let Ok(head) = core::str::from_utf8(&buf[..end]) else { return Parse::Error(400) };
-    let mut lines = head.split("\r\n");
-    let mut parts = lines.next().unwrap_or("").split(' ');
+    let Ok(head) = core::str::from_utf8(&buf[skip..end]) else { return Parse::Error(400) };
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let request_line = lines.next().unwrap_or("");
+    let mut parts = request_line.split(' ');
     let (m, target, version) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if parts.next().is_some() || !(version == "HTTP/1.1" || version == "HTTP/1.0") || !target.starts_with('/') || m.is_empty() {
         return Parse::Error(400);
@@ -72,21 +84,55 @@ pub fn parse(buf: &[u8]) -> Parse<'_> {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let (mut bearer, mut content_length) = (None, 0usize);
+    let (mut bearer, mut content_length, mut expect_continue) = (None, None::<usize>, false);
     for line in lines {
         let Some((name, value)) = line.split_once(':') else { return Parse::Error(400) };
+        if line.contains('\r') || name.is_empty() || name.ends_with(' ') || name.ends_with('\t') {
+            return Parse::Error(400);
+        }
         let value = value.trim();
         if name.eq_ignore_ascii_case("authorization") {
             bearer = value.strip_prefix("Bearer ").map(str::trim);
         } else if name.eq_ignore_ascii_case("content-length") {
-            match value.parse::<usize>() {
-                Ok(n) if n <= MAX_BODY => content_length = n,
-                Ok(_) => return Parse::Error(413),
-                Err(_) => return Parse::Error(400),
+            // `Content-Length: 5, 5` and repeated fields must all agree.
+            for v in value.split(',').map(str::trim) {
+                let Ok(n) = v.parse::<usize>() else { return Parse::Error(400) };
+                if content_length.is_some_and(|c| c != n) {
+                    return Parse::Error(400);
+                }
+                content_length = Some(n);
             }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Parse::Error(400);
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value.eq_ignore_ascii_case("100-continue") {
+                return Parse::Error(417);
+            }
+            expect_continue = true;
         }
     }
-    Parse::Complete(Request { method, path, query, bearer, content_length, head_len })
+    let content_length = content_length.unwrap_or(0);
+    if content_length > MAX_BODY {
+        return Parse::Error(413);
+    }
+    Parse::Complete(Request { method, path, query, bearer, content_length, head_len, expect_continue })
+}
+
+/// Where the head ends: (end of its last line, bytes up to and including
+/// the empty line), with CRLF or bare LF line ends.
+fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while let Some(k) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + k;
+        let line_start = i;
+        let line = &buf[line_start..nl];
+        if line_start > 0 && (line.is_empty() || line == b"\r") {
+            let end = line_start - if line_start >= 2 && buf[line_start - 2] == b'\r' { 2 } else { 1 };
+            return Some((end, nl + 1));
+        }
+        i = nl + 1;
+    }
+    None
 }
 
 /// The reason phrase of the statuses we send.
@@ -99,6 +145,7 @@ pub fn reason(code: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -134,6 +181,8 @@ mod tests {
         big.extend_from_slice(b"\r\n\r\n");
         assert_eq!(parse(&big), Parse::Error(431));
         assert!(matches!(parse(b"DELETE / HTTP/1.1\r\n\r\n"), Parse::Complete(Request { method: Method::Other, .. })));
+        assert_eq!(parse(b"\r\n\r\n"), Parse::Incomplete, "empty lines before a request line are ignored");
+        assert!(matches!(parse(b"\r\nGET / HTTP/1.1\r\n\r\n"), Parse::Complete(Request { head_len: 20, .. })));
         assert_eq!(parse(b"\xff\xfe / HTTP/1.1\r\n\r\n"), Parse::Error(400));
     }
 
@@ -159,5 +208,32 @@ mod tests {
                 assert!(r.head_len <= buf.len() && r.path.starts_with('/') && r.content_length <= MAX_BODY);
             }
         }
+    }
+
+    #[test]
+    fn rfc_9112_framing() {
+        // Bare LF line ends are accepted, mixed too.
+        let Parse::Complete(r) = parse(b"GET /status HTTP/1.1\nHost: x\n\n") else { panic!() };
+        assert_eq!((r.path, r.head_len), ("/status", 30));
+        let Parse::Complete(r) = parse(b"POST /control/tracing HTTP/1.1\r\nContent-Length: 3\n\r\noff") else { panic!() };
+        assert_eq!((r.content_length, r.head_len), (3, 52));
+        assert_eq!(parse(b"GET /status HTTP/1.1\nHost: x\n"), Parse::Incomplete);
+        // A bare CR inside a line is an error.
+        assert_eq!(parse(b"GET /status HTTP/1.1\r\nX: a\rb\r\n\r\n"), Parse::Error(400));
+        // Content-Length: repeated and equal is one value; different is an error.
+        let Parse::Complete(r) = parse(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok") else { panic!() };
+        assert_eq!(r.content_length, 2);
+        assert!(matches!(parse(b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nok"), Parse::Complete(Request { content_length: 2, .. })));
+        assert_eq!(parse(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"), Parse::Error(400));
+        assert_eq!(parse(b"POST / HTTP/1.1\r\nContent-Length: 2, 3\r\n\r\nok"), Parse::Error(400));
+        // Any transfer coding is refused (with or without a length).
+        assert_eq!(parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Parse::Error(400));
+        assert_eq!(parse(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"), Parse::Error(400));
+        // No whitespace between a field name and its colon (§5.1).
+        assert_eq!(parse(b"POST / HTTP/1.1\r\nContent-Length : 2\r\n\r\nok"), Parse::Error(400));
+        // Expectations.
+        let Parse::Complete(r) = parse(b"POST /control/tracing HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n") else { panic!() };
+        assert!(r.expect_continue);
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nExpect: teapot\r\n\r\n"), Parse::Error(417));
     }
 }

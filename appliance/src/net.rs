@@ -31,7 +31,7 @@ fn symbol(addr: u64) -> Option<&'static str> {
 
 enum Conn {
     /// Receiving a request head, since this time (ns).
-    Reading(Vec<u8>, u64),
+    Reading(Vec<u8>, u64, bool),
     Trace(alloc::boxed::Box<TraceStream<'static>>),
     /// A built response being sent, from this offset.
     Blob(Vec<u8>, usize),
@@ -116,7 +116,7 @@ pub fn init(conf: &NetConfig, ecam: Option<u64>) {
     let mut http = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
         let s = tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 4096]), tcp::SocketBuffer::new(alloc::vec![0; 65536]));
-        http.push((sockets.add(s), Conn::Reading(Vec::new(), 0)));
+        http.push((sockets.add(s), Conn::Reading(Vec::new(), 0, false)));
     }
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
     STATE.store(1, Ordering::Relaxed);
@@ -161,12 +161,12 @@ pub fn poll() {
     for (h, conn) in s.http.iter_mut() {
         let sock = s.sockets.get_mut::<tcp::Socket>(*h);
         if !sock.is_open() {
-            *conn = Conn::Reading(Vec::new(), 0);
+            *conn = Conn::Reading(Vec::new(), 0, false);
             let _ = sock.listen(port);
             continue;
         }
         match conn {
-            Conn::Reading(req, since) => {
+            Conn::Reading(req, since, continued) => {
                 // Listening, no client yet: the idle clock has not started.
                 if !sock.is_active() {
                     *since = 0;
@@ -202,12 +202,17 @@ pub fn poll() {
                     *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(crate::events::RINGS.get().map_or(&[], |r| r.as_slice()), json, follow, symbol)));
                     continue;
                 }
-                // A request with a body waits for all of it.
+                // A request with a body waits for all of it; a client that
+                // asked for `100 Continue` gets it at once (RFC 9110 §10.1.1).
                 if let Parse::Complete(r) = &parsed
                     && req.len() < r.head_len + r.content_length
                     && sock.may_recv()
                     && now_ns.saturating_sub(*since) < REQUEST_TIMEOUT_NS
                 {
+                    if r.expect_continue && !*continued {
+                        *continued = true;
+                        let _ = sock.send_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
                     continue;
                 }
                 if let Parse::Complete(r) = &parsed
@@ -236,7 +241,7 @@ pub fn poll() {
                 };
                 let _ = sock.send_slice(resp.as_bytes());
                 sock.close();
-                *conn = Conn::Reading(Vec::new(), 0);
+                *conn = Conn::Reading(Vec::new(), 0, false);
             }
             Conn::Blob(data, pos) => {
                 if *pos < data.len() {
@@ -244,7 +249,7 @@ pub fn poll() {
                 }
                 if *pos >= data.len() {
                     sock.close();
-                    *conn = Conn::Reading(Vec::new(), 0);
+                    *conn = Conn::Reading(Vec::new(), 0, false);
                 }
             }
             Conn::Trace(t) => {
@@ -258,7 +263,7 @@ pub fn poll() {
                             None => {
                                 let _ = sock.send_slice(t.trailer().as_bytes());
                                 sock.close();
-                                *conn = Conn::Reading(Vec::new(), 0);
+                                *conn = Conn::Reading(Vec::new(), 0, false);
                                 break;
                             }
                         }

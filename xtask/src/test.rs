@@ -761,10 +761,49 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
     if code != 200 || !body.starts_with("# tracer: function") || !body.contains("# end of snapshot") || functions == 0 {
         return Err(format!("/trace: {code}, {functions} function lines, head {:?}", body.lines().take(4).collect::<Vec<_>>()));
     }
-    for (req, want) in [("GET /nope HTTP/1.1\r\n\r\n", 404), ("POST /status HTTP/1.1\r\n\r\n", 405), ("garbage\r\n\r\n", 400)] {
+    // Bad input, and the RFC 9112 framing rules: each answered at once
+    // (never the 10 s request timeout).
+    for (req, want) in [
+        ("GET /nope HTTP/1.1\r\n\r\n", 404),
+        ("POST /status HTTP/1.1\r\n\r\n", 405),
+        ("garbage\r\n\r\n", 400),
+        ("GET /status HTTP/1.1\nHost: a\n\n", 200),
+        ("POST /control/tracing HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\non", 400),
+        ("POST /control/tracing HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\non\r\n0\r\n\r\n", 400),
+        ("GET /status HTTP/1.1\r\nExpect: teapot\r\n\r\n", 417),
+    ] {
+        let t = Instant::now();
         let (code, _) = http(port, req)?;
-        if code != want {
-            return Err(format!("{req:?} answered {code}, expected {want}"));
+        if code != want || t.elapsed() > Duration::from_secs(5) {
+            return Err(format!("{req:?} answered {code} after {:.1} s, expected {want} at once", t.elapsed().as_secs_f64()));
+        }
+    }
+    {
+        use std::io::{Read, Write};
+        // Expect: 100-continue is answered before the body is sent.
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        c.write_all(b"POST /control/tracing HTTP/1.1\r\nExpect: 100-continue\r\nAuthorization: Bearer s3cret\r\nContent-Length: 2\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut first = [0u8; 25];
+        c.read_exact(&mut first).map_err(|e| format!("no 100 Continue within 5 s: {e}"))?;
+        if &first != b"HTTP/1.1 100 Continue\r\n\r\n" {
+            return Err(format!("Expect: 100-continue answered {:?}", String::from_utf8_lossy(&first)));
+        }
+        c.write_all(b"on").map_err(|e| e.to_string())?;
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        if !rest.starts_with(b"HTTP/1.1 200") {
+            return Err(format!("after 100 Continue: {:?}", String::from_utf8_lossy(&rest)));
+        }
+        // Pipelined requests: the first is answered, stating Connection: close, and the connection closes.
+        let mut p = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        p.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        p.write_all(b"GET /nmi-log HTTP/1.1\r\n\r\nGET /status HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut all = Vec::new();
+        p.read_to_end(&mut all).map_err(|e| format!("pipelined: {e}"))?;
+        let text = String::from_utf8_lossy(&all);
+        if text.matches("HTTP/1.1 ").count() != 1 || !text.contains("Connection: close\r\n") || !text.contains("records") {
+            return Err(format!("pipelined requests: {:?}", &text[..text.len().min(200)]));
         }
     }
     // A silent client gets 408 after the request timeout; a half-closed one
