@@ -24,8 +24,35 @@ pub struct Status {
     pub watchdog: WatchdogStatus,
     pub patching: PatchingStatus,
     pub ftrace: FtraceStatus,
+    pub net: NetStatus,
+    /// The kernel heap, in bytes.
+    pub heap_used: u64,
+    pub heap_free: u64,
     pub uptime_ns: u64,
     pub cmdline: String,
+}
+
+/// The network as the service sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "host"), derive(serde::Deserialize))]
+pub struct NetStatus {
+    /// The NIC's model and PCI function, or empty without one.
+    pub nic: String,
+    /// `up`, `down`, or `unknown` where the device does not say.
+    pub link: String,
+    /// `A.B.C.D/P` once configured.
+    pub address: Option<String>,
+    pub gateway: Option<String>,
+    /// A static gateway answered ARP (true) or did not after every probe
+    /// (false); null while probing, or with DHCP.
+    pub gateway_answers: Option<bool>,
+    /// The address comes from DHCP, and how many leases were acquired.
+    pub dhcp: bool,
+    pub dhcp_leases: u64,
+    /// Link changes seen since boot.
+    pub link_changes: u64,
+    /// What the user should know (a gateway off the subnet, no ARP reply...).
+    pub warnings: Vec<String>,
 }
 
 /// One online CPU's counters.
@@ -136,6 +163,26 @@ impl<'a> Obj<'a> {
         self
     }
 
+    fn opt_str(&mut self, k: &str, v: Option<&str>) -> &mut Self {
+        match v {
+            Some(v) => self.str(k, v),
+            None => self.num(k, "null"),
+        }
+    }
+
+    fn strs(&mut self, k: &str, v: &[String]) -> &mut Self {
+        let o = self.key(k);
+        o.push('[');
+        for (i, x) in v.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            json_str(o, x);
+        }
+        o.push(']');
+        self
+    }
+
     fn close(self) {
         self.out.push('}');
     }
@@ -200,13 +247,25 @@ impl Status {
             .num("enabled", p.enabled);
         po.close();
         let mut fo = Obj::open(o.key("ftrace"));
-        fo.num("enabled", self.ftrace.enabled);
-        match &self.ftrace.disabled_reason {
-            Some(r) => fo.str("disabled_reason", r),
-            None => fo.num("disabled_reason", "null"),
-        };
+        fo.num("enabled", self.ftrace.enabled).opt_str("disabled_reason", self.ftrace.disabled_reason.as_deref());
         fo.close();
-        o.num("uptime_ns", self.uptime_ns).str("cmdline", &self.cmdline);
+        let n = &self.net;
+        let mut no = Obj::open(o.key("net"));
+        no.str("nic", &n.nic)
+            .str("link", &n.link)
+            .opt_str("address", n.address.as_deref())
+            .opt_str("gateway", n.gateway.as_deref())
+            .num("gateway_answers", match n.gateway_answers {
+                Some(true) => "true",
+                Some(false) => "false",
+                None => "null",
+            })
+            .num("dhcp", n.dhcp)
+            .num("dhcp_leases", n.dhcp_leases)
+            .num("link_changes", n.link_changes)
+            .strs("warnings", &n.warnings);
+        no.close();
+        o.num("heap_used", self.heap_used).num("heap_free", self.heap_free).num("uptime_ns", self.uptime_ns).str("cmdline", &self.cmdline);
         o.close();
         out.push('\n');
         out
@@ -247,6 +306,18 @@ impl Status {
             let _ = writeln!(o, "# TYPE {name} counter\n{name} {v}");
         }
         let _ = writeln!(o, "# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", self.cpus.len());
+        let _ = writeln!(
+            o,
+            "# HELP appliance_heap_bytes kernel heap bytes in use and free\n# TYPE appliance_heap_bytes gauge\nappliance_heap_bytes{{state=\"used\"}} {}\nappliance_heap_bytes{{state=\"free\"}} {}",
+            self.heap_used, self.heap_free
+        );
+        if let Some(up) = match self.net.link.as_str() {
+            "up" => Some(1),
+            "down" => Some(0),
+            _ => None,
+        } {
+            let _ = writeln!(o, "# HELP appliance_net_link_up the NIC's link is up\n# TYPE appliance_net_link_up gauge\nappliance_net_link_up {up}");
+        }
         o
     }
 }
@@ -439,6 +510,19 @@ mod tests {
             watchdog: WatchdogStatus { source: String::from("ipi-broadcast"), hz: 1000, lockups: 1, nested: 0, exceptions_in_nmi: 3, ftrace_nmi_warnings: 2, log_records: 4, log_dropped: 0 },
             patching: PatchingStatus { strategy: String::from("int3"), sync: String::from("cpuid"), cycles: 9, batches: 90, sync_rounds: 270, sync_failures: 0, sites: 10005, enabled: true },
             ftrace: FtraceStatus { enabled: false, disabled_reason: Some(String::from("ftraced code called from NMI context")) },
+            net: NetStatus {
+                nic: String::from("e1000 82540EM at 00:03.0"),
+                link: String::from("up"),
+                address: Some(String::from("192.168.50.10/24")),
+                gateway: Some(String::from("10.0.2.2")),
+                gateway_answers: Some(false),
+                dhcp: false,
+                dhcp_leases: 0,
+                link_changes: 2,
+                warnings: alloc::vec![String::from("gateway 10.0.2.2 is not in the subnet of \"192.168.50.10/24\"")],
+            },
+            heap_used: 1 << 20,
+            heap_free: 63 << 20,
             uptime_ns: 123_456_789,
             cmdline: String::from("patch_seconds=10 ip=10.0.2.15/24"),
         }
@@ -449,7 +533,7 @@ mod tests {
         let s = status();
         let back: Status = serde_json::from_str(&s.to_json()).expect("the decoder reads what the encoder writes");
         assert_eq!(back, s);
-        let on = Status { ftrace: FtraceStatus { enabled: true, disabled_reason: None }, ..status() };
+        let on = Status { ftrace: FtraceStatus { enabled: true, disabled_reason: None }, net: NetStatus { link: String::from("unknown"), ..NetStatus::default() }, ..status() };
         assert_eq!(serde_json::from_str::<Status>(&on.to_json()).unwrap(), on);
     }
 
@@ -470,6 +554,7 @@ mod tests {
         assert!(m.contains("appliance_lockups_total{cpu=\"1\",apic_id=\"2\"} 1\n"), "{m}");
         assert!(m.contains("appliance_patch_sync_rounds_total 270\n"), "{m}");
         assert!(m.contains("appliance_cpus_online 2\n"), "{m}");
+        assert!(m.contains("appliance_heap_bytes{state=\"free\"} 66060288\n") && m.contains("appliance_net_link_up 1\n"), "{m}");
         assert!(m.contains("appliance_trace_dropped_total{cpu=\"1\",apic_id=\"2\",context=\"irq\"} 1\n"), "{m}");
         assert!(m.contains("appliance_trace_events_total{cpu=\"0\",apic_id=\"0\",context=\"nmi\"} 45\n"), "{m}");
     }

@@ -12,5 +12,6 @@ extern crate alloc;
 pub mod contract;
 pub mod control;
 pub mod http;
+pub mod netcheck;
 pub mod status_screen;
 pub mod trace;

@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::boot::cmdline::NetConfig;
 use kernel::drivers::nic::Nic;
 use log::{info, warn};
+use appliance::contract::NetStatus;
 use appliance::http::{Method, Parse, Request};
 use appliance::trace::stream::TraceStream;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -40,8 +41,30 @@ enum Conn {
 /// A client that has not sent a whole request head in this time gets 408.
 const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
 
+/// How often the link state is read, and how long the gateway gets to
+/// answer an ARP probe (three probes before the warning).
+const LINK_CHECK_NS: u64 = 250_000_000;
+const ARP_WAIT_NS: u64 = 3_000_000_000;
+const ARP_PROBES: u32 = 3;
+
+/// The ARP probe of a static gateway.
+struct GatewayProbe {
+    gw: [u8; 4],
+    /// Probes sent, and when the last one went out.
+    sent: u32,
+    last_ns: u64,
+    /// An ARP packet from the gateway was seen.
+    answered: bool,
+    warned: bool,
+}
+
 struct Service {
     dev: Nic,
+    mac: [u8; 6],
+    /// The static address (`ip=`), for the probe's sender fields.
+    static_ip: Option<[u8; 4]>,
+    probe: Option<GatewayProbe>,
+    next_link_check_ns: u64,
     iface: Interface,
     sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
@@ -57,6 +80,31 @@ struct Cell(Option<Service>);
 // SERVICE lock, by one CPU at a time; nothing in it is tied to a CPU.
 unsafe impl Send for Cell {}
 static SERVICE: spin::Mutex<Cell> = spin::Mutex::new(Cell(None));
+
+/// The network as `/status` and the screen report it, published by the poller
+/// (readable while another CPU holds the service; never from NMI context).
+static NET_STATUS: spin::Mutex<NetStatus> = spin::Mutex::new(NetStatus {
+    nic: String::new(),
+    link: String::new(),
+    address: None,
+    gateway: None,
+    gateway_answers: None,
+    dhcp: false,
+    dhcp_leases: 0,
+    link_changes: 0,
+    warnings: Vec::new(),
+});
+
+/// What `/status` says of the network now.
+pub fn status() -> NetStatus {
+    NET_STATUS.lock().clone()
+}
+
+/// A warning for the console, `/status` and the screen.
+fn warn_user(text: String) {
+    warn!("net: {text}");
+    NET_STATUS.lock().warnings.push(text);
+}
 
 /// What the screen shows of the network, readable without the service lock:
 /// 0 no NIC, 1 waiting for an address, 2 listening.
@@ -101,6 +149,12 @@ pub fn init(conf: &NetConfig, ecam: Option<u64>) {
     cfg.random_seed = kernel::arch::cpu::rdtsc();
     let mut iface = Interface::new(cfg, &mut dev, now());
     let mut sockets = SocketSet::new(Vec::new());
+    {
+        let mut n = NET_STATUS.lock();
+        n.nic = alloc::format!("{model} at {df}");
+        n.link = String::from("unknown");
+        n.dhcp = conf.ip.is_none();
+    }
     let dhcp = match conf.ip {
         Some((a, prefix)) => {
             iface.update_ip_addrs(|addrs| {
@@ -109,10 +163,19 @@ pub fn init(conf: &NetConfig, ecam: Option<u64>) {
             if let Some(g) = conf.gw {
                 let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]));
             }
+            {
+                let mut n = NET_STATUS.lock();
+                n.address = Some(alloc::format!("{}/{prefix}", Ipv4Address::from(a)));
+                n.gateway = conf.gw.map(|g| alloc::format!("{}", Ipv4Address::from(g)));
+            }
+            if let Some(w) = appliance::netcheck::static_config_warning(a, prefix, conf.gw) {
+                warn_user(w);
+            }
             None
         }
         None => Some(sockets.add(dhcpv4::Socket::new())),
     };
+    let probe = conf.gw.filter(|_| conf.ip.is_some()).map(|gw| GatewayProbe { gw, sent: 0, last_ns: 0, answered: false, warned: false });
     let mut http = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
         let s = tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 4096]), tcp::SocketBuffer::new(alloc::vec![0; 65536]));
@@ -120,7 +183,151 @@ pub fn init(conf: &NetConfig, ecam: Option<u64>) {
     }
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
     STATE.store(1, Ordering::Relaxed);
-    *SERVICE.lock() = Cell(Some(Service { dev, iface, sockets, dhcp, http, port: conf.http_port, announced: false, token: conf.control_token.as_ref().map(|t| String::from(t.as_str())) }));
+    *SERVICE.lock() = Cell(Some(Service {
+        dev,
+        mac: mac.0,
+        static_ip: conf.ip.map(|(a, _)| a),
+        probe,
+        next_link_check_ns: 0,
+        iface,
+        sockets,
+        dhcp,
+        http,
+        port: conf.http_port,
+        announced: false,
+        token: conf.control_token.as_ref().map(|t| String::from(t.as_str())),
+    }));
+}
+
+impl Service {
+    /// One smoltcp poll over the NIC; true when a frame from the gateway
+    /// under probe went by.
+    fn poll_iface(&mut self, ts: Instant) -> bool {
+        let seen = core::sync::atomic::AtomicBool::new(false);
+        let gw = self.probe.as_ref().filter(|p| !p.answered).map(|p| p.gw);
+        let mut dev = Watch { nic: &mut self.dev, gw, seen: &seen };
+        self.iface.poll(ts, &mut dev, &mut self.sockets);
+        seen.load(Ordering::Relaxed)
+    }
+}
+
+/// Read the link state now and then; log and publish changes.
+fn check_link(s: &mut Service, now_ns: u64) {
+    if now_ns < s.next_link_check_ns {
+        return;
+    }
+    s.next_link_check_ns = now_ns + LINK_CHECK_NS;
+    let link = match s.dev.link_up() {
+        Some(true) => "up",
+        Some(false) => "down",
+        None => "unknown",
+    };
+    let mut n = NET_STATUS.lock();
+    if n.link == link {
+        return;
+    }
+    let first = n.link == "unknown" && n.link_changes == 0;
+    if !first {
+        n.link_changes += 1;
+    }
+    n.link = String::from(link);
+    drop(n);
+    match (first, link) {
+        (true, _) => info!("net: link {link}"),
+        (false, "down") => warn!("net: link down"),
+        _ => info!("net: link {link} again"),
+    }
+    if link == "up"
+        && let Some(p) = s.probe.as_mut()
+        && !p.answered
+    {
+        // A fresh link: probe the gateway again from the start.
+        (p.sent, p.last_ns) = (0, 0);
+    }
+}
+
+/// ARP for a static gateway until it answers; after `ARP_PROBES` probes
+/// without an answer, warn once.
+fn probe_gateway(s: &mut Service, now_ns: u64, seen: bool) {
+    let (Some(p), Some(ip)) = (s.probe.as_mut(), s.static_ip) else { return };
+    if seen && !p.answered {
+        p.answered = true;
+        NET_STATUS.lock().gateway_answers = Some(true);
+        if p.warned {
+            info!("net: gateway {} answers ARP now", Ipv4Address::from(p.gw));
+        }
+        return;
+    }
+    if p.answered || now_ns < p.last_ns + ARP_WAIT_NS {
+        return;
+    }
+    if p.sent >= ARP_PROBES {
+        if !p.warned {
+            p.warned = true;
+            NET_STATUS.lock().gateway_answers = Some(false);
+            let gw = p.gw;
+            warn_user(alloc::format!("no ARP reply from gateway {} after {ARP_PROBES} requests: check gw= and the cable", Ipv4Address::from(gw)));
+        }
+        return;
+    }
+    let frame = appliance::netcheck::arp_request(s.mac, ip, p.gw);
+    if let Some(tx) = smoltcp::phy::Device::transmit(&mut s.dev, now()) {
+        smoltcp::phy::TxToken::consume(tx, frame.len(), |buf| buf.copy_from_slice(&frame));
+        p.sent += 1;
+        p.last_ns = now_ns;
+    }
+}
+
+/// The NIC as smoltcp sees it, with every received frame checked for an ARP
+/// packet from the gateway under probe.
+struct Watch<'a> {
+    nic: &'a mut Nic,
+    gw: Option<[u8; 4]>,
+    seen: &'a core::sync::atomic::AtomicBool,
+}
+
+struct WatchRx<'a> {
+    rx: kernel::drivers::nic::Rx,
+    gw: Option<[u8; 4]>,
+    seen: &'a core::sync::atomic::AtomicBool,
+}
+
+impl smoltcp::phy::RxToken for WatchRx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let (gw, seen) = (self.gw, self.seen);
+        self.rx.consume(|buf| {
+            if let Some(g) = gw
+                && appliance::netcheck::arp_from(buf, g)
+            {
+                seen.store(true, Ordering::Relaxed);
+            }
+            f(buf)
+        })
+    }
+}
+
+impl smoltcp::phy::Device for Watch<'_> {
+    type RxToken<'b>
+        = WatchRx<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = kernel::drivers::nic::Tx
+    where
+        Self: 'b;
+
+    fn receive(&mut self, ts: Instant) -> Option<(WatchRx<'_>, kernel::drivers::nic::Tx)> {
+        let (rx, tx) = self.nic.receive(ts)?;
+        Some((WatchRx { rx, gw: self.gw, seen: self.seen }, tx))
+    }
+
+    fn transmit(&mut self, ts: Instant) -> Option<kernel::drivers::nic::Tx> {
+        self.nic.transmit(ts)
+    }
+
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        self.nic.capabilities()
+    }
 }
 
 /// One round of network work, if no other CPU is doing it. A traced path.
@@ -130,7 +337,10 @@ pub fn poll() {
     let Some(mut guard) = SERVICE.try_lock() else { return };
     let Some(s) = guard.0.as_mut() else { return };
     let ts = now();
-    s.iface.poll(ts, &mut s.dev, &mut s.sockets);
+    let now_ns = kernel::time::clock::now_ns();
+    check_link(s, now_ns);
+    let seen = s.poll_iface(ts);
+    probe_gateway(s, now_ns, seen);
     if let Some(h) = s.dhcp {
         match s.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
             Some(dhcpv4::Event::Configured(c)) => {
@@ -142,10 +352,22 @@ pub fn poll() {
                     let _ = s.iface.routes_mut().add_default_ipv4_route(r);
                 }
                 s.announced = false;
+                let mut n = NET_STATUS.lock();
+                n.dhcp_leases += 1;
+                n.address = Some(alloc::format!("{}", c.address));
+                n.gateway = c.router.map(|r| alloc::format!("{r}"));
+                let verb = if n.dhcp_leases == 1 { "acquired" } else { "acquired again (renewed with a change, or after a loss)" };
+                drop(n);
+                match c.router {
+                    Some(r) => info!("net: DHCP lease {verb}: {} router {r}", c.address),
+                    None => info!("net: DHCP lease {verb}: {} (no router)", c.address),
+                }
             }
             Some(dhcpv4::Event::Deconfigured) => {
                 s.iface.update_ip_addrs(|a| a.clear());
                 STATE.store(1, Ordering::Relaxed);
+                NET_STATUS.lock().address = None;
+                warn!("net: DHCP lease lost; waiting for a new one");
             }
             None => {}
         }
@@ -277,7 +499,8 @@ pub fn poll() {
             }
         }
     }
-    s.iface.poll(now(), &mut s.dev, &mut s.sockets);
+    let seen = s.poll_iface(now());
+    probe_gateway(s, now_ns, seen);
 }
 
 /// `POST /control/*`: parsed by `appliance::control`, applied here. A

@@ -45,6 +45,7 @@ pub fn collect() -> Status {
         .collect();
     let n = kernel::nmi::watchdog::totals();
     let log = &kernel::nmi::watchdog::NMI_LOG;
+    let heap = kernel::mem::heap::usage();
     Status {
         cpu_brand: String::from(kernel::arch::cpu::brand()),
         apic: String::from(match kernel::apic::lapic::mode() {
@@ -74,6 +75,9 @@ pub fn collect() -> Status {
             enabled: STATS.enabled.load(Ordering::Relaxed),
         },
         ftrace: FtraceStatus { enabled: control::disabled_reason().is_none(), disabled_reason: control::disabled_reason().map(|r| String::from(r.text())) },
+        net: crate::net::status(),
+        heap_used: heap.0 as u64,
+        heap_free: heap.1 as u64,
         uptime_ns: kernel::time::clock::now_ns(),
         cmdline: CMDLINE.get().cloned().unwrap_or_default(),
     }

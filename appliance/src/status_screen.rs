@@ -40,6 +40,8 @@ pub struct View<'a> {
     pub watchdog: &'a str,
     pub watchdog_hz: u32,
     pub net: Net,
+    /// What is wrong with the network (link down, a configuration warning).
+    pub net_problem: Option<&'a str>,
     pub strategy: &'a str,
     pub sync: &'a str,
     pub sites: usize,
@@ -75,7 +77,10 @@ pub fn rows(v: &View) -> Vec<(String, Tone)> {
     r.push((format!("CPUs: {} online, {}", v.cpus, v.apic), Tone::Normal));
     r.push((format!("watchdog: {}, {} Hz", v.watchdog, v.watchdog_hz), Tone::Normal));
     r.push((url(v.net), if matches!(v.net, Net::Listening(..)) { Tone::Good } else { Tone::Normal }));
-    r.push((String::new(), Tone::Normal));
+    match v.net_problem {
+        Some(p) => r.push((format!("network: {p}"), Tone::Bad)),
+        None => r.push((String::new(), Tone::Normal)),
+    }
     r.push((
         format!("patching: {} ({}), {} sites, {}", v.strategy, v.sync, v.sites, if v.patching { "running" } else { "stopped" }),
         Tone::Normal,
@@ -119,6 +124,7 @@ mod tests {
             watchdog: "ipi-broadcast",
             watchdog_hz: 1000,
             net: Net::Listening([10, 0, 2, 15], 80),
+            net_problem: None,
             strategy: "int3",
             sync: "cpuid",
             sites: 10005,
@@ -159,8 +165,10 @@ mod tests {
         v.lockups = 1;
         v.ftrace_off = Some("ftraced code called from NMI context");
         v.last_nmi_log = Some("WARNING: ftraced code called from NMI context lapic_wd_event+0xd/0x65");
+        v.net_problem = Some("link down");
         let r = rows(&v);
-        for needle in ["torn executions 3", "NMIs 0   lockups 1   NMI warnings 0", "ftrace: off: ftraced code called from NMI context"] {
+        assert_eq!(r.iter().position(|x| x.0 == "network: link down"), Some(5), "the row under the URL");
+        for needle in ["torn executions 3", "NMIs 0   lockups 1   NMI warnings 0", "ftrace: off: ftraced code called from NMI context", "network: link down"] {
             assert!(r.contains(&(String::from(needle), Tone::Bad)), "{needle}");
         }
         assert!(r.last().unwrap().0.starts_with("NMI log: WARNING: ftraced code"));

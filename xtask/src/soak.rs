@@ -701,6 +701,9 @@ mod tests {
             watchdog: WatchdogStatus { source: "ipi-broadcast".into(), hz: 1000, lockups: 0, nested: 0, exceptions_in_nmi: 3, ftrace_nmi_warnings: 2, log_records: 2, log_dropped: 0 },
             patching: PatchingStatus { strategy: "int3".into(), sync: "cpuid".into(), cycles: 9, batches: 360, sync_rounds: 1080, sync_failures: 0, sites: 10002, enabled: true },
             ftrace: FtraceStatus { enabled: true, disabled_reason: None },
+            net: Default::default(),
+            heap_used: 1 << 20,
+            heap_free: 63 << 20,
             uptime_ns: 30_000_000_000,
             cmdline: "x".into(),
         }

@@ -630,6 +630,69 @@ fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Result<(), Strin
     Ok(())
 }
 
+/// Network truth with a NIC (`virtio-net-pci` or `e1000`) and a correct
+/// static address: the link is reported up, the gateway answers ARP, no
+/// warning, heap figures in /status; a link flap through QMP `set_link` is
+/// logged down, then up again, and counted in /status.
+fn link_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<String, String> {
+    let scratch = qemu::TempDir::new("link").map_err(|e| e.to_string())?;
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
+    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000 ip=10.0.2.15/24 gw=10.0.2.2", "2");
+    spec.net = Some((port, nic.into()));
+    let qmp_path = scratch.0.join("qmp.sock");
+    spec.qmp = Some(qmp_path.clone());
+    let mut run = qemu::spawn(&spec, &logs.join(format!("net_link_{nic}.log")), false).map_err(|e| e.to_string())?;
+    let mut log = String::new();
+    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    if !log.contains("net: link up") {
+        run.wait_line(Duration::from_secs(30), &mut log, |l| l.contains("net: link up")).ok_or("no `net: link up` line")?;
+    }
+    // The gateway (slirp's 10.0.2.2) answers the ARP probe.
+    let t0 = Instant::now();
+    let st = loop {
+        let st = qemu::status(port)?;
+        if st.net.gateway_answers.is_some() || t0.elapsed() > Duration::from_secs(20) {
+            break st;
+        }
+        let _ = run.wait_line(run.started.elapsed() + Duration::from_millis(300), &mut log, |_| false);
+    };
+    let n = &st.net;
+    if n.gateway_answers != Some(true) || n.link != "up" || n.dhcp || n.address.as_deref() != Some("10.0.2.15/24") || n.gateway.as_deref() != Some("10.0.2.2") || !n.warnings.is_empty() || st.heap_used == 0 || st.heap_free == 0 {
+        return Err(format!("/status before the flap: net {n:?}, heap {} used {} free", st.heap_used, st.heap_free));
+    }
+    let mut qmp = qemu::Qmp::connect(&qmp_path, Duration::from_secs(10))?;
+    qmp.execute("set_link", serde_json::json!({"name": "n0", "up": false}))?;
+    run.wait_line(run.started.elapsed() + Duration::from_secs(20), &mut log, |l| l.contains("net: link down")).ok_or("no `net: link down` after set_link off")?;
+    qmp.execute("set_link", serde_json::json!({"name": "n0", "up": true}))?;
+    run.wait_line(run.started.elapsed() + Duration::from_secs(20), &mut log, |l| l.contains("net: link up again")).ok_or("no `net: link up again` after set_link on")?;
+    let st = qemu::status(port)?;
+    if st.net.link != "up" || st.net.link_changes != 2 || !st.net.warnings.is_empty() {
+        return Err(format!("/status after the flap: {:?}", st.net));
+    }
+    let metrics = http(port, "GET /metrics HTTP/1.1\r\n\r\n")?.1;
+    if !metrics.contains("appliance_net_link_up 1\n") || !metrics.contains("appliance_heap_bytes{state=\"used\"} ") {
+        return Err("/metrics lacks the link and heap gauges".into());
+    }
+    Ok(format!("heap {} KiB used", st.heap_used / 1024))
+}
+
+/// A static address that cannot work is said on the console: a gateway off
+/// the subnet at once, a gateway that never answers ARP after its probes.
+fn static_misconfig_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
+    for (append, want, within) in [
+        ("ip=192.168.50.10/24 gw=10.0.2.2", "net: gateway 10.0.2.2 is not in the subnet of 192.168.50.10/24", 30),
+        ("ip=192.168.50.10/24 gw=192.168.50.1", "net: no ARP reply from gateway 192.168.50.1 after 3 requests", 40),
+    ] {
+        let port = qemu::free_port().map_err(|e| e.to_string())?;
+        let mut spec = kernel_boot(elf, &format!("patch=on patch_interval_us=1000 {append}"), "2");
+        spec.net = Some((port, "virtio-net-pci".into()));
+        let mut run = qemu::spawn(&spec, &logs.join(format!("net_static_{}.log", append.replace(['=', '/', ' '], "_"))), false).map_err(|e| e.to_string())?;
+        let mut log = String::new();
+        run.wait_line(Duration::from_secs(within), &mut log, |l| l.contains(want)).ok_or_else(|| format!("`{append}`: no `{want}` within {within} s"))?;
+    }
+    Ok(String::new())
+}
+
 /// Tiny trace rings (`trace_buf_kb=4`) under the patching loop, in one
 /// overflow mode: events must be lost, and every format keeps exact books.
 /// `/trace`: event lines + LOST markers = its trailer's kept + lost =
@@ -694,6 +757,9 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
     let mut log = String::new();
     run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://"))
         .ok_or_else(|| format!("the service never listened; log tail: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")))?;
+    if !log.contains("net: DHCP lease acquired: 10.0.2.15/24 router 10.0.2.2") {
+        return Err("no `net: DHCP lease acquired` line naming the address and router".into());
+    }
     let st = qemu::status(port)?;
     if st.cpus_online != 4 || st.cpus.len() != 4 || st.watchdog.source != "ipi-broadcast" {
         return Err(format!("/status: {st:?}"));
@@ -996,6 +1062,10 @@ pub fn main(args: &TestArgs) -> Result<()> {
         let log = logs.join(format!("{name}.log"));
         driven.push((name, boot == ScreenBoot::Kernel, Box::new(move || screen_case(elf, boot, &log).map_err(|e| format!("{e} (log: {})", log.display())))));
     }
+    for (name, nic) in [("net_link_flap_virtio", "virtio-net-pci"), ("net_link_flap_e1000", "e1000")] {
+        driven.push((name, nic == "virtio-net-pci", Box::new(move || link_case(elf, nic, logs))));
+    }
+    driven.push(("net_static_misconfigured", false, Box::new(move || static_misconfig_case(elf, logs))));
     for (name, overflow) in [("trace_accounting_overwrite", "overwrite"), ("trace_accounting_drop", "drop")] {
         driven.push((name, overflow == "overwrite", Box::new(move || accounting_case(elf, overflow, logs))));
     }

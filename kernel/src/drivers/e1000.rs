@@ -41,6 +41,8 @@ mod reg {
 /// CTRL: device reset, set link up, auto-speed detection.
 const CTRL_RST: u32 = 1 << 26;
 const CTRL_SLU: u32 = 1 << 6;
+/// STATUS.LU: link up (PCI/PCI-X Family of GbE Controllers SDM §13.4.2).
+const STATUS_LU: u32 = 1 << 1;
 const CTRL_ASDE: u32 = 1 << 5;
 /// RCTL: enable, broadcast accept, strip CRC; buffer size 2048 (BSIZE=00).
 const RCTL_EN: u32 = 1 << 1;
@@ -247,6 +249,11 @@ impl phy::TxToken for TxToken {
 }
 
 impl E1000 {
+    /// Is the link up (STATUS.LU)?
+    pub fn link_up(&self) -> bool {
+        self.hw.borrow().r(reg::STATUS) & STATUS_LU != 0
+    }
+
     fn rx_ready(hw: &Hw) -> bool {
         // SAFETY: reading a descriptor of the ring.
         let d = unsafe { hw.rx_desc(hw.rx_next).read_volatile() };

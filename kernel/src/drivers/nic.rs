@@ -50,6 +50,15 @@ impl Nic {
         None
     }
 
+    /// Is the link up? None where the device does not say.
+    pub fn link_up(&self) -> Option<bool> {
+        match self {
+            Nic::Virtio(n) => n.link_up(),
+            Nic::VirtioLegacy(n) => n.link_up(),
+            Nic::E1000(n) => Some(n.link_up()),
+        }
+    }
+
     pub fn mac(&self) -> [u8; 6] {
         match self {
             Nic::Virtio(n) => n.mac,

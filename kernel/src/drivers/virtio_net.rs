@@ -64,6 +64,23 @@ pub const LEGACY_QUEUE_SIZE: usize = 256;
 pub struct VirtioNet<T: Transport = PciTransport, const Q: usize = QUEUE_SIZE> {
     inner: Rc<RefCell<VirtIONet<KernelHal, T, Q>>>,
     pub mac: [u8; 6],
+    /// A second view of the same transport, only to read the device
+    /// configuration (the driver library keeps its own private). Never
+    /// dropped: dropping a PCI transport resets the device.
+    config: core::mem::ManuallyDrop<T>,
+}
+
+/// `virtio_net_config.status` (after the 6-byte MAC) and its LINK_UP bit
+/// (Virtio 1.2 §5.1.4 "Device configuration layout"; negotiated through
+/// VIRTIO_NET_F_STATUS, which the driver offers).
+const CONFIG_STATUS: usize = 6;
+const STATUS_LINK_UP: u16 = 1;
+
+impl<T: Transport, const Q: usize> VirtioNet<T, Q> {
+    /// Is the link up? None when the configuration cannot be read.
+    pub fn link_up(&self) -> Option<bool> {
+        self.config.read_config_space::<u16>(CONFIG_STATUS).ok().map(|s| s & STATUS_LINK_UP != 0)
+    }
 }
 
 /// The legacy (transitional, I/O BAR) flavour.
@@ -73,9 +90,10 @@ impl LegacyVirtioNet {
     /// Bring up a legacy virtio-net function (no modern capabilities).
     pub fn new_legacy(df: DeviceFunction) -> Result<LegacyVirtioNet, &'static str> {
         let t = LegacyPciTransport::new(df, virtio_drivers::transport::DeviceType::Network)?;
+        let config = core::mem::ManuallyDrop::new(LegacyPciTransport::new(df, virtio_drivers::transport::DeviceType::Network)?);
         let net = VirtIONet::<KernelHal, LegacyPciTransport, LEGACY_QUEUE_SIZE>::new(t, BUF_LEN).map_err(|_| "legacy virtio-net initialization failed")?;
         let mac = net.mac_address();
-        Ok(VirtioNet { inner: Rc::new(RefCell::new(net)), mac })
+        Ok(VirtioNet { inner: Rc::new(RefCell::new(net)), mac, config })
     }
 }
 
@@ -86,9 +104,10 @@ impl VirtioNet {
         let mut root = PciRoot::new(PortCam);
         root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
         let transport = PciTransport::new::<KernelHal, _>(&mut root, df).map_err(|_| "virtio PCI transport (modern capabilities) not found")?;
+        let config = core::mem::ManuallyDrop::new(PciTransport::new::<KernelHal, _>(&mut root, df).map_err(|_| "virtio PCI transport (modern capabilities) not found")?);
         let net = VirtIONet::<KernelHal, PciTransport, QUEUE_SIZE>::new(transport, BUF_LEN).map_err(|_| "virtio-net initialization failed")?;
         let mac = net.mac_address();
-        Ok(VirtioNet { inner: Rc::new(RefCell::new(net)), mac })
+        Ok(VirtioNet { inner: Rc::new(RefCell::new(net)), mac, config })
     }
 }
 
