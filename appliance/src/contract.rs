@@ -25,11 +25,32 @@ pub struct Status {
     pub patching: PatchingStatus,
     pub ftrace: FtraceStatus,
     pub net: NetStatus,
+    pub http: HttpStatus,
     /// The kernel heap, in bytes.
     pub heap_used: u64,
     pub heap_free: u64,
     pub uptime_ns: u64,
     pub cmdline: String,
+}
+
+/// The HTTP service's connections and what its policy did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "host"), derive(serde::Deserialize))]
+pub struct HttpStatus {
+    /// Sockets, those with a client now, and those running a download.
+    pub sockets: u64,
+    pub busy: u64,
+    pub downloads: u64,
+    /// Bytes of socket buffers.
+    pub buffer_bytes: u64,
+    /// Requests answered (any status).
+    pub requests: u64,
+    /// Clients that did not send a request in time (408).
+    pub timeouts: u64,
+    /// Downloads refused because long downloads held every socket they may take (503).
+    pub refused_busy: u64,
+    /// Downloads cut because the client stopped reading.
+    pub cut_stalled: u64,
 }
 
 /// The network as the service sees it.
@@ -265,6 +286,17 @@ impl Status {
             .num("link_changes", n.link_changes)
             .strs("warnings", &n.warnings);
         no.close();
+        let h = &self.http;
+        let mut ho = Obj::open(o.key("http"));
+        ho.num("sockets", h.sockets)
+            .num("busy", h.busy)
+            .num("downloads", h.downloads)
+            .num("buffer_bytes", h.buffer_bytes)
+            .num("requests", h.requests)
+            .num("timeouts", h.timeouts)
+            .num("refused_busy", h.refused_busy)
+            .num("cut_stalled", h.cut_stalled);
+        ho.close();
         o.num("heap_used", self.heap_used).num("heap_free", self.heap_free).num("uptime_ns", self.uptime_ns).str("cmdline", &self.cmdline);
         o.close();
         out.push('\n');
@@ -306,6 +338,15 @@ impl Status {
             let _ = writeln!(o, "# TYPE {name} counter\n{name} {v}");
         }
         let _ = writeln!(o, "# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", self.cpus.len());
+        let h = &self.http;
+        for (name, help, v) in [
+            ("appliance_http_requests_total", "HTTP requests answered", h.requests),
+            ("appliance_http_timeouts_total", "clients that sent no request in time (408)", h.timeouts),
+            ("appliance_http_refused_busy_total", "downloads refused while long downloads held their sockets (503)", h.refused_busy),
+            ("appliance_http_cut_stalled_total", "downloads cut because the client stopped reading", h.cut_stalled),
+        ] {
+            prometheus_counter(&mut o, name, help, [(String::new(), v)]);
+        }
         let _ = writeln!(
             o,
             "# HELP appliance_heap_bytes kernel heap bytes in use and free\n# TYPE appliance_heap_bytes gauge\nappliance_heap_bytes{{state=\"used\"}} {}\nappliance_heap_bytes{{state=\"free\"}} {}",
@@ -521,6 +562,7 @@ mod tests {
                 link_changes: 2,
                 warnings: alloc::vec![String::from("gateway 10.0.2.2 is not in the subnet of \"192.168.50.10/24\"")],
             },
+            http: HttpStatus { sockets: 64, busy: 3, downloads: 1, buffer_bytes: 64 * 68 * 1024, requests: 1000, timeouts: 7, refused_busy: 2, cut_stalled: 1 },
             heap_used: 1 << 20,
             heap_free: 63 << 20,
             uptime_ns: 123_456_789,

@@ -13,5 +13,6 @@ pub mod contract;
 pub mod control;
 pub mod http;
 pub mod netcheck;
+pub mod serve;
 pub mod status_screen;
 pub mod trace;

@@ -21,13 +21,16 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use appliance::contract::{VERDICT_PREFIX, Verdict};
 use kernel::arch::percpu::{self, PerCpu};
-use kernel::boot::cmdline::{Options, Strategy};
+use kernel::boot::cmdline::{Options, ServeCpu, Strategy};
 use kernel::boot::main::{Boot, Kernel};
 use kernel::patch::site::Registry;
 use log::{error, info, warn};
 
 /// The CPU that runs the patching loop (APs read it once online).
 static PATCH_CPU: AtomicU32 = AtomicU32::new(0);
+/// The CPU that serves the network without pause, if one does (else the
+/// patching loop polls it between batches).
+static NET_CPU: AtomicU32 = AtomicU32::new(u32::MAX);
 /// Set by the BSP once boot and the health check are done and `PATCH_CPU`
 /// is decided: the APs then take their roles.
 static LOOP_GO: AtomicBool = AtomicBool::new(false);
@@ -67,6 +70,9 @@ fn ap_main(c: &'static PerCpu) -> ! {
     if c.index() as u32 == PATCH_CPU.load(Ordering::Acquire) {
         patch_loop(&opts, reg)
     }
+    if c.index() as u32 == NET_CPU.load(Ordering::Acquire) {
+        serve_busy()
+    }
     traced::worker(reg)
 }
 
@@ -74,8 +80,7 @@ fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
     events::init(&k.options.trace);
     health::report_when_ticking(&k);
     status::init(&k.boot_info.cmdline);
-    net::init(&k.options.net, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
-    kernel::patch::run::set_poll_hook(poll_services);
+    let serving = net::init(&k.options.net, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
     let online = percpu::online_count() as u32;
     let mut cpu = k.options.patch.cpu;
     if cpu >= online {
@@ -83,11 +88,32 @@ fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
         cpu = 0;
     }
     PATCH_CPU.store(cpu, Ordering::Release);
+    let net_cpu = match k.options.net.serve_cpu {
+        _ if !serving => None,
+        ServeCpu::Patch => None,
+        ServeCpu::Auto => (online >= 4).then(|| if cpu == online - 1 { online - 2 } else { online - 1 }),
+        ServeCpu::Index(n) if n >= online || n == cpu => {
+            error!("appliance: net_cpu={n} is not an online CPU other than the patching one; the patching loop serves the network");
+            None
+        }
+        ServeCpu::Index(n) => Some(n),
+    };
+    match net_cpu {
+        Some(n) => {
+            NET_CPU.store(n, Ordering::Release);
+            info!("net: served by cpu{n}, polling without pause");
+            // The patching loop still prints the NMI log; the screen is the serving CPU's too.
+        }
+        None => kernel::patch::run::set_poll_hook(poll_services),
+    }
     LOOP_ARGS.call_once(|| (k.options.clone(), sites));
     LOOP_GO.store(true, Ordering::Release);
     let k = KERNEL.call_once(|| k);
     if cpu == 0 {
         patch_loop(&k.options, sites)
+    }
+    if net_cpu == Some(0) {
+        serve_busy()
     }
     // The patching CPU idles in `hlt`: its next timer tick wakes it.
     traced::worker(sites)
@@ -98,6 +124,16 @@ fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
 fn poll_services() {
     net::poll();
     screen::refresh();
+}
+
+/// The network's own CPU: poll the service (and the screen) without pause,
+/// with interrupts on.
+fn serve_busy() -> ! {
+    x86_64::instructions::interrupts::enable();
+    loop {
+        poll_services();
+        core::hint::spin_loop();
+    }
 }
 
 /// What a CPU with nothing else to do runs: print the NMI log, serve the

@@ -7,12 +7,13 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kernel::boot::cmdline::NetConfig;
 use kernel::drivers::nic::Nic;
 use log::{info, warn};
-use appliance::contract::NetStatus;
+use appliance::contract::{HttpStatus, NetStatus};
+use appliance::serve::{self, Stall};
 use appliance::http::{Method, Parse, Request};
 use appliance::trace::stream::TraceStream;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -20,8 +21,6 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
-/// Concurrent HTTP connections (more are reset until a socket is free).
-const MAX_CONNECTIONS: usize = 16;
 /// Largest request head accepted.
 const MAX_REQUEST: usize = appliance::http::MAX_HEAD;
 
@@ -31,15 +30,49 @@ fn symbol(addr: u64) -> Option<&'static str> {
 }
 
 enum Conn {
-    /// Receiving a request head, since this time (ns).
-    Reading(Vec<u8>, u64, bool),
-    Trace(alloc::boxed::Box<TraceStream<'static>>),
+    /// Receiving a request head (and body), since this time (ns; 0: no
+    /// client yet); `continued`: `100 Continue` was sent.
+    Reading { req: Vec<u8>, since: u64, continued: bool },
+    /// A trace download, streamed.
+    Trace { t: alloc::boxed::Box<TraceStream<'static>>, stall: Stall },
     /// A built response being sent, from this offset.
-    Blob(Vec<u8>, usize),
+    Blob { data: Vec<u8>, pos: usize, stall: Stall },
 }
 
-/// A client that has not sent a whole request head in this time gets 408.
-const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
+impl Conn {
+    fn idle() -> Conn {
+        Conn::Reading { req: Vec::new(), since: 0, continued: false }
+    }
+
+    fn is_download(&self) -> bool {
+        !matches!(self, Conn::Reading { .. })
+    }
+}
+
+/// What the service's policy did, for `/status` and `/metrics`.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+static REFUSED_BUSY: AtomicU64 = AtomicU64::new(0);
+static CUT_STALLED: AtomicU64 = AtomicU64::new(0);
+static BUSY: AtomicU64 = AtomicU64::new(0);
+static DOWNLOADS: AtomicU64 = AtomicU64::new(0);
+
+/// The HTTP service as `/status` reports it.
+pub fn http_status() -> HttpStatus {
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let up = STATE.load(Ordering::Relaxed) != 0;
+    HttpStatus {
+        sockets: if up { serve::SOCKETS as u64 } else { 0 },
+        busy: n(&BUSY),
+        downloads: n(&DOWNLOADS),
+        buffer_bytes: if up { serve::buffer_bytes() as u64 } else { 0 },
+        requests: n(&REQUESTS),
+        timeouts: n(&TIMEOUTS),
+        refused_busy: n(&REFUSED_BUSY),
+        cut_stalled: n(&CUT_STALLED),
+    }
+}
+
 
 /// How often the link state is read, and how long the gateway gets to
 /// answer an ARP probe (three probes before the warning).
@@ -72,6 +105,8 @@ struct Service {
     port: u16,
     announced: bool,
     token: Option<String>,
+    /// Where the next poll starts its round of the connections.
+    rotate: usize,
 }
 
 /// The service, used by one CPU at a time (try_lock: pollers never wait).
@@ -126,8 +161,9 @@ fn now() -> Instant {
     Instant::from_micros(kernel::time::clock::now_ns() as i64 / 1000)
 }
 
-/// Find a NIC and bring the service up. Boot CPU, after SMP.
-pub fn init(conf: &NetConfig, ecam: Option<u64>) {
+/// Find a NIC and bring the service up. Boot CPU, after SMP. Returns
+/// whether there is a service to run.
+pub fn init(conf: &NetConfig, ecam: Option<u64>) -> bool {
     let (devs, how) = kernel::drivers::pci::enumerate(ecam);
     info!("pci: {} functions found through {how}", devs.len());
     for f in &devs {
@@ -136,11 +172,11 @@ pub fn init(conf: &NetConfig, ecam: Option<u64>) {
     let (mut dev, model, df) = match Nic::find(&devs) {
         None => {
             warn!("net: no supported NIC (virtio-net, e1000 82540EM/82545EM/82574L) found; the network service is off");
-            return;
+            return false;
         }
         Some(Err((e, df))) => {
             warn!("net: NIC at {df}: {e}; the network service is off");
-            return;
+            return false;
         }
         Some(Ok(n)) => n,
     };
@@ -177,10 +213,11 @@ pub fn init(conf: &NetConfig, ecam: Option<u64>) {
     };
     let probe = conf.gw.filter(|_| conf.ip.is_some()).map(|gw| GatewayProbe { gw, sent: 0, last_ns: 0, answered: false, warned: false });
     let mut http = Vec::new();
-    for _ in 0..MAX_CONNECTIONS {
-        let s = tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; 4096]), tcp::SocketBuffer::new(alloc::vec![0; 65536]));
-        http.push((sockets.add(s), Conn::Reading(Vec::new(), 0, false)));
+    for _ in 0..serve::SOCKETS {
+        let s = tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; serve::RX_BUFFER]), tcp::SocketBuffer::new(alloc::vec![0; serve::TX_BUFFER]));
+        http.push((sockets.add(s), Conn::idle()));
     }
+    info!("net: {} HTTP connections, {} KiB of socket buffers", serve::SOCKETS, serve::buffer_bytes() / 1024);
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
     STATE.store(1, Ordering::Relaxed);
     *SERVICE.lock() = Cell(Some(Service {
@@ -195,8 +232,10 @@ pub fn init(conf: &NetConfig, ecam: Option<u64>) {
         http,
         port: conf.http_port,
         announced: false,
+        rotate: 0,
         token: conf.control_token.as_ref().map(|t| String::from(t.as_str())),
     }));
+    true
 }
 
 impl Service {
@@ -380,21 +419,45 @@ pub fn poll() {
         info!("net: listening on http://{addr}:{}/ (/status, /nmi-log, /trace, /trace.json, /trace.ctf.tar, /metrics)", s.port);
     }
     let port = s.port;
-    for (h, conn) in s.http.iter_mut() {
+    let mut downloads = s.http.iter().filter(|(_, c)| c.is_download()).count();
+    let mut busy = 0u64;
+    // Short requests first, then downloads sharing a byte budget, starting
+    // from a different connection each poll: no download can starve
+    // `/status`, and none starves the others.
+    let mut budget = serve::DOWNLOAD_BYTES_PER_POLL;
+    let count = s.http.len();
+    s.rotate = (s.rotate + 1) % count;
+    for (pass, k) in (0..2).flat_map(|pass| (0..count).map(move |k| (pass, k))) {
+        let (h, conn) = &mut s.http[(k + s.rotate) % count];
+        if conn.is_download() != (pass == 1) {
+            continue;
+        }
         let sock = s.sockets.get_mut::<tcp::Socket>(*h);
+        // A closed connection waits out TIME-WAIT (10 s in smoltcp) in its
+        // socket; with every byte delivered and both sides closed, reuse it
+        // at once so a client never meets a reset while the server idles.
+        if sock.state() == tcp::State::TimeWait {
+            sock.abort();
+        }
         if !sock.is_open() {
-            *conn = Conn::Reading(Vec::new(), 0, false);
+            if conn.is_download() {
+                downloads -= 1;
+            }
+            *conn = Conn::idle();
             let _ = sock.listen(port);
             continue;
         }
+        let now_ns = kernel::time::clock::now_ns();
+        if sock.is_active() && pass == 0 {
+            busy += 1;
+        }
         match conn {
-            Conn::Reading(req, since, continued) => {
-                // Listening, no client yet: the idle clock has not started.
+            Conn::Reading { req, since, continued } => {
+                // Listening, no client yet: the clock has not started.
                 if !sock.is_active() {
                     *since = 0;
                     continue;
                 }
-                let now_ns = kernel::time::clock::now_ns();
                 if *since == 0 {
                     *since = now_ns;
                 }
@@ -408,28 +471,14 @@ pub fn poll() {
                 if !sock.can_send() {
                     continue;
                 }
+                let expired = serve::request_expired(*since, req.len(), now_ns);
                 let parsed = appliance::http::parse(req);
-                let stream = match &parsed {
-                    Parse::Complete(r) if r.method == Method::Get && (r.path == "/trace" || r.path == "/trace.json") => {
-                        Some((r.path == "/trace.json", r.path == "/trace" && r.query_value("follow") == Some("1")))
-                    }
-                    _ => None,
-                };
-                if let Some((json, follow)) = stream {
-                    // Streamed until the snapshot ends; the connection closes to end the body.
-                    let ctype: &[u8] = if json { b"application/json" } else { b"text/plain" };
-                    let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
-                    let _ = sock.send_slice(ctype);
-                    let _ = sock.send_slice(b"\r\nConnection: close\r\n\r\n");
-                    *conn = Conn::Trace(alloc::boxed::Box::new(TraceStream::new(crate::events::RINGS.get().map_or(&[], |r| r.as_slice()), json, follow, symbol)));
-                    continue;
-                }
                 // A request with a body waits for all of it; a client that
                 // asked for `100 Continue` gets it at once (RFC 9110 §10.1.1).
                 if let Parse::Complete(r) = &parsed
                     && req.len() < r.head_len + r.content_length
                     && sock.may_recv()
-                    && now_ns.saturating_sub(*since) < REQUEST_TIMEOUT_NS
+                    && !expired
                 {
                     if r.expect_continue && !*continued {
                         *continued = true;
@@ -437,46 +486,85 @@ pub fn poll() {
                     }
                     continue;
                 }
-                if let Parse::Complete(r) = &parsed
-                    && r.method == Method::Get
-                    && r.path == "/trace.ctf.tar"
-                {
-                    let body = crate::events::RINGS.get().map_or_else(Vec::new, |r| appliance::trace::ctf::snapshot_tar(r, "trace-appliance"));
-                    let mut out = alloc::format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    out.extend_from_slice(&body);
-                    *conn = Conn::Blob(out, 0);
+                if matches!(parsed, Parse::Incomplete) && sock.may_recv() && !expired {
                     continue;
                 }
+                REQUESTS.fetch_add(1, Ordering::Relaxed);
+                let download = match &parsed {
+                    Parse::Complete(r) if r.method == Method::Get && matches!(r.path, "/trace" | "/trace.json" | "/trace.ctf.tar") => Some(r.path),
+                    _ => None,
+                };
+                if download.is_some() && !serve::admit_download(downloads) {
+                    REFUSED_BUSY.fetch_add(1, Ordering::Relaxed);
+                    let _ = sock.send_slice(reply(503, "text/plain", "every download slot is taken; try again\n").as_bytes());
+                    sock.close();
+                    *conn = Conn::idle();
+                    continue;
+                }
+                match (download, &parsed) {
+                    (Some("/trace.ctf.tar"), _) => {
+                        let body = crate::events::RINGS.get().map_or_else(Vec::new, |r| appliance::trace::ctf::snapshot_tar(r, "trace-appliance"));
+                        let mut out = alloc::format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        out.extend_from_slice(&body);
+                        downloads += 1;
+                        *conn = Conn::Blob { data: out, pos: 0, stall: Stall::new(now_ns) };
+                        continue;
+                    }
+                    (Some(path), Parse::Complete(r)) => {
+                        // Streamed until the snapshot ends; the connection closes to end the body.
+                        let (json, follow) = (path == "/trace.json", path == "/trace" && r.query_value("follow") == Some("1"));
+                        let ctype: &[u8] = if json { b"application/json" } else { b"text/plain" };
+                        let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
+                        let _ = sock.send_slice(ctype);
+                        let _ = sock.send_slice(b"\r\nConnection: close\r\n\r\n");
+                        downloads += 1;
+                        let rings = crate::events::RINGS.get().map_or(&[][..], |r| r.as_slice());
+                        *conn = Conn::Trace { t: alloc::boxed::Box::new(TraceStream::new(rings, json, follow, symbol)), stall: Stall::new(now_ns) };
+                        continue;
+                    }
+                    _ => {}
+                }
                 let resp = match parsed {
-                    Parse::Incomplete if sock.may_recv() && now_ns.saturating_sub(*since) < REQUEST_TIMEOUT_NS => continue,
                     Parse::Complete(r) if r.method == Method::Post && r.path.starts_with("/control/") => {
                         let body = req.get(r.head_len..(r.head_len + r.content_length).min(req.len())).unwrap_or(&[]);
                         control(&r, body, s.token.as_deref())
                     }
-                    Parse::Incomplete => reply(408, "text/plain", "no complete request in time\n"),
+                    Parse::Incomplete => {
+                        TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+                        reply(408, "text/plain", "no complete request in time\n")
+                    }
                     Parse::Error(code) => reply(code, "text/plain", &alloc::format!("{}\n", appliance::http::reason(code))),
                     Parse::Complete(r) => respond(&r),
                 };
                 let _ = sock.send_slice(resp.as_bytes());
                 sock.close();
-                *conn = Conn::Reading(Vec::new(), 0, false);
+                *conn = Conn::idle();
             }
-            Conn::Blob(data, pos) => {
-                if *pos < data.len() {
-                    *pos += sock.send_slice(&data[*pos..]).unwrap_or(0);
-                }
+            Conn::Blob { data, pos, stall } => {
+                let end = data.len().min(*pos + budget);
+                let n = if *pos < end { sock.send_slice(&data[*pos..end]).unwrap_or(0) } else { 0 };
+                budget -= n;
+                *pos += n;
                 if *pos >= data.len() {
                     sock.close();
-                    *conn = Conn::Reading(Vec::new(), 0, false);
+                    downloads -= 1;
+                    *conn = Conn::idle();
+                } else if stall.stalled(sock.send_queue(), n, now_ns) {
+                    CUT_STALLED.fetch_add(1, Ordering::Relaxed);
+                    sock.abort();
+                    downloads -= 1;
+                    *conn = Conn::idle();
                 }
             }
-            Conn::Trace(t) => {
+            Conn::Trace { t, stall } => {
                 // Fill the send buffer; at most a bounded number of lines a poll.
-                for _ in 0..512 {
+                let mut accepted = 0;
+                let mut done = false;
+                while accepted < budget {
                     if t.pending.is_empty() {
                         match t.next_line() {
                             Some(l) => t.pending.extend_from_slice(l.as_bytes()),
@@ -484,21 +572,34 @@ pub fn poll() {
                             None if t.follow() => break,
                             None => {
                                 let _ = sock.send_slice(t.trailer().as_bytes());
-                                sock.close();
-                                *conn = Conn::Reading(Vec::new(), 0, false);
+                                done = true;
                                 break;
                             }
                         }
                     }
-                    let n = sock.send_slice(&t.pending).unwrap_or(0);
+                    let n = sock.send_slice(&t.pending[..t.pending.len().min(budget - accepted)]).unwrap_or(0);
+                    accepted += n;
                     t.pending.drain(..n);
                     if !t.pending.is_empty() {
                         break;
                     }
                 }
+                budget -= accepted;
+                if done {
+                    sock.close();
+                    downloads -= 1;
+                    *conn = Conn::idle();
+                } else if stall.stalled(sock.send_queue(), accepted, now_ns) {
+                    CUT_STALLED.fetch_add(1, Ordering::Relaxed);
+                    sock.abort();
+                    downloads -= 1;
+                    *conn = Conn::idle();
+                }
             }
         }
     }
+    BUSY.store(busy, Ordering::Relaxed);
+    DOWNLOADS.store(downloads as u64, Ordering::Relaxed);
     let seen = s.poll_iface(now());
     probe_gateway(s, now_ns, seen);
 }

@@ -76,6 +76,7 @@ pub fn collect() -> Status {
         },
         ftrace: FtraceStatus { enabled: control::disabled_reason().is_none(), disabled_reason: control::disabled_reason().map(|r| String::from(r.text())) },
         net: crate::net::status(),
+        http: crate::net::http_status(),
         heap_used: heap.0 as u64,
         heap_free: heap.1 as u64,
         uptime_ns: kernel::time::clock::now_ns(),

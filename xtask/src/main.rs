@@ -10,6 +10,7 @@ mod image;
 mod qemu;
 mod run;
 mod soak;
+mod stress;
 mod test;
 mod usb;
 
@@ -69,6 +70,9 @@ enum Cmd {
         #[arg(long)]
         device: String,
     },
+    /// The endpoint under load, slowloris, idle floods, never-read streams and link flaps, and tiny-ring
+    /// accounting; report in target/stress/ (not part of `test`)
+    Stress(stress::StressArgs),
     /// Benchmarks: the appliance's (bench boot, a service boot per NIC, NMI-rate boots) and the silicon harness's
     Bench(bench::BenchArgs),
     /// The patching protocol on this machine's CPUs from Linux user space (options: `cargo xtask silicon -- --help`)
@@ -136,6 +140,7 @@ fn main() {
         Cmd::Bench(a) => bench::main(&a),
         Cmd::Usb { device } => usb::main(&device),
         Cmd::Soak(a) => soak::main(&a),
+        Cmd::Stress(a) => stress::main(&a),
         Cmd::CpuidDump { name } => cpuid_dump(&name),
     };
     if let Err(e) = result {

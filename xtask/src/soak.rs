@@ -702,6 +702,7 @@ mod tests {
             patching: PatchingStatus { strategy: "int3".into(), sync: "cpuid".into(), cycles: 9, batches: 360, sync_rounds: 1080, sync_failures: 0, sites: 10002, enabled: true },
             ftrace: FtraceStatus { enabled: true, disabled_reason: None },
             net: Default::default(),
+            http: Default::default(),
             heap_used: 1 << 20,
             heap_free: 63 << 20,
             uptime_ns: 30_000_000_000,

@@ -693,13 +693,33 @@ fn static_misconfig_case(elf: &Path, logs: &Path) -> std::result::Result<String,
     Ok(String::new())
 }
 
+/// Nobody starves the endpoint: with 2 never-read trace streams and 20
+/// slowloris connections held open for 30 s, `/status` answers at least 95%
+/// of its polls, the stalled streams are cut and the slow clients get 408.
+/// (The host's loopback buffers take about 4 MB of each stream before its
+/// window closes; two streams fill them within seconds.)
+fn starvation_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
+    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000", "4");
+    spec.net = Some((port, "virtio-net-pci".into()));
+    let mut run = qemu::spawn(&spec, &logs.join("net_starvation.log"), false).map_err(|e| e.to_string())?;
+    let mut log = String::new();
+    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    let probe = crate::stress::starvation(port, 30, 2, 20);
+    let h = qemu::status(port)?.http;
+    if probe.success_pct() < 95.0 || probe.ok < 20 || h.cut_stalled == 0 || h.timeouts == 0 {
+        return Err(format!("/status {:.1}% of {} polls ({:?}); guest cut {} stalled streams, sent {} 408s", probe.success_pct(), probe.ok, probe.errors, h.cut_stalled, h.timeouts));
+    }
+    Ok(format!("/status {:.1}% ok, p99 {:.0} ms; {} streams cut, {} 408s", probe.success_pct(), probe.p99_ms, h.cut_stalled, h.timeouts))
+}
+
 /// Tiny trace rings (`trace_buf_kb=4`) under the patching loop, in one
 /// overflow mode: events must be lost, and every format keeps exact books.
 /// `/trace`: event lines + LOST markers = its trailer's kept + lost =
 /// produced. CTF: babeltrace2's count = snapshot_events, the streams' last
 /// events_discarded add up to snapshot_lost, and events + lost = produced.
 /// `/status`: per CPU and context, what is kept fits the ring.
-fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::result::Result<String, String> {
+pub(crate) fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::result::Result<String, String> {
     let port = qemu::free_port().map_err(|e| e.to_string())?;
     let mut spec = kernel_boot(elf, &format!("patch=on patch_interval_us=1000 trace_buf_kb=4 trace_overflow={overflow}"), "2");
     spec.net = Some((port, "virtio-net-pci".into()));
@@ -1066,6 +1086,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
         driven.push((name, nic == "virtio-net-pci", Box::new(move || link_case(elf, nic, logs))));
     }
     driven.push(("net_static_misconfigured", false, Box::new(move || static_misconfig_case(elf, logs))));
+    driven.push(("net_starvation_never_read_and_slowloris", false, Box::new(move || starvation_case(elf, logs))));
     for (name, overflow) in [("trace_accounting_overwrite", "overwrite"), ("trace_accounting_drop", "drop")] {
         driven.push((name, overflow == "overwrite", Box::new(move || accounting_case(elf, overflow, logs))));
     }

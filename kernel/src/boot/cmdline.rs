@@ -70,6 +70,20 @@ pub struct NetConfig {
     pub http_port: u16,
     /// Bearer token for the control endpoints (none: control is off).
     pub control_token: Option<String<64>>,
+    /// Which CPU serves the network (`net_cpu=`).
+    pub serve_cpu: ServeCpu,
+}
+
+/// Which CPU serves the network (`net_cpu=auto|patch|N`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeCpu {
+    /// A CPU of its own (the last one) where at least 4 are online, else the
+    /// patching loop between batches.
+    Auto,
+    /// The patching loop, between batches.
+    Patch,
+    /// This CPU (dense index), polling without pause.
+    Index(u32),
 }
 
 /// Typed kernel options. Defaults are what a plain boot should do.
@@ -119,7 +133,7 @@ impl Default for Options {
             patch: Default::default(),
             nmi: Default::default(),
             trace: TraceConfig { buf_kb: 256, overwrite: true },
-            net: NetConfig { ip: None, gw: None, http_port: 80, control_token: None },
+            net: NetConfig { ip: None, gw: None, http_port: 80, control_token: None, serve_cpu: ServeCpu::Auto },
             bench: false,
         }
     }
@@ -308,6 +322,11 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
         "control_token" => valued!(p, word, key, value, "1 to 64 printable characters", |v| {
             (!v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic())).then(|| truncated(v))
         }, |o, x| o.net.control_token = Some(x)),
+        "net_cpu" => valued!(p, word, key, value, "auto|patch|a CPU index 0..=4095", |v| match v {
+            "auto" => Some(ServeCpu::Auto),
+            "patch" => Some(ServeCpu::Patch),
+            n => parse_u32(n, 0, 4095).map(ServeCpu::Index),
+        }, |o, x| o.net.serve_cpu = x),
         "http_port" => valued!(p, word, key, value, "a TCP port 1..=65535", |v| parse_u32(v, 1, 65_535), |o, x| o.net.http_port = x as u16),
         "patch_seconds" => valued!(p, word, key, value, "an integer 0..=31536000 (0: no limit)", |v| parse_u32(v, 0, 31_536_000),
             |o, x| o.patch.seconds = x),
@@ -422,6 +441,10 @@ mod tests {
         assert_eq!(o.net.ip, Some(([10, 0, 2, 15], 24)));
         assert_eq!(o.net.gw, Some([10, 0, 2, 2]));
         assert_eq!(o.net.http_port, 8080);
+        assert_eq!(o.net.serve_cpu, ServeCpu::Auto);
+        assert_eq!(parse("net_cpu=patch").options.net.serve_cpu, ServeCpu::Patch);
+        assert_eq!(parse("net_cpu=3").options.net.serve_cpu, ServeCpu::Index(3));
+        assert_eq!(parse("net_cpu=some").diagnostics.len(), 1);
         let d = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33").diagnostics;
         assert_eq!(d.len(), 3);
         assert_eq!(Options::default().net.ip, None, "DHCP by default");

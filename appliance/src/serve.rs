@@ -1,0 +1,109 @@
+//! The HTTP service's connection policy, as pure logic: how long a client
+//! may take to send its request, how long a download may stall because the
+//! client stopped reading, and how many sockets long downloads may hold so
+//! that short requests (`/status`, `/metrics`) always find one. There are
+//! more sockets than the clients a load test runs (64): a closed connection's
+//! socket is reusable only once its close handshake is over, so clients that
+//! reconnect at once need spares, or they meet resets. Host-tested; `net.rs`
+//! applies it to its sockets.
+
+/// Connections (TCP sockets) of the service.
+pub const SOCKETS: usize = 128;
+/// Sockets that long downloads (`/trace`, `/trace.json`, `/trace.ctf.tar`)
+/// may never take: kept for short requests.
+pub const RESERVED_FOR_SHORT: usize = 32;
+/// Each socket's receive and send buffers.
+pub const RX_BUFFER: usize = 4096;
+pub const TX_BUFFER: usize = 32 * 1024;
+/// Bytes all downloads together may queue in one poll of the service.
+pub const DOWNLOAD_BYTES_PER_POLL: usize = 64 * 1024;
+/// A connection must send its first byte within this time...
+pub const FIRST_BYTE_NS: u64 = 2_000_000_000;
+/// ...and its whole request (head and body) within this one (408 otherwise).
+pub const REQUEST_NS: u64 = 5_000_000_000;
+/// A download whose client accepts nothing for this long is cut.
+pub const STALL_NS: u64 = 10_000_000_000;
+
+/// Memory the sockets' buffers take (reported in `/status`).
+pub const fn buffer_bytes() -> usize {
+    SOCKETS * (RX_BUFFER + TX_BUFFER)
+}
+
+/// Has a client that connected at `since` and sent `received` bytes so far
+/// (no complete request) used up its time?
+pub fn request_expired(since: u64, received: usize, now: u64) -> bool {
+    let t = now.saturating_sub(since);
+    t >= REQUEST_NS || (received == 0 && t >= FIRST_BYTE_NS)
+}
+
+/// May another long download start while `streams` are running?
+pub fn admit_download(streams: usize) -> bool {
+    streams < SOCKETS - RESERVED_FOR_SHORT
+}
+
+/// Watches a download for a client that stopped reading: progress is the
+/// send queue draining or new bytes accepted; a queue that is empty is never
+/// a stall (a following download with nothing new to send is waiting on us).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stall {
+    last_progress: u64,
+    last_queue: usize,
+}
+
+impl Stall {
+    pub fn new(now: u64) -> Stall {
+        Stall { last_progress: now, last_queue: 0 }
+    }
+
+    /// After a poll: `queue` bytes wait in the send buffer, `accepted` were
+    /// just queued. True when the client has accepted nothing for `STALL_NS`.
+    pub fn stalled(&mut self, queue: usize, accepted: usize, now: u64) -> bool {
+        if queue == 0 || accepted > 0 || queue < self.last_queue {
+            self.last_progress = now;
+        }
+        self.last_queue = queue;
+        now.saturating_sub(self.last_progress) >= STALL_NS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn request_deadlines() {
+        assert!(!request_expired(0, 0, S));
+        assert!(request_expired(0, 0, 2 * S), "silent: 2 s");
+        assert!(!request_expired(0, 1, 4 * S), "a byte buys time up to the request deadline");
+        assert!(request_expired(0, 1, 5 * S), "slowloris: 5 s whatever it trickles");
+        assert!(request_expired(10 * S, 100, 15 * S));
+        assert!(!request_expired(10 * S, 100, 14 * S));
+    }
+
+    #[test]
+    fn downloads_leave_room_for_short_requests() {
+        assert!(admit_download(0));
+        assert!(admit_download(SOCKETS - RESERVED_FOR_SHORT - 1));
+        assert!(!admit_download(SOCKETS - RESERVED_FOR_SHORT));
+        const { assert!(SOCKETS >= 64 && RESERVED_FOR_SHORT >= 8) };
+        assert_eq!(buffer_bytes(), 128 * 36 * 1024);
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_cut_and_a_waiting_one_is_not() {
+        let mut s = Stall::new(0);
+        // Reading: the queue drains.
+        assert!(!s.stalled(30_000, 30_000, S));
+        assert!(!s.stalled(10_000, 0, 2 * S));
+        // Stops reading: the queue stays full, nothing accepted.
+        assert!(!s.stalled(10_000, 0, 11 * S));
+        assert!(s.stalled(10_000, 0, 12 * S));
+        // Following with nothing new: an empty queue for minutes is fine.
+        let mut f = Stall::new(0);
+        for t in 1..300 {
+            assert!(!f.stalled(0, 0, t * S));
+        }
+    }
+}
