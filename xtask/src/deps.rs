@@ -8,7 +8,6 @@ use crate::Result;
 
 /// (program or file, Debian package).
 const TOOLS: &[(&str, &str)] = &[
-    ("qemu-system-x86_64", "qemu-system-x86"),
     ("grub-mkrescue", "grub-common"),
     ("/usr/lib/grub/i386-pc/modinfo.sh", "grub-pc-bin"),
     ("/usr/lib/grub/x86_64-efi/modinfo.sh", "grub-efi-amd64-bin"),
@@ -34,9 +33,40 @@ pub fn missing() -> Vec<(&'static str, &'static str)> {
     TOOLS.iter().copied().filter(|(t, _)| !present(t)).collect()
 }
 
+/// The oldest QEMU the tests and runs accept: 10 emulates x2APIC under TCG,
+/// more than 255 CPUs, igb, `pit=off`.
+pub const QEMU_MAJOR: u32 = 10;
+
+/// The major version of the QEMU on PATH.
+pub fn qemu_major() -> Option<u32> {
+    let out = Command::new("qemu-system-x86_64").arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("version ").nth(1)?.split('.').next()?.parse().ok()
+}
+
+/// QEMU 10 or later: installed from bookworm-backports by
+/// `xtask/scripts/qemu10.sh` (root on Debian bookworm), else named.
+fn ensure_qemu() -> Result<()> {
+    if qemu_major().is_some_and(|m| m >= QEMU_MAJOR) {
+        return Ok(());
+    }
+    let script = crate::root().join("xtask/scripts/qemu10.sh");
+    let ok = Command::new("bash").arg(&script).status().map(|s| s.success()).unwrap_or(false);
+    match qemu_major() {
+        Some(m) if ok && m >= QEMU_MAJOR => Ok(()),
+        found => Err(format!(
+            "QEMU {QEMU_MAJOR} or later is needed, found {}: on Debian bookworm run `sudo bash {}` (it adds bookworm-backports and installs qemu-system-x86, qemu-system-common, qemu-system-data and seabios from it)",
+            found.map_or("none".to_string(), |m| m.to_string()),
+            script.display()
+        )
+        .into()),
+    }
+}
+
 /// Make sure every tool is there: install what is missing when we can, else
 /// say exactly what to install.
 pub fn ensure_all() -> Result<()> {
+    ensure_qemu()?;
     let miss = missing();
     if miss.is_empty() {
         return Ok(());

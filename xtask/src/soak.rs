@@ -367,12 +367,19 @@ fn run_one(o: &Opts, elf: &Path, accel: Accel, model: &str, port: u16, bar: &ind
 /// The models QEMU knows (`-cpu help`), to refuse a typo before booting anything.
 fn known_models() -> Result<Vec<String>> {
     let out = std::process::Command::new("qemu-system-x86_64").args(["-cpu", "help"]).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("x86 "))
+    Ok(cpu_models(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The model names of `qemu-system-x86_64 -cpu help`: `x86 NAME ...` lines
+/// (QEMU 7) or indented `  NAME ...` lines under `Available CPUs:` (QEMU 10),
+/// up to the CPUID flags.
+fn cpu_models(help: &str) -> Vec<String> {
+    help.lines()
+        .take_while(|l| !l.starts_with("Recognized CPUID flags"))
+        .filter_map(|l| l.strip_prefix("x86 ").or_else(|| l.strip_prefix("  ")))
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
-        .collect())
+        .collect()
 }
 
 /// `cargo xtask soak` with arguments as on its command line (the tests' way in).
@@ -733,6 +740,14 @@ mod tests {
         assert_ne!(broken, status_json());
         assert!(parse_status(&broken).unwrap_err().contains("sync_rounds"));
         assert!(parse_status("<html>").unwrap_err().contains("not the appliance's Status"));
+    }
+
+    #[test]
+    fn cpu_model_lists_of_both_qemu_versions() {
+        let q7 = "x86 Conroe                Intel Celeron_4x0 (Conroe/Merom Class Core 2)\nx86 max  Enables all features\n\nRecognized CPUID flags:\n  fpu vme\n";
+        let q10 = "Available CPUs:\n  486                   (alias configured by machine type)\n  Conroe-v1             Intel Celeron_4x0\n  EPYC-Genoa            (alias configured by machine type)\n\nRecognized CPUID flags:\n  3dnow 3dnowext\n";
+        assert_eq!(cpu_models(q7), ["Conroe", "max"]);
+        assert_eq!(cpu_models(q10), ["486", "Conroe-v1", "EPYC-Genoa"]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use appliance::contract::Verdict;
 type LogCheck = fn(&str) -> std::result::Result<(), String>;
 
 /// What one test expects.
+#[derive(Clone)]
 struct Case {
     name: &'static str,
     spec: Spec,
@@ -332,7 +333,43 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
         "selftest=panic",
         &["Kernel panic on CPU 0: panicked at kernel/src/boot/main.rs", "selftest panic", "Call Trace:", "] kmain+0x"],
     ));
+    // Firmware that enabled x2APIC (as on machines with more than 255 CPUs):
+    // the kernel stays in x2APIC mode although asked for xAPIC, and says so.
+    let mut fw = ok("x2apic_left_on_by_firmware", kernel_boot(elf, "x2apic=off x2apic_fw", "4"), &[0, 1, 2, 3]);
+    fw.expect.push("apic: the firmware left x2APIC enabled; staying in x2APIC mode".into());
+    fw.expect.push("apic: X2Apic mode".into());
+    v.push(fw);
+    x2apic_matrix(&mut v);
     v
+}
+
+/// The cases run in both APIC modes: QEMU 10's `-cpu max` offers x2APIC
+/// under TCG (the kernel uses it), and a twin of each on the same model
+/// without it (`-x2apic`) runs in xAPIC mode. Each says which mode it saw.
+const X2APIC_MATRIX: [&str; 10] = [
+    "kernel_smp4",
+    "kernel_smp6_sparse_apic_ids",
+    "patch_int3_smp4",
+    "patch_stop_machine_smp4",
+    "patch_naive_oracle_catches_tears",
+    "nmi_fallback_ticks_on_every_cpu",
+    "nmi_hard_lockup_reported",
+    "nmi_path_traced_disables_ftrace",
+    "nmi_path_traced_keep_on",
+    "xcall_timeout_names_the_silent_cpu",
+];
+
+fn x2apic_matrix(v: &mut Vec<Case>) {
+    let mut twins = Vec::new();
+    for c in v.iter_mut().filter(|c| X2APIC_MATRIX.contains(&c.name)) {
+        let mut t = c.clone();
+        t.name = Box::leak(format!("{}_xapic", c.name).into_boxed_str());
+        t.spec.cpu = Some(format!("{},-x2apic", c.spec.cpu.as_deref().unwrap_or("max")));
+        t.expect.push("apic: XApic mode".into());
+        twins.push(t);
+        c.expect.push("apic: X2Apic mode".into());
+    }
+    v.extend(twins);
 }
 
 /// Under hardware KVM when there is one: a boot, the patching loop, and the
@@ -418,16 +455,27 @@ enum ScreenBoot {
 }
 
 /// Rows of the screen console that do not change once the network is up:
-/// (row, text, tone), as `appliance::status_screen` lays them out.
-const SCREEN_ROWS: [(u32, &str, kernel::screen::render::Tone); 3] = [
-    (2, "CPUs: 4 online, xAPIC", kernel::screen::render::Tone::Normal),
-    (3, "watchdog: ipi-broadcast, 1000 Hz", kernel::screen::render::Tone::Normal),
-    (4, "URL: http://10.0.2.15/status", kernel::screen::render::Tone::Good),
-];
+/// (row, text, tone), as `appliance::status_screen` lays them out, for the
+/// APIC mode the guest's console reported (`apic: X2Apic mode` or `XApic`).
+fn screen_rows(log: &str) -> std::result::Result<[(u32, String, kernel::screen::render::Tone); 3], String> {
+    let apic = if log.contains("apic: X2Apic mode") {
+        "x2APIC"
+    } else if log.contains("apic: XApic mode") {
+        "xAPIC"
+    } else {
+        return Err("no `apic: ... mode` line on the console".into());
+    };
+    Ok([
+        (2, format!("CPUs: 4 online, {apic}"), kernel::screen::render::Tone::Normal),
+        (3, "watchdog: ipi-broadcast, 1000 Hz".into(), kernel::screen::render::Tone::Normal),
+        (4, "URL: http://10.0.2.15/status".into(), kernel::screen::render::Tone::Good),
+    ])
+}
 
-/// Compare the VGA text buffer's rows with [`SCREEN_ROWS`].
-fn screen_text_matches(mem: &[u8]) -> std::result::Result<(), String> {
-    for (row, text, tone) in SCREEN_ROWS {
+/// Compare the VGA text buffer's rows with `rows`.
+fn screen_text_matches(mem: &[u8], rows: &[(u32, String, kernel::screen::render::Tone)]) -> std::result::Result<(), String> {
+    for (row, text, tone) in rows {
+        let (row, tone) = (*row, *tone);
         let line = &mem[row as usize * 160..][..160];
         let chars: String = line.chunks(2).map(|c| c[0] as char).collect();
         if chars.trim_end() != text || line.chunks(2).any(|c| c[1] != tone.vga_attr()) {
@@ -437,9 +485,9 @@ fn screen_text_matches(mem: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Compare a screendump with [`SCREEN_ROWS`] drawn by our own renderer:
-/// every pixel of those rows must match.
-fn screen_pixels_match(w: usize, h: usize, rgb: &[u8]) -> std::result::Result<(), String> {
+/// Compare a screendump with `rows` drawn by our own renderer: every pixel
+/// of those rows must match.
+fn screen_pixels_match(w: usize, h: usize, rgb: &[u8], rows: &[(u32, String, kernel::screen::render::Tone)]) -> std::result::Result<(), String> {
     use kernel::boot::info::{FbKind, Framebuffer};
     let fb = Framebuffer {
         addr: 0,
@@ -452,8 +500,9 @@ fn screen_pixels_match(w: usize, h: usize, rgb: &[u8]) -> std::result::Result<()
     let layout = kernel::screen::render::Layout::new(fb).map_err(|e| format!("{w}x{h}: {e:?}"))?;
     let cell = (kernel::screen::render::GLYPH * layout.scale) as usize;
     let mut mem = vec![0u8; fb.byte_len() as usize];
-    for (row, text, tone) in SCREEN_ROWS {
-        layout.draw_row(&mut mem, row, text, tone);
+    for (row, text, tone) in rows {
+        let row = *row;
+        layout.draw_row(&mut mem, row, text, *tone);
         let mut wrong = 0;
         for y in row as usize * cell..(row as usize + 1) * cell {
             for x in 0..w {
@@ -472,7 +521,7 @@ fn screen_pixels_match(w: usize, h: usize, rgb: &[u8]) -> std::result::Result<()
 }
 
 /// Boot with the patching loop and the network, then read the screen through
-/// QMP until it shows [`SCREEN_ROWS`] (or a minute passes).
+/// QMP until it shows [`screen_rows`] (or a minute passes).
 fn screen_case(elf: &Path, boot: ScreenBoot, log_path: &Path) -> std::result::Result<String, String> {
     let scratch = qemu::TempDir::new("screen").map_err(|e| e.to_string())?;
     let append = "patch=on patch_interval_us=1000";
@@ -506,14 +555,18 @@ fn screen_case(elf: &Path, boot: ScreenBoot, log_path: &Path) -> std::result::Re
     if !how.starts_with(want) {
         return Err(format!("the kernel found `{how}`, expected `{want}...`"));
     }
+    if !log.contains(" mode, BSP APIC id") {
+        run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains(" mode, BSP APIC id")).ok_or("no `apic: ... mode` line on the console")?;
+    }
+    let rows = screen_rows(&log)?;
     let mut qmp = qemu::Qmp::connect(&qmp_path, Duration::from_secs(10))?;
     let deadline = run.started.elapsed() + Duration::from_secs(60);
     loop {
         let shown = if boot == ScreenBoot::GrubUefi {
             let (w, h, rgb) = qmp.screendump(&scratch.0)?;
-            screen_pixels_match(w, h, &rgb)
+            screen_pixels_match(w, h, &rgb, &rows)
         } else {
-            screen_text_matches(&qmp.read_phys(0xB8000, 4000)?)
+            screen_text_matches(&qmp.read_phys(0xB8000, 4000)?, &rows)
         };
         match shown {
             Ok(()) => return Ok(how),
@@ -768,11 +821,12 @@ pub(crate) fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::r
 }
 
 /// Boot with a NIC, wait for the service, and query it like a user would.
-fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), String> {
+fn net_case(elf: &Path, nic: &str, cpu: Option<&str>, logs: &Path) -> std::result::Result<(), String> {
     let port = qemu::free_port().map_err(|e| e.to_string())?;
     let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000 control_token=s3cret trace_nmi_path ftrace_keep_on_nmi", "4");
     spec.net = Some((port, nic.into()));
-    let tag = nic.replace([',', '='], "_");
+    spec.cpu = cpu.map(String::from);
+    let tag = format!("{nic}{}", cpu.map_or(String::new(), |c| format!("_{c}"))).replace([',', '='], "_");
     let mut run = qemu::spawn(&spec, &logs.join(format!("net_{tag}.log")), false).map_err(|e| e.to_string())?;
     let mut log = String::new();
     run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://"))
@@ -781,7 +835,8 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
         return Err("no `net: DHCP lease acquired` line naming the address and router".into());
     }
     let st = qemu::status(port)?;
-    if st.cpus_online != 4 || st.cpus.len() != 4 || st.watchdog.source != "ipi-broadcast" {
+    let want_apic = if cpu.is_some_and(|c| c.contains("-x2apic")) { "xapic" } else { "x2apic" };
+    if st.cpus_online != 4 || st.cpus.len() != 4 || st.watchdog.source != "ipi-broadcast" || st.apic != want_apic {
         return Err(format!("/status: {st:?}"));
     }
     if st.cpus[1].apic_id != 1 || st.patching.strategy != "int3" || !st.ftrace.enabled || st.uptime_ns == 0 || !st.cmdline.contains("control_token=") {
@@ -836,7 +891,7 @@ fn net_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<(), Strin
         }
     }
     follow?;
-    ctf_check(port, logs, nic)?;
+    ctf_check(port, logs, &tag)?;
     // The NMI-path sites have been traced by now (trace_nmi_path): the warning is served.
     let (code, body) = http(port, "GET /nmi-log HTTP/1.1\r\n\r\n")?;
     if code != 200 || !body.contains("WARNING: ftraced code called from NMI context") || !body.contains(" <NMI> [<") {
@@ -1070,13 +1125,14 @@ pub fn main(args: &TestArgs) -> Result<()> {
     type Driven<'a> = (&'static str, bool, Box<dyn Fn() -> std::result::Result<String, String> + 'a>);
     let (elf, logs) = (&elf, &logs);
     let mut driven: Vec<Driven> = Vec::new();
-    for (name, nic) in [
-        ("net_virtio_status", "virtio-net-pci"),
-        ("net_virtio_legacy_status", "virtio-net-pci,disable-modern=on"),
-        ("net_e1000_status", "e1000"),
-        ("net_e1000e_status", "e1000e"),
+    for (name, nic, cpu) in [
+        ("net_virtio_status", "virtio-net-pci", None),
+        ("net_virtio_status_xapic", "virtio-net-pci", Some("max,-x2apic")),
+        ("net_virtio_legacy_status", "virtio-net-pci,disable-modern=on", None),
+        ("net_e1000_status", "e1000", None),
+        ("net_e1000e_status", "e1000e", None),
     ] {
-        driven.push((name, nic == "virtio-net-pci", Box::new(move || net_case(elf, nic, logs).map(|()| String::new()))));
+        driven.push((name, nic == "virtio-net-pci", Box::new(move || net_case(elf, nic, cpu, logs).map(|()| String::new()))));
     }
     for (name, boot) in [("screen_vga_text", ScreenBoot::Kernel), ("screen_grub_bios_text", ScreenBoot::GrubBios), ("screen_uefi_framebuffer", ScreenBoot::GrubUefi)] {
         let log = logs.join(format!("{name}.log"));

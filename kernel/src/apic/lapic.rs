@@ -98,14 +98,40 @@ pub fn write(reg: u32, value: u32) {
     }
 }
 
-/// Choose the mode on the boot CPU (x2APIC when offered and wanted) and enable it.
-pub fn init_mode(use_x2apic: bool) -> Mode {
+/// How the boot CPU's mode was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeChoice {
+    /// As asked (x2APIC when offered and wanted).
+    AsAsked,
+    /// xAPIC was asked for, but the firmware had already enabled x2APIC:
+    /// leaving it takes disabling the APIC altogether (x2APIC -> xAPIC is an
+    /// illegal transition, SDM Vol. 3A §11.12.5, Figure 11-27), so we stay.
+    FirmwareX2Apic,
+}
+
+/// Choose the mode on the boot CPU (x2APIC when offered and wanted, or when
+/// the firmware already enabled it) and enable it.
+pub fn init_mode(use_x2apic: bool) -> (Mode, ModeChoice) {
     // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (all x86_64 CPUs).
     let base = unsafe { msr::rdmsr(IA32_APIC_BASE) };
     XAPIC_BASE.store(base & APIC_BASE_ADDR_MASK, Ordering::Relaxed);
-    X2APIC.store(use_x2apic, Ordering::Relaxed);
+    let firmware = base & APIC_BASE_EXTD != 0 && base & APIC_BASE_EN != 0;
+    X2APIC.store(use_x2apic || firmware, Ordering::Relaxed);
     enable_mode();
-    mode()
+    (mode(), if firmware && !use_x2apic { ModeChoice::FirmwareX2Apic } else { ModeChoice::AsAsked })
+}
+
+/// Tests only (`x2apic_fw` on the command line): put this CPU in x2APIC mode
+/// before the kernel chooses, as firmware does on machines with more than
+/// 255 CPUs. Needs x2APIC in CPUID.
+pub fn simulate_firmware_x2apic() {
+    // SAFETY: EN then EXTD: the legal xAPIC -> x2APIC transition (SDM Vol. 3A
+    // §11.12.5); the caller checked CPUID.01H:ECX.x2APIC.
+    unsafe {
+        let base = msr::rdmsr(IA32_APIC_BASE) | APIC_BASE_EN;
+        msr::wrmsr(IA32_APIC_BASE, base);
+        msr::wrmsr(IA32_APIC_BASE, base | APIC_BASE_EXTD);
+    }
 }
 
 /// Enable the chosen mode on this CPU (xAPIC -> x2APIC is the only legal transition).
@@ -158,11 +184,28 @@ pub enum Dest {
     AllButSelf,
 }
 
-/// Send an IPI: `command` holds the delivery mode, level/trigger and vector bits.
-/// Interrupts are off meanwhile: in xAPIC mode an interrupt handler sending
-/// its own IPI between our two ICR writes would change our destination.
-pub fn send_ipi(dest: Dest, command: u64) {
-    x86_64::instructions::interrupts::without_interrupts(|| send_ipi_irqs_off(dest, command))
+/// The largest APIC id xAPIC mode can address (8-bit destination field).
+pub const XAPIC_MAX_ID: u32 = 0xFE;
+
+/// Can an IPI reach the CPU with this APIC id in the mode in force? (In
+/// xAPIC mode the destination is 8 bits and 0xFF is the broadcast.)
+pub fn addressable(id: u32) -> bool {
+    X2APIC.load(Ordering::Relaxed) || id <= XAPIC_MAX_ID
+}
+
+/// Send an IPI: `command` holds the delivery mode, level/trigger and vector
+/// bits. Interrupts are off meanwhile: in xAPIC mode an interrupt handler
+/// sending its own IPI between our two ICR writes would change our
+/// destination. An id the mode cannot address is refused, never truncated
+/// (`false`).
+pub fn send_ipi(dest: Dest, command: u64) -> bool {
+    if let Dest::Apic(id) = dest
+        && !addressable(id)
+    {
+        return false;
+    }
+    x86_64::instructions::interrupts::without_interrupts(|| send_ipi_irqs_off(dest, command));
+    true
 }
 
 fn send_ipi_irqs_off(dest: Dest, command: u64) {
@@ -174,6 +217,11 @@ fn send_ipi_irqs_off(dest: Dest, command: u64) {
     };
     let low = command | short;
     if X2APIC.load(Ordering::Relaxed) {
+        // WRMSR to the x2APIC ICR is not serializing: without a fence the IPI
+        // may overtake this CPU's earlier stores (Linux `weak_wrmsr_fence()`,
+        // arch/x86/include/asm/barrier.h, before every x2APIC ICR write).
+        // SAFETY: fences only.
+        unsafe { core::arch::asm!("mfence", "lfence", options(nostack, preserves_flags)) };
         // SAFETY: x2APIC ICR (MSR 0x830): destination in bits 32-63; a write sends the IPI.
         unsafe { msr::wrmsr(reg::ICR, low | ((id as u64) << 32)) };
     } else {

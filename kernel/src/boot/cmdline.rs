@@ -104,6 +104,9 @@ pub struct Options {
     pub heap_mb: u32,
     /// Use x2APIC when the CPU has it (`x2apic=off` forces xAPIC).
     pub x2apic: bool,
+    /// Tests only: enable x2APIC before the kernel chooses its mode, as
+    /// firmware does on machines with more than 255 CPUs (`x2apic_fw`).
+    pub x2apic_fw: bool,
     /// Print every ACPI table as hex (to record fixtures for host tests).
     pub acpi_dump: bool,
     /// The patching engine and its loop.
@@ -130,6 +133,7 @@ impl Default for Options {
             heap_mb: 64,
             x2apic: true,
             acpi_dump: false,
+            x2apic_fw: false,
             patch: Default::default(),
             nmi: Default::default(),
             trace: TraceConfig { buf_kb: 256, overwrite: true },
@@ -336,7 +340,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             |o, x| o.patch.naive_gap_us = x),
         "status_secs" => valued!(p, word, key, value, "an integer 1..=3600", |v| parse_u32(v, 1, 3600),
             |o, x| o.patch.status_secs = x),
-        "test_exit" | "acpi_dump" | "trace_nmi_path" | "ftrace_keep_on_nmi" | "bench" => {
+        "test_exit" | "acpi_dump" | "x2apic_fw" | "trace_nmi_path" | "ftrace_keep_on_nmi" | "bench" => {
             if value.is_some() {
                 p.report(key, Problem::UnexpectedValue);
             } else {
@@ -344,6 +348,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
                 match key {
                     "test_exit" => o.test_exit = true,
                     "acpi_dump" => o.acpi_dump = true,
+                    "x2apic_fw" => o.x2apic_fw = true,
                     "trace_nmi_path" => o.patch.trace_nmi_path = true,
                     "bench" => o.bench = true,
                     _ => o.patch.ftrace_keep_on_nmi = true,

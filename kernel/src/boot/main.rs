@@ -383,7 +383,13 @@ impl Boot {
 
         // Interrupt controllers and clocks.
         crate::apic::pic::disable();
-        let mode = lapic::init_mode(self.features.x2apic && self.options.x2apic);
+        if self.options.x2apic_fw && self.features.x2apic {
+            lapic::simulate_firmware_x2apic();
+        }
+        let (mode, choice) = lapic::init_mode(self.features.x2apic && self.options.x2apic);
+        if choice == lapic::ModeChoice::FirmwareX2Apic {
+            warn!("apic: the firmware left x2APIC enabled; staying in x2APIC mode although x2apic=off (leaving it takes disabling the APIC)");
+        }
         trap::register(vector::TIMER, timer_handler);
         trap::register(vector::SPURIOUS, spurious_handler);
         trap::register(vector::APIC_ERROR, apic_error_handler);

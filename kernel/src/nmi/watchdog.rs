@@ -167,8 +167,9 @@ pub fn timer_tick(cpu: &PerCpu) {
     }
     for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
         c.nmi_ipi_pending.store(true, Ordering::Release);
-        let dest = if c.index() == cpu.index() { Dest::SelfOnly } else { Dest::Apic(c.apic_id()) };
-        lapic::send_ipi(dest, icr::DELIVERY_NMI);
+        // To its own APIC id too: the "self" shorthand with delivery mode NMI
+        // is invalid (SDM Vol. 3A §11.6.1, Table 11-4).
+        lapic::send_ipi(Dest::Apic(c.apic_id()), icr::DELIVERY_NMI);
     }
 }
 

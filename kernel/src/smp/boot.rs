@@ -115,6 +115,13 @@ pub fn start_all(apic_ids: &[u32], max_cpus: usize, timeout_ms: u32, ap_main: fn
             report.skipped += 1;
             continue;
         }
+        if !lapic::addressable(apic_id) {
+            // An 8-bit destination cannot name it: truncating would send INIT
+            // to another CPU (id 256 is the BSP's 0).
+            log::error!("smp: CPU with APIC id {apic_id} cannot be addressed in xAPIC mode (ids above {}): not started", lapic::XAPIC_MAX_ID);
+            let _ = report.failed.push(apic_id);
+            continue;
+        }
         let Some(c) = percpu::reserve(apic_id) else {
             report.skipped += 1;
             continue;
