@@ -333,6 +333,28 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
         "selftest=panic",
         &["Kernel panic on CPU 0: panicked at kernel/src/boot/main.rs", "selftest panic", "Call Trace:", "] kmain+0x"],
     ));
+    // Hundreds of CPUs: every one online, the patching loop verified on all.
+    for (name, n) in [("kernel_smp64_patching", 64u32), ("kernel_smp128_patching", 128)] {
+        // A slower watchdog: 1,000 NMI IPIs a second to each of 128 CPUs is what cpu0 would do all day.
+        let mut c = patch(name, "patch_cycles=1 patch_sites=100 nmi_watchdog_hz=10 status_secs=600", &n.to_string(), Some(many_cpus_trap));
+        c.spec.mem_mib = 2048;
+        c.expect.extend(healthy(&(0..n).collect::<Vec<_>>()));
+        v.push(c);
+    }
+    // An APIC id above 255: online in x2APIC mode; refused by name (never
+    // truncated to 0, the BSP's) when the kernel is told to use xAPIC.
+    let mut big = patch("kernel_apic_id_256_x2apic", "patch_cycles=1 patch_sites=500", "1,maxcpus=260,sockets=2,cores=130", None);
+    big.spec.machine = "q35-apic-id-256".into();
+    big.spec.mem_mib = 1024;
+    big.expect.extend(["acpi: processor uid 130 APIC id 256 (x2APIC entry, enabled)", "apic: X2Apic mode", "smp: 2 CPUs online (APIC ids: 0 256)"].map(String::from));
+    v.push(big);
+    // With more than 255 possible CPUs SeaBIOS itself enables x2APIC on the
+    // BSP, as real firmware does: x2apic=off must not half-switch it back.
+    let mut fw_on = patch("kernel_apic_id_256_firmware_x2apic", "x2apic=off patch_cycles=1 patch_sites=500", "1,maxcpus=260,sockets=2,cores=130", None);
+    fw_on.spec.machine = "q35-apic-id-256".into();
+    fw_on.spec.mem_mib = 1024;
+    fw_on.expect.extend(["apic: the firmware left x2APIC enabled; staying in x2APIC mode", "apic: X2Apic mode", "smp: 2 CPUs online (APIC ids: 0 256)"].map(String::from));
+    v.push(fw_on);
     // Firmware that enabled x2APIC (as on machines with more than 255 CPUs):
     // the kernel stays in x2APIC mode although asked for xAPIC, and says so.
     let mut fw = ok("x2apic_left_on_by_firmware", kernel_boot(elf, "x2apic=off x2apic_fw", "4"), &[0, 1, 2, 3]);
@@ -341,6 +363,16 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
     v.push(fw);
     x2apic_matrix(&mut v);
     v
+}
+
+/// Many CPUs, a short loop: no tear, and at least half the CPUs took int3 emulations.
+fn many_cpus_trap(log: &str) -> std::result::Result<(), String> {
+    let v = verdict(log)?;
+    let online = number_after(log, "smp: ").ok_or("no `smp: N CPUs online` line")?;
+    if v.torn != 0 || v.cpus_with_int3 * 2 < online {
+        return Err(format!("torn={}, int3 emulations on {} of {online} CPUs", v.torn, v.cpus_with_int3));
+    }
+    Ok(())
 }
 
 /// The cases run in both APIC modes: QEMU 10's `-cpu max` offers x2APIC

@@ -1,17 +1,18 @@
-//! What the kernel needs from the ACPI tables, walked through the `acpi`
-//! crate: processors (xAPIC and x2APIC MADT entries), IO-APICs, interrupt
-//! source overrides, local-APIC NMI pins, HPET and MCFG.
+//! What the kernel needs from the ACPI tables: processors (xAPIC and x2APIC
+//! MADT entries), IO-APICs, interrupt source overrides, local-APIC NMI pins
+//! (the MADT walked by our own code in `madt.rs`, found through the root
+//! table without rejecting a bad checksum), HPET and MCFG (through the `acpi`
+//! crate).
 //!
 //! Generic over the `AcpiHandler`, so host tests run the same code over table
 //! bytes recorded from QEMU machines (see `recorded.rs`).
 
-use acpi::madt::{Madt, MadtEntry};
 use acpi::mcfg::Mcfg;
 use acpi::{AcpiError, AcpiHandler, AcpiTables, hpet::HpetTable};
-use heapless::Vec;
+use alloc::vec::Vec;
 
-/// Most processors the kernel tracks (x2APIC ids may be sparse; this bounds the count).
-pub const MAX_CPUS: usize = 256;
+/// Most processors the kernel starts (enabled ones; disabled entries do not count).
+pub const MAX_CPUS: usize = 1024;
 
 /// MADT processor flags (ACPI 6.5, table 5.45 "Local APIC Flags").
 pub const MADT_CPU_ENABLED: u32 = 1 << 0;
@@ -82,14 +83,15 @@ pub struct EcamRegion {
 pub struct MachineInfo {
     pub lapic_address: u64,
     pub pcat_compat: bool,
-    pub cpus: Vec<Cpu, MAX_CPUS>,
-    pub ioapics: Vec<IoApic, 16>,
-    pub overrides: Vec<SourceOverride, 32>,
-    pub lapic_nmis: Vec<LapicNmi, 32>,
+    pub cpus: Vec<Cpu>,
+    pub ioapics: Vec<IoApic>,
+    pub overrides: Vec<SourceOverride>,
+    pub lapic_nmis: Vec<LapicNmi>,
     pub hpet: Option<Hpet>,
-    pub ecam: Vec<EcamRegion, 8>,
-    /// MADT entries that did not fit the vectors above (reported at boot).
-    pub dropped_entries: usize,
+    pub ecam: Vec<EcamRegion>,
+    pub madt_revision: u8,
+    /// What the MADT walk worked around (reported at boot).
+    pub madt_warnings: Vec<super::madt::Warning>,
 }
 
 impl MachineInfo {
@@ -108,66 +110,49 @@ impl MachineInfo {
     }
 }
 
-fn push<T, const N: usize>(v: &mut Vec<T, N>, x: T, dropped: &mut usize) {
-    if v.push(x).is_err() {
-        *dropped += 1;
-    }
-}
-
-/// Walk MADT (required), HPET and MCFG (optional).
-pub fn machine_info<H: AcpiHandler>(tables: &AcpiTables<H>) -> Result<MachineInfo, AcpiError> {
-    let mut info = MachineInfo::default();
-    let madt = tables.find_table::<Madt>()?;
-    let madt = madt.get();
-    info.lapic_address = madt.local_apic_address as u64;
-    info.pcat_compat = madt.flags & MADT_PCAT_COMPAT != 0;
-    let mut dropped = 0;
-    for entry in madt.entries() {
-        match entry {
-            MadtEntry::LocalApic(e) => {
-                let flags = e.flags;
-                let cpu = Cpu {
-                    apic_id: e.apic_id as u32,
-                    uid: e.processor_id as u32,
-                    enabled: flags & MADT_CPU_ENABLED != 0,
-                    online_capable: flags & MADT_CPU_ONLINE_CAPABLE != 0,
-                    x2apic_entry: false,
-                };
-                push(&mut info.cpus, cpu, &mut dropped);
-            }
-            MadtEntry::LocalX2Apic(e) => {
-                let (flags, apic_id, uid) = (e.flags, e.x2apic_id, e.processor_uid);
-                let cpu = Cpu {
-                    apic_id,
-                    uid,
-                    enabled: flags & MADT_CPU_ENABLED != 0,
-                    online_capable: flags & MADT_CPU_ONLINE_CAPABLE != 0,
-                    x2apic_entry: true,
-                };
-                push(&mut info.cpus, cpu, &mut dropped);
-            }
-            MadtEntry::IoApic(e) => {
-                let io = IoApic { id: e.io_apic_id, address: e.io_apic_address, gsi_base: e.global_system_interrupt_base };
-                push(&mut info.ioapics, io, &mut dropped);
-            }
-            MadtEntry::InterruptSourceOverride(e) => {
-                let o = SourceOverride { bus: e.bus, irq: e.irq, gsi: e.global_system_interrupt, flags: e.flags };
-                push(&mut info.overrides, o, &mut dropped);
-            }
-            MadtEntry::LocalApicNmi(e) => {
-                let target = if e.processor_id == 0xff { NmiTarget::All } else { NmiTarget::Uid(e.processor_id as u32) };
-                push(&mut info.lapic_nmis, LapicNmi { target, lint: e.nmi_line, flags: e.flags }, &mut dropped);
-            }
-            MadtEntry::X2ApicNmi(e) => {
-                let uid = e.processor_uid;
-                let target = if uid == u32::MAX { NmiTarget::All } else { NmiTarget::Uid(uid) };
-                push(&mut info.lapic_nmis, LapicNmi { target, lint: e.nmi_line, flags: e.flags }, &mut dropped);
-            }
-            MadtEntry::LocalApicAddressOverride(e) => info.lapic_address = e.local_apic_address,
-            _ => {}
+/// The raw bytes of the first table with signature `sig` listed by the root
+/// table (XSDT from revision 2, else RSDT) of the RSDP at `rsdp`, its
+/// checksum not checked (the caller decides what a bad one means).
+pub fn raw_table<H: AcpiHandler>(handler: &H, rsdp: usize, sig: &[u8; 4]) -> Option<Vec<u8>> {
+    let bytes = |addr: usize, len: usize| -> Vec<u8> {
+        // SAFETY: the firmware describes these ranges (RSDP, root table, the
+        // tables it lists); the handler maps them for reading.
+        let m = unsafe { handler.map_physical_region::<u8>(addr, len) };
+        // SAFETY: the mapping covers `len` bytes from its start.
+        unsafe { core::slice::from_raw_parts(m.virtual_start().as_ptr(), len) }.to_vec()
+    };
+    let r = bytes(rsdp, 36);
+    let (root, entry) = if r[15] >= 2 { (u64::from_le_bytes(r[24..32].try_into().ok()?) as usize, 8) } else { (u32::from_le_bytes(r[16..20].try_into().ok()?) as usize, 4) };
+    let root_len = u32::from_le_bytes(bytes(root, 36)[4..8].try_into().ok()?) as usize;
+    let root = bytes(root, root_len.max(36));
+    for e in root.get(36..)?.chunks_exact(entry) {
+        let mut a = [0u8; 8];
+        a[..entry].copy_from_slice(e);
+        let addr = u64::from_le_bytes(a) as usize;
+        if addr == 0 {
+            continue;
+        }
+        let head = bytes(addr, 36);
+        if &head[..4] == sig {
+            let len = u32::from_le_bytes(head[4..8].try_into().ok()?) as usize;
+            return Some(bytes(addr, len.clamp(36, 1 << 20)));
         }
     }
-    info.dropped_entries = dropped;
+    None
+}
+
+/// Walk MADT (required), HPET and MCFG (optional). `rsdp`: where the RSDP is.
+pub fn machine_info<H: AcpiHandler>(handler: &H, rsdp: usize, tables: &AcpiTables<H>) -> Result<MachineInfo, AcpiError> {
+    let mut info = MachineInfo::default();
+    let madt = super::madt::parse(&raw_table(handler, rsdp, b"APIC").ok_or(AcpiError::TableMissing(acpi::sdt::Signature::MADT))?);
+    info.lapic_address = madt.lapic_address;
+    info.pcat_compat = madt.pcat_compat;
+    info.cpus = madt.cpus;
+    info.ioapics = madt.ioapics;
+    info.overrides = madt.overrides;
+    info.lapic_nmis = madt.nmis;
+    info.madt_warnings = madt.warnings;
+    info.madt_revision = madt.revision;
 
     if let Ok(hpet) = tables.find_table::<HpetTable>() {
         // HPET table layout (IA-PC HPET spec 1.0a, table 3): Generic Address
@@ -197,7 +182,7 @@ pub fn machine_info<H: AcpiHandler>(tables: &AcpiTables<H>) -> Result<MachineInf
                 bus_start: e.bus_number_start,
                 bus_end: e.bus_number_end,
             };
-            push(&mut info.ecam, r, &mut info.dropped_entries);
+            info.ecam.push(r);
         }
     }
     Ok(info)

@@ -80,7 +80,7 @@ pub fn discover(rsdp: Option<u64>) -> Result<Discovered, AcpiError> {
             (unsafe { AcpiTables::from_validated_rsdp(IdentityMapped, m)? }, a, RsdpSource::BiosSearch)
         }
     };
-    let info = machine_info(&tables)?;
+    let info = machine_info(&IdentityMapped, rsdp as usize, &tables)?;
     Ok(Discovered { tables, info, rsdp, source })
 }
 

@@ -101,7 +101,7 @@ pub struct Options {
     /// Start at most this many CPUs (the BSP included).
     pub max_cpus: Option<u32>,
     /// Kernel heap size.
-    pub heap_mb: u32,
+    pub heap_mb: Option<u32>,
     /// Use x2APIC when the CPU has it (`x2apic=off` forces xAPIC).
     pub x2apic: bool,
     /// Tests only: enable x2APIC before the kernel chooses its mode, as
@@ -130,7 +130,7 @@ impl Default for Options {
             timer_hz: 100,
             smp_timeout_ms: 1000,
             max_cpus: None,
-            heap_mb: 64,
+            heap_mb: None,
             x2apic: true,
             acpi_dump: false,
             x2apic_fw: false,
@@ -292,7 +292,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
         "max_cpus" => valued!(p, word, key, value, "an integer 1..=4096", |v| parse_u32(v, 1, 4096),
             |o, x| o.max_cpus = Some(x)),
         "heap_mb" => valued!(p, word, key, value, "an integer 4..=4096", |v| parse_u32(v, 4, 4096),
-            |o, x| o.heap_mb = x),
+            |o, x| o.heap_mb = Some(x)),
         "x2apic" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.x2apic = x),
         "patch" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.patch.run = x),
         "strategy" => valued!(p, word, key, value, Strategy::NAMES, |v| Strategy::parse(v), |o, x| o.patch.strategy = x),
@@ -379,7 +379,7 @@ mod tests {
         assert_eq!(o.selftest, Some(Selftest::PageFault));
         assert_eq!(o.timer_hz, 250);
         assert_eq!(o.max_cpus, Some(3));
-        assert_eq!(o.heap_mb, 16);
+        assert_eq!(o.heap_mb, Some(16));
         assert!(!o.x2apic);
         assert!(o.test_exit);
     }

@@ -303,13 +303,14 @@ impl Boot {
             if let Err(e) = unsafe { crate::mem::paging::init(&mut frames, top, TRAMPOLINE_ADDR, self.features.nx) } {
                 halt_boot(format_args!("page tables: {e:?}"));
             }
-            let heap_bytes = self.options.heap_mb as u64 * 1024 * 1024;
+            let heap_mb = crate::mem::heap_mib(self.boot_info.usable_bytes(), self.options.heap_mb);
+            let heap_bytes = heap_mb * 1024 * 1024;
             let heap = frames
                 .alloc_run(heap_bytes / 4096, 2 * 1024 * 1024, u64::MAX)
-                .unwrap_or_else(|e| halt_boot(format_args!("no {} MiB for the heap: {e:?}", self.options.heap_mb)));
+                .unwrap_or_else(|e| halt_boot(format_args!("no {heap_mb} MiB for the heap: {e:?}")));
             // SAFETY: the run is fresh from the allocator, identity-mapped RW, and never handed out again.
             unsafe { crate::mem::heap::init(heap, heap_bytes as usize) };
-            info!("mem: page tables on (text RX, rodata R, data RW+NX), heap {} MiB at {heap:#x}", self.options.heap_mb);
+            info!("mem: page tables on (text RX, rodata R, data RW+NX), heap {heap_mb} MiB at {heap:#x}");
         }
         {
             let found = crate::screen::device::init(&self.boot_info);
@@ -370,8 +371,8 @@ impl Boot {
         for e in &m.ecam {
             info!("acpi: MCFG ECAM at {:#x} segment {} buses {}-{}", e.base, e.segment, e.bus_start, e.bus_end);
         }
-        if m.dropped_entries > 0 {
-            warn!("acpi: {} MADT/MCFG entries did not fit and were dropped", m.dropped_entries);
+        for w in &m.madt_warnings {
+            warn!("acpi: MADT (revision {}): {w:?}", m.madt_revision);
         }
         if self.options.acpi_dump {
             let mut c = crate::debug::log::console();

@@ -84,11 +84,19 @@ pub enum Offer {
     None(&'static str),
 }
 
+/// Vendor strings of CPUID leaf 0 beyond Intel's and AMD's.
+pub const ZHAOXIN: &str = "  Shanghai  ";
+pub const CENTAUR: &str = "CentaurHauls";
+pub const HYGON: &str = "HygonGenuine";
+
 /// Read the PMU facts from CPUID.
 pub fn offer<R: CpuIdReader>(cpuid: &CpuId<R>) -> Offer {
     let vendor = cpuid.get_vendor_info();
     match vendor.as_ref().map(|v| v.as_str()) {
-        Some("GenuineIntel") => {
+        // Zhaoxin (and Centaur, its predecessor's name) implement Intel's
+        // architectural performance monitoring, described by leaf 0xA (Linux
+        // `arch/x86/events/zhaoxin/core.c` reads the same leaf).
+        Some("GenuineIntel") | Some(ZHAOXIN) | Some(CENTAUR) => {
             let Some(pm) = cpuid.get_performance_monitoring_info() else {
                 return Offer::None("CPUID leaf 0xA (architectural performance monitoring) is absent");
             };
@@ -103,7 +111,7 @@ pub fn offer<R: CpuIdReader>(cpuid: &CpuId<R>) -> Offer {
             }
             Offer::Counter { counter: Counter::IntelArch { version: pm.version_id() }, width: pm.counter_bit_width() }
         }
-        Some("AuthenticAMD") | Some("HygonGenuine") => {
+        Some("AuthenticAMD") | Some(HYGON) => {
             let ext = cpuid.get_extended_processor_and_feature_identifiers();
             let counter = if ext.is_some_and(|e| e.has_perf_cntr_extensions()) { Counter::AmdExtCore } else { Counter::AmdLegacy };
             // AMD counters are 48 bits wide (APM Vol. 2 §13.2.1).
@@ -277,6 +285,27 @@ mod tests {
         let o = offer(&dump(KVM_INTEL_NO_PMU));
         assert!(matches!(o, Offer::None(w) if w.contains("version 0")));
         assert!(matches!(select(o, None), Source::IpiBroadcast(_)));
+    }
+
+    /// The vendor string as CPUID leaf 0 returns it (EBX, EDX, ECX).
+    fn vendor_regs(v: &str) -> [u32; 3] {
+        let b = v.as_bytes();
+        let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        [w(0), w(4), w(8)]
+    }
+
+    #[test]
+    fn zhaoxin_centaur_and_hygon_are_known_vendors() {
+        for v in [ZHAOXIN, CENTAUR] {
+            let r = vendor_regs(v);
+            let leaves: &'static [((u32, u32), [u32; 4])] = Box::leak(Box::new([((0, 0), [0xd, r[0], r[2], r[1]]), ((0xA, 0), [0x0730_0402, 0, 0, 0x0000_0603])]));
+            assert_eq!(offer(&dump(leaves)), Offer::Counter { counter: Counter::IntelArch { version: 2 }, width: 48 }, "{v:?}");
+            let no_pmu: &'static [((u32, u32), [u32; 4])] = Box::leak(Box::new([((0, 0), [0xd, r[0], r[2], r[1]])]));
+            assert!(matches!(offer(&dump(no_pmu)), Offer::None(w) if !w.contains("unknown CPU vendor")), "{v:?}");
+        }
+        let h = vendor_regs(HYGON);
+        let leaves: &'static [((u32, u32), [u32; 4])] = Box::leak(Box::new([((0, 0), [0xd, h[0], h[2], h[1]]), ((0x8000_0000, 0), [0x8000_0008, 0, 0, 0])]));
+        assert_eq!(offer(&dump(leaves)), Offer::Counter { counter: Counter::AmdLegacy, width: 48 });
     }
 
     #[test]

@@ -18,6 +18,16 @@ use crate::time::clock;
 pub const TEXT_ALIAS: u64 = 0x0000_4000_0000_0000;
 /// How long a sync round or a stop_machine rendezvous may take.
 pub(super) const SYNC_TIMEOUT_NS: u64 = 1_000_000_000;
+/// ...plus this much for every CPU that must answer: with hundreds of
+/// virtual CPUs on few host threads (TCG), a round takes longer than a second
+/// without any CPU being stuck. A sync round that gives up leaves the batch
+/// half-applied, so it must not give up on a slow machine.
+const SYNC_TIMEOUT_PER_CPU_NS: u64 = 100_000_000;
+
+/// How long a sync round or a stop_machine rendezvous may take with this many CPUs online.
+pub(super) fn sync_timeout_ns() -> u64 {
+    SYNC_TIMEOUT_NS.max(SYNC_TIMEOUT_PER_CPU_NS * crate::arch::percpu::online_count() as u64)
+}
 
 pub(super) static TEXT_START: AtomicU64 = AtomicU64::new(0);
 pub(super) static TEXT_END: AtomicU64 = AtomicU64::new(0);
@@ -114,7 +124,7 @@ impl Platform for Machine {
         let t0 = crate::arch::cpu::rdtsc();
         serialize(self.sync);
         STATS.sync_rounds.fetch_add(1, Ordering::Relaxed);
-        let r = xcall::call_others(sync_ipi, self.sync.code() as usize, SYNC_TIMEOUT_NS);
+        let r = xcall::call_others(sync_ipi, self.sync.code() as usize, sync_timeout_ns());
         crate::events::record(EventKind::SyncRound, clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t0));
         r.map_err(|e| {
             STATS.sync_failures.fetch_add(1, Ordering::Relaxed);

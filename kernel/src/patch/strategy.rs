@@ -9,7 +9,7 @@ use log::error;
 
 use super::config::{Code, Strategy, SyncMode};
 use super::control::{strategy, sync_mode};
-use super::machine::{Machine, SYNC_TIMEOUT_NS, serialize};
+use super::machine::{Machine, serialize, sync_timeout_ns};
 use super::protocol::{self, BatchStats, Patch, Platform};
 use super::site;
 use super::stats::STATS;
@@ -38,7 +38,7 @@ fn apply_stop_machine(m: &mut Machine, batch: &mut [Patch]) -> Result<BatchStats
         let others = xcall::other_online();
         let pending = xcall::start_others(hold, m.sync.code() as usize);
         STATS.sync_rounds.fetch_add(1, Ordering::Relaxed);
-        let deadline = clock::deadline_after_ns(SYNC_TIMEOUT_NS);
+        let deadline = clock::deadline_after_ns(sync_timeout_ns());
         while ARRIVED.load(Ordering::Acquire) < others && crate::arch::cpu::rdtsc() < deadline {
             core::hint::spin_loop();
         }
@@ -49,7 +49,7 @@ fn apply_stop_machine(m: &mut Machine, batch: &mut [Patch]) -> Result<BatchStats
             }
         }
         HOLD.store(false, Ordering::Release);
-        let r = pending.wait(SYNC_TIMEOUT_NS);
+        let r = pending.wait(sync_timeout_ns());
         if !all_held || r.is_err() {
             STATS.sync_failures.fetch_add(1, Ordering::Relaxed);
             error!("patch: stop_machine rendezvous failed ({} of {others} CPUs held)", ARRIVED.load(Ordering::Acquire));
