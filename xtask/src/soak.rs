@@ -19,10 +19,10 @@ use appliance::contract::{CpuStatus, Status};
 use crate::qemu::{self, Accel, Boot, Spec};
 use crate::{Result, root};
 
-/// The default models: Intel and AMD generations from 2006 to 2021, with and
-/// without x2APIC in their CPUID (QEMU 7.2's TCG drops x2APIC whatever the
-/// model says; under KVM the models that have it use it), and the host CPU
-/// where KVM is hardware-assisted.
+/// The default models: Intel and AMD generations from 2006 to 2025 and a
+/// Zhaoxin, with and without x2APIC in their CPUID (QEMU 10's TCG emulates
+/// it where the model has it), and the host CPU where KVM is
+/// hardware-assisted.
 pub fn default_models(kvm: bool) -> Vec<String> {
     let mut m: Vec<String> = [
         "Conroe",                    // Intel Core 2, 2006: no x2APIC
@@ -36,6 +36,12 @@ pub fn default_models(kvm: bool) -> Vec<String> {
         "Opteron_G5",                // AMD, 2012
         "EPYC",                      // AMD Zen, 2017
         "EPYC-Milan",                // AMD Zen 3, 2021
+        "SapphireRapids",            // Intel Xeon, 2023 (QEMU 10)
+        "GraniteRapids",             // Intel Xeon, 2024 (QEMU 10)
+        "SierraForest",              // Intel Xeon E-cores, 2024 (QEMU 10)
+        "ClearwaterForest",          // Intel Xeon E-cores, 2025 (QEMU 10)
+        "EPYC-Genoa,+x2apic",        // AMD Zen 4, 2022: the model alone has no x2APIC bit
+        "YongFeng",                  // Zhaoxin (vendor "  Shanghai  "), QEMU 10
     ]
     .into_iter()
     .map(String::from)
@@ -117,7 +123,7 @@ fn parse(a: &SoakArgs) -> Result<Opts> {
             o.list_only = true;
             default_models(kvm)
         }
-        Some(list) => list.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
+        Some(list) => model_list(list),
     };
     if o.models.is_empty() {
         return Err("--models names no model".into());
@@ -362,6 +368,22 @@ fn run_one(o: &Opts, elf: &Path, accel: Accel, model: &str, port: u16, bar: &ind
         r.failure = Some("torn executions under int3".into());
     }
     r
+}
+
+/// `--models A,B,C,+flag,D`: a word starting with `+` or `-` (a CPU flag)
+/// belongs to the model before it (`EPYC-Genoa,+x2apic` is one model).
+fn model_list(list: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match out.last_mut() {
+            Some(m) if w.starts_with(['+', '-']) => {
+                m.push(',');
+                m.push_str(w);
+            }
+            _ => out.push(w.to_string()),
+        }
+    }
+    out
 }
 
 /// The models QEMU knows (`-cpu help`), to refuse a typo before booting anything.
@@ -743,6 +765,11 @@ mod tests {
     }
 
     #[test]
+    fn model_lists_keep_cpu_flags_with_their_model() {
+        assert_eq!(model_list("Conroe, EPYC-Genoa,+x2apic,-pmu,YongFeng,"), ["Conroe", "EPYC-Genoa,+x2apic,-pmu", "YongFeng"]);
+    }
+
+    #[test]
     fn cpu_model_lists_of_both_qemu_versions() {
         let q7 = "x86 Conroe                Intel Celeron_4x0 (Conroe/Merom Class Core 2)\nx86 max  Enables all features\n\nRecognized CPUID flags:\n  fpu vme\n";
         let q10 = "Available CPUs:\n  486                   (alias configured by machine type)\n  Conroe-v1             Intel Celeron_4x0\n  EPYC-Genoa            (alias configured by machine type)\n\nRecognized CPUID flags:\n  3dnow 3dnowext\n";
@@ -833,5 +860,8 @@ mod tests {
         assert!(m.len() >= 5 && m.iter().any(|x| x.starts_with("EPYC")) && m.iter().any(|x| x == "Conroe"));
         assert!(!m.contains(&"host".to_string()));
         assert!(default_models(true).contains(&"host".to_string()));
+        for newer in ["SapphireRapids", "GraniteRapids", "SierraForest", "ClearwaterForest", "EPYC-Genoa,+x2apic", "YongFeng"] {
+            assert!(m.iter().any(|x| x == newer), "{newer}");
+        }
     }
 }
