@@ -451,7 +451,7 @@ pub fn poll() {
         if sock.is_active() && pass == 0 {
             busy += 1;
         }
-        match conn {
+        let (done, accepted) = match conn {
             Conn::Reading { req, since, continued } => {
                 // Listening, no client yet: the clock has not started.
                 if !sock.is_active() {
@@ -543,24 +543,16 @@ pub fn poll() {
                 let _ = sock.send_slice(resp.as_bytes());
                 sock.close();
                 *conn = Conn::idle();
+                continue;
             }
-            Conn::Blob { data, pos, stall } => {
+            Conn::Blob { data, pos, .. } => {
                 let end = data.len().min(*pos + budget);
                 let n = if *pos < end { sock.send_slice(&data[*pos..end]).unwrap_or(0) } else { 0 };
                 budget -= n;
                 *pos += n;
-                if *pos >= data.len() {
-                    sock.close();
-                    downloads -= 1;
-                    *conn = Conn::idle();
-                } else if stall.stalled(sock.send_queue(), n, now_ns) {
-                    CUT_STALLED.fetch_add(1, Ordering::Relaxed);
-                    sock.abort();
-                    downloads -= 1;
-                    *conn = Conn::idle();
-                }
+                (*pos >= data.len(), n)
             }
-            Conn::Trace { t, stall } => {
+            Conn::Trace { t, .. } => {
                 // Fill the send buffer; at most a bounded number of lines a poll.
                 let mut accepted = 0;
                 let mut done = false;
@@ -585,18 +577,24 @@ pub fn poll() {
                     }
                 }
                 budget -= accepted;
-                if done {
-                    sock.close();
-                    downloads -= 1;
-                    *conn = Conn::idle();
-                } else if stall.stalled(sock.send_queue(), accepted, now_ns) {
-                    CUT_STALLED.fetch_add(1, Ordering::Relaxed);
-                    sock.abort();
-                    downloads -= 1;
-                    *conn = Conn::idle();
-                }
+                (done, accepted)
             }
+        };
+        // A download that is done closes; one whose client stopped reading is cut.
+        let stalled = match conn {
+            Conn::Blob { stall, .. } | Conn::Trace { stall, .. } => !done && stall.stalled(sock.send_queue(), accepted, now_ns),
+            Conn::Reading { .. } => false,
+        };
+        if done {
+            sock.close();
+        } else if stalled {
+            CUT_STALLED.fetch_add(1, Ordering::Relaxed);
+            sock.abort();
+        } else {
+            continue;
         }
+        downloads -= 1;
+        *conn = Conn::idle();
     }
     BUSY.store(busy, Ordering::Relaxed);
     DOWNLOADS.store(downloads as u64, Ordering::Relaxed);
