@@ -22,6 +22,7 @@ pub struct Status {
     pub cpus_online: u32,
     pub cpus: Vec<CpuStatus>,
     pub watchdog: WatchdogStatus,
+    pub clock: ClockStatus,
     pub patching: PatchingStatus,
     pub ftrace: FtraceStatus,
     pub net: NetStatus,
@@ -108,12 +109,34 @@ pub struct WatchdogStatus {
     /// `off`, `ipi-broadcast` or the counter's name.
     pub source: String,
     pub hz: u32,
+    /// NMIs over every CPU by what they were: watchdog IPIs, counter
+    /// overflows, external (port 0x61 SERR#/IOCHK#), latched duplicates of
+    /// watchdog IPIs already accounted for, and none of these.
+    pub ipi: u64,
+    pub pmu: u64,
+    pub external: u64,
+    pub swallowed: u64,
+    pub unknown: u64,
     pub lockups: u64,
     pub nested: u64,
     pub exceptions_in_nmi: u64,
     pub ftrace_nmi_warnings: u64,
     pub log_records: u64,
     pub log_dropped: u64,
+}
+
+/// Where the time comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "host"), derive(serde::Deserialize))]
+pub struct ClockStatus {
+    /// The reference the TSC frequency came from: `cpuid`, `hpet`, `pm-timer` or `pit`.
+    pub reference: String,
+    pub tsc_hz: u64,
+    /// The local-APIC timer's rate at divide-by-16.
+    pub apic_timer_hz: u64,
+    /// Other references and how far they were from the chosen one, or why
+    /// they were not used (`hpet 2400.1 MHz (+0.01%)`, `pit: absent`).
+    pub checks: Vec<String>,
 }
 
 /// The patching engine.
@@ -249,6 +272,11 @@ impl Status {
         let mut wo = Obj::open(o.key("watchdog"));
         wo.str("source", &w.source)
             .num("hz", w.hz)
+            .num("ipi", w.ipi)
+            .num("pmu", w.pmu)
+            .num("external", w.external)
+            .num("swallowed", w.swallowed)
+            .num("unknown", w.unknown)
             .num("lockups", w.lockups)
             .num("nested", w.nested)
             .num("exceptions_in_nmi", w.exceptions_in_nmi)
@@ -256,6 +284,10 @@ impl Status {
             .num("log_records", w.log_records)
             .num("log_dropped", w.log_dropped);
         wo.close();
+        let c = &self.clock;
+        let mut co = Obj::open(o.key("clock"));
+        co.str("reference", &c.reference).num("tsc_hz", c.tsc_hz).num("apic_timer_hz", c.apic_timer_hz).strs("checks", &c.checks);
+        co.close();
         let p = &self.patching;
         let mut po = Obj::open(o.key("patching"));
         po.str("strategy", &p.strategy)
@@ -337,6 +369,16 @@ impl Status {
         ] {
             let _ = writeln!(o, "# TYPE {name} counter\n{name} {v}");
         }
+        let w = &self.watchdog;
+        prometheus_counter(
+            &mut o,
+            "appliance_nmis_by_source_total",
+            "NMIs over every CPU by source: watchdog IPI, counter overflow, external, latched duplicate, unknown",
+            [("ipi", w.ipi), ("pmu", w.pmu), ("external", w.external), ("swallowed", w.swallowed), ("unknown", w.unknown)]
+                .into_iter()
+                .map(|(k, v)| (alloc::format!("source=\"{k}\""), v)),
+        );
+        let _ = writeln!(o, "# HELP appliance_tsc_hertz the TSC frequency\n# TYPE appliance_tsc_hertz gauge\nappliance_tsc_hertz{{reference=\"{}\"}} {}", self.clock.reference, self.clock.tsc_hz);
         let _ = writeln!(o, "# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", self.cpus.len());
         let h = &self.http;
         for (name, help, v) in [
@@ -548,7 +590,27 @@ mod tests {
                     lost_by_context: [8, 1, 0],
                 })
                 .collect(),
-            watchdog: WatchdogStatus { source: String::from("ipi-broadcast"), hz: 1000, lockups: 1, nested: 0, exceptions_in_nmi: 3, ftrace_nmi_warnings: 2, log_records: 4, log_dropped: 0 },
+            watchdog: WatchdogStatus {
+                source: String::from("ipi-broadcast"),
+                hz: 1000,
+                ipi: 2000,
+                pmu: 0,
+                external: 1,
+                swallowed: 3,
+                unknown: 0,
+                lockups: 1,
+                nested: 0,
+                exceptions_in_nmi: 3,
+                ftrace_nmi_warnings: 2,
+                log_records: 4,
+                log_dropped: 0,
+            },
+            clock: ClockStatus {
+                reference: String::from("hpet"),
+                tsc_hz: 2_400_000_000,
+                apic_timer_hz: 62_500_000,
+                checks: alloc::vec![String::from("pm-timer 2400.1 MHz (+0.004%)"), String::from("pit: absent")],
+            },
             patching: PatchingStatus { strategy: String::from("int3"), sync: String::from("cpuid"), cycles: 9, batches: 90, sync_rounds: 270, sync_failures: 0, sites: 10005, enabled: true },
             ftrace: FtraceStatus { enabled: false, disabled_reason: Some(String::from("ftraced code called from NMI context")) },
             net: NetStatus {
@@ -584,7 +646,7 @@ mod tests {
         let j = status().to_json();
         assert!(j.ends_with("}\n") && !j.trim_end().contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-        for p in ["/cpu_brand", "/apic", "/cpus/1/events", "/watchdog/source", "/patching/sync_rounds", "/ftrace/disabled_reason", "/uptime_ns", "/cmdline"] {
+        for p in ["/cpu_brand", "/apic", "/cpus/1/events", "/watchdog/source", "/watchdog/unknown", "/clock/reference", "/patching/sync_rounds", "/ftrace/disabled_reason", "/uptime_ns", "/cmdline"] {
             assert!(v.pointer(p).is_some(), "{p} missing from {j}");
         }
     }
@@ -599,6 +661,8 @@ mod tests {
         assert!(m.contains("appliance_heap_bytes{state=\"free\"} 66060288\n") && m.contains("appliance_net_link_up 1\n"), "{m}");
         assert!(m.contains("appliance_trace_dropped_total{cpu=\"1\",apic_id=\"2\",context=\"irq\"} 1\n"), "{m}");
         assert!(m.contains("appliance_trace_events_total{cpu=\"0\",apic_id=\"0\",context=\"nmi\"} 45\n"), "{m}");
+        assert!(m.contains("appliance_nmis_by_source_total{source=\"swallowed\"} 3\n"), "{m}");
+        assert!(m.contains("appliance_tsc_hertz{reference=\"hpet\"} 2400000000\n"), "{m}");
     }
 
     fn verdict() -> Verdict {

@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use appliance::contract::{CpuStatus, FtraceStatus, PatchingStatus, Status, WatchdogStatus};
+use appliance::contract::{ClockStatus, CpuStatus, FtraceStatus, PatchingStatus, Status, WatchdogStatus};
 use kernel::arch::percpu;
 
 /// The kernel command line, as `/status` reports it.
@@ -57,6 +57,11 @@ pub fn collect() -> Status {
         watchdog: WatchdogStatus {
             source: String::from(kernel::nmi::watchdog::source().name()),
             hz: kernel::nmi::watchdog::hz(),
+            ipi: n.ipi,
+            pmu: n.pmu,
+            external: n.external,
+            swallowed: n.swallowed,
+            unknown: n.unknown,
             lockups: n.lockups,
             nested: n.nested,
             exceptions_in_nmi: n.exceptions_in_nmi,
@@ -64,6 +69,7 @@ pub fn collect() -> Status {
             log_records: log.len() as u64,
             log_dropped: log.dropped() as u64,
         },
+        clock: clock_status(),
         patching: PatchingStatus {
             strategy: String::from(control::strategy().name()),
             sync: String::from(control::sync_mode().name()),
@@ -81,5 +87,16 @@ pub fn collect() -> Status {
         heap_free: heap.1 as u64,
         uptime_ns: kernel::time::clock::now_ns(),
         cmdline: CMDLINE.get().cloned().unwrap_or_default(),
+    }
+}
+
+/// The clock as calibrated at boot.
+fn clock_status() -> ClockStatus {
+    let c = kernel::time::clock::calibration();
+    ClockStatus {
+        reference: String::from(c.reference.name()),
+        tsc_hz: c.tsc_hz,
+        apic_timer_hz: kernel::boot::main::apic_timer_hz(),
+        checks: c.checks.iter().map(|s| String::from(s.as_str())).collect(),
     }
 }

@@ -21,14 +21,16 @@
 //!   page tables (`paging.rs`), heap (`heap.rs`).
 //! - `acpi/`: MADT/HPET/MCFG walking (`machine.rs`), recorded tables (`recorded.rs`).
 //! - `apic/`: local APIC in xAPIC and x2APIC modes (`lapic.rs`), legacy PIC (`pic.rs`).
-//! - `time/`: PIT (`pit.rs`), TSC calibration and the monotonic clock (`clock.rs`).
+//! - `time/`: the choice of time reference and its arithmetic (`reference.rs`, pure),
+//!   the references (`hpet.rs`, `pm_timer.rs`, `pit.rs`), measuring them (`calibrate.rs`),
+//!   the monotonic clock (`clock.rs`).
 //! - `smp/`: AP start-up trampoline (`trampoline.rs`), INIT-SIPI-SIPI (`boot.rs`),
 //!   cross-CPU calls (`xcall.rs`).
 //! - `rt.rs`: what the prebuilt `core` needs from us (memcpy & co.) and the panic handler.
 //! - `patch/`: live text patching, one file per room (see `patch/mod.rs`); its
 //!   configuration (`config.rs`).
-//! - `nmi/`: the NMI watchdog (`watchdog.rs`), PMU facts (`pmu.rs`), the NMI-safe
-//!   log (`log.rs`), its configuration (`config.rs`).
+//! - `nmi/`: the NMI watchdog (`watchdog.rs`), which NMIs are the watchdog's own
+//!   (`ledger.rs`), PMU facts (`pmu.rs`), the NMI-safe log (`log.rs`), its configuration (`config.rs`).
 //! - `events.rs`: the sinks trace events go to (the application installs them).
 //! - `debug/`: symbol table (`symbols.rs`), call traces (`backtrace.rs`), logging (`log.rs`).
 //! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`).
@@ -46,6 +48,7 @@ pub mod mem;
 pub mod nmi;
 pub mod patch;
 pub mod screen;
+pub mod time;
 
 #[cfg(kernel_target)]
 pub mod apic;
@@ -57,7 +60,5 @@ pub mod drivers;
 pub mod events;
 #[cfg(kernel_target)]
 pub mod smp;
-#[cfg(kernel_target)]
-pub mod time;
 #[cfg(kernel_target)]
 pub mod rt;

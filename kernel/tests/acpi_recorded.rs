@@ -32,6 +32,8 @@ fn q35_with_four_cpus() {
     assert_eq!(m.nmi_lint_for(3).map(|n| n.lint), Some(1));
     assert_eq!(m.lapic_nmis[0].target, NmiTarget::All);
     assert_eq!(m.hpet.map(|h| h.address), Some(0xfed0_0000));
+    // QEMU's PM I/O base 0x600, timer at +8, 24 bits wide.
+    assert_eq!(m.pm_timer, Some(Ok(kernel::time::reference::PmTimer { port: 0x608, bits: 24 })));
     assert_eq!(m.ecam.len(), 1);
     assert_eq!((m.ecam[0].base, m.ecam[0].bus_start, m.ecam[0].bus_end), (0xb000_0000, 0, 255));
     assert!(m.madt_warnings.is_empty());
@@ -43,6 +45,8 @@ fn i440fx_has_no_mcfg() {
     assert_eq!(enabled_ids(&m), [0, 1]);
     assert!(m.ecam.is_empty(), "the pc machine has no PCIe ECAM");
     assert!(m.hpet.is_some());
+    // The same I/O base on the i440FX machine.
+    assert_eq!(m.pm_timer.map(|t| t.map(|t| t.port)), Some(Ok(0x608)));
 }
 
 #[test]

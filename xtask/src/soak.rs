@@ -145,6 +145,10 @@ pub struct Counters {
     pub missed_while_on: u64,
     pub lockups: u64,
     pub nested_nmis: u64,
+    /// NMIs no source claimed (must stay 0), and latched duplicates of
+    /// watchdog IPIs the ledger recognized.
+    pub unknown_nmis: u64,
+    pub swallowed_nmis: u64,
     pub exceptions_in_nmi: u64,
     pub nmi_warnings: u64,
     pub nmi_site_calls: u64,
@@ -160,6 +164,9 @@ pub struct Machine {
     pub apic: String,
     pub watchdog: String,
     pub watchdog_hz: u64,
+    /// The TSC's time reference and frequency.
+    pub clock: String,
+    pub tsc_mhz: f64,
     pub strategy: String,
     pub sites: u64,
 }
@@ -174,6 +181,8 @@ pub fn parse_status(body: &str) -> std::result::Result<(Machine, Counters), Stri
         apic: st.apic.clone(),
         watchdog: st.watchdog.source.clone(),
         watchdog_hz: st.watchdog.hz.into(),
+        clock: st.clock.reference.clone(),
+        tsc_mhz: st.clock.tsc_hz as f64 / 1e6,
         strategy: st.patching.strategy.clone(),
         sites: st.patching.sites,
     };
@@ -189,6 +198,8 @@ pub fn parse_status(body: &str) -> std::result::Result<(Machine, Counters), Stri
         missed_while_on: sum(|c| c.missed_while_on),
         lockups: st.watchdog.lockups,
         nested_nmis: st.watchdog.nested,
+        unknown_nmis: st.watchdog.unknown,
+        swallowed_nmis: st.watchdog.swallowed,
         exceptions_in_nmi: st.watchdog.exceptions_in_nmi,
         nmi_warnings: st.watchdog.ftrace_nmi_warnings,
         nmi_site_calls: sum(|c| c.nmi_site_calls),
@@ -366,6 +377,10 @@ fn run_one(o: &Opts, elf: &Path, accel: Accel, model: &str, port: u16, bar: &ind
     if r.passed && o.strategy == "int3" && r.last.as_ref().is_some_and(|c| c.torn != 0) {
         r.passed = false;
         r.failure = Some("torn executions under int3".into());
+    }
+    if r.passed && let Some(n) = r.last.as_ref().map(|c| c.unknown_nmis).filter(|n| *n != 0) {
+        r.passed = false;
+        r.failure = Some(format!("{n} unknown NMIs"));
     }
     r
 }
@@ -551,9 +566,9 @@ pub fn report_md(h: &ReportHeader, runs: &[RunReport], plots: &[(String, std::re
     );
     let _ = writeln!(
         s,
-        "| model | guest CPU | CPUs | APIC | watchdog | NMIs | NMIs/s/CPU | patch cycles | sync rounds | int3 emulations | torn | lockups | NMI-context warnings | events | lost | result |"
+        "| model | guest CPU | CPUs | APIC | clock | watchdog | NMIs | NMIs/s/CPU | unknown NMIs | swallowed | patch cycles | sync rounds | int3 emulations | torn | lockups | NMI-context warnings | events | lost | result |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in runs {
         let (m, c) = (r.machine.clone().unwrap_or_default(), r.last.clone().unwrap_or_default());
         let rate = if c.uptime_s > 0.0 && m.cpus > 0 { c.nmis as f64 / c.uptime_s / m.cpus as f64 } else { 0.0 };
@@ -563,14 +578,18 @@ pub fn report_md(h: &ReportHeader, runs: &[RunReport], plots: &[(String, std::re
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} {:.1} MHz | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.model,
             m.cpu_brand,
             m.cpus,
             m.apic,
+            m.clock,
+            m.tsc_mhz,
             m.watchdog,
             c.nmis,
             rate,
+            c.unknown_nmis,
+            c.swallowed_nmis,
             c.patch_cycles,
             c.sync_rounds,
             c.int3_emulations,
@@ -727,7 +746,22 @@ mod tests {
             apic: "xapic".into(),
             cpus_online: 2,
             cpus: vec![cpu(0, 10, 3, 0, 0, 1, 100, 4), cpu(1, 12, 7, 1, 2, 0, 50, 0)],
-            watchdog: WatchdogStatus { source: "ipi-broadcast".into(), hz: 1000, lockups: 0, nested: 0, exceptions_in_nmi: 3, ftrace_nmi_warnings: 2, log_records: 2, log_dropped: 0 },
+            watchdog: WatchdogStatus {
+                source: "ipi-broadcast".into(),
+                hz: 1000,
+                ipi: 22,
+                pmu: 0,
+                external: 0,
+                swallowed: 1,
+                unknown: 0,
+                lockups: 0,
+                nested: 0,
+                exceptions_in_nmi: 3,
+                ftrace_nmi_warnings: 2,
+                log_records: 2,
+                log_dropped: 0,
+            },
+            clock: appliance::contract::ClockStatus { reference: "hpet".into(), tsc_hz: 2_400_000_000, apic_timer_hz: 62_500_000, checks: vec![] },
             patching: PatchingStatus { strategy: "int3".into(), sync: "cpuid".into(), cycles: 9, batches: 360, sync_rounds: 1080, sync_failures: 0, sites: 10002, enabled: true },
             ftrace: FtraceStatus { enabled: true, disabled_reason: None },
             net: Default::default(),
@@ -754,6 +788,8 @@ mod tests {
         assert_eq!(c.sync_rounds, 1080);
         assert_eq!(c.nmi_warnings, 2);
         assert_eq!(c.uptime_s, 30.0);
+        assert_eq!((c.unknown_nmis, c.swallowed_nmis), (0, 1));
+        assert_eq!((m.clock.as_str(), m.tsc_mhz), ("hpet", 2400.0));
     }
 
     #[test]
@@ -821,7 +857,7 @@ mod tests {
         };
         let md = report_md(&h, &[ok, bad], &[("nmi_rate".into(), Err("no font".into()))]);
         assert!(md.contains("1 of 2 runs passed"));
-        assert!(md.contains("| Haswell-noTSX | Intel Core Processor (Haswell, no TSX) | 2 | xapic | ipi-broadcast | 22 |"));
+        assert!(md.contains("| Haswell-noTSX | Intel Core Processor (Haswell, no TSX) | 2 | xapic | hpet 2400.0 MHz | ipi-broadcast | 22 | "), "{md}");
         assert!(md.contains("**FAILED**: crash: FATAL: #UD"));
         assert!(md.contains("### Conroe") && md.contains("/nonexistent/a.log"));
         assert!(md.contains("Plot `nmi_rate` not drawn: no font"));

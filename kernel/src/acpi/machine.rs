@@ -1,7 +1,7 @@
 //! What the kernel needs from the ACPI tables: processors (xAPIC and x2APIC
 //! MADT entries), IO-APICs, interrupt source overrides, local-APIC NMI pins
 //! (the MADT walked by our own code in `madt.rs`, found through the root
-//! table without rejecting a bad checksum), HPET and MCFG (through the `acpi`
+//! table without rejecting a bad checksum), the FADT's PM timer, HPET and MCFG (through the `acpi`
 //! crate).
 //!
 //! Generic over the `AcpiHandler`, so host tests run the same code over table
@@ -88,6 +88,8 @@ pub struct MachineInfo {
     pub overrides: Vec<SourceOverride>,
     pub lapic_nmis: Vec<LapicNmi>,
     pub hpet: Option<Hpet>,
+    /// The FADT's ACPI PM timer (`None`: no FADT; `Some(Err)`: why it has none).
+    pub pm_timer: Option<Result<crate::time::reference::PmTimer, &'static str>>,
     pub ecam: Vec<EcamRegion>,
     pub madt_revision: u8,
     /// What the MADT walk worked around (reported at boot).
@@ -153,6 +155,8 @@ pub fn machine_info<H: AcpiHandler>(handler: &H, rsdp: usize, tables: &AcpiTable
     info.lapic_nmis = madt.nmis;
     info.madt_warnings = madt.warnings;
     info.madt_revision = madt.revision;
+
+    info.pm_timer = raw_table(handler, rsdp, b"FACP").map(|f| crate::time::reference::pm_timer_from_fadt(&f));
 
     if let Ok(hpet) = tables.find_table::<HpetTable>() {
         // HPET table layout (IA-PC HPET spec 1.0a, table 3): Generic Address

@@ -105,7 +105,14 @@ pub struct PerCpu {
     /// reach the trace hook (missed while on; counted by the workers).
     pub missed_while_on: AtomicU64,
     /// NMI watchdog: NMIs by source, and what the lockup detector keeps.
-    pub nmi_ipi_pending: AtomicBool,
+    /// Watchdog NMI IPIs sent to this CPU (written by the sender before each IPI).
+    pub nmi_ipi_sent: AtomicU64,
+    /// This CPU's NMI ledger (`nmi::ledger::State`), written only by its NMI handler.
+    pub nmi_ledger_seen: AtomicU64,
+    pub nmi_ledger_may_swallow: AtomicU64,
+    pub nmi_ledger_last_rip: AtomicU64,
+    /// Latched duplicates of watchdog IPIs already accounted for (back to back).
+    pub nmi_swallowed: AtomicU64,
     pub nmi_ipi: AtomicU64,
     pub nmi_pmu: AtomicU64,
     pub nmi_external: AtomicU64,
@@ -159,7 +166,11 @@ impl PerCpu {
             torn: AtomicU64::new(0),
             traced_while_off: AtomicU64::new(0),
             missed_while_on: AtomicU64::new(0),
-            nmi_ipi_pending: AtomicBool::new(false),
+            nmi_ipi_sent: AtomicU64::new(0),
+            nmi_ledger_seen: AtomicU64::new(0),
+            nmi_ledger_may_swallow: AtomicU64::new(0),
+            nmi_ledger_last_rip: AtomicU64::new(0),
+            nmi_swallowed: AtomicU64::new(0),
             nmi_ipi: AtomicU64::new(0),
             nmi_pmu: AtomicU64::new(0),
             nmi_external: AtomicU64::new(0),

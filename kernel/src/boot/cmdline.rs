@@ -109,6 +109,9 @@ pub struct Options {
     pub x2apic_fw: bool,
     /// Print every ACPI table as hex (to record fixtures for host tests).
     pub acpi_dump: bool,
+    /// Calibrate the TSC against this reference when it works (`clock=`;
+    /// `auto`, the default, takes the first usable in preference order).
+    pub clock: Option<crate::time::reference::Reference>,
     /// The patching engine and its loop.
     pub patch: crate::patch::config::Config,
     /// The NMI watchdog.
@@ -133,6 +136,7 @@ impl Default for Options {
             heap_mb: None,
             x2apic: true,
             acpi_dump: false,
+            clock: None,
             x2apic_fw: false,
             patch: Default::default(),
             nmi: Default::default(),
@@ -294,6 +298,10 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
         "heap_mb" => valued!(p, word, key, value, "an integer 4..=4096", |v| parse_u32(v, 4, 4096),
             |o, x| o.heap_mb = Some(x)),
         "x2apic" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.x2apic = x),
+        "clock" => valued!(p, word, key, value, "auto|cpuid|hpet|pm-timer|pit", |v| match v {
+            "auto" => Some(None),
+            r => crate::time::reference::Reference::parse(r).map(Some),
+        }, |o, x| o.clock = x),
         "patch" => valued!(p, word, key, value, "on|off", |v| parse_bool(v), |o, x| o.patch.run = x),
         "strategy" => valued!(p, word, key, value, Strategy::NAMES, |v| Strategy::parse(v), |o, x| o.patch.strategy = x),
         "sync" => valued!(p, word, key, value, SyncMode::NAMES, |v| SyncMode::parse(v), |o, x| o.patch.sync = x),
@@ -382,6 +390,10 @@ mod tests {
         assert_eq!(o.heap_mb, Some(16));
         assert!(!o.x2apic);
         assert!(o.test_exit);
+        assert_eq!(o.clock, None);
+        assert_eq!(parse("clock=pm-timer").options.clock, Some(crate::time::reference::Reference::PmTimer));
+        assert_eq!(parse("clock=pit clock=auto").options.clock, None);
+        assert_eq!(parse("clock=tsc").diagnostics[0].problem, Problem::BadValue("auto|cpuid|hpet|pm-timer|pit"));
     }
 
     #[test]

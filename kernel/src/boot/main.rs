@@ -43,6 +43,11 @@ pub struct Kernel {
 static TIMER_HZ: AtomicU32 = AtomicU32::new(100);
 static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 
+/// The local-APIC timer's rate at divide-by-16, as calibrated at boot.
+pub fn apic_timer_hz() -> u64 {
+    APIC_TIMER_HZ.load(Ordering::Relaxed)
+}
+
 unsafe extern "C" {
     static __kernel_start: u8;
     static __kernel_end: u8;
@@ -402,17 +407,34 @@ impl Boot {
             self.bsp.apic_id.store(id, Ordering::Relaxed);
         }
         info!("apic: {mode:?} mode, BSP APIC id {id}");
-        let tsc_hz = crate::time::clock::calibrate(self.t0).unwrap_or_else(|e| halt_boot(format_args!("TSC calibration: {e}")));
+        let sources = crate::time::calibrate::Sources {
+            hpet_address: m.hpet.map(|h| h.address),
+            pm_timer: m.pm_timer.unwrap_or(Err("no FADT")),
+            forced: self.options.clock,
+        };
+        let (choice, leaves) = crate::time::calibrate::run(&sources).unwrap_or_else(|e| halt_boot(format_args!("TSC calibration: {e}")));
+        let tsc_hz = choice.tsc_hz;
+        crate::time::clock::set(
+            self.t0,
+            crate::time::clock::Calibration { reference: choice.reference, tsc_hz, checks: choice.checks.clone() },
+        );
+        for w in &choice.warnings {
+            warn!("time: {w}");
+        }
         let apic_timer_hz = lapic::timer_calibrate();
         APIC_TIMER_HZ.store(apic_timer_hz, Ordering::Relaxed);
         info!(
-            "time: TSC {}.{:03} MHz (invariant: {}), APIC timer {} kHz at /16, calibrated against the PIT; timer {} Hz",
+            "time: TSC {}.{:03} MHz from {} (invariant: {}; CPUID 0x15 {:?}, 0x16 {:?}); APIC timer {} kHz at /16; timer {} Hz",
             tsc_hz / 1_000_000,
             (tsc_hz / 1000) % 1000,
+            choice.reference.name(),
             self.features.invariant_tsc,
+            leaves.leaf15,
+            leaves.leaf16,
             apic_timer_hz / 1000,
             self.options.timer_hz
         );
+        info!("time: other references: {}", choice.checks.join("; "));
         self.machine = acpi.info;
         self.tsc_hz = tsc_hz;
         self.apic_timer_hz = apic_timer_hz;

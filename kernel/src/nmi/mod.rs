@@ -3,6 +3,7 @@
 //! the NMI-safe warning log. Everything reachable from the NMI handler takes
 //! no lock and does not allocate.
 pub mod config;
+pub mod ledger;
 pub mod log;
 pub mod pmu;
 #[cfg(kernel_target)]

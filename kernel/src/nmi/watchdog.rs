@@ -5,7 +5,7 @@
 //! counters), where it really counts; else NMI IPIs that CPU 0's local-APIC
 //! timer broadcasts to every CPU, itself included (the LVT timer entry cannot
 //! deliver NMIs, an IPI can). The NMI handler identifies the source (the
-//! per-CPU "NMI IPI pending" flag, the counter's overflow, port 0x61's
+//! per-CPU IPI ledger, `ledger.rs`, the counter's overflow, port 0x61's
 //! SERR/IOCHK for external NMIs, else unknown), counts it, re-arms the
 //! counter, and runs [`lapic_wd_event`], which detects hard lockups: a CPU
 //! whose timer-interrupt count has not moved for `watchdog_thresh` seconds.
@@ -19,6 +19,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use log::{info, warn};
 use raw_cpuid::CpuId;
 
+use super::ledger;
 use super::log::NmiLog;
 use super::pmu::{self, Counter, Source};
 use crate::apic::lapic::{self, Dest, icr};
@@ -43,9 +44,15 @@ static THRESH_NS: AtomicU64 = AtomicU64::new(10_000_000_000);
 static PMU_INITIAL: AtomicU64 = AtomicU64::new(0);
 static PMU_WIDTH: AtomicU32 = AtomicU32::new(48);
 
-/// PC/AT NMI status port (0x61): bit 7 PCI SERR#, bit 6 IOCHK#.
+/// PC/AT NMI status and control port (0x61; Linux `asm/mach_traps.h`):
+/// bit 7 PCI SERR# seen, bit 6 IOCHK# seen (read); bit 2 clear-and-disable
+/// SERR#, bit 3 clear-and-disable IOCHK# (write); bits 0-3 are the writable ones.
 const PORT_61: u16 = 0x61;
-const PORT_61_EXTERNAL: u8 = 0xC0;
+const PORT_61_SERR: u8 = 1 << 7;
+const PORT_61_IOCHK: u8 = 1 << 6;
+const PORT_61_CLEAR_SERR: u8 = 1 << 2;
+const PORT_61_CLEAR_IOCHK: u8 = 1 << 3;
+const PORT_61_WRITABLE: u8 = 0x0F;
 
 /// The source in force (`Off` before `init`).
 pub fn source() -> Source {
@@ -166,7 +173,8 @@ pub fn timer_tick(cpu: &PerCpu) {
         return;
     }
     for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
-        c.nmi_ipi_pending.store(true, Ordering::Release);
+        // Count before raising: the target's handler reads the count (see `ledger`).
+        c.nmi_ipi_sent.fetch_add(1, Ordering::Release);
         // To its own APIC id too: the "self" shorthand with delivery mode NMI
         // is invalid (SDM Vol. 3A §11.6.1, Table 11-4).
         lapic::send_ipi(Dest::Apic(c.apic_id()), icr::DELIVERY_NMI);
@@ -202,7 +210,17 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
     let t0 = crate::arch::cpu::rdtsc();
     let cpu = this_cpu();
     let mut ours = false;
-    if cpu.nmi_ipi_pending.swap(false, Ordering::AcqRel) {
+    // The IPI ledger: counts, so a latched duplicate is never "unknown".
+    let state = ledger::State {
+        seen: cpu.nmi_ledger_seen.load(Ordering::Relaxed),
+        may_swallow: cpu.nmi_ledger_may_swallow.load(Ordering::Relaxed),
+        last_rip: cpu.nmi_ledger_last_rip.load(Ordering::Relaxed),
+    };
+    let (verdict, state) = ledger::classify(cpu.nmi_ipi_sent.load(Ordering::Acquire), frame.rip, state);
+    cpu.nmi_ledger_seen.store(state.seen, Ordering::Relaxed);
+    cpu.nmi_ledger_may_swallow.store(state.may_swallow, Ordering::Relaxed);
+    cpu.nmi_ledger_last_rip.store(state.last_rip, Ordering::Relaxed);
+    if let ledger::Verdict::Ipi { .. } = verdict {
         cpu.nmi_ipi.fetch_add(1, Ordering::Relaxed);
         ours = true;
     }
@@ -215,17 +233,39 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
     if ours {
         crate::events::record(EventKind::NmiTick, matches!(source(), Source::PerfCounter(_)) as u64);
         lapic_wd_event(frame);
+    } else if verdict == ledger::Verdict::Swallowed {
+        cpu.nmi_swallowed.fetch_add(1, Ordering::Relaxed);
+    } else if cpu.index() == 0 && external_reason_and_clear() {
+        cpu.nmi_external.fetch_add(1, Ordering::Relaxed);
     } else {
-        // SAFETY: reading the PC/AT NMI status port has no side effects.
-        let p61: u8 = unsafe { x86_64::instructions::port::Port::new(PORT_61).read() };
-        if p61 & PORT_61_EXTERNAL != 0 {
-            cpu.nmi_external.fetch_add(1, Ordering::Relaxed);
-        } else {
-            cpu.nmi_unknown.fetch_add(1, Ordering::Relaxed);
-        }
+        cpu.nmi_unknown.fetch_add(1, Ordering::Relaxed);
     }
     cpu.nmi_cycles.fetch_add(crate::arch::cpu::rdtsc() - t0, Ordering::Relaxed);
     Disposition::Resume
+}
+
+/// Port 0x61 says SERR# or IOCHK#: an external NMI. Clear the latch that said
+/// so (pulse the clear bit, as the PC/AT NMI status register wants), else
+/// every later unknown NMI would look external too. Only CPU 0 asks: the
+/// chipset routes external NMIs to the boot CPU, and the port is one for the
+/// whole machine (Linux `arch/x86/kernel/nmi.c`, `default_do_nmi` and
+/// `pci_serr_error` / `io_check_error`).
+fn external_reason_and_clear() -> bool {
+    let mut port = x86_64::instructions::port::Port::<u8>::new(PORT_61);
+    // SAFETY: the PC/AT NMI status and control port; reading has no side
+    // effect, and only the clear bits are pulsed (the PIT gate and speaker
+    // bits are written back as read).
+    unsafe {
+        let reason = port.read();
+        if reason & (PORT_61_SERR | PORT_61_IOCHK) == 0 {
+            return false;
+        }
+        let clear = (if reason & PORT_61_SERR != 0 { PORT_61_CLEAR_SERR } else { 0 }) | (if reason & PORT_61_IOCHK != 0 { PORT_61_CLEAR_IOCHK } else { 0 });
+        let keep = reason & PORT_61_WRITABLE;
+        port.write(keep | clear);
+        port.write(keep & !clear);
+    }
+    true
 }
 
 /// The watchdog's per-tick work on every CPU (the name of the 2008 report).
@@ -289,6 +329,8 @@ pub struct Totals {
     pub pmu: u64,
     /// Port 0x61 said SERR# or IOCHK#.
     pub external: u64,
+    /// Latched duplicates of watchdog IPIs already accounted for.
+    pub swallowed: u64,
     /// None of the above.
     pub unknown: u64,
     /// NMIs that arrived while one was running (the nested-NMI path).
@@ -307,6 +349,7 @@ pub fn totals() -> Totals {
         t.ipi += n(&c.nmi_ipi);
         t.pmu += n(&c.nmi_pmu);
         t.external += n(&c.nmi_external);
+        t.swallowed += n(&c.nmi_swallowed);
         t.unknown += n(&c.nmi_unknown);
         t.nested += n(&c.nmi_nested);
         t.exceptions_in_nmi += n(&c.nmi_exceptions);

@@ -1,7 +1,12 @@
-//! The monotonic nanosecond clock: the TSC, calibrated once against the PIT.
+//! The monotonic nanosecond clock: the TSC, its frequency taken from CPUID
+//! or measured against the HPET, the ACPI PM timer or the PIT (chosen in
+//! `reference.rs`, measured in `calibrate.rs`).
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use super::reference::Reference;
 use crate::arch::cpu::rdtsc;
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
@@ -9,23 +14,30 @@ static TSC_BASE: AtomicU64 = AtomicU64::new(0);
 /// Nanoseconds per TSC tick, as a 32.32 fixed-point number.
 static NS_PER_TICK_32: AtomicU64 = AtomicU64::new(0);
 
-/// Calibrate: the median of three 10 ms PIT windows. Returns the TSC
-/// frequency. The clock counts from `base`, the TSC at kernel entry, so log
-/// timestamps are times since the kernel started.
-pub fn calibrate(base: u64) -> Result<u64, &'static str> {
-    let mut samples = [0u64; 3];
-    for s in samples.iter_mut() {
-        *s = super::pit::tsc_ticks_over(10).ok_or("PIT channel 2 never reached terminal count")?;
-    }
-    samples.sort_unstable();
-    let hz = samples[1] * 100;
-    if hz == 0 {
-        return Err("TSC does not advance");
-    }
+/// What the boot calibration decided.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    pub reference: Reference,
+    pub tsc_hz: u64,
+    /// The other references: their frequency and distance, or why none.
+    pub checks: Vec<String>,
+}
+
+static CALIBRATION: spin::Once<Calibration> = spin::Once::new();
+
+/// Start the clock at `hz`. It counts from `base`, the TSC at kernel entry,
+/// so log timestamps are times since the kernel started.
+pub fn set(base: u64, c: Calibration) {
+    let hz = c.tsc_hz.max(1);
     TSC_BASE.store(base.max(1), Ordering::Relaxed);
     NS_PER_TICK_32.store(((1_000_000_000u128 << 32) / hz as u128) as u64, Ordering::Relaxed);
     TSC_HZ.store(hz, Ordering::Release);
-    Ok(hz)
+    CALIBRATION.call_once(|| c);
+}
+
+/// The boot calibration (a placeholder naming no reference before it).
+pub fn calibration() -> Calibration {
+    CALIBRATION.get().cloned().unwrap_or(Calibration { reference: Reference::Pit, tsc_hz: 0, checks: Vec::new() })
 }
 
 pub fn tsc_hz() -> u64 {

@@ -1,5 +1,6 @@
-//! The 8254 PIT, channel 2 (gated through port 0x61), used once at boot as
-//! the reference to calibrate the TSC.
+//! The 8254 PIT, channel 2 (gated through port 0x61), as a calibration
+//! reference of last resort: chipsets can gate it off, and then its ports
+//! read as all ones.
 
 use x86_64::instructions::port::Port;
 
@@ -18,10 +19,12 @@ const OUT2: u8 = 1 << 5;
 /// Command: channel 2, access lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
 const CH2_MODE0: u8 = 0b1011_0000;
 
-/// Count TSC ticks while the PIT counts `ms` milliseconds. `None` if the PIT
-/// output never rose (no PIT).
-pub fn tsc_ticks_over(ms: u64) -> Option<u64> {
-    let latch = (PIT_HZ * ms / 1000) as u16;
+/// Count TSC ticks while the PIT counts `ms` milliseconds (at most 54).
+/// Gives up when the TSC has advanced `tsc_budget` ticks: the PIT is gated
+/// off, or absent.
+pub fn tsc_ticks_over(ms: u64, tsc_budget: u64) -> Result<u64, &'static str> {
+    let latch = (PIT_HZ * ms.min(54) / 1000) as u16;
+    let rdtsc = crate::arch::cpu::rdtsc;
     // SAFETY: PC/AT PIT and port 0x61; only the speaker/timer-2 bits change.
     unsafe {
         let mut p61 = Port::<u8>::new(PORT_61);
@@ -31,12 +34,20 @@ pub fn tsc_ticks_over(ms: u64) -> Option<u64> {
         let mut ch2 = Port::<u8>::new(PIT_CH2);
         ch2.write(latch as u8);
         ch2.write((latch >> 8) as u8);
-        let t0 = super::super::arch::cpu::rdtsc();
-        for _ in 0..50_000_000u64 {
-            if p61.read() & OUT2 != 0 {
-                return Some(super::super::arch::cpu::rdtsc() - t0);
+        let t0 = rdtsc();
+        // Mode 0 drives OUT low once programmed: high now means nothing answers.
+        if p61.read() & OUT2 != 0 {
+            return Err("absent (channel 2's output is high right after programming)");
+        }
+        loop {
+            let out = p61.read() & OUT2 != 0;
+            let t = rdtsc();
+            if out {
+                return Ok(t - t0);
+            }
+            if t - t0 > tsc_budget {
+                return Err("channel 2 never reached its terminal count (gated off?)");
             }
         }
     }
-    None
 }
