@@ -44,6 +44,10 @@ pub enum Selftest {
     Breakpoint,
     /// Spin the last CPU with interrupts off: the NMI watchdog must report a hard lockup.
     Lockup,
+    /// Hold CPU 1's watchdog NMI handler for three watchdog periods, 20
+    /// times: IPIs sent meanwhile latch one NMI that finds nothing new. The
+    /// NMI ledger must swallow it: no unknown NMI.
+    NmiRace,
 }
 
 
@@ -279,7 +283,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             "trace" => Some(LogLevel::Trace),
             _ => None,
         }, |o, x| o.loglevel = x),
-        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup", |v| match v {
+        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup|nmi_race", |v| match v {
             "exception" => Some(Selftest::Exception),
             "pagefault" => Some(Selftest::PageFault),
             "write_text" => Some(Selftest::WriteText),
@@ -287,6 +291,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             "xcall_timeout" => Some(Selftest::XcallTimeout),
             "breakpoint" => Some(Selftest::Breakpoint),
             "lockup" => Some(Selftest::Lockup),
+            "nmi_race" => Some(Selftest::NmiRace),
             _ => None,
         }, |o, x| o.selftest = Some(x)),
         "timer_hz" => valued!(p, word, key, value, "an integer 1..=10000", |v| parse_u32(v, 1, 10_000),
@@ -410,7 +415,7 @@ mod tests {
                 ("timer_hz=0", Problem::BadValue("an integer 1..=10000")),
                 ("timer_hz=abc", Problem::BadValue("an integer 1..=10000")),
                 ("loglevel", Problem::MissingValue),
-                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup")),
+                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup|nmi_race")),
                 ("test_exit", Problem::UnexpectedValue),
             ]
         );

@@ -214,6 +214,29 @@ fn run_selftest(t: Selftest) {
             // handler reports it as a real breakpoint and stops this CPU.
             unsafe { core::arch::asm!("int3") }
         }
+        Selftest::NmiRace => {
+            let hz = crate::nmi::watchdog::hz().max(1) as u64;
+            if percpu::all().len() < 2 || !matches!(crate::nmi::watchdog::source(), crate::nmi::pmu::Source::IpiBroadcast(_)) {
+                warn!("selftest: nmi_race needs 2 CPUs and the IPI watchdog source");
+                return;
+            }
+            let before = crate::nmi::watchdog::totals();
+            let period_ns = 1_000_000_000 / hz;
+            crate::nmi::watchdog::selftest_delay_handler(1, 20, 3 * period_ns);
+            // Twenty held NMIs, each followed by its latched duplicate, then a margin.
+            let deadline = crate::time::clock::deadline_after_ns(200 * period_ns + 1_000_000_000);
+            while crate::nmi::watchdog::selftest_delays_left() > 0 && crate::arch::cpu::rdtsc() < deadline {
+                core::hint::spin_loop();
+            }
+            crate::time::clock::delay_ns(10 * period_ns);
+            let after = crate::nmi::watchdog::totals();
+            info!(
+                "selftest: nmi_race: {} delayed handlers left, swallowed={} unknown={}",
+                crate::nmi::watchdog::selftest_delays_left(),
+                after.swallowed - before.swallowed,
+                after.unknown - before.unknown
+            );
+        }
         Selftest::XcallTimeout => match stall_last_cpu("xcall_timeout", 200_000_000) {
             Some((_, Err(e))) => info!("selftest: xcall: {e}"),
             Some((last, Ok(()))) => error!("selftest: xcall returned although CPU {last} never answers"),

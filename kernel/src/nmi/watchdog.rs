@@ -206,9 +206,35 @@ fn pmu_overflowed_and_rearm(c: Counter) -> bool {
     over
 }
 
+/// `selftest=nmi_race`: the CPU whose handler is held, how many more times,
+/// and for how long.
+static RACE_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+static RACE_LEFT: AtomicU32 = AtomicU32::new(0);
+static RACE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Hold `cpu`'s NMI handler for `ns` at its entry, every other one of its
+/// next `2 * times` NMIs (before it reads the IPI count: the window of the
+/// race the ledger handles); the NMI after each held one is the latched one.
+pub fn selftest_delay_handler(cpu: usize, times: u32, ns: u64) {
+    RACE_NS.store(ns, Ordering::Relaxed);
+    RACE_CPU.store(cpu, Ordering::Relaxed);
+    RACE_LEFT.store(2 * times, Ordering::Release);
+}
+
+/// Held handlers still to come.
+pub fn selftest_delays_left() -> u32 {
+    RACE_LEFT.load(Ordering::Acquire)
+}
+
 fn on_nmi(frame: &mut TrapFrame) -> Disposition {
     let t0 = crate::arch::cpu::rdtsc();
     let cpu = this_cpu();
+    if cpu.index() == RACE_CPU.load(Ordering::Relaxed)
+        && let Ok(left) = RACE_LEFT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        && left % 2 == 0
+    {
+        clock::delay_ns(RACE_NS.load(Ordering::Relaxed));
+    }
     let mut ours = false;
     // The IPI ledger: counts, so a latched duplicate is never "unknown".
     let state = ledger::State {
