@@ -39,7 +39,7 @@ fn verdict(log: &str) -> std::result::Result<Verdict, String> {
 /// The number right after the first occurrence of `marker` in the log
 /// (`"smp: "` in `smp: 4 CPUs online` gives 4).
 fn number_after(log: &str, marker: &str) -> Option<u64> {
-    log.lines().find_map(|l| l.split(marker).nth(1)).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok())
+    log.lines().find_map(|l| l.split(marker).nth(1)).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok())
 }
 
 /// The int3 promise: no torn execution, emulations seen on several CPUs, and
@@ -100,6 +100,19 @@ fn lockup_in_time(log: &str) -> std::result::Result<(), String> {
     let ms = number_after(log, "(no timer interrupt for ").ok_or("no lockup report")?;
     if !(2000..=3000).contains(&ms) {
         return Err(format!("lockup reported after {ms} ms, expected 2000..=3000"));
+    }
+    Ok(())
+}
+
+/// `selftest=irq_hygiene`: the stray IPI reached all four CPUs, the RTC's
+/// IO-APIC interrupt came, and no CPU's timer stopped (100 Hz: >= 80 in 1 s).
+fn irq_hygiene_ok(log: &str) -> std::result::Result<(), String> {
+    let line = log.lines().find(|l| l.contains("selftest: irq_hygiene: ")).ok_or("no `selftest: irq_hygiene:` line")?;
+    let ipi = number_after(line, "vector 0x90 x").ok_or("no count for 0x90")?;
+    let rtc = number_after(line, "(IO-APIC pin 8, RTC) x").ok_or("no count for the RTC's vector on pin 8")?;
+    let slowest = number_after(line, "took >= ").ok_or("no timer figure")?;
+    if ipi < 4 || rtc < 1 || slowest < 80 {
+        return Err(format!("expected 0x90 on 4 CPUs, the RTC at least once, >= 80 timer interrupts per CPU: {line}"));
     }
     Ok(())
 }
@@ -304,6 +317,14 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
     let mut race = ok("nmi_latched_duplicates_are_not_unknown", kernel_boot(elf, "selftest=nmi_race nmi_watchdog_hz=1000", "2"), &[0, 1]);
     race.check = Some(nmi_race_handled);
     v.push(race);
+    // Interrupts nobody handles (a stray IPI to every CPU, the RTC through
+    // the IO-APIC) are acknowledged and counted; every timer keeps ticking.
+    let mut irq = ok("irq_unexpected_vectors_acknowledged", kernel_boot(elf, "selftest=irq_hygiene", "4"), &[0, 1, 2, 3]);
+    irq.expect.push("irq: interrupt on vector 0x90, which nothing handles: acknowledged and counted".into());
+    irq.expect.push("apic: IO-APIC id 0: 24 entries masked".into());
+    irq.forbid.push("hard LOCKUP".into());
+    irq.check = Some(irq_hygiene_ok);
+    v.push(irq);
     let mut lockup = ok("nmi_hard_lockup_reported", kernel_boot(elf, "selftest=lockup watchdog_thresh=2 nmi_watchdog_hz=100", "4"), &[0, 1, 2, 3]);
     lockup.expect = vec![
         "selftest: cpu3 spins with interrupts off".into(),

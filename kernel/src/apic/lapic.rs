@@ -18,6 +18,11 @@ pub mod reg {
     pub const SVR: u32 = 0x80F;
     pub const ESR: u32 = 0x828;
     pub const ICR: u32 = 0x830;
+    /// In-service register, 8 x 32 bits (vector v: register ISR0 + v / 32, bit v % 32).
+    pub const ISR0: u32 = 0x810;
+    /// LVT CMCI (SDM Vol. 3A §11.5.1; present when the version register's
+    /// max LVT entry is 6 or more).
+    pub const LVT_CMCI: u32 = 0x82F;
     pub const LVT_TIMER: u32 = 0x832;
     pub const LVT_THERMAL: u32 = 0x833;
     pub const LVT_PERF: u32 = 0x834;
@@ -155,13 +160,33 @@ pub fn init_cpu(spurious_vector: u8, error_vector: u8, nmi_lint: Option<u8>) {
     write(reg::TPR, 0);
     write(reg::LVT_TIMER, LVT_MASKED);
     write(reg::LVT_PERF, LVT_MASKED);
-    write(reg::LVT_THERMAL, LVT_MASKED);
+    // Thermal and CMCI exist from max LVT entry 5 and 6 on (SDM Vol. 3A
+    // §11.4.8, Figure 11-7; Linux `lapic_get_maxlvt` users): masked, so a
+    // firmware-armed machine-check or thermal interrupt cannot land on a
+    // vector nobody handles.
+    let max_lvt = max_lvt();
+    if max_lvt >= 5 {
+        write(reg::LVT_THERMAL, LVT_MASKED);
+    }
+    if max_lvt >= 6 {
+        write(reg::LVT_CMCI, LVT_MASKED);
+    }
     write(reg::LVT_LINT0, if nmi_lint == Some(0) { LVT_DELIVERY_NMI } else { LVT_MASKED });
     write(reg::LVT_LINT1, if nmi_lint == Some(1) { LVT_DELIVERY_NMI } else { LVT_MASKED });
     write(reg::LVT_ERROR, error_vector as u32);
     write(reg::ESR, 0);
     write(reg::SVR, SVR_ENABLE | spurious_vector as u32);
     eoi();
+}
+
+/// The version register's "Max LVT Entry" (bits 16-23): LVT entries minus one.
+pub fn max_lvt() -> u32 {
+    (read(reg::VERSION) >> 16) & 0xFF
+}
+
+/// Is `vector` in service on this CPU (its ISR bit set)?
+pub fn in_service(vector: u8) -> bool {
+    read(reg::ISR0 + vector as u32 / 32) & (1 << (vector % 32)) != 0
 }
 
 /// This CPU's APIC id (32-bit in x2APIC mode, 8-bit in xAPIC mode).

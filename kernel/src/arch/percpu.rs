@@ -109,9 +109,9 @@ pub struct PerCpu {
     pub nmi_ipi_sent: AtomicU64,
     /// This CPU's NMI ledger (`nmi::ledger::State`), written only by its NMI handler.
     pub nmi_ledger_seen: AtomicU64,
-    pub nmi_ledger_may_swallow: AtomicU64,
-    pub nmi_ledger_last_rip: AtomicU64,
-    /// Latched duplicates of watchdog IPIs already accounted for (back to back).
+    pub nmi_ledger_credit: AtomicU64,
+    pub nmi_ledger_credit_at: AtomicU64,
+    /// NMIs of watchdog IPIs already accounted for (latched or late), swallowed.
     pub nmi_swallowed: AtomicU64,
     pub nmi_ipi: AtomicU64,
     pub nmi_pmu: AtomicU64,
@@ -168,8 +168,8 @@ impl PerCpu {
             missed_while_on: AtomicU64::new(0),
             nmi_ipi_sent: AtomicU64::new(0),
             nmi_ledger_seen: AtomicU64::new(0),
-            nmi_ledger_may_swallow: AtomicU64::new(0),
-            nmi_ledger_last_rip: AtomicU64::new(0),
+            nmi_ledger_credit: AtomicU64::new(0),
+            nmi_ledger_credit_at: AtomicU64::new(0),
             nmi_swallowed: AtomicU64::new(0),
             nmi_ipi: AtomicU64::new(0),
             nmi_pmu: AtomicU64::new(0),

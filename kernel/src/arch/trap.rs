@@ -6,7 +6,7 @@
 //! stops that CPU (the others go on).
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::idt::vector;
 use super::percpu::{self, ist, this_cpu};
@@ -100,6 +100,44 @@ pub(crate) fn run_fatal_hook() {
     }
 }
 
+/// Interrupts on vectors nobody registered, by vector (every CPU).
+static UNEXPECTED: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+/// How many of each were already reported on the console.
+static UNEXPECTED_REPORTED: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+
+/// An interrupt on a vector nobody handles: a stray one firmware left
+/// pending, an IO-APIC entry or MSI left enabled. Acknowledge it if the
+/// local APIC has it in service (else it would block every interrupt of its
+/// priority class and below, the timer included: a false hard lockup), and
+/// count it. Printed later from ordinary context (`report_unexpected`).
+fn unexpected_irq(v: u8) {
+    this_cpu().spurious.fetch_add(1, Ordering::Relaxed);
+    UNEXPECTED[v as usize].fetch_add(1, Ordering::Relaxed);
+    if crate::apic::lapic::in_service(v) {
+        crate::apic::lapic::eoi();
+    }
+}
+
+/// Interrupts taken on unregistered vectors, by vector, over every CPU.
+pub fn unexpected_counts() -> impl Iterator<Item = (u8, u64)> {
+    UNEXPECTED.iter().enumerate().map(|(v, n)| (v as u8, n.load(Ordering::Relaxed))).filter(|(_, n)| *n > 0)
+}
+
+/// Say on the console, once per vector, that unregistered interrupts came
+/// (and their running count when more came since). Not from interrupt context.
+pub fn report_unexpected() {
+    for (v, n) in unexpected_counts() {
+        let before = UNEXPECTED_REPORTED[v as usize].swap(n, Ordering::Relaxed);
+        if before == 0 {
+            log::warn!("irq: interrupt on vector {v:#04x}, which nothing handles: acknowledged and counted");
+        } else if n >= 2 * before && n - before >= 100 {
+            log::warn!("irq: vector {v:#04x}: {n} unexpected interrupts so far");
+        } else {
+            UNEXPECTED_REPORTED[v as usize].store(before, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Called by `trap_common` for every vector. Returns 0 to leave with `iretq`,
 /// 1 to leave through the no-IRET path (frame.rsp then points at the RFLAGS,
 /// RIP pair this function wrote).
@@ -134,7 +172,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> u64 {
         if v < vector::FIRST_IRQ {
             fatal(frame, "unhandled exception");
         } else {
-            cpu.spurious.fetch_add(1, Ordering::Relaxed);
+            unexpected_irq(v);
         }
     }
     if in_nmi && v < vector::FIRST_IRQ {

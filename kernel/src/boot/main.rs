@@ -141,7 +141,11 @@ fn nmi_lint_for_apic(apic_id: u32) -> Option<u8> {
 static AP_APP: AtomicU64 = AtomicU64::new(0);
 
 fn ap_main(c: &'static PerCpu) -> ! {
-    lapic_this_cpu(nmi_lint_for_apic(c.apic_id()));
+    // LINT0/LINT1 stay masked on application processors: an external NMI
+    // (or ExtINT) wired to every CPU's LINT pin is taken by the boot CPU
+    // only, as Linux does (`setup_local_APIC`: "only the BP should see the
+    // LINT1 NMI signal"), so one SERR# is not counted once per CPU.
+    lapic_this_cpu(None);
     let seen = lapic::id();
     if seen != c.apic_id() {
         warn!("cpu{}: local APIC reports id {seen}, MADT said {}", c.index(), c.apic_id());
@@ -180,6 +184,80 @@ fn stall_last_cpu(selftest: &str, timeout_ns: u64) -> Option<(usize, Result<(), 
         return None;
     }
     Some((last, smp::xcall::call_others(stall, last, timeout_ns)))
+}
+
+/// Vectors nothing registers, for `selftest=irq_hygiene` (above the timer's
+/// priority class: left in service they would block it).
+const STRAY_IPI_VECTOR: u8 = 0x90;
+const STRAY_IOAPIC_VECTOR: u8 = 0x91;
+/// The MC146818 RTC (PC/AT CMOS): index port, data port, registers A
+/// (rate select, bits 0-3), B (bit 6: periodic interrupt enable) and C
+/// (interrupt flags; reading clears them and re-arms the IRQ line).
+const CMOS_INDEX: u16 = 0x70;
+const CMOS_DATA: u16 = 0x71;
+const RTC_REG_A: u8 = 0x0A;
+const RTC_REG_B: u8 = 0x0B;
+const RTC_REG_C: u8 = 0x0C;
+const RTC_PIE: u8 = 1 << 6;
+/// ISA IRQ of the RTC.
+const RTC_ISA_IRQ: u8 = 8;
+
+fn cmos(reg: u8, write: Option<u8>) -> u8 {
+    use x86_64::instructions::port::Port;
+    // SAFETY: the PC/AT CMOS index/data pair; bit 7 of the index (NMI
+    // disable) stays clear. Only the selftest, on one CPU, touches it.
+    unsafe {
+        Port::<u8>::new(CMOS_INDEX).write(reg);
+        match write {
+            Some(v) => {
+                Port::<u8>::new(CMOS_DATA).write(v);
+                v
+            }
+            None => Port::<u8>::new(CMOS_DATA).read(),
+        }
+    }
+}
+
+fn irq_hygiene_selftest() {
+    let ticks = || -> heapless::Vec<u64, { percpu::MAX_CPUS }> { percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)).map(|c| c.timer_ticks.load(Ordering::Relaxed)).collect() };
+    let count = |v: u8| trap::unexpected_counts().find(|(x, _)| *x == v).map_or(0, |(_, n)| n);
+    // 1. A stray fixed IPI on an unregistered vector, to every CPU.
+    lapic::send_ipi(lapic::Dest::AllIncludingSelf, STRAY_IPI_VECTOR as u64);
+    // 2. The RTC's periodic interrupt through the IO-APIC, to this CPU.
+    let routed = MACHINE_NMI_LINTS.get().and_then(|m| {
+        let gsi = m.overrides.iter().find(|o| o.bus == 0 && o.irq == RTC_ISA_IRQ).map_or(RTC_ISA_IRQ as u32, |o| o.gsi);
+        let io = m.ioapics.iter().find(|io| io.gsi_base <= gsi)?;
+        let a = crate::apic::ioapic::IoApic::at(io.address as u64).ok()?;
+        (gsi - io.gsi_base < a.pins()).then_some((a, gsi - io.gsi_base))
+    });
+    let Some((ioapic, pin)) = routed else {
+        warn!("selftest: irq_hygiene: no IO-APIC pin for the RTC");
+        return;
+    };
+    ioapic.route(pin, STRAY_IOAPIC_VECTOR, lapic::id() as u8);
+    let (a, b) = (cmos(RTC_REG_A, None), cmos(RTC_REG_B, None));
+    cmos(RTC_REG_C, None);
+    cmos(RTC_REG_A, Some((a & 0xF0) | 0x06)); // 1024 Hz
+    cmos(RTC_REG_B, Some(b | RTC_PIE));
+    let before = ticks();
+    let deadline = crate::time::clock::deadline_after_ns(1_000_000_000);
+    while crate::arch::cpu::rdtsc() < deadline {
+        // Re-arm the RTC's line now and then, as a driver would: each read of
+        // C lets it raise a new edge.
+        cmos(RTC_REG_C, None);
+        crate::time::clock::delay_ns(50_000_000);
+    }
+    ioapic.mask(pin);
+    cmos(RTC_REG_B, Some(b & !RTC_PIE));
+    cmos(RTC_REG_A, Some(a));
+    cmos(RTC_REG_C, None);
+    let after = ticks();
+    let slowest = before.iter().zip(&after).map(|(b, a)| a - b).min().unwrap_or(0);
+    info!(
+        "selftest: irq_hygiene: vector {STRAY_IPI_VECTOR:#04x} x{}, vector {STRAY_IOAPIC_VECTOR:#04x} (IO-APIC pin {pin}, RTC) x{}; every CPU took >= {slowest} timer interrupts in the second after",
+        count(STRAY_IPI_VECTOR),
+        count(STRAY_IOAPIC_VECTOR)
+    );
 }
 
 /// Run `selftest=` (after boot). Each one must end in the fatal path.
@@ -237,6 +315,7 @@ fn run_selftest(t: Selftest) {
                 after.unknown - before.unknown
             );
         }
+        Selftest::IrqHygiene => irq_hygiene_selftest(),
         Selftest::XcallTimeout => match stall_last_cpu("xcall_timeout", 200_000_000) {
             Some((_, Err(e))) => info!("selftest: xcall: {e}"),
             Some((last, Ok(()))) => error!("selftest: xcall returned although CPU {last} never answers"),
@@ -410,8 +489,18 @@ impl Boot {
         }
         MACHINE_NMI_LINTS.call_once(|| acpi.info.clone());
 
-        // Interrupt controllers and clocks.
+        // Interrupt controllers and clocks: nothing routed through the PIC or
+        // the IO-APICs may reach a CPU (entries firmware left enabled included).
         crate::apic::pic::disable();
+        for io in &m.ioapics {
+            match crate::apic::ioapic::IoApic::at(io.address as u64) {
+                Ok(a) => {
+                    let (pins, were_on) = (a.pins(), a.mask_all());
+                    info!("apic: IO-APIC id {}: {pins} entries masked ({were_on} were enabled)", io.id);
+                }
+                Err(e) => warn!("apic: IO-APIC id {} at {:#x} cannot be mapped: {e:?}", io.id, io.address),
+            }
+        }
         if self.options.x2apic_fw && self.features.x2apic {
             lapic::simulate_firmware_x2apic();
         }

@@ -236,16 +236,19 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
         clock::delay_ns(RACE_NS.load(Ordering::Relaxed));
     }
     let mut ours = false;
-    // The IPI ledger: counts, so a latched duplicate is never "unknown".
+    // The IPI ledger: counts, so a latched or late duplicate is never "unknown".
     let state = ledger::State {
         seen: cpu.nmi_ledger_seen.load(Ordering::Relaxed),
-        may_swallow: cpu.nmi_ledger_may_swallow.load(Ordering::Relaxed),
-        last_rip: cpu.nmi_ledger_last_rip.load(Ordering::Relaxed),
+        credit: cpu.nmi_ledger_credit.load(Ordering::Relaxed),
+        credit_at: cpu.nmi_ledger_credit_at.load(Ordering::Relaxed),
     };
-    let (verdict, state) = ledger::classify(cpu.nmi_ipi_sent.load(Ordering::Acquire), frame.rip, state);
+    let window = 2 * clock::tsc_hz() / HZ.load(Ordering::Relaxed).max(1) as u64;
+    // The credit's clock starts when the count is read (a held handler does
+    // not eat into it).
+    let (verdict, state) = ledger::classify(cpu.nmi_ipi_sent.load(Ordering::Acquire), crate::arch::cpu::rdtsc(), window, state);
     cpu.nmi_ledger_seen.store(state.seen, Ordering::Relaxed);
-    cpu.nmi_ledger_may_swallow.store(state.may_swallow, Ordering::Relaxed);
-    cpu.nmi_ledger_last_rip.store(state.last_rip, Ordering::Relaxed);
+    cpu.nmi_ledger_credit.store(state.credit, Ordering::Relaxed);
+    cpu.nmi_ledger_credit_at.store(state.credit_at, Ordering::Relaxed);
     if let ledger::Verdict::Ipi { .. } = verdict {
         cpu.nmi_ipi.fetch_add(1, Ordering::Relaxed);
         ours = true;
@@ -331,6 +334,7 @@ pub extern "C" fn wd_check_lockup(frame: &TrapFrame) {
 
 /// Print NMI log records not printed yet (not from NMI context: takes the console lock).
 pub fn drain_to_console() {
+    trap::report_unexpected();
     let mut printed = PRINTED.load(Ordering::Relaxed);
     while let Some(text) = NMI_LOG.get(printed) {
         let mut c = crate::debug::log::console();
