@@ -382,6 +382,8 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
         // A slower watchdog: 1,000 NMI IPIs a second to each of 128 CPUs is what cpu0 would do all day.
         let mut c = patch(name, "patch_cycles=1 patch_sites=100 nmi_watchdog_hz=10 status_secs=600", &n.to_string(), Some(many_cpus_trap));
         c.spec.mem_mib = 2048;
+        // 128 virtual CPUs on one TCG thread, beside another guest: minutes.
+        c.timeout = Duration::from_secs(600);
         c.expect.extend(healthy(&(0..n).collect::<Vec<_>>()));
         v.push(c);
     }

@@ -23,7 +23,7 @@ use crate::arch::trap::{self, Disposition, TrapFrame};
 use crate::drivers::{qemu, serial};
 use crate::mem::FRAMES;
 use crate::mem::frame::Range;
-use crate::smp::{self, trampoline::TRAMPOLINE_ADDR};
+use crate::smp::{self, trampoline};
 
 /// What the framework hands the application once every CPU is up.
 pub struct Kernel {
@@ -403,11 +403,23 @@ impl Boot {
                 kernel.0,
                 kernel.1
             );
+            // The AP trampoline: a usable page below 640 KiB, the highest free one.
+            let tramp = match crate::mem::low::trampoline_page(&self.boot_info.regions, &[self.boot_info.info_range, kernel]) {
+                Ok(p) => {
+                    info!("mem: AP trampoline page at {p:#x} (SIPI vector {:#04x})", trampoline::sipi_vector(p));
+                    trampoline::set_addr(p);
+                    p
+                }
+                Err(e) => {
+                    error!("mem: no page for the AP trampoline: {e}");
+                    0
+                }
+            };
             // The map also covers a framebuffer above the top of RAM (the screen console draws there).
             let top = self.boot_info.max_usable().max(self.boot_info.framebuffer.map_or(0, |f| f.addr + f.byte_len()));
             // SAFETY: boot CPU only, before other CPUs run; the boot tables
             // identity-map every frame below 4 GiB.
-            if let Err(e) = unsafe { crate::mem::paging::init(&mut frames, top, TRAMPOLINE_ADDR, self.features.nx) } {
+            if let Err(e) = unsafe { crate::mem::paging::init(&mut frames, top, tramp, self.features.nx) } {
                 halt_boot(format_args!("page tables: {e:?}"));
             }
             let heap_mb = crate::mem::heap_mib(self.boot_info.usable_bytes(), self.options.heap_mb);
@@ -568,7 +580,9 @@ impl Boot {
         let ids: heapless::Vec<u32, { percpu::MAX_CPUS }> = self.machine.enabled_cpus().map(|c| c.apic_id).collect();
         let max = self.options.max_cpus.map_or(percpu::MAX_CPUS, |m| m as usize).min(percpu::MAX_CPUS);
         let report = smp::boot::start_all(&ids, max, self.options.smp_timeout_ms, ap_main);
-        crate::mem::paging::seal_trampoline(TRAMPOLINE_ADDR);
+        if let Some(p) = trampoline::addr() {
+            crate::mem::paging::seal_trampoline(p);
+        }
         let boot_ns = crate::time::clock::ticks_to_ns(crate::arch::cpu::rdtsc() - self.t0);
         {
             let mut line: heapless::String<512> = heapless::String::new();

@@ -1,7 +1,9 @@
 //! Physical and virtual memory: the frame allocator (`frame.rs`, pure and
-//! host-tested) and the machine's one instance of it, page tables
-//! (`paging.rs`), the heap (`heap.rs`).
+//! host-tested) and the machine's one instance of it, where the AP
+//! trampoline goes in low memory (`low.rs`, pure), page tables (`paging.rs`),
+//! the heap (`heap.rs`).
 pub mod frame;
+pub mod low;
 
 /// The machine's physical frame allocator: the boot sequence fills it from
 /// the memory map; page tables and DMA buffers take from it. Behind a lock;

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use heapless::Vec;
 
-use super::trampoline::{self, PARAMS_OFFSET, Params, SIPI_VECTOR, TRAMPOLINE_ADDR};
+use super::trampoline::{self, PARAMS_OFFSET, Params};
 use crate::apic::lapic::{self, Dest, icr};
 use crate::arch::percpu::{self, PerCpu, Stack, Stacks, ist};
 use crate::time::clock;
@@ -81,8 +81,8 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     main(c)
 }
 
-fn params() -> *mut Params {
-    (TRAMPOLINE_ADDR + PARAMS_OFFSET) as *mut Params
+fn params(page: u64) -> *mut Params {
+    (page + PARAMS_OFFSET) as *mut Params
 }
 
 /// Start every enabled processor in `apic_ids` (the BSP's own id is skipped).
@@ -93,12 +93,17 @@ pub fn start_all(apic_ids: &[u32], max_cpus: usize, timeout_ms: u32, ap_main: fn
     let bsp = percpu::this_cpu();
     let _ = report.online.push(bsp.apic_id());
     AP_MAIN.store(ap_main as usize as u64, Ordering::Release);
+    let Some(page) = trampoline::addr() else {
+        log::error!("smp: no page for the AP trampoline (see the mem: line): only the boot CPU runs");
+        report.skipped = apic_ids.len().saturating_sub(1);
+        return report;
+    };
 
     let code = trampoline::code();
     assert!(code.len() as u64 <= PARAMS_OFFSET, "trampoline overlaps its parameters");
     // SAFETY: the trampoline page is reserved in the frame allocator, mapped
     // writable (and executable) by `mem::paging`, and no AP runs from it yet.
-    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), TRAMPOLINE_ADDR as *mut u8, code.len()) };
+    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page as *mut u8, code.len()) };
 
     use x86_64::registers::control::{Cr3, Cr4};
     // SAFETY: reading EFER has no side effects.
@@ -132,16 +137,16 @@ pub fn start_all(apic_ids: &[u32], max_cpus: usize, timeout_ms: u32, ap_main: fn
         let p = Params { stack_top: stacks.kernel.top, entry: ap_entry as *const () as u64, arg: c as *const PerCpu as u64, ..base };
         // SAFETY: the parameter block lies in the trampoline page, which only the
         // AP being started reads, and only after the SIPI below.
-        unsafe { params().write_volatile(p) };
+        unsafe { params(page).write_volatile(p) };
         core::sync::atomic::fence(Ordering::SeqCst);
 
         lapic::send_ipi(Dest::Apic(apic_id), icr::DELIVERY_INIT | icr::LEVEL_ASSERT);
         clock::delay_ns(INIT_DELAY_NS);
         for _ in 0..2 {
-            if alive() {
+            if alive(page) {
                 break;
             }
-            lapic::send_ipi(Dest::Apic(apic_id), icr::DELIVERY_STARTUP | SIPI_VECTOR as u64);
+            lapic::send_ipi(Dest::Apic(apic_id), icr::DELIVERY_STARTUP | trampoline::sipi_vector(page) as u64);
             clock::delay_ns(SIPI_DELAY_NS);
         }
         let deadline = clock::deadline_after_ns(timeout_ms as u64 * 1_000_000);
@@ -153,7 +158,7 @@ pub fn start_all(apic_ids: &[u32], max_cpus: usize, timeout_ms: u32, ap_main: fn
         } else {
             log::error!(
                 "smp: CPU with APIC id {apic_id} did not come up within {timeout_ms} ms (reached long mode: {})",
-                if alive() { "yes" } else { "no" }
+                if alive(page) { "yes" } else { "no" }
             );
             // Park it again (INIT puts it back into wait-for-SIPI) so a late AP
             // cannot pick up the next AP's parameters. Its PerCpu stays
@@ -165,7 +170,7 @@ pub fn start_all(apic_ids: &[u32], max_cpus: usize, timeout_ms: u32, ap_main: fn
     report
 }
 
-fn alive() -> bool {
+fn alive(page: u64) -> bool {
     // SAFETY: `alive` is a u32 in the parameter block that the AP writes once.
-    unsafe { core::ptr::addr_of!((*params()).alive).read_volatile() != 0 }
+    unsafe { core::ptr::addr_of!((*params(page)).alive).read_volatile() != 0 }
 }

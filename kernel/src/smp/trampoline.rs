@@ -2,9 +2,9 @@
 //!
 //! A SIPI starts an AP in real mode at `vector << 12` (SDM Vol. 3A §9.4.4.1,
 //! "Typical AP Initialization Sequence"). The code below is assembled here,
-//! stored in the read-only `.trampoline` section, and copied to
-//! [`TRAMPOLINE_ADDR`] before the SIPIs; every absolute address inside it is
-//! computed for that location. It goes real mode -> 32-bit protected mode ->
+//! stored in the read-only `.trampoline` section, and copied before the SIPIs
+//! to the page chosen from the memory map ([`addr`]); it is
+//! position-independent (every absolute address is computed from CS). It goes real mode -> 32-bit protected mode ->
 //! long mode with the kernel's page tables, then jumps to the 64-bit entry
 //! given in the parameter block with the stack given there.
 //!
@@ -12,12 +12,27 @@
 //! BSP fills it for one AP at a time.
 
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Physical address of the trampoline page (below 1 MiB, page-aligned: the
-/// SIPI vector is its page number).
-pub const TRAMPOLINE_ADDR: u64 = 0x8000;
-/// SIPI vector for [`TRAMPOLINE_ADDR`].
-pub const SIPI_VECTOR: u8 = (TRAMPOLINE_ADDR >> 12) as u8;
+/// SIPI vector is its page number), chosen at boot from the memory map
+/// (`mem::low::trampoline_page`); 0 until then (no AP can be started).
+static TRAMPOLINE_ADDR: AtomicU64 = AtomicU64::new(0);
+
+/// Record the page chosen for the trampoline (boot CPU, before paging).
+pub fn set_addr(addr: u64) {
+    TRAMPOLINE_ADDR.store(addr, Ordering::Relaxed);
+}
+
+/// The trampoline page, if one was found.
+pub fn addr() -> Option<u64> {
+    Some(TRAMPOLINE_ADDR.load(Ordering::Relaxed)).filter(|a| *a != 0)
+}
+
+/// SIPI vector for a trampoline page.
+pub fn sipi_vector(addr: u64) -> u8 {
+    (addr >> 12) as u8
+}
 /// Where the parameter block starts inside the page.
 pub const PARAMS_OFFSET: u64 = 0xF00;
 
@@ -53,8 +68,7 @@ const _: () = {
 global_asm!(
     r#"
 .section .trampoline, "a"
-.set TBASE, 0x8000
-.set PARAMS, TBASE + 0xF00
+.set PARAMS, 0xF00
 .balign 4096
 .global ap_trampoline_start
 ap_trampoline_start:
@@ -63,11 +77,24 @@ ap_trampoline_start:
     cld
     mov %cs, %ax
     mov %ax, %ds
+    # %ebx = the page's linear address (CS = vector << 8): every absolute
+    # address below is %ebx plus an offset, so the page may sit anywhere
+    # below 1 MiB.
+    xor %ebx, %ebx
+    mov %cs, %bx
+    shl $4, %ebx
+    # The GDT pointer's base and the two far-jump targets, made absolute.
+    lea (ap_tramp_gdt - ap_trampoline_start)(%ebx), %eax
+    mov %eax, (ap_tramp_gdt_ptr - ap_trampoline_start + 2)
+    lea (ap_tramp_pm - ap_trampoline_start)(%ebx), %eax
+    mov %eax, (ap_tramp_to_pm - ap_trampoline_start)
+    lea (ap_tramp_lm - ap_trampoline_start)(%ebx), %eax
+    mov %eax, (ap_tramp_to_lm - ap_trampoline_start)
     lgdtl (ap_tramp_gdt_ptr - ap_trampoline_start)
     mov %cr0, %eax
     or $1, %eax
     mov %eax, %cr0
-    ljmpl $0x18, $(TBASE + (ap_tramp_pm - ap_trampoline_start))
+    ljmpl *(ap_tramp_to_pm - ap_trampoline_start)
 
 .code32
 ap_tramp_pm:
@@ -75,19 +102,22 @@ ap_tramp_pm:
     mov %ax, %ds
     mov %ax, %es
     mov %ax, %ss
-    mov (PARAMS + 4), %eax
+    mov (PARAMS + 4)(%ebx), %eax
     mov %eax, %cr4
-    mov (PARAMS + 0), %eax
+    mov (PARAMS + 0)(%ebx), %eax
     mov %eax, %cr3
     mov $0xC0000080, %ecx
-    mov (PARAMS + 8), %eax
+    mov (PARAMS + 8)(%ebx), %eax
     xor %edx, %edx
     wrmsr
+    # CR0: clear CD (bit 30), NW (bit 29), TS, EM - INIT leaves CD/NW as
+    # firmware had them (SDM Vol. 3A §10.1.1, Table 10-1: CD and NW are set
+    # after power-up and unchanged by INIT) - then set PG, WP, NE, MP, PE.
     mov %cr0, %eax
-    and $0xfffffff3, %eax
+    and $0x9ffffff3, %eax
     or $0x80010023, %eax
     mov %eax, %cr0
-    ljmp $0x08, $(TBASE + (ap_tramp_lm - ap_trampoline_start))
+    ljmp *(ap_tramp_to_lm - ap_trampoline_start)(%ebx)
 
 .code64
 ap_tramp_lm:
@@ -98,10 +128,12 @@ ap_tramp_lm:
     xor %eax, %eax
     mov %ax, %fs
     mov %ax, %gs
-    movl $1, (PARAMS + 12)
-    mov (PARAMS + 16), %rsp
-    mov (PARAMS + 32), %rdi
-    mov (PARAMS + 24), %rax
+    # The upper half of %rbx is undefined after the switch: zero-extend.
+    mov %ebx, %ebx
+    movl $1, (PARAMS + 12)(%rbx)
+    mov (PARAMS + 16)(%rbx), %rsp
+    mov (PARAMS + 32)(%rbx), %rdi
+    mov (PARAMS + 24)(%rbx), %rax
     xor %ebp, %ebp
     push $0
     jmp *%rax
@@ -114,7 +146,15 @@ ap_tramp_gdt:
     .quad 0x00cf9a000000ffff
 ap_tramp_gdt_ptr:
     .short ap_tramp_gdt_ptr - ap_tramp_gdt - 1
-    .long TBASE + (ap_tramp_gdt - ap_trampoline_start)
+    .long 0
+# Far pointers (offset, selector) filled in by the code above.
+.balign 4
+ap_tramp_to_pm:
+    .long 0
+    .short 0x18
+ap_tramp_to_lm:
+    .long 0
+    .short 0x08
 .global ap_trampoline_end
 ap_trampoline_end:
 "#,
@@ -126,7 +166,7 @@ unsafe extern "C" {
     static ap_trampoline_end: u8;
 }
 
-/// The trampoline's code bytes (to be copied to [`TRAMPOLINE_ADDR`]).
+/// The trampoline's code bytes (to be copied to [`addr`]).
 pub fn code() -> &'static [u8] {
     let (s, e) = (&raw const ap_trampoline_start, &raw const ap_trampoline_end);
     // SAFETY: both symbols delimit the assembled trampoline in read-only data.
