@@ -120,6 +120,8 @@ pub struct Spec {
     pub net: Option<(u16, String)>,
     /// A QMP socket (unix path), for tests that read the screen.
     pub qmp: Option<PathBuf>,
+    /// COM1 on stdio (false: no serial port at all, as on most PCs).
+    pub serial: bool,
 }
 
 impl Spec {
@@ -134,6 +136,7 @@ impl Spec {
             boot,
             net: None,
             qmp: None,
+            serial: true,
         }
     }
 
@@ -153,7 +156,7 @@ impl Spec {
         };
         a.extend(accel.args.iter().cloned());
         a.extend(["-cpu".into(), self.cpu.clone().unwrap_or_else(|| accel.cpu.clone())]);
-        a.extend(["-smp".into(), self.smp.clone(), "-m".into(), self.mem_mib.to_string(), "-serial".into(), "stdio".into()]);
+        a.extend(["-smp".into(), self.smp.clone(), "-m".into(), self.mem_mib.to_string(), "-serial".into(), if self.serial { "stdio" } else { "none" }.into()]);
         if self.firmware == Firmware::Uefi {
             let code = cfg.firmware.ovmf_code.iter().find(|p| p.exists()).ok_or("no OVMF code image (install the `ovmf` package)")?;
             let vars = cfg.firmware.ovmf_vars.iter().find(|p| p.exists()).ok_or("no OVMF variable store (install `ovmf`)")?;

@@ -580,6 +580,9 @@ fn screen_pixels_match(w: usize, h: usize, rgb: &[u8], rows: &[(u32, String, ker
     let mut mem = vec![0u8; fb.byte_len() as usize];
     for (row, text, tone) in rows {
         let row = *row;
+        if (row as usize + 1) * cell > h {
+            return Err(format!("row {row} is below the {w}x{h} screen"));
+        }
         layout.draw_row(&mut mem, row, text, *tone);
         let mut wrong = 0;
         for y in row as usize * cell..(row as usize + 1) * cell {
@@ -657,6 +660,60 @@ fn screen_case(elf: &Path, boot: ScreenBoot, log_path: &Path) -> std::result::Re
                 }
             }
         }
+    }
+}
+
+/// Without a serial port, a crash is read off the screen: (test, firmware
+/// and screen, command line, a line the screen must show exactly).
+const NO_SERIAL_CASES: [(&str, ScreenBoot, &str, &str); 3] = [
+    ("screen_no_serial_panic_vga", ScreenBoot::Kernel, "selftest=panic", "Kernel panic on CPU 0: panicked at kernel/src/boot/main.rs:"),
+    ("screen_no_serial_fatal_vga", ScreenBoot::Kernel, "selftest=exception", "FATAL: unhandled exception: #UD invalid opcode (vector 6) on CPU 0"),
+    ("screen_no_serial_fatal_uefi_framebuffer", ScreenBoot::GrubUefi, "selftest=exception", "FATAL: unhandled exception: #UD invalid opcode (vector 6) on CPU 0"),
+];
+
+/// Boot with `-serial none`, crash on purpose, and find `want` on the screen
+/// through QMP: in the VGA text buffer (any row starting with it), or in a
+/// framebuffer screendump (a row whose pixels are exactly our renderer's
+/// drawing of `want`, in the crash report's colour).
+fn no_serial_case(elf: &Path, boot: ScreenBoot, append: &str, want: &str, log_path: &Path) -> std::result::Result<String, String> {
+    let scratch = qemu::TempDir::new("noserial").map_err(|e| e.to_string())?;
+    let mut spec = match boot {
+        ScreenBoot::Kernel => Spec::new(Boot::Kernel { elf: elf.to_path_buf(), append: format!("patch=off {append}") }),
+        _ => {
+            let iso = crate::build::out_dir().join(format!("noserial-{}.iso", append.replace(['=', ' '], "_")));
+            crate::image::make_iso(elf, &format!("patch=off {append}"), &iso).map_err(|e| e.to_string())?;
+            let mut s = Spec::new(Boot::Cdrom(iso));
+            s.firmware = qemu::Firmware::Uefi;
+            s
+        }
+    };
+    spec.smp = "2".into();
+    spec.serial = false;
+    let qmp_path = scratch.0.join("qmp.sock");
+    spec.qmp = Some(qmp_path.clone());
+    let mut run = qemu::spawn(&spec, log_path, false).map_err(|e| e.to_string())?;
+    let mut qmp = qemu::Qmp::connect(&qmp_path, Duration::from_secs(10))?;
+    let mut log = String::new();
+    let deadline = Duration::from_secs(if boot == ScreenBoot::GrubUefi { 150 } else { 60 });
+    loop {
+        let found = if boot == ScreenBoot::GrubUefi {
+            let (w, h, rgb) = qmp.screendump(&scratch.0)?;
+            (0..64).find(|row| screen_pixels_match(w, h, &rgb, &[(*row, want.to_string(), kernel::screen::render::Tone::Bad)]).is_ok()).map(|r| format!("row {r}"))
+        } else {
+            let mem = qmp.read_phys(0xB8000, 4000)?;
+            (0..25u32).find(|row| {
+                let line: String = mem[*row as usize * 160..][..160].chunks(2).map(|c| c[0] as char).collect();
+                line.starts_with(want)
+            }).map(|r| format!("row {r}"))
+        };
+        if let Some(r) = found {
+            return Ok(format!("`{want}` on {r}"));
+        }
+        if run.started.elapsed() >= deadline {
+            return Err(format!("the screen never showed `{want}` within {} s", deadline.as_secs()));
+        }
+        // Nothing to read on a serial port: look again in a second.
+        let _ = run.wait_line(run.started.elapsed() + Duration::from_secs(1), &mut log, |_| false);
     }
 }
 
@@ -1176,6 +1233,13 @@ fn qemu_jobs() -> usize {
     std::env::var("XTASK_QEMU_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
 }
 
+/// Run a job; a panic in its check is its failure, not the run's end.
+fn catch(run: Box<dyn FnOnce() -> std::result::Result<String, String> + Send + '_>) -> std::result::Result<String, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
+        Err(format!("the check panicked: {}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()))
+    })
+}
+
 /// Run the jobs, `workers` at a time, then the exclusive ones alone; print
 /// each result as it comes. Returns (passed, failed).
 fn run_jobs(jobs: Vec<Job>, workers: usize) -> (usize, usize) {
@@ -1200,14 +1264,14 @@ fn run_jobs(jobs: Vec<Job>, workers: usize) -> (usize, usize) {
                 loop {
                     let Some(job) = queue.lock().expect("queue").next() else { break };
                     let t = Instant::now();
-                    report(job.name, t, (job.run)());
+                    report(job.name, t, catch(job.run));
                 }
             });
         }
     });
     for job in exclusive {
         let t = Instant::now();
-        report(job.name, t, (job.run)());
+        report(job.name, t, catch(job.run));
     }
     (passed.into_inner(), failed.into_inner())
 }
@@ -1337,6 +1401,10 @@ pub fn main(args: &TestArgs) -> Result<()> {
     for (name, boot) in [("screen_vga_text", ScreenBoot::Kernel), ("screen_grub_bios_text", ScreenBoot::GrubBios), ("screen_uefi_framebuffer", ScreenBoot::GrubUefi)] {
         let log = logs.join(format!("{name}.log"));
         driven.push((name, boot == ScreenBoot::Kernel, false, Box::new(move || screen_case(elf, boot, &log).map_err(|e| format!("{e} (log: {})", log.display())))));
+    }
+    for (name, boot, append, want) in NO_SERIAL_CASES {
+        let log = logs.join(format!("{name}.log"));
+        driven.push((name, boot == ScreenBoot::Kernel, false, Box::new(move || no_serial_case(elf, boot, append, want, &log))));
     }
     for (name, nic) in [("net_link_flap_virtio", "virtio-net-pci"), ("net_link_flap_e1000", "e1000")] {
         driven.push((name, nic == "virtio-net-pci", false, Box::new(move || link_case(elf, nic, logs))));

@@ -110,7 +110,7 @@ pub struct PerCpu {
     /// This CPU's NMI ledger (`nmi::ledger::State`), written only by its NMI handler.
     pub nmi_ledger_seen: AtomicU64,
     pub nmi_ledger_credit: AtomicU64,
-    pub nmi_ledger_credit_at: AtomicU64,
+    pub nmi_ledger_life: AtomicU64,
     /// NMIs of watchdog IPIs already accounted for (latched or late), swallowed.
     pub nmi_swallowed: AtomicU64,
     pub nmi_ipi: AtomicU64,
@@ -169,7 +169,7 @@ impl PerCpu {
             nmi_ipi_sent: AtomicU64::new(0),
             nmi_ledger_seen: AtomicU64::new(0),
             nmi_ledger_credit: AtomicU64::new(0),
-            nmi_ledger_credit_at: AtomicU64::new(0),
+            nmi_ledger_life: AtomicU64::new(0),
             nmi_swallowed: AtomicU64::new(0),
             nmi_ipi: AtomicU64::new(0),
             nmi_pmu: AtomicU64::new(0),

@@ -19,26 +19,28 @@ fn my_id() -> u32 {
     if percpu::installed() { percpu::this_cpu().index() as u32 } else { 0 }
 }
 
-/// Holds the console; writes go to the serial port.
+/// Holds the console; writes go to the serial port (and, for the
+/// emergency console, to the screen's crash report too).
 pub struct Console {
     release: bool,
+    screen: bool,
 }
 
 impl Console {
     fn acquire(max_spins: Option<u64>) -> Console {
         let me = my_id();
         if OWNER.load(Ordering::Relaxed) == me {
-            return Console { release: false };
+            return Console { release: false, screen: false };
         }
         let mut spins = 0u64;
         loop {
             if OWNER.compare_exchange_weak(NO_OWNER, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                return Console { release: true };
+                return Console { release: true, screen: false };
             }
             spins += 1;
             if max_spins.is_some_and(|m| spins > m) {
                 // The owner is stuck (halted mid-write): write anyway.
-                return Console { release: false };
+                return Console { release: false, screen: false };
             }
             core::hint::spin_loop();
         }
@@ -56,6 +58,9 @@ impl Drop for Console {
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         serial::write_str(s);
+        if self.screen {
+            crate::screen::device::crash_write(s);
+        }
         Ok(())
     }
 }
@@ -65,9 +70,14 @@ pub fn console() -> Console {
     Console::acquire(None)
 }
 
-/// The console for a dying CPU: waits a bounded time, then writes regardless.
+/// The console for a dying CPU: waits a bounded time, then writes
+/// regardless; what it writes is also the screen's crash report (a machine
+/// without a serial port shows it there).
 pub fn emergency_console() -> Console {
-    Console::acquire(Some(50_000_000))
+    let mut c = Console::acquire(Some(50_000_000));
+    crate::screen::device::crash_begin();
+    c.screen = true;
+    c
 }
 
 struct Logger;
@@ -94,6 +104,16 @@ impl log::Log for Logger {
             my_id(),
             record.args()
         );
+        drop(c);
+        // The boot log on the screen too, until the status screen takes it.
+        let mut line: heapless::String<160> = heapless::String::new();
+        let _ = write!(line, "{:<5} {}", record.level(), record.args());
+        let tone = match record.level() {
+            log::Level::Error => crate::screen::render::Tone::Bad,
+            log::Level::Warn => crate::screen::render::Tone::Title,
+            _ => crate::screen::render::Tone::Normal,
+        };
+        crate::screen::device::log_line(&line, tone);
     }
 
     fn flush(&self) {}

@@ -11,17 +11,21 @@
 //! The hardware facts this follows (SDM Vol. 3A §6.7.1 "Handling Multiple
 //! NMIs"): while an NMI handler runs, one further NMI is latched and
 //! delivered right after its IRET; more than one collapses into that one.
-//! And an IPI is not delivered the instant it is sent: the sender counts it,
-//! the target's handler for an earlier NMI may read that count, return, and
-//! only then take the NMI of the IPI it already accounted for (seen under TCG,
-//! where a cross-CPU interrupt waits for the target's next translation block;
-//! on silicon the window is the IPI's delivery latency). So a handler that
-//! accounts for `n > 1` new IPIs leaves a credit of `n - 1` NMIs that may
-//! still come with nothing new to account for. Linux handles the back-to-back
-//! case with its "swallow" flag (`arch/x86/kernel/nmi.c`, `swallow_nmi`,
-//! `last_nmi_rip`); the credit here also covers a late delivery, and expires
-//! after a window (two watchdog periods) so that NMIs collapsed by the
-//! hardware do not leave a standing credit that would hide a real unknown NMI.
+//! And an IPI is not delivered the instant it is sent: the sender counts
+//! it, then raises it, and the target's handler for an earlier NMI may read
+//! that count in between, return, and only then take the NMI of the IPI it
+//! already accounted for. Under single-threaded TCG either side can be
+//! descheduled for tens of milliseconds in that window (the target inside
+//! its handler, the sender between counting and raising); on silicon the
+//! window is the IPI's delivery latency. So a handler that accounts for
+//! `n > 1` new IPIs leaves a credit of `n - 1` NMIs that may still come with
+//! nothing new to account for. Linux handles the back-to-back case with its
+//! "swallow" flag (`arch/x86/kernel/nmi.c`, `swallow_nmi`, `last_nmi_rip`).
+//! Here the credit lapses by count, not by time: after [`CREDIT_LIFE`] NMIs
+//! that each brought new IPIs (the sender has moved on; whatever was in
+//! flight has landed), so NMIs the hardware collapsed do not leave a
+//! standing credit that would hide a real unknown NMI, however slowly the
+//! virtual CPUs run.
 //!
 //! Pure logic over plain numbers, tested on the host; the handler keeps the
 //! state in per-CPU atomics.
@@ -33,14 +37,17 @@ pub enum Verdict {
     /// several were sent before this CPU read the count).
     Ipi { new: u64 },
     /// Nothing new was sent, but an earlier NMI accounted for more IPIs than
-    /// it was, within the window: the latched or late NMI of one of them.
+    /// it was, and the credit has not lapsed: the latched or late NMI of one
+    /// of them.
     Swallowed,
     /// Not ours (the caller checks the other sources).
     NotOurs,
 }
 
-/// The most NMIs a credit may still stand for: one latched, one in flight.
+/// The most NMIs a credit may stand for: one latched, one in flight.
 pub const MAX_CREDIT: u64 = 2;
+/// NMIs bringing new IPIs after which an unused credit lapses.
+pub const CREDIT_LIFE: u64 = 3;
 
 /// Per-CPU state kept between NMIs (written by the CPU itself in its NMI
 /// handler; `sent` is the sender's).
@@ -50,35 +57,37 @@ pub struct State {
     pub seen: u64,
     /// NMIs that may still come for IPIs already accounted for.
     pub credit: u64,
-    /// When the credit was last granted (TSC).
-    pub credit_at: u64,
+    /// NMIs bringing new IPIs still to come before the credit lapses.
+    pub life: u64,
 }
 
-/// Classify an NMI taken at time `now` (TSC), given `sent` (the sender's
-/// count, read in the handler) and the credit window in TSC ticks. Returns
-/// the verdict and the new state.
-pub fn classify(sent: u64, now: u64, window: u64, s: State) -> (Verdict, State) {
-    let live = s.credit > 0 && now.saturating_sub(s.credit_at) <= window;
+/// Classify an NMI, given `sent` (the sender's count, read in the handler).
+/// Returns the verdict and the new state.
+pub fn classify(sent: u64, s: State) -> (Verdict, State) {
     if sent > s.seen {
         let new = sent - s.seen;
-        // This NMI stands for one of the new IPIs; the others may still come.
-        let credit = (if live { s.credit } else { 0 } + new - 1).min(MAX_CREDIT);
-        let credit_at = if new > 1 { now } else { s.credit_at };
-        return (Verdict::Ipi { new }, State { seen: sent, credit, credit_at });
+        let next = if new > 1 {
+            // This NMI stands for one of the new IPIs; the others may still come.
+            State { seen: sent, credit: (s.credit + new - 1).min(MAX_CREDIT), life: CREDIT_LIFE }
+        } else if s.credit > 0 && s.life > 1 {
+            State { seen: sent, life: s.life - 1, ..s }
+        } else {
+            State { seen: sent, credit: 0, life: 0 }
+        };
+        return (Verdict::Ipi { new }, next);
     }
-    if live {
+    if s.credit > 0 {
         return (Verdict::Swallowed, State { credit: s.credit - 1, ..s });
     }
-    (Verdict::NotOurs, State { credit: 0, ..s })
+    (Verdict::NotOurs, s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// One watchdog period, in TSC ticks, and the window of two.
+    /// One watchdog period (the model's clock only orders events).
     const P: u64 = 1000;
-    const W: u64 = 2 * P;
 
     /// A model of one target CPU (SDM §6.7.1): NMIs raised while the handler
     /// runs, or while one is pending, latch into one pending NMI, delivered
@@ -118,7 +127,7 @@ mod tests {
             self.latched = false;
             self.now = t;
             during(self);
-            let (v, s) = classify(self.sent, self.now, W, self.state);
+            let (v, s) = classify(self.sent, self.state);
             self.state = s;
             self.verdicts.push(v);
         }
@@ -176,8 +185,8 @@ mod tests {
     }
 
     /// Two IPIs before the CPU takes any: the NMIs collapse into one, which
-    /// accounts for both. The credit expires after the window, so a real
-    /// unknown NMI later is still reported.
+    /// accounts for both. The credit lapses after `CREDIT_LIFE` ordinary
+    /// watchdog NMIs, so a real unknown NMI later is still reported.
     #[test]
     fn collapsed_ipis_leave_no_standing_credit() {
         let mut c = Cpu::new();
@@ -186,9 +195,28 @@ mod tests {
         c.take(P, |_| {});
         c.iret();
         assert_eq!(c.verdicts, vec![Verdict::Ipi { new: 2 }]);
+        for i in 0..CREDIT_LIFE {
+            c.send();
+            c.take(2 * P + i * P, |_| {});
+        }
+        assert_eq!(c.state.credit, 0);
         c.raise();
-        c.take(P + W + 1, |_| {});
-        assert_eq!(c.verdicts[1], Verdict::NotOurs);
+        c.take(10 * P, |_| {});
+        assert_eq!(c.verdicts.last(), Some(&Verdict::NotOurs));
+    }
+
+    /// The sender counted IPI k+1, then was descheduled before raising it;
+    /// the target's handler for k read the count meanwhile. However late the
+    /// NMI comes, nothing else came in between: it is swallowed.
+    #[test]
+    fn a_sender_stalled_between_count_and_raise() {
+        let mut c = Cpu::new();
+        c.send();
+        c.take(P, |c| c.send_late());
+        c.iret();
+        c.deliver();
+        c.take(1000 * P, |_| {});
+        assert_eq!(c.verdicts, vec![Verdict::Ipi { new: 2 }, Verdict::Swallowed]);
     }
 
     /// A credit stands for at most `MAX_CREDIT` NMIs, and each is swallowed once.

@@ -240,15 +240,12 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
     let state = ledger::State {
         seen: cpu.nmi_ledger_seen.load(Ordering::Relaxed),
         credit: cpu.nmi_ledger_credit.load(Ordering::Relaxed),
-        credit_at: cpu.nmi_ledger_credit_at.load(Ordering::Relaxed),
+        life: cpu.nmi_ledger_life.load(Ordering::Relaxed),
     };
-    let window = 2 * clock::tsc_hz() / HZ.load(Ordering::Relaxed).max(1) as u64;
-    // The credit's clock starts when the count is read (a held handler does
-    // not eat into it).
-    let (verdict, state) = ledger::classify(cpu.nmi_ipi_sent.load(Ordering::Acquire), crate::arch::cpu::rdtsc(), window, state);
+    let (verdict, state) = ledger::classify(cpu.nmi_ipi_sent.load(Ordering::Acquire), state);
     cpu.nmi_ledger_seen.store(state.seen, Ordering::Relaxed);
     cpu.nmi_ledger_credit.store(state.credit, Ordering::Relaxed);
-    cpu.nmi_ledger_credit_at.store(state.credit_at, Ordering::Relaxed);
+    cpu.nmi_ledger_life.store(state.life, Ordering::Relaxed);
     if let ledger::Verdict::Ipi { .. } = verdict {
         cpu.nmi_ipi.fetch_add(1, Ordering::Relaxed);
         ours = true;
