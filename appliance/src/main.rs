@@ -80,7 +80,7 @@ fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
     events::init(&k.options.trace);
     health::report_when_ticking(&k);
     status::init(&k.boot_info.cmdline);
-    let serving = net::init(&k.options.net, k.machine.ecam.first().filter(|e| e.segment == 0).map(|e| e.base));
+    let serving = net::init(&k.options.net, k.machine.ecam.iter().find(|e| e.segment == 0));
     let online = percpu::online_count() as u32;
     let mut cpu = k.options.patch.cpu;
     if cpu >= online {

@@ -163,7 +163,7 @@ fn now() -> Instant {
 
 /// Find a NIC and bring the service up. Boot CPU, after SMP. Returns
 /// whether there is a service to run.
-pub fn init(conf: &NetConfig, ecam: Option<u64>) -> bool {
+pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) -> bool {
     let (devs, how) = kernel::drivers::pci::enumerate(ecam);
     info!("pci: {} functions found through {how}", devs.len());
     for f in &devs {

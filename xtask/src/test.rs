@@ -636,6 +636,9 @@ fn screen_case(elf: &Path, boot: ScreenBoot, log_path: &Path) -> std::result::Re
     if !how.starts_with(want) {
         return Err(format!("the kernel found `{how}`, expected `{want}...`"));
     }
+    if boot == ScreenBoot::GrubUefi && !how.ends_with("write-combining (PAT entry 1)") {
+        return Err(format!("the framebuffer is not mapped write-combining: `{how}`"));
+    }
     if !log.contains(" mode, BSP APIC id") {
         run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains(" mode, BSP APIC id")).ok_or("no `apic: ... mode` line on the console")?;
     }

@@ -12,6 +12,16 @@ pub const APIC_BASE_EN: u64 = 1 << 11;
 /// Bits 12..MAXPHYADDR of IA32_APIC_BASE: the xAPIC MMIO base.
 pub const APIC_BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
+/// IA32_PAT: the page attribute table, eight memory types selected by a
+/// mapping's PAT, PCD and PWT bits (SDM Vol. 3A §12.12.2, "IA32_PAT MSR").
+pub const IA32_PAT: u32 = 0x277;
+/// Our PAT, Linux's layout (`arch/x86/mm/pat/memtype.c`, `pat_bp_init`):
+/// 0 WB, 1 WC, 2 UC-, 3 UC, 4 WB, 5 WP, 6 UC-, 7 WT (type codes: UC 0,
+/// WC 1, WT 4, WP 5, WB 6, UC- 7; SDM Table 12-10). Entries 0, 2, 3 keep
+/// their power-on types, so every mapping made before it keeps its type;
+/// PWT alone (entry 1) now means write-combining.
+pub const PAT_LINUX: u64 = 0x0407_0506_0007_0106;
+
 /// IA32_EFER (SDM Vol. 3A §2.2.1).
 pub const IA32_EFER: u32 = 0xC000_0080;
 /// IA32_GS_BASE: GS segment base in 64-bit mode (SDM Vol. 3A §3.4.4); holds our per-CPU pointer.

@@ -431,6 +431,7 @@ impl Boot {
             unsafe { crate::mem::heap::init(heap, heap_bytes as usize) };
             info!("mem: page tables on (text RX, rodata R, data RW+NX), heap {heap_mb} MiB at {heap:#x}");
         }
+        crate::mem::paging::load_pat();
         {
             let found = crate::screen::device::init(&self.boot_info);
             let mut line = heapless::String::<160>::new();

@@ -50,19 +50,27 @@ pub struct Found {
     pub info: DeviceFunctionInfo,
 }
 
-/// Enumerate every bus with legacy port access (the machines we boot on
-/// decode it; ECAM is used when `ecam` gives a base for segment 0).
-pub fn enumerate(ecam: Option<u64>) -> (alloc::vec::Vec<Found>, &'static str) {
+/// Enumerate segment 0: through ECAM when the MCFG gives a window for it
+/// (only its buses: reading past the window's end reads whatever lies
+/// there), else every bus with legacy port access (the machines we boot on
+/// decode it).
+pub fn enumerate(ecam: Option<&crate::acpi::machine::EcamRegion>) -> (alloc::vec::Vec<Found>, &'static str) {
     match ecam {
-        // SAFETY: the MCFG's ECAM window is identity-mapped MMIO covering buses 0-255.
-        Some(base) => (scan(PciRoot::new(unsafe { MmioCam::new(base as *mut u8, Cam::Ecam) })), "ECAM"),
-        None => (scan(PciRoot::new(PortCam)), "ports 0xCF8/0xCFC"),
+        Some(e) => {
+            // The MCFG base is where bus 0 would be; the window covers bus_start..=bus_end
+            // (PCI Firmware Spec 3.0, Table 4-3; Linux `PCI_MMCFG_BUS_OFFSET`).
+            let _ = crate::mem::paging::map_mmio(e.base + ((e.bus_start as u64) << 20), ((e.bus_end as u64 - e.bus_start as u64) + 1) << 20);
+            // SAFETY: the MCFG's ECAM window, identity-mapped MMIO; only its buses are read.
+            let root = PciRoot::new(unsafe { MmioCam::new(e.base as *mut u8, Cam::Ecam) });
+            (scan(root, e.bus_start..=e.bus_end), "ECAM")
+        }
+        None => (scan(PciRoot::new(PortCam), 0..=255), "ports 0xCF8/0xCFC"),
     }
 }
 
-fn scan<C: ConfigurationAccess>(root: PciRoot<C>) -> alloc::vec::Vec<Found> {
+fn scan<C: ConfigurationAccess>(root: PciRoot<C>, buses: core::ops::RangeInclusive<u8>) -> alloc::vec::Vec<Found> {
     let mut out = alloc::vec::Vec::new();
-    for bus in 0..=255u8 {
+    for bus in buses {
         out.extend(root.enumerate_bus(bus).map(|(df, info)| Found { df, info }));
     }
     out

@@ -191,6 +191,102 @@ pub fn map_mmio(start: u64, len: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Load our PAT on this CPU (every CPU, identically, before it touches a
+/// write-combining mapping: SDM Vol. 3A §12.12.4). Caches are written back
+/// around the change, as the SDM's procedure asks.
+pub fn load_pat() {
+    // SAFETY: IA32_PAT exists on every x86-64 CPU (CPUID.1:EDX.PAT is
+    // architectural in long mode); wbinvd only writes caches back. No mapping
+    // uses the entries whose type changes (1, 5, 7) before this returns.
+    unsafe {
+        core::arch::asm!("wbinvd", options(nostack));
+        crate::arch::msr::wrmsr(crate::arch::msr::IA32_PAT, crate::arch::msr::PAT_LINUX);
+        core::arch::asm!("wbinvd", options(nostack));
+    }
+}
+
+/// Map `[start, start + len)` write-combining (PAT entry 1: PWT set, PCD
+/// clear): the framebuffer, which the MTRRs make uncached (a PAT WC entry
+/// over an MTRR UC range is WC: SDM Table 12-7). A 2 MiB page the range only
+/// partly covers is split into 4 KiB pages first, so nothing outside the
+/// range (another device's registers) becomes write-combining. Boot CPU,
+/// before other CPUs run. Returns the 4 KiB pages now write-combining.
+pub fn map_write_combining(start: u64, len: u64) -> Result<u64, Error> {
+    use x86_64::structures::paging::mapper::{MappedFrame, TranslateResult};
+    let (start, end) = (start & !(FRAME_SIZE - 1), start.saturating_add(len).next_multiple_of(FRAME_SIZE));
+    let pml4_phys = PML4.lock();
+    let mut frames = crate::mem::FRAMES.lock();
+    let mut alloc = Frames(&mut frames);
+    // SAFETY: PML4 is the live kernel table, identity-mapped; its lock (held)
+    // serializes page-table edits; only identity mappings of device memory
+    // change (their cache bits, or their page size with the same flags).
+    let mut mapper = unsafe { OffsetPageTable::new(&mut *(*pml4_phys as *mut PageTable), VirtAddr::new(0)) };
+    let mut a = start;
+    let mut changed = 0;
+    while a < end {
+        let TranslateResult::Mapped { flags, frame, .. } = mapper.translate(VirtAddr::new(a)) else { return Err(Error::Map(a)) };
+        let wc = (flags | F::WRITE_THROUGH) & !F::NO_CACHE;
+        if let MappedFrame::Size2MiB(_) = frame {
+            let base = a & !(HUGE - 1);
+            if base >= start && base + HUGE <= end {
+                // SAFETY: see above.
+                unsafe { mapper.update_flags(Page::<Size2MiB>::containing_address(VirtAddr::new(base)), wc) }.map_err(|_| Error::Map(a))?.flush();
+                changed += HUGE / FRAME_SIZE;
+                a = base + HUGE;
+                continue;
+            }
+            // Split: the same flags on 512 small pages (the PAT bit moves
+            // from bit 12 to bit 7; ours is clear in both).
+            let small = flags & !F::HUGE_PAGE;
+            // SAFETY: see above; the 2 MiB mapping is replaced at once by 4 KiB
+            // mappings of the same frames, nothing runs from or caches them.
+            unsafe {
+                mapper.unmap(Page::<Size2MiB>::containing_address(VirtAddr::new(base))).map_err(|_| Error::Map(base))?.1.flush();
+                for p in (base..base + HUGE).step_by(FRAME_SIZE as usize) {
+                    let f = if p >= start && p < end { (small | F::WRITE_THROUGH) & !F::NO_CACHE } else { small };
+                    mapper
+                        .map_to_with_table_flags(
+                            Page::<Size4KiB>::containing_address(VirtAddr::new(p)),
+                            PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(p)),
+                            f,
+                            F::PRESENT | F::WRITABLE,
+                            &mut alloc,
+                        )
+                        .map_err(|_| Error::Map(p))?
+                        .flush();
+                }
+            }
+            let upto = (base + HUGE).min(end);
+            changed += (upto - a) / FRAME_SIZE;
+            a = upto;
+        } else {
+            // SAFETY: see above.
+            unsafe { mapper.update_flags(Page::<Size4KiB>::containing_address(VirtAddr::new(a)), wc) }.map_err(|_| Error::Map(a))?.flush();
+            changed += 1;
+            a += FRAME_SIZE;
+        }
+    }
+    Ok(changed)
+}
+
+/// The PAT index (0-7) of the page mapping `addr` (PWT, PCD, and the PAT bit).
+pub fn pat_index(addr: u64) -> Option<u8> {
+    let pml4_phys = *PML4.lock();
+    // SAFETY: as in `seal_trampoline`; read-only walk.
+    let mapper = unsafe { OffsetPageTable::new(&mut *(pml4_phys as *mut PageTable), VirtAddr::new(0)) };
+    match mapper.translate(VirtAddr::new(addr)) {
+        x86_64::structures::paging::mapper::TranslateResult::Mapped { flags, frame, .. } => {
+            // The PAT bit is bit 7 in a 4 KiB entry, bit 12 in a 2 MiB one.
+            let pat = match frame {
+                x86_64::structures::paging::mapper::MappedFrame::Size4KiB(_) => flags.contains(F::HUGE_PAGE),
+                _ => flags.bits() & (1 << 12) != 0,
+            };
+            Some((pat as u8) << 2 | (flags.contains(F::NO_CACHE) as u8) << 1 | flags.contains(F::WRITE_THROUGH) as u8)
+        }
+        _ => None,
+    }
+}
+
 /// Physical address of the kernel PML4 (for APs' CR3).
 pub fn pml4() -> u64 {
     *PML4.lock()

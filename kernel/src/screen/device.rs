@@ -62,6 +62,14 @@ pub fn init(info: &BootInfo) -> Found {
     if fb.byte_len() == 0 || !writable(fb.addr) || !writable(fb.addr + fb.byte_len() - 1) {
         return Found::None("the framebuffer is not mapped writable");
     }
+    // A pixel framebuffer write-combining (the MTRRs make it uncached: every
+    // redraw would be a stream of single uncached stores on the CPU that
+    // draws). VGA text is 4000 bytes in legacy space: left as it is.
+    if let FbKind::Rgb { .. } = fb.kind
+        && crate::mem::paging::map_write_combining(fb.addr, fb.byte_len()).is_err()
+    {
+        log::warn!("screen: the framebuffer could not be mapped write-combining");
+    }
     // SAFETY: the loader hands the framebuffer to the kernel: `fb.byte_len()`
     // bytes at `fb.addr`, identity-mapped writable (checked above), outside
     // usable RAM so the frame allocator never hands them out, and only this
@@ -210,14 +218,19 @@ pub fn describe(f: &Found, out: &mut dyn core::fmt::Write) -> core::fmt::Result 
             FbKind::Text => write!(out, "VGA text {}x{} at {:#x}", l.cols(), l.rows(), l.fb.addr),
             FbKind::Rgb { .. } => write!(
                 out,
-                "framebuffer {}x{}x{} at {:#x}, {}x{} text cells (glyphs x{})",
+                "framebuffer {}x{}x{} at {:#x}, {}x{} text cells (glyphs x{}), {}",
                 l.fb.width,
                 l.fb.height,
                 l.fb.bpp,
                 l.fb.addr,
                 l.cols(),
                 l.rows(),
-                l.scale
+                l.scale,
+                match crate::mem::paging::pat_index(l.fb.addr) {
+                    Some(1) => "write-combining (PAT entry 1)",
+                    Some(_) => "not write-combining",
+                    None => "not mapped",
+                }
             ),
         },
         Found::None(why) => write!(out, "none ({why})"),

@@ -65,6 +65,7 @@ pub unsafe fn init_this_cpu(c: &'static PerCpu) {
         crate::arch::gdt::load(c, &c.stacks());
     }
     crate::arch::idt::load();
+    crate::mem::paging::load_pat();
 }
 
 /// What an AP runs once it is in long mode on its own stack.
