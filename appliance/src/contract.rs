@@ -116,7 +116,11 @@ pub struct WatchdogStatus {
     pub pmu: u64,
     pub external: u64,
     pub swallowed: u64,
+    /// Counter NMIs that came after their overflow was acknowledged.
+    pub late_pmi: u64,
     pub unknown: u64,
+    /// CPUs whose counter never raised an NMI, on watchdog IPIs instead.
+    pub ipi_fallback_cpus: u64,
     pub lockups: u64,
     pub nested: u64,
     pub exceptions_in_nmi: u64,
@@ -276,7 +280,9 @@ impl Status {
             .num("pmu", w.pmu)
             .num("external", w.external)
             .num("swallowed", w.swallowed)
+            .num("late_pmi", w.late_pmi)
             .num("unknown", w.unknown)
+            .num("ipi_fallback_cpus", w.ipi_fallback_cpus)
             .num("lockups", w.lockups)
             .num("nested", w.nested)
             .num("exceptions_in_nmi", w.exceptions_in_nmi)
@@ -373,8 +379,8 @@ impl Status {
         prometheus_counter(
             &mut o,
             "appliance_nmis_by_source_total",
-            "NMIs over every CPU by source: watchdog IPI, counter overflow, external, latched duplicate, unknown",
-            [("ipi", w.ipi), ("pmu", w.pmu), ("external", w.external), ("swallowed", w.swallowed), ("unknown", w.unknown)]
+            "NMIs over every CPU by source: watchdog IPI, counter overflow, external, latched duplicate, late counter NMI, unknown",
+            [("ipi", w.ipi), ("pmu", w.pmu), ("external", w.external), ("swallowed", w.swallowed), ("late_pmi", w.late_pmi), ("unknown", w.unknown)]
                 .into_iter()
                 .map(|(k, v)| (alloc::format!("source=\"{k}\""), v)),
         );
@@ -597,7 +603,9 @@ mod tests {
                 pmu: 0,
                 external: 1,
                 swallowed: 3,
+                late_pmi: 0,
                 unknown: 0,
+                ipi_fallback_cpus: 0,
                 lockups: 1,
                 nested: 0,
                 exceptions_in_nmi: 3,

@@ -138,3 +138,57 @@ fn tsc_from_cpuid_over_real_processors() {
     assert!(leaf15 >= 15 && leaf16 >= 5 && model >= 1 && none >= 40, "crystal from 0x15: {leaf15}, from 0x16: {leaf16}, by model: {model}, none: {none}");
     eprintln!("{} CPUs: crystal from 0x15 {leaf15}, from 0x16 {leaf16}, by model {model}, no CPUID frequency {none}", entries.len());
 }
+
+/// The performance-counter watchdog's choice (`kernel::nmi::pmu::offer`) on
+/// every real processor, against the decoder's leaf 0xA and AMD facts: the
+/// register set, the counter width and how many counters, or no counter.
+#[test]
+fn pmu_offer_over_real_processors() {
+    use kernel::nmi::pmu::{Counter, Offer, offer};
+    let (mut intel, mut amd, mut none) = (0, 0, 0);
+    let mut problems = Vec::new();
+    for e in &index() {
+        let file = e["file"].as_str().expect("file");
+        let text = std::fs::read(shared().join("dumps").join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
+        let leaves = first_block(&String::from_utf8_lossy(&text));
+        let c = raw_cpuid::CpuId::with_cpuid_reader(move |l: u32, _s: u32| {
+            let [a, b, c, d] = leaves.get(&l).copied().unwrap_or([0; 4]);
+            raw_cpuid::CpuIdResult { eax: a, ebx: b, ecx: c, edx: d }
+        });
+        let got = offer(&c);
+        let vendor = e["vendor"].as_str().unwrap_or("");
+        let pm = &e["arch_perfmon"];
+        let want = match vendor {
+            "GenuineIntel" | "CentaurHauls" | "  Shanghai  " => {
+                let version = u(&pm["version"]);
+                let unavailable = u64::from_str_radix(pm["events_unavailable_ebx"].as_str().unwrap_or("0x0").trim_start_matches("0x"), 16).unwrap_or(0);
+                if pm.is_null() || version == 0 || u(&pm["gp_counters"]) == 0 || unavailable & 1 != 0 {
+                    None
+                } else {
+                    Some((Counter::IntelArch { version: version as u8 }, u(&pm["gp_width"]) as u8, u(&pm["gp_counters"]) as u8))
+                }
+            }
+            "AuthenticAMD" | "HygonGenuine" => {
+                let counter = if e["amd_perfmon_v2"] == true {
+                    Counter::AmdPerfMonV2
+                } else if e["amd_perfctr_ext_core"] == true {
+                    Counter::AmdExtCore
+                } else {
+                    Counter::AmdLegacy
+                };
+                Some((counter, 48, u(&e["amd_core_counters"]) as u8))
+            }
+            _ => None,
+        };
+        match (got, want) {
+            (Offer::Counter { counter, width, counters }, Some(w)) if (counter, width, counters) == w => {
+                if matches!(counter, Counter::IntelArch { .. }) { intel += 1 } else { amd += 1 }
+            }
+            (Offer::None(_), None) => none += 1,
+            (g, w) => problems.push(format!("{file} ({vendor}): offer {g:?}, index says {w:?}")),
+        }
+    }
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(intel >= 40 && amd >= 15 && none >= 5, "intel {intel}, amd {amd}, none {none}");
+    eprintln!("PMU offers: Intel-architectural {intel}, AMD {amd}, none {none}");
+}

@@ -111,6 +111,13 @@ pub struct PerCpu {
     pub nmi_ledger_seen: AtomicU64,
     pub nmi_ledger_credit: AtomicU64,
     pub nmi_ledger_life: AtomicU64,
+    /// The performance counter the watchdog armed on this CPU (u32::MAX: none).
+    pub wd_pmu_index: AtomicU32,
+    /// This CPU's counter never interrupted: CPU 0 sends it watchdog IPIs.
+    pub wd_ipi_fallback: AtomicBool,
+    /// When this CPU last took a counter NMI (ns), and the late ones after it.
+    pub wd_last_pmi_ns: AtomicU64,
+    pub nmi_late_pmi: AtomicU64,
     /// NMIs of watchdog IPIs already accounted for (latched or late), swallowed.
     pub nmi_swallowed: AtomicU64,
     pub nmi_ipi: AtomicU64,
@@ -171,6 +178,10 @@ impl PerCpu {
             nmi_ledger_credit: AtomicU64::new(0),
             nmi_ledger_life: AtomicU64::new(0),
             nmi_swallowed: AtomicU64::new(0),
+            wd_pmu_index: AtomicU32::new(u32::MAX),
+            wd_ipi_fallback: AtomicBool::new(false),
+            wd_last_pmi_ns: AtomicU64::new(0),
+            nmi_late_pmi: AtomicU64::new(0),
             nmi_ipi: AtomicU64::new(0),
             nmi_pmu: AtomicU64::new(0),
             nmi_external: AtomicU64::new(0),

@@ -44,7 +44,7 @@ pub enum Selftest {
     Breakpoint,
     /// Spin the last CPU with interrupts off: the NMI watchdog must report a hard lockup.
     Lockup,
-    /// Hold CPU 1's watchdog NMI handler for three watchdog periods, 20
+    /// Hold CPU 1's watchdog NMI handler for ten watchdog periods, 20
     /// times: IPIs sent meanwhile latch one NMI that finds nothing new. The
     /// NMI ledger must swallow it: no unknown NMI.
     NmiRace,

@@ -300,9 +300,9 @@ fn run_selftest(t: Selftest) {
             }
             let before = crate::nmi::watchdog::totals();
             let period_ns = 1_000_000_000 / hz;
-            crate::nmi::watchdog::selftest_delay_handler(1, 20, 3 * period_ns);
+            crate::nmi::watchdog::selftest_delay_handler(1, 20, 10 * period_ns);
             // Twenty held NMIs, each followed by its latched duplicate, then a margin.
-            let deadline = crate::time::clock::deadline_after_ns(200 * period_ns + 1_000_000_000);
+            let deadline = crate::time::clock::deadline_after_ns(400 * period_ns + 2_000_000_000);
             while crate::nmi::watchdog::selftest_delays_left() > 0 && crate::arch::cpu::rdtsc() < deadline {
                 core::hint::spin_loop();
             }

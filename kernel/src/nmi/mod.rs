@@ -6,5 +6,6 @@ pub mod config;
 pub mod ledger;
 pub mod log;
 pub mod pmu;
+pub mod pmu_driver;
 #[cfg(kernel_target)]
 pub mod watchdog;

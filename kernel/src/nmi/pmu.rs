@@ -23,9 +23,14 @@ pub mod msr {
     /// AMD legacy counter 0.
     pub const AMD_PERF_CTL0: u32 = 0xC001_0000;
     pub const AMD_PERF_CTR0: u32 = 0xC001_0004;
-    /// AMD extended core counter 0 (PerfCtrExtCore).
+    /// AMD extended core counter 0 (PerfCtrExtCore); counter n at +2n.
     pub const AMD_PERF_CTL_EXT0: u32 = 0xC001_0200;
     pub const AMD_PERF_CTR_EXT0: u32 = 0xC001_0201;
+    /// AMD PerfMonV2 global registers (APM Vol. 2 §13.2.2; Linux
+    /// `MSR_AMD64_PERF_CNTR_GLOBAL_*`): overflow status, enable, status clear.
+    pub const AMD_PERF_CNTR_GLOBAL_STATUS: u32 = 0xC000_0300;
+    pub const AMD_PERF_CNTR_GLOBAL_CTL: u32 = 0xC000_0301;
+    pub const AMD_PERF_CNTR_GLOBAL_STATUS_CLR: u32 = 0xC000_0302;
     /// Event select: count in user mode, in kernel mode, interrupt on
     /// overflow (through the LVT performance-counter entry), enable.
     pub const EVTSEL_USR: u64 = 1 << 16;
@@ -45,6 +50,20 @@ pub enum Counter {
     IntelArch { version: u8 },
     AmdLegacy,
     AmdExtCore,
+    /// The core-extension counters with PerfMonV2's global enable and
+    /// overflow status (Zen 4 on: CPUID Fn8000_0022_EAX[0]).
+    AmdPerfMonV2,
+}
+
+/// Global enable / overflow status / overflow clear registers, where the
+/// counter set has them (Intel perfmon v2+, AMD PerfMonV2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Global {
+    pub ctrl: u32,
+    pub status: u32,
+    /// Write 1s to clear status bits (IA32_PERF_GLOBAL_OVF_CTRL, called
+    /// STATUS_RESET from v4 at the same address; AMD's STATUS_CLR).
+    pub clear: u32,
 }
 
 impl Counter {
@@ -53,15 +72,37 @@ impl Counter {
             Counter::IntelArch { .. } => "intel-arch-perfmon",
             Counter::AmdLegacy => "amd-perfctr",
             Counter::AmdExtCore => "amd-perfctr-core",
+            Counter::AmdPerfMonV2 => "amd-perfmon-v2",
         }
     }
 
-    /// (event-select MSR, counter MSR)
+    /// (event-select MSR, counter MSR) of counter 0.
     pub fn msrs(self) -> (u32, u32) {
+        self.msrs_n(0)
+    }
+
+    /// (event-select MSR, counter MSR) of general-purpose counter `n`.
+    pub fn msrs_n(self, n: u8) -> (u32, u32) {
+        let n = n as u32;
         match self {
-            Counter::IntelArch { .. } => (msr::IA32_PERFEVTSEL0, msr::IA32_PMC0),
-            Counter::AmdLegacy => (msr::AMD_PERF_CTL0, msr::AMD_PERF_CTR0),
-            Counter::AmdExtCore => (msr::AMD_PERF_CTL_EXT0, msr::AMD_PERF_CTR_EXT0),
+            Counter::IntelArch { .. } => (msr::IA32_PERFEVTSEL0 + n, msr::IA32_PMC0 + n),
+            Counter::AmdLegacy => (msr::AMD_PERF_CTL0 + n, msr::AMD_PERF_CTR0 + n),
+            Counter::AmdExtCore | Counter::AmdPerfMonV2 => (msr::AMD_PERF_CTL_EXT0 + 2 * n, msr::AMD_PERF_CTR_EXT0 + 2 * n),
+        }
+    }
+
+    /// The global registers, where this counter set has them.
+    pub fn global(self) -> Option<Global> {
+        match self {
+            Counter::IntelArch { version } if version >= 2 => {
+                Some(Global { ctrl: msr::IA32_PERF_GLOBAL_CTRL, status: msr::IA32_PERF_GLOBAL_STATUS, clear: msr::IA32_PERF_GLOBAL_OVF_CTRL })
+            }
+            Counter::AmdPerfMonV2 => Some(Global {
+                ctrl: msr::AMD_PERF_CNTR_GLOBAL_CTL,
+                status: msr::AMD_PERF_CNTR_GLOBAL_STATUS,
+                clear: msr::AMD_PERF_CNTR_GLOBAL_STATUS_CLR,
+            }),
+            _ => None,
         }
     }
 
@@ -69,7 +110,7 @@ impl Counter {
     pub fn evtsel(self, interrupt: bool) -> u64 {
         let event = match self {
             Counter::IntelArch { .. } => msr::INTEL_EVENT_CORE_CYCLES,
-            Counter::AmdLegacy | Counter::AmdExtCore => msr::AMD_EVENT_CPU_CLOCKS,
+            Counter::AmdLegacy | Counter::AmdExtCore | Counter::AmdPerfMonV2 => msr::AMD_EVENT_CPU_CLOCKS,
         };
         event | msr::EVTSEL_USR | msr::EVTSEL_OS | msr::EVTSEL_EN | if interrupt { msr::EVTSEL_INT } else { 0 }
     }
@@ -78,8 +119,9 @@ impl Counter {
 /// What CPUID says about the PMU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Offer {
-    /// A counter to try, of this width in bits.
-    Counter { counter: Counter, width: u8 },
+    /// A counter set to try: counters of this width in bits, and how many
+    /// general-purpose ones there are.
+    Counter { counter: Counter, width: u8, counters: u8 },
     /// No usable counter, and why.
     None(&'static str),
 }
@@ -109,13 +151,19 @@ pub fn offer<R: CpuIdReader>(cpuid: &CpuId<R>) -> Offer {
             if pm.is_core_cyc_ev_unavailable() {
                 return Offer::None("CPUID leaf 0xA says the core-cycles event is unavailable");
             }
-            Offer::Counter { counter: Counter::IntelArch { version: pm.version_id() }, width: pm.counter_bit_width() }
+            Offer::Counter { counter: Counter::IntelArch { version: pm.version_id() }, width: pm.counter_bit_width(), counters: pm.number_of_counters() }
         }
         Some("AuthenticAMD") | Some(HYGON) => {
             let ext = cpuid.get_extended_processor_and_feature_identifiers();
-            let counter = if ext.is_some_and(|e| e.has_perf_cntr_extensions()) { Counter::AmdExtCore } else { Counter::AmdLegacy };
-            // AMD counters are 48 bits wide (APM Vol. 2 §13.2.1).
-            Offer::Counter { counter, width: 48 }
+            let v2 = cpuid.get_extended_performance_monitoring_and_debug().filter(|p| p.has_perf_mon_v2());
+            // AMD counters are 48 bits wide (APM Vol. 2 §13.2.1): 4 legacy
+            // ones, 6 with the core extension, Fn8000_0022_EBX[3:0] with PerfMonV2.
+            let (counter, counters) = match v2 {
+                Some(p) => (Counter::AmdPerfMonV2, p.num_perf_ctr_core().max(1)),
+                None if ext.is_some_and(|e| e.has_perf_cntr_extensions()) => (Counter::AmdExtCore, 6),
+                None => (Counter::AmdLegacy, 4),
+            };
+            Offer::Counter { counter, width: 48, counters }
         }
         _ => Offer::None("unknown CPU vendor: no known performance counters"),
     }
@@ -271,14 +319,14 @@ mod tests {
         // No PerfCtrExtCore in Fn8000_0001_ECX here: the legacy counters are offered,
         // and the watchdog then probes whether the virtual PMU really counts.
         let o = offer(&c);
-        assert_eq!(o, Offer::Counter { counter: Counter::AmdLegacy, width: 48 });
+        assert_eq!(o, Offer::Counter { counter: Counter::AmdLegacy, width: 48, counters: 4 });
         assert!(matches!(select(o, Some(false)), Source::IpiBroadcast(w) if w.contains("does not count")));
     }
 
     #[test]
     fn intel_kvm_guests() {
         let o = offer(&dump(KVM_INTEL_VPMU));
-        assert_eq!(o, Offer::Counter { counter: Counter::IntelArch { version: 2 }, width: 48 });
+        assert_eq!(o, Offer::Counter { counter: Counter::IntelArch { version: 2 }, width: 48, counters: 4 });
         assert_eq!(select(o, Some(true)), Source::PerfCounter(Counter::IntelArch { version: 2 }));
         // A vPMU that does not count (host without PMU passthrough) falls back.
         assert!(matches!(select(o, Some(false)), Source::IpiBroadcast(w) if w.contains("does not count")));
@@ -299,19 +347,19 @@ mod tests {
         for v in [ZHAOXIN, CENTAUR] {
             let r = vendor_regs(v);
             let leaves: &'static [((u32, u32), [u32; 4])] = Box::leak(Box::new([((0, 0), [0xd, r[0], r[2], r[1]]), ((0xA, 0), [0x0730_0402, 0, 0, 0x0000_0603])]));
-            assert_eq!(offer(&dump(leaves)), Offer::Counter { counter: Counter::IntelArch { version: 2 }, width: 48 }, "{v:?}");
+            assert_eq!(offer(&dump(leaves)), Offer::Counter { counter: Counter::IntelArch { version: 2 }, width: 48, counters: 4 }, "{v:?}");
             let no_pmu: &'static [((u32, u32), [u32; 4])] = Box::leak(Box::new([((0, 0), [0xd, r[0], r[2], r[1]])]));
             assert!(matches!(offer(&dump(no_pmu)), Offer::None(w) if !w.contains("unknown CPU vendor")), "{v:?}");
         }
         let h = vendor_regs(HYGON);
         let leaves: &'static [((u32, u32), [u32; 4])] = Box::leak(Box::new([((0, 0), [0xd, h[0], h[2], h[1]]), ((0x8000_0000, 0), [0x8000_0008, 0, 0, 0])]));
-        assert_eq!(offer(&dump(leaves)), Offer::Counter { counter: Counter::AmdLegacy, width: 48 });
+        assert_eq!(offer(&dump(leaves)), Offer::Counter { counter: Counter::AmdLegacy, width: 48, counters: 4 });
     }
 
     #[test]
     fn amd_guests_pick_the_extended_counters_when_offered() {
-        assert_eq!(offer(&dump(KVM_AMD_EPYC)), Offer::Counter { counter: Counter::AmdExtCore, width: 48 });
-        assert_eq!(offer(&dump(AMD_OPTERON)), Offer::Counter { counter: Counter::AmdLegacy, width: 48 });
+        assert_eq!(offer(&dump(KVM_AMD_EPYC)), Offer::Counter { counter: Counter::AmdExtCore, width: 48, counters: 6 });
+        assert_eq!(offer(&dump(AMD_OPTERON)), Offer::Counter { counter: Counter::AmdLegacy, width: 48, counters: 4 });
         assert_eq!(Counter::AmdExtCore.msrs(), (0xC001_0200, 0xC001_0201));
         assert!(matches!(select(offer(&dump(AMD_OPTERON)), None), Source::IpiBroadcast(w) if w.contains("#GP")));
     }

@@ -22,6 +22,7 @@ use raw_cpuid::CpuId;
 use super::ledger;
 use super::log::NmiLog;
 use super::pmu::{self, Counter, Source};
+use super::pmu_driver;
 use crate::apic::lapic::{self, Dest, icr};
 use crate::arch::idt::vector;
 use crate::arch::msr;
@@ -43,6 +44,9 @@ static THRESH_NS: AtomicU64 = AtomicU64::new(10_000_000_000);
 /// Initial counter value (PMU source) and counter width.
 static PMU_INITIAL: AtomicU64 = AtomicU64::new(0);
 static PMU_WIDTH: AtomicU32 = AtomicU32::new(48);
+static PMU_COUNTERS: AtomicU32 = AtomicU32::new(1);
+/// `PerCpu::wd_pmu_index` when no counter is armed on that CPU.
+const NOT_ARMED: u32 = u32::MAX;
 
 /// PC/AT NMI status and control port (0x61; Linux `asm/mach_traps.h`):
 /// bit 7 PCI SERR# seen, bit 6 IOCHK# seen (read); bit 2 clear-and-disable
@@ -63,30 +67,54 @@ pub fn hz() -> u32 {
     HZ.load(Ordering::Relaxed)
 }
 
-/// Does the counter count? Program it without interrupt, burn some cycles,
-/// read it back. `None` when its MSRs fault.
-fn probe(c: Counter) -> Option<bool> {
-    let (sel, ctr) = c.msrs();
-    if !msr::try_wrmsr(sel, 0) || !msr::try_wrmsr(ctr, 0) {
-        return None;
+/// The CPU's PMU registers for [`pmu_driver`]: MSRs through the #GP-safe
+/// accessors, the LVT performance-counter entry through the local APIC.
+struct CpuRegs;
+
+impl pmu_driver::Regs for CpuRegs {
+    fn rdmsr(&mut self, m: u32) -> Option<u64> {
+        msr::try_rdmsr(m)
     }
-    if let Counter::IntelArch { version } = c
-        && version >= 2
-        && !msr::try_wrmsr(pmu::msr::IA32_PERF_GLOBAL_CTRL, 1)
+    fn wrmsr(&mut self, m: u32, v: u64) -> bool {
+        msr::try_wrmsr(m, v)
+    }
+    fn arm_lvtpc(&mut self) {
+        lapic::write(lapic::reg::LVT_PERF, lapic::LVT_DELIVERY_NMI);
+    }
+}
+
+/// Does the counter count? Program the first counter firmware does not use
+/// without interrupt, burn some cycles, read it back, leave it as found.
+/// `Err` when its MSRs fault or every counter is taken.
+fn probe(c: Counter, counters: u8) -> Result<bool, &'static str> {
+    let fault = "the performance counter MSRs fault (#GP)";
+    let n = (0..counters.max(1))
+        .find(|n| msr::try_rdmsr(c.msrs_n(*n).0).is_some_and(|v| v & pmu::msr::EVTSEL_EN == 0))
+        .ok_or(if msr::try_rdmsr(c.msrs().0).is_none() { fault } else { pmu_driver::ArmError::AllTaken(counters).text() })?;
+    let (sel, ctr) = c.msrs_n(n);
+    if !msr::try_wrmsr(sel, 0) || !msr::try_wrmsr(ctr, 0) {
+        return Err(fault);
+    }
+    let global = c.global().map(|g| (g, msr::try_rdmsr(g.ctrl).unwrap_or(0)));
+    if let Some((g, ctl)) = global
+        && !msr::try_wrmsr(g.ctrl, ctl | 1 << n)
     {
-        return None;
+        return Err(fault);
     }
     if !msr::try_wrmsr(sel, c.evtsel(false)) {
-        return None;
+        return Err(fault);
     }
-    let before = msr::try_rdmsr(ctr)?;
+    let before = msr::try_rdmsr(ctr).ok_or(fault)?;
     let mut x = 0u64;
     for i in 0..200_000u64 {
         x = core::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
     }
-    let after = msr::try_rdmsr(ctr)?;
+    let after = msr::try_rdmsr(ctr).ok_or(fault)?;
     msr::try_wrmsr(sel, 0);
-    Some(after != before)
+    if let Some((g, ctl)) = global {
+        msr::try_wrmsr(g.ctrl, ctl);
+    }
+    Ok(after != before)
 }
 
 /// Choose the source (boot CPU, after TSC calibration, before the timers
@@ -98,16 +126,24 @@ pub fn init(cfg: &Config, cpu_hz: u64) -> Source {
         Source::IpiBroadcast("nmi_source=ipi on the command line")
     } else {
         let offer = pmu::offer(&CpuId::new());
-        let counts = match offer {
-            pmu::Offer::Counter { counter, .. } => probe(counter),
-            pmu::Offer::None(_) => None,
+        let (counts, taken) = match offer {
+            pmu::Offer::Counter { counter, counters, .. } => match probe(counter, counters) {
+                Ok(b) => (Some(b), None),
+                Err(why) if why.contains("in use") => (None, Some(why)),
+                Err(_) => (None, None),
+            },
+            pmu::Offer::None(_) => (None, None),
         };
-        let s = pmu::select(offer, counts);
-        if let (Source::PerfCounter(c), pmu::Offer::Counter { width, .. }) = (s, offer) {
+        let s = match taken {
+            Some(why) => Source::IpiBroadcast(why),
+            None => pmu::select(offer, counts),
+        };
+        if let (Source::PerfCounter(c), pmu::Offer::Counter { width, counters, .. }) = (s, offer) {
             match pmu::period(cpu_hz, cfg.hz, c, width) {
                 Ok(p) => {
                     PMU_INITIAL.store(pmu::initial_count(p, width), Ordering::Relaxed);
                     PMU_WIDTH.store(width as u32, Ordering::Relaxed);
+                    PMU_COUNTERS.store(counters as u32, Ordering::Relaxed);
                     info!("nmi: {} counter, {width} bits, period {p} cycles for {} Hz", c.name(), cfg.hz);
                     s
                 }
@@ -135,7 +171,9 @@ pub fn init(cfg: &Config, cpu_hz: u64) -> Source {
 /// The local-APIC timer rate for `cpu`: CPU 0 drives the IPI broadcast.
 pub fn timer_hz_for(cpu: usize, timer_hz: u32) -> u32 {
     match source() {
-        Source::IpiBroadcast(_) if cpu == 0 => timer_hz.max(hz()),
+        // With a counter, CPU 0 still sends IPIs to any CPU whose counter
+        // never interrupted (see `init_cpu`).
+        Source::IpiBroadcast(_) | Source::PerfCounter(_) if cpu == 0 => timer_hz.max(hz()),
         _ => timer_hz,
     }
 }
@@ -147,17 +185,41 @@ pub fn init_cpu() {
     cpu.wd_last_ticks.store(cpu.timer_ticks.load(Ordering::Relaxed), Ordering::Relaxed);
     cpu.wd_last_change_ns.store(clock::now_ns(), Ordering::Relaxed);
     if let Source::PerfCounter(c) = source() {
-        let (sel, ctr) = c.msrs();
-        msr::try_wrmsr(sel, 0);
-        msr::try_wrmsr(ctr, PMU_INITIAL.load(Ordering::Relaxed));
-        lapic::write(lapic::reg::LVT_PERF, lapic::LVT_DELIVERY_NMI);
-        if let Counter::IntelArch { version } = c
-            && version >= 2
-        {
-            msr::try_wrmsr(pmu::msr::IA32_PERF_GLOBAL_OVF_CTRL, 1);
-            msr::try_wrmsr(pmu::msr::IA32_PERF_GLOBAL_CTRL, 1);
+        let width = PMU_WIDTH.load(Ordering::Relaxed) as u8;
+        let counters = PMU_COUNTERS.load(Ordering::Relaxed) as u8;
+        match pmu_driver::arm(&mut CpuRegs, c, width, counters, PMU_INITIAL.load(Ordering::Relaxed)) {
+            Ok((a, skipped)) => {
+                cpu.wd_pmu_index.store(a.index as u32, Ordering::Release);
+                if skipped > 0 {
+                    warn!("nmi: cpu{}: performance counters 0..{} are in use (enabled by firmware); counter {} is the watchdog's", cpu.index(), skipped - 1, a.index);
+                }
+                // The first NMI must come soon, or this CPU gets IPIs instead.
+                let t0 = clock::now_ns();
+                let deadline = pmu_driver::first_nmi_deadline_ns(hz());
+                let ok = loop {
+                    let since = clock::now_ns().saturating_sub(t0);
+                    if let Some(ok) = pmu_driver::first_nmi(cpu.nmi_pmu.load(Ordering::Acquire), since, deadline) {
+                        break ok;
+                    }
+                    core::hint::spin_loop();
+                };
+                if !ok {
+                    cpu.wd_pmu_index.store(NOT_ARMED, Ordering::Release);
+                    msr::try_wrmsr(c.msrs_n(a.index).0, 0);
+                    cpu.wd_ipi_fallback.store(true, Ordering::Release);
+                    warn!(
+                        "nmi: cpu{}: the {} counter counts but raised no NMI within {} ms (PMI not delivered): this CPU gets watchdog NMI IPIs instead",
+                        cpu.index(),
+                        c.name(),
+                        deadline / 1_000_000
+                    );
+                }
+            }
+            Err(e) => {
+                cpu.wd_ipi_fallback.store(true, Ordering::Release);
+                warn!("nmi: cpu{}: no performance counter ({}): this CPU gets watchdog NMI IPIs instead", cpu.index(), e.text());
+            }
         }
-        msr::try_wrmsr(sel, c.evtsel(true));
     }
     if !matches!(source(), Source::Off) {
         log::debug!("nmi: cpu{} apic {}: watchdog source {}", cpu.index(), cpu.apic_id(), source().name());
@@ -169,41 +231,21 @@ pub fn init_cpu() {
 /// processor not started yet (or parked by a failed start) sits in firmware
 /// code, whose handlers an NMI would crash.
 pub fn timer_tick(cpu: &PerCpu) {
-    if cpu.index() != 0 || !matches!(source(), Source::IpiBroadcast(_)) {
+    let all = match source() {
+        Source::IpiBroadcast(_) => true,
+        Source::PerfCounter(_) => false,
+        Source::Off => return,
+    };
+    if cpu.index() != 0 {
         return;
     }
-    for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)) {
+    for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed) && (all || c.wd_ipi_fallback.load(Ordering::Relaxed))) {
         // Count before raising: the target's handler reads the count (see `ledger`).
         c.nmi_ipi_sent.fetch_add(1, Ordering::Release);
         // To its own APIC id too: the "self" shorthand with delivery mode NMI
         // is invalid (SDM Vol. 3A §11.6.1, Table 11-4).
         lapic::send_ipi(Dest::Apic(c.apic_id()), icr::DELIVERY_NMI);
     }
-}
-
-/// Did this CPU's counter overflow? If so, re-arm it (and unmask the LVT
-/// entry, which some CPUs mask on delivery).
-fn pmu_overflowed_and_rearm(c: Counter) -> bool {
-    let (_, ctr) = c.msrs();
-    let over = match c {
-        Counter::IntelArch { version } if version >= 2 => {
-            // SAFETY: the PMU source was chosen because these MSRs exist and count.
-            let st = unsafe { msr::rdmsr(pmu::msr::IA32_PERF_GLOBAL_STATUS) };
-            if st & 1 != 0 {
-                // SAFETY: as above; clears counter 0's overflow bit.
-                unsafe { msr::wrmsr(pmu::msr::IA32_PERF_GLOBAL_OVF_CTRL, 1) };
-            }
-            st & 1 != 0
-        }
-        // SAFETY: as above.
-        _ => pmu::amd_overflowed(unsafe { msr::rdmsr(ctr) }, PMU_WIDTH.load(Ordering::Relaxed) as u8),
-    };
-    if over {
-        // SAFETY: as above; reloads the period.
-        unsafe { msr::wrmsr(ctr, PMU_INITIAL.load(Ordering::Relaxed)) };
-        lapic::write(lapic::reg::LVT_PERF, lapic::LVT_DELIVERY_NMI);
-    }
-    over
 }
 
 /// `selftest=nmi_race`: the CPU whose handler is held, how many more times,
@@ -250,11 +292,16 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
         cpu.nmi_ipi.fetch_add(1, Ordering::Relaxed);
         ours = true;
     }
-    if let Source::PerfCounter(c) = source()
-        && pmu_overflowed_and_rearm(c)
-    {
-        cpu.nmi_pmu.fetch_add(1, Ordering::Relaxed);
-        ours = true;
+    if let Source::PerfCounter(c) = source() {
+        let index = cpu.wd_pmu_index.load(Ordering::Acquire);
+        if index != NOT_ARMED {
+            let a = pmu_driver::Armed { counter: c, index: index as u8, width: PMU_WIDTH.load(Ordering::Relaxed) as u8, initial: PMU_INITIAL.load(Ordering::Relaxed) };
+            if pmu_driver::on_nmi(&mut CpuRegs, &a) {
+                cpu.nmi_pmu.fetch_add(1, Ordering::Relaxed);
+                cpu.wd_last_pmi_ns.store(clock::now_ns(), Ordering::Relaxed);
+                ours = true;
+            }
+        }
     }
     if ours {
         crate::events::record(EventKind::NmiTick, matches!(source(), Source::PerfCounter(_)) as u64);
@@ -263,6 +310,11 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
         cpu.nmi_swallowed.fetch_add(1, Ordering::Relaxed);
     } else if cpu.index() == 0 && external_reason_and_clear() {
         cpu.nmi_external.fetch_add(1, Ordering::Relaxed);
+    } else if matches!(source(), Source::PerfCounter(_))
+        && pmu_driver::unclaimed(Some(clock::now_ns().saturating_sub(cpu.wd_last_pmi_ns.load(Ordering::Relaxed))).filter(|_| cpu.nmi_pmu.load(Ordering::Relaxed) > 0))
+            == pmu_driver::Unclaimed::LatePmi
+    {
+        cpu.nmi_late_pmi.fetch_add(1, Ordering::Relaxed);
     } else {
         cpu.nmi_unknown.fetch_add(1, Ordering::Relaxed);
     }
@@ -358,6 +410,10 @@ pub struct Totals {
     pub external: u64,
     /// Latched duplicates of watchdog IPIs already accounted for.
     pub swallowed: u64,
+    /// Counter NMIs that came after their overflow was acknowledged.
+    pub late_pmi: u64,
+    /// CPUs whose counter never interrupted, now on watchdog IPIs.
+    pub ipi_fallback_cpus: u64,
     /// None of the above.
     pub unknown: u64,
     /// NMIs that arrived while one was running (the nested-NMI path).
@@ -377,6 +433,8 @@ pub fn totals() -> Totals {
         t.pmu += n(&c.nmi_pmu);
         t.external += n(&c.nmi_external);
         t.swallowed += n(&c.nmi_swallowed);
+        t.late_pmi += n(&c.nmi_late_pmi);
+        t.ipi_fallback_cpus += c.wd_ipi_fallback.load(Ordering::Relaxed) as u64;
         t.unknown += n(&c.nmi_unknown);
         t.nested += n(&c.nmi_nested);
         t.exceptions_in_nmi += n(&c.nmi_exceptions);
