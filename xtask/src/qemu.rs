@@ -155,7 +155,14 @@ impl Spec {
             Accel::Auto => return Err("resolve --accel auto with choose_accel first".into()),
         };
         a.extend(accel.args.iter().cloned());
-        a.extend(["-cpu".into(), self.cpu.clone().unwrap_or_else(|| accel.cpu.clone())]);
+        // Under KVM the guest gets a virtual PMU only when asked (QEMU's
+        // `pmu` property is off by default): the watchdog's counter source needs it.
+        let cpu = match (&self.cpu, self.accel) {
+            (Some(c), Accel::Kvm) if !c.contains("pmu=") => format!("{c},pmu=on"),
+            (Some(c), _) => c.clone(),
+            (None, _) => accel.cpu.clone(),
+        };
+        a.extend(["-cpu".into(), cpu]);
         a.extend(["-smp".into(), self.smp.clone(), "-m".into(), self.mem_mib.to_string(), "-serial".into(), if self.serial { "stdio" } else { "none" }.into()]);
         if self.firmware == Firmware::Uefi {
             let code = cfg.firmware.ovmf_code.iter().find(|p| p.exists()).ok_or("no OVMF code image (install the `ovmf` package)")?;
