@@ -49,6 +49,7 @@ pub fn nmi_rate_report(window_ns: u64) {
     let online = || percpu::all().iter().filter(|c| c.online.load(Ordering::Acquire));
     let count = |c: &percpu::PerCpu| c.nmi_ipi.load(Ordering::Relaxed) + c.nmi_pmu.load(Ordering::Relaxed);
     let before: heapless::Vec<u64, { percpu::MAX_CPUS }> = percpu::all().iter().map(count).collect();
+    let pmu_before: heapless::Vec<u64, { percpu::MAX_CPUS }> = percpu::all().iter().map(|c| c.nmi_pmu.load(Ordering::Relaxed)).collect();
     let t0 = kernel::arch::cpu::rdtsc();
     let deadline = clock::deadline_after_ns(window_ns);
     while kernel::arch::cpu::rdtsc() < deadline {
@@ -57,6 +58,14 @@ pub fn nmi_rate_report(window_ns: u64) {
     }
     let ns = clock::ticks_to_ns(kernel::arch::cpu::rdtsc() - t0).max(1);
     let src = kernel::nmi::watchdog::source();
+    // The counter's rate follows the core clock: correct its period from the
+    // median CPU among those the counter serves.
+    let mut pmu: heapless::Vec<u64, { percpu::MAX_CPUS }> =
+        online().filter(|c| !c.wd_ipi_fallback.load(Ordering::Relaxed)).map(|c| c.nmi_pmu.load(Ordering::Relaxed) - pmu_before[c.index()]).collect();
+    pmu.sort_unstable();
+    if let Some(m) = pmu.get(pmu.len() / 2) {
+        kernel::nmi::watchdog::correct_rate(*m, ns);
+    }
     for c in online() {
         let n = count(c) - before[c.index()];
         info!(

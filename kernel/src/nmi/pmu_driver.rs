@@ -124,6 +124,27 @@ pub fn on_nmi(r: &mut impl Regs, a: &Armed) -> bool {
     over
 }
 
+/// The counter counts core cycles, but its period was computed from the
+/// TSC's frequency: with turbo (or a throttled clock) the NMI rate drifts
+/// from the configured one. Given the counter NMIs `nmis` measured over
+/// `window_ns` (the median CPU), the period that brings the rate back to
+/// `hz`, when it is off by more than 10%; clamped to `max` (what one counter
+/// write can load). `None`: leave it.
+pub fn corrected_period(period: u64, nmis: u64, window_ns: u64, hz: u32, max: u64) -> Option<u64> {
+    if nmis == 0 || window_ns == 0 || hz == 0 {
+        return None;
+    }
+    // measured = nmis / window; events per second = period x measured.
+    let measured_mhz = nmis as u128 * 1_000_000_000_000 / window_ns as u128; // milli-Hz
+    let want_mhz = hz as u128 * 1000;
+    let off = measured_mhz.abs_diff(want_mhz) * 100 / want_mhz;
+    if off <= 10 {
+        return None;
+    }
+    let p = (period as u128 * measured_mhz / want_mhz).clamp(1, max as u128) as u64;
+    (p != period).then_some(p)
+}
+
 /// What an NMI no source claimed was, given the time since this CPU's last
 /// counter NMI (`None`: never).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -424,6 +445,38 @@ mod tests {
         assert_eq!(unclaimed(Some(50_000)), Unclaimed::LatePmi);
         assert_eq!(unclaimed(Some(LATE_PMI_WINDOW_NS + 1)), Unclaimed::Unknown);
         assert_eq!(unclaimed(None), Unclaimed::Unknown);
+    }
+
+    /// A core clock 30% above the TSC's (turbo): the simulated counter counts
+    /// 1.3 events per TSC cycle, so 1,300 NMIs a second for 1,000 configured;
+    /// the corrected period brings the rate back within 10%.
+    #[test]
+    fn rate_corrected_when_the_core_clock_is_not_the_tscs() {
+        let mut sim = Sim::new(Counter::IntelArch { version: 2 }, 48, 4);
+        let mut a = armed(&mut sim, 4);
+        let tsc_per_s = 3_000_000_000u64;
+        let measure = |sim: &mut Sim, a: &Armed, period: u64| {
+            let mut nmis = 0;
+            let core_events = tsc_per_s * 13 / 10;
+            let mut left = core_events;
+            while left > 0 {
+                let step = left.min(period / 4);
+                sim.run(step);
+                left -= step;
+                while sim.pending > 0 {
+                    nmis += sim.take(a) as u64;
+                }
+            }
+            nmis
+        };
+        let n = measure(&mut sim, &a, P);
+        assert!((1290..=1310).contains(&n), "{n} NMIs in one second");
+        let p = corrected_period(P, n, 1_000_000_000, 1000, (1 << 31) - 1).expect("30% off: corrected");
+        a.initial = initial_count(p, 48);
+        let n = measure(&mut sim, &a, p);
+        assert!((900..=1100).contains(&n), "{n} NMIs in one second after the correction");
+        assert_eq!(corrected_period(p, n, 1_000_000_000, 1000, (1 << 31) - 1), None, "within 10%: left alone");
+        assert_eq!(corrected_period(P, 0, 1_000_000_000, 1000, u64::MAX), None);
     }
 
     /// A fault on the event select is reported, not ignored.

@@ -45,6 +45,9 @@ static THRESH_NS: AtomicU64 = AtomicU64::new(10_000_000_000);
 static PMU_INITIAL: AtomicU64 = AtomicU64::new(0);
 static PMU_WIDTH: AtomicU32 = AtomicU32::new(48);
 static PMU_COUNTERS: AtomicU32 = AtomicU32::new(1);
+/// The counter period in events, and the most one write can load.
+static PMU_PERIOD: AtomicU64 = AtomicU64::new(0);
+static PMU_MAX_PERIOD: AtomicU64 = AtomicU64::new(0);
 /// `PerCpu::wd_pmu_index` when no counter is armed on that CPU.
 const NOT_ARMED: u32 = u32::MAX;
 
@@ -144,6 +147,8 @@ pub fn init(cfg: &Config, cpu_hz: u64) -> Source {
                     PMU_INITIAL.store(pmu::initial_count(p, width), Ordering::Relaxed);
                     PMU_WIDTH.store(width as u32, Ordering::Relaxed);
                     PMU_COUNTERS.store(counters as u32, Ordering::Relaxed);
+                    PMU_PERIOD.store(p, Ordering::Relaxed);
+                    PMU_MAX_PERIOD.store(pmu::period(u64::MAX, 1, c, width).unwrap_or(p), Ordering::Relaxed);
                     info!("nmi: {} counter, {width} bits, period {p} cycles for {} Hz", c.name(), cfg.hz);
                     s
                 }
@@ -224,6 +229,24 @@ pub fn init_cpu() {
     if !matches!(source(), Source::Off) {
         log::debug!("nmi: cpu{} apic {}: watchdog source {}", cpu.index(), cpu.apic_id(), source().name());
     }
+}
+
+/// Bring the counter NMI rate back to the configured one when the core
+/// clock runs away from the TSC's (turbo, throttling): `nmis` is the median
+/// CPU's counter NMIs over `window_ns`. Every CPU loads the new period at its
+/// next overflow. Not from NMI context (it logs).
+pub fn correct_rate(nmis: u64, window_ns: u64) {
+    let Source::PerfCounter(c) = source() else { return };
+    let period = PMU_PERIOD.load(Ordering::Relaxed);
+    let Some(p) = pmu_driver::corrected_period(period, nmis, window_ns, hz(), PMU_MAX_PERIOD.load(Ordering::Relaxed)) else { return };
+    PMU_PERIOD.store(p, Ordering::Relaxed);
+    PMU_INITIAL.store(pmu::initial_count(p, PMU_WIDTH.load(Ordering::Relaxed) as u8), Ordering::Relaxed);
+    info!(
+        "nmi: {} period corrected from {period} to {p} events: {} NMIs/s measured for {} Hz configured (the core clock is not the TSC's)",
+        c.name(),
+        nmis * 1_000_000_000 / window_ns.max(1),
+        hz()
+    );
 }
 
 /// Called from CPU 0's timer interrupt: one round of watchdog NMIs to every
