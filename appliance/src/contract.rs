@@ -367,13 +367,13 @@ impl Status {
             prometheus_counter(&mut o, name, help, samples);
         }
         let p = &self.patching;
-        for (name, v) in [
-            ("appliance_patch_cycles_total", p.cycles),
-            ("appliance_patch_batches_total", p.batches),
-            ("appliance_patch_sync_rounds_total", p.sync_rounds),
-            ("appliance_patch_sync_failures_total", p.sync_failures),
+        for (name, help, v) in [
+            ("appliance_patch_cycles_total", "patching cycles (every site switched on and off again)", p.cycles),
+            ("appliance_patch_batches_total", "patch batches applied", p.batches),
+            ("appliance_patch_sync_rounds_total", "cross-CPU sync rounds (serializing instruction on every CPU)", p.sync_rounds),
+            ("appliance_patch_sync_failures_total", "sync rounds some CPU did not answer in time", p.sync_failures),
         ] {
-            let _ = writeln!(o, "# TYPE {name} counter\n{name} {v}");
+            prometheus_counter(&mut o, name, help, [(String::new(), v)]);
         }
         let w = &self.watchdog;
         prometheus_counter(
@@ -385,7 +385,7 @@ impl Status {
                 .map(|(k, v)| (alloc::format!("source=\"{k}\""), v)),
         );
         let _ = writeln!(o, "# HELP appliance_tsc_hertz the TSC frequency\n# TYPE appliance_tsc_hertz gauge\nappliance_tsc_hertz{{reference=\"{}\"}} {}", self.clock.reference, self.clock.tsc_hz);
-        let _ = writeln!(o, "# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", self.cpus.len());
+        let _ = writeln!(o, "# HELP appliance_cpus_online CPUs online\n# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", self.cpus.len());
         let h = &self.http;
         for (name, help, v) in [
             ("appliance_http_requests_total", "HTTP requests answered", h.requests),

@@ -15,6 +15,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("mformat", "mtools"),
     ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
     ("babeltrace2", "babeltrace2"),
+    // Prometheus's linter checks /metrics.
+    ("promtool", "prometheus"),
     // The soak report's plots draw their text with it.
     ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "fonts-dejavu-core"),
 ];

@@ -873,7 +873,32 @@ fn link_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<String, 
     if !metrics.contains("appliance_net_link_up 1\n") || !metrics.contains("appliance_heap_bytes{state=\"used\"} ") {
         return Err("/metrics lacks the link and heap gauges".into());
     }
-    Ok(format!("heap {} KiB used", st.heap_used / 1024))
+    promtool_check(&metrics)?;
+    Ok(format!("heap {} KiB used, /metrics passes promtool", st.heap_used / 1024))
+}
+
+/// `promtool check metrics` (Prometheus's own linter, Debian package
+/// `prometheus`) on a /metrics body: no problem reported, exit 0.
+fn promtool_check(metrics: &str) -> std::result::Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool: {e} (install the `prometheus` package)"))?;
+    child.stdin.take().ok_or("promtool stdin")?.write_all(metrics.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() || !out.stdout.is_empty() || !out.stderr.is_empty() {
+        return Err(format!(
+            "promtool check metrics: {} {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// The TSC's time reference on machines without some of them: (test, QEMU
