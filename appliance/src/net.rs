@@ -169,13 +169,30 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
     for f in &devs {
         info!("pci: {} {:04x}:{:04x} class {:02x}.{:02x}", f.df, f.info.vendor_id, f.info.device_id, f.info.class, f.info.subclass);
     }
+    let functions: Vec<appliance::netcheck::PciFunction> = devs
+        .iter()
+        .map(|f| appliance::netcheck::PciFunction {
+            address: alloc::format!("{}", f.df),
+            vendor: f.info.vendor_id,
+            device: f.info.device_id,
+            class: f.info.class,
+            subclass: f.info.subclass,
+        })
+        .collect();
     let (mut dev, model, df) = match Nic::find(&devs) {
         None => {
             warn!("net: no supported NIC (virtio-net, e1000 82540EM/82545EM/82574L) found; the network service is off");
+            for line in appliance::netcheck::unsupported_nics(&functions, None) {
+                warn_user(line);
+            }
             return false;
         }
         Some(Err((e, df))) => {
             warn!("net: NIC at {df}: {e}; the network service is off");
+            let failed = alloc::format!("{df}");
+            for line in appliance::netcheck::unsupported_nics(&functions, Some((failed.as_str(), &alloc::string::ToString::to_string(&e)))) {
+                warn_user(line);
+            }
             return false;
         }
         Some(Ok(n)) => n,

@@ -1,8 +1,10 @@
 //! What the network service tells the user about its own configuration:
 //! a static address whose gateway is off its subnet, and the ARP probe that
-//! finds out whether the gateway answers at all. Pure logic, host-tested.
+//! finds out whether the gateway answers at all, and the network devices no
+//! driver took. Pure logic, host-tested.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt::Write;
 
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Ipv4Address};
@@ -58,9 +60,67 @@ pub fn arp_from(frame: &[u8], ip: [u8; 4]) -> bool {
     matches!(ArpRepr::parse(&p), Ok(ArpRepr::EthernetIpv4 { source_protocol_addr, .. }) if source_protocol_addr == Ipv4Address::from(ip))
 }
 
+/// A PCI function as the PCI scan found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciFunction {
+    /// `bus:device.function`.
+    pub address: String,
+    pub vendor: u16,
+    pub device: u16,
+    pub class: u8,
+    pub subclass: u8,
+}
+
+/// PCI class 02h (network controller) subclasses (PCI Code and ID
+/// Assignment Specification 1.12, §1.3).
+fn network_subclass(sub: u8) -> &'static str {
+    match sub {
+        0x00 => "Ethernet controller",
+        0x01 => "Token Ring controller",
+        0x02 => "FDDI controller",
+        0x03 => "ATM controller",
+        0x04 => "ISDN controller",
+        0x07 => "InfiniBand controller",
+        0x08 => "host fabric controller",
+        _ => "network controller",
+    }
+}
+
+/// The PCI class of network controllers.
+pub const PCI_CLASS_NETWORK: u8 = 0x02;
+
+/// One line per network-class function no driver took, for the console,
+/// `/status` and the screen: `00:02.0 8086:10c9 Ethernet controller (class
+/// 02.00): no driver` (or the driver's failure).
+pub fn unsupported_nics(functions: &[PciFunction], failed: Option<(&str, &str)>) -> Vec<String> {
+    functions
+        .iter()
+        .filter(|f| f.class == PCI_CLASS_NETWORK)
+        .map(|f| {
+            let why = match failed {
+                Some((addr, why)) if addr == f.address => alloc::format!("driver failed: {why}"),
+                _ => String::from("no driver"),
+            };
+            alloc::format!("{} {:04x}:{:04x} {} (class {:02x}.{:02x}): {why}", f.address, f.vendor, f.device, network_subclass(f.subclass), f.class, f.subclass)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_functions_without_a_driver_are_named() {
+        let f = |address: &str, vendor, device, class, subclass| PciFunction { address: address.into(), vendor, device, class, subclass };
+        let devs = [f("00:00.0", 0x8086, 0x29c0, 0x06, 0x00), f("00:02.0", 0x8086, 0x10c9, 0x02, 0x00), f("03:00.0", 0x15b3, 0x1017, 0x02, 0x07)];
+        assert_eq!(
+            unsupported_nics(&devs, None),
+            ["00:02.0 8086:10c9 Ethernet controller (class 02.00): no driver", "03:00.0 15b3:1017 InfiniBand controller (class 02.07): no driver"]
+        );
+        assert_eq!(unsupported_nics(&devs, Some(("00:02.0", "no MAC address")))[0], "00:02.0 8086:10c9 Ethernet controller (class 02.00): driver failed: no MAC address");
+        assert!(unsupported_nics(&devs[..1], None).is_empty());
+    }
 
     #[test]
     fn static_configurations() {

@@ -318,6 +318,14 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
     let mut race = ok("nmi_latched_duplicates_are_not_unknown", kernel_boot(elf, "selftest=nmi_race nmi_watchdog_hz=1000", "2"), &[0, 1]);
     race.check = Some(nmi_race_handled);
     v.push(race);
+    // A machine whose only NIC has no driver (QEMU 10's igb, 82576): the
+    // device is named on the console (and in /status and on the screen) and
+    // patching goes on to its verdict.
+    let mut igb = patch("net_unsupported_nic_named_and_patching_goes_on", "patch_cycles=1 patch_sites=200", "2", None);
+    igb.spec.net = Some((0, "igb".into()));
+    igb.expect.push("net: 00:02.0 8086:10c9 Ethernet controller (class 02.00): no driver".into());
+    igb.timeout = Duration::from_secs(120);
+    v.push(igb);
     // Interrupts nobody handles (a stray IPI to every CPU, the RTC through
     // the IO-APIC) are acknowledged and counted; every timer keeps ticking.
     let mut irq = ok("irq_unexpected_vectors_acknowledged", kernel_boot(elf, "selftest=irq_hygiene", "4"), &[0, 1, 2, 3]);
