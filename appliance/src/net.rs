@@ -24,9 +24,10 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4C
 /// Largest request head accepted.
 const MAX_REQUEST: usize = appliance::http::MAX_HEAD;
 
-/// The function an address is in, from the embedded symbol table.
+/// The function an address is in, from the embedded symbol table (none
+/// outside every function: the trace then shows the address).
 fn symbol(addr: u64) -> Option<&'static str> {
-    kernel::debug::backtrace::table().and_then(|t| t.lookup(addr)).map(|l| l.symbol.name)
+    kernel::debug::backtrace::table().and_then(|t| t.function(addr)).map(|l| l.symbol.name)
 }
 
 enum Conn {

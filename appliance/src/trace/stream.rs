@@ -146,7 +146,11 @@ impl<'r> TraceStream<'r> {
                 line.push_str(",\n");
             }
             self.first = false;
-            encode::chrome_event(&mut line, &e, name.unwrap_or("?"), parent.unwrap_or("?"));
+            // Outside every function: the address, as the text trace shows it.
+            let hex = |a: u64| alloc::format!("{a:#x}");
+            let name = name.map_or_else(|| hex(e.ip), String::from);
+            let parent = parent.map_or_else(|| hex(e.parent), String::from);
+            encode::chrome_event(&mut line, &e, &name, &parent);
         } else {
             encode::ftrace_line(&mut line, &e, name, parent);
         }
@@ -248,6 +252,12 @@ mod tests {
         assert_eq!(v["traceEvents"].as_array().unwrap().len(), 2);
         assert_eq!(v["otherData"]["lost_events"], 0);
         assert_eq!(v["otherData"]["produced_events"], 2);
+        assert_eq!(v["traceEvents"][0]["args"]["parent"], "caller");
+        // A parent outside every function (the symbolizer knows none): its address.
+        rings[0].rings[0].push(&Event { parent: 0x9001, ..ev(3, 0, 0) });
+        let text = drain(&mut TraceStream::new(&rings, true, false, names));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["traceEvents"][2]["args"]["parent"], "0x9001");
     }
 
     #[test]

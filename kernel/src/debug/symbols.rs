@@ -181,6 +181,13 @@ impl<'a> SymbolTable<'a> {
             .map(|symbol| Location { symbol, offset })
     }
 
+    /// The function containing `addr`: a sized symbol only, never a label
+    /// (`__kernel_end` and the like cover every address up to the next
+    /// symbol, which names no code).
+    pub fn function(&self, addr: u64) -> Option<Location<'a>> {
+        self.lookup(addr).filter(|l| l.symbol.len > 0)
+    }
+
     /// Exact lookup by name (linear; for boot-time use, not hot paths).
     pub fn find(&self, name: &str) -> Option<Symbol<'a>> {
         (0..self.len()).filter_map(|i| self.get(i)).find(|s| s.name == name)
@@ -253,6 +260,8 @@ mod tests {
         assert_eq!(t.lookup(0x20_3040), None, "gap after kernel::c");
         // A zero-length symbol covers what follows it up to the next symbol.
         assert_eq!(t.lookup(0x20_4010).unwrap().symbol.name, "__text_end");
+        assert_eq!(t.function(0x20_4010), None, "a label is no function");
+        assert_eq!(t.function(0x20_303f).unwrap().symbol.name, "kernel::c");
     }
 
     #[test]
