@@ -1104,6 +1104,12 @@ fn net_case(elf: &Path, nic: &str, cpu: Option<&str>, logs: &Path) -> std::resul
     if code != 200 || !body.starts_with("{\"displayTimeUnit\"") || !body.trim_end().ends_with('}') || !body.contains("\"ph\":\"i\"") {
         return Err(format!("/trace.json: {code}, {} bytes", body.len()));
     }
+    // One JSON document with a named track per CPU (Perfetto shows "cpu N").
+    let doc: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("/trace.json is not JSON: {e}"))?;
+    let tracks = doc["traceEvents"].as_array().map_or(0, |a| a.iter().filter(|e| e["ph"] == "M" && e["name"] == "thread_name").count());
+    if tracks != 4 {
+        return Err(format!("/trace.json names {tracks} CPU tracks, expected 4"));
+    }
     // follow=1 streams live: read a while, then hang up mid-stream. A
     // connection reset while every socket is busy is retried, as a client would.
     let mut follow = Err(String::new());

@@ -68,10 +68,17 @@ impl<'r> TraceStream<'r> {
         let mut pending = Vec::new();
         if json {
             pending.extend_from_slice(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n");
+            // Metadata events: the process and one named track per CPU
+            // (Chrome trace event format, "M" phase; Perfetto shows the names).
+            pending.extend_from_slice(b"{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"args\":{\"name\":\"trace appliance\"}}");
+            for cpu in 0..rings.len() {
+                let m = alloc::format!(",\n{{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,\"tid\":{cpu},\"args\":{{\"name\":\"cpu {cpu}\"}}}}");
+                pending.extend_from_slice(m.as_bytes());
+            }
         } else {
             pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
         }
-        let mut t = TraceStream { rings, cursors, pending, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: true, follow, symbol };
+        let mut t = TraceStream { rings, cursors, pending, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: !json, follow, symbol };
         for (cpu, n) in lost_at_start.into_iter().enumerate() {
             t.lost(cpu, n);
         }
@@ -249,15 +256,18 @@ mod tests {
         rings[0].rings[0].push(&ev(2, 0, 0));
         let text = drain(&mut TraceStream::new(&rings, true, false, names));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["traceEvents"].as_array().unwrap().len(), 2);
+        // The process name, one track name per CPU, then the events.
+        assert_eq!(v["traceEvents"].as_array().unwrap().len(), 1 + 1 + 2);
+        assert_eq!(v["traceEvents"][1]["args"]["name"], "cpu 0");
+        assert_eq!(v["traceEvents"][1]["ph"], "M");
         assert_eq!(v["otherData"]["lost_events"], 0);
         assert_eq!(v["otherData"]["produced_events"], 2);
-        assert_eq!(v["traceEvents"][0]["args"]["parent"], "caller");
+        assert_eq!(v["traceEvents"][2]["args"]["parent"], "caller");
         // A parent outside every function (the symbolizer knows none): its address.
         rings[0].rings[0].push(&Event { parent: 0x9001, ..ev(3, 0, 0) });
         let text = drain(&mut TraceStream::new(&rings, true, false, names));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["traceEvents"][2]["args"]["parent"], "0x9001");
+        assert_eq!(v["traceEvents"][4]["args"]["parent"], "0x9001");
     }
 
     #[test]
