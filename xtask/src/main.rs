@@ -8,6 +8,7 @@ mod build;
 mod deps;
 mod image;
 mod qemu;
+mod remote;
 mod run;
 mod soak;
 mod stress;
@@ -73,6 +74,8 @@ enum Cmd {
     /// The endpoint under load, slowloris, idle floods, never-read streams and link flaps, and tiny-ring
     /// accounting; report in target/stress/ (not part of `test`)
     Stress(stress::StressArgs),
+    /// Download a snapshot (CTF, JSON, text, status, metrics, NMI log) from an appliance by URL
+    Fetch(remote::FetchArgs),
     /// Benchmarks: the appliance's (bench boot, a service boot per NIC, NMI-rate boots) and the silicon harness's
     Bench(bench::BenchArgs),
     /// The patching protocol on this machine's CPUs from Linux user space (options: `cargo xtask silicon -- --help`)
@@ -141,6 +144,7 @@ fn main() {
         Cmd::Usb { device } => usb::main(&device),
         Cmd::Soak(a) => soak::main(&a),
         Cmd::Stress(a) => stress::main(&a),
+        Cmd::Fetch(a) => remote::fetch_main(&a),
         Cmd::CpuidDump { name } => cpuid_dump(&name),
     };
     if let Err(e) = result {

@@ -512,9 +512,14 @@ pub fn free_port() -> std::io::Result<u16> {
 /// body). A connection reset (every server socket busy: the service bounds
 /// its connections) is retried on a new connection, as a client would.
 pub fn http(port: u16, request: &str) -> std::result::Result<(u16, String), String> {
+    http_at(&format!("127.0.0.1:{port}"), request)
+}
+
+/// [`http`] to any `host:port` (an appliance on another machine).
+pub fn http_at(addr: &str, request: &str) -> std::result::Result<(u16, String), String> {
     let mut last = String::new();
     for _ in 0..5 {
-        match http_once(port, request) {
+        match http_once(addr, request) {
             Err(e) if e.contains("reset") || e.contains("refused") => last = e,
             r => return r,
         }
@@ -522,17 +527,26 @@ pub fn http(port: u16, request: &str) -> std::result::Result<(u16, String), Stri
     Err(last)
 }
 
-fn http_once(port: u16, request: &str) -> std::result::Result<(u16, String), String> {
+fn http_once(addr: &str, request: &str) -> std::result::Result<(u16, String), String> {
+    let (code, body) = http_bytes_at(addr, request)?;
+    Ok((code, String::from_utf8_lossy(&body).to_string()))
+}
+
+/// One HTTP/1.1 exchange (no retry), the body as bytes (a tar archive).
+/// Bounded: 5 s to connect, 20 s without a byte.
+pub fn http_bytes_at(addr: &str, request: &str) -> std::result::Result<(u16, Vec<u8>), String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    use std::net::ToSocketAddrs;
+    let sa = addr.to_socket_addrs().map_err(|e| format!("{addr}: {e}"))?.next().ok_or_else(|| format!("{addr}: no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
     s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| format!("reading the response: {e}"))?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no status line in {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((code, body))
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| format!("no HTTP head in {} bytes", buf.len()))?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no status line in {head:?}"))?;
+    Ok((code, buf[split + 4..].to_vec()))
 }
 
 /// `GET /status`, decoded into the appliance's own type.

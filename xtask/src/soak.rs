@@ -86,6 +86,11 @@ pub struct SoakArgs {
     /// Report directory (default target/soak)
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also poll an appliance running elsewhere (a machine booted from the USB image, a KVM guest on
+    /// another host) by URL, for the same duration, as one more row (repeatable; with --target and no
+    /// --models, only the targets)
+    #[arg(long)]
+    target: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +105,7 @@ struct Opts {
     nic: String,
     out: PathBuf,
     list_only: bool,
+    targets: Vec<String>,
 }
 
 fn parse(a: &SoakArgs) -> Result<Opts> {
@@ -115,9 +121,11 @@ fn parse(a: &SoakArgs) -> Result<Opts> {
         nic: a.nic.clone(),
         out: a.out.clone().unwrap_or_else(|| root().join("target/soak")),
         list_only: false,
+        targets: a.target.clone(),
     };
     let kvm = qemu::kvm_hardware().is_ok();
     o.models = match models.as_deref() {
+        None if !o.targets.is_empty() => Vec::new(),
         None | Some("default") => default_models(kvm),
         Some("list") => {
             o.list_only = true;
@@ -125,7 +133,7 @@ fn parse(a: &SoakArgs) -> Result<Opts> {
         }
         Some(list) => model_list(list),
     };
-    if o.models.is_empty() {
+    if o.models.is_empty() && o.targets.is_empty() {
         return Err("--models names no model".into());
     }
     Ok(o)
@@ -453,15 +461,16 @@ pub fn main(args: &SoakArgs) -> Result<()> {
     if o.jobs == 0 {
         o.jobs = cores;
     }
-    o.jobs = o.jobs.min(o.models.len());
+    o.jobs = o.jobs.min(o.models.len()).max(1);
     // The runs boot a copy kept with the report: the ELF they tested, and
     // safe from rebuilds while later runs wait for their turn.
     std::fs::create_dir_all(o.out.join("logs"))?;
     let elf = o.out.join("appliance.elf");
     std::fs::copy(crate::build::build_elf()?, &elf)?;
     println!(
-        "soak: {} models x {}, {} at a time, --smp {}, strategy {}, accelerator {why}",
+        "soak: {} models{} x {}, {} at a time, --smp {}, strategy {}, accelerator {why}",
         o.models.len(),
+        if o.targets.is_empty() { String::new() } else { format!(" and {} remote targets", o.targets.len()) },
         duration(o.seconds),
         o.jobs,
         o.smp,
@@ -476,6 +485,19 @@ pub fn main(args: &SoakArgs) -> Result<()> {
     let results: Mutex<Vec<(usize, RunReport)>> = Mutex::new(Vec::new());
     let started = Instant::now();
     std::thread::scope(|s| {
+        // Remote targets: a thread each, beside the QEMU runs (they cost this host nothing).
+        for (k, url) in o.targets.iter().enumerate() {
+            let (o, results) = (&o, &results);
+            s.spawn(move || {
+                println!("soak: target {url}: polling /status for {}", duration(o.seconds));
+                let r = crate::remote::watch(url, o.seconds, POLL, SILENCE);
+                match &r.failure {
+                    None => println!("soak: target {url}: passed ({})", r.kernel_verdict.as_deref().unwrap_or("")),
+                    Some(f) => println!("soak: target {url}: FAILED: {f}"),
+                }
+                results.lock().expect("results").push((o.models.len() + k, r));
+            });
+        }
         for _ in 0..o.jobs {
             s.spawn(|| {
                 loop {

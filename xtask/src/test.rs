@@ -885,6 +885,48 @@ fn link_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<String, 
     Ok(format!("heap {} KiB used, /metrics passes promtool", st.heap_used / 1024))
 }
 
+/// An appliance addressed by URL, as a physical machine would be: `cargo
+/// xtask soak --target URL` gives it a passing row with its CPU from
+/// /status, `fetch` downloads CTF (unpacked), JSON and status snapshots,
+/// and once it is gone a watch fails with the reason in bounded time.
+fn remote_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
+    let scratch = qemu::TempDir::new("remote").map_err(|e| e.to_string())?;
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
+    let mut spec = Spec::new(Boot::Kernel { elf: elf.to_path_buf(), append: "patch=on patch_interval_us=1000".into() });
+    spec.smp = "4".into();
+    spec.net = Some((port, "virtio-net-pci".into()));
+    let mut run = qemu::spawn(&spec, &logs.join("remote_target.log"), false).map_err(|e| e.to_string())?;
+    let mut log = String::new();
+    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    let url = format!("http://127.0.0.1:{port}");
+    let out = scratch.0.join("soak");
+    let out_s = out.display().to_string();
+    crate::soak::main_with(&["--target", &url, "--seconds", "20", "--out", &out_s]).map_err(|e| format!("soak --target: {e}"))?;
+    let md = std::fs::read_to_string(out.join("report.md")).map_err(|e| e.to_string())?;
+    let row = md.lines().find(|l| l.starts_with(&format!("| target {url} |"))).ok_or_else(|| format!("no row for the target in:\n{md}"))?;
+    if !row.ends_with("| passed |") || !row.contains("| 4 | x2apic |") {
+        return Err(format!("target row: {row}"));
+    }
+    let dir = scratch.0.join("fetch");
+    for format in ["ctf", "json", "status"] {
+        crate::remote::fetch(&url, format, &dir)?;
+    }
+    if !dir.join("trace/metadata").is_file() {
+        return Err("fetch --format ctf: no trace/metadata unpacked".into());
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("trace.json")).map_err(|e| e.to_string())?).map_err(|e| format!("trace.json: {e}"))?;
+    if json["traceEvents"].as_array().is_none_or(|a| a.is_empty()) {
+        return Err("fetch --format json: no events".into());
+    }
+    drop(run);
+    let t = Instant::now();
+    let gone = crate::remote::watch(&url, 60, Duration::from_millis(500), Duration::from_secs(3));
+    if gone.passed || !gone.failure.as_deref().is_some_and(|f| f.starts_with("stopped answering")) || t.elapsed() > Duration::from_secs(20) {
+        return Err(format!("a vanished target: {:?} after {:?}", gone.failure, t.elapsed()));
+    }
+    Ok(format!("soak row passed, ctf/json/status fetched, a vanished target failed in {:.1} s", t.elapsed().as_secs_f64()))
+}
+
 /// `promtool check metrics` (Prometheus's own linter, Debian package
 /// `prometheus`) on a /metrics body: no problem reported, exit 0.
 fn promtool_check(metrics: &str) -> std::result::Result<(), String> {
@@ -1463,6 +1505,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
     for (name, machine, append, want, about_others) in CLOCK_CASES {
         driven.push((name, false, false, Box::new(move || clock_case(elf, name, machine, append, want, about_others, logs))));
     }
+    driven.push(("remote_soak_target_and_fetch", false, false, Box::new(move || remote_case(elf, logs))));
     driven.push(("net_static_misconfigured", false, true, Box::new(move || static_misconfig_case(elf, logs))));
     driven.push(("net_starvation_never_read_and_slowloris", false, true, Box::new(move || starvation_case(elf, logs))));
     for (name, overflow) in [("trace_accounting_overwrite", "overwrite"), ("trace_accounting_drop", "drop")] {
