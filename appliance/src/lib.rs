@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod contract;
 pub mod control;
 pub mod http;
+pub mod live_page;
 pub mod netcheck;
 pub mod serve;
 pub mod status_screen;

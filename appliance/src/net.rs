@@ -668,6 +668,7 @@ fn respond(r: &Request<'_>) -> String {
         return reply(405, "text/plain", "GET, or POST to /control/*\n");
     }
     match r.path {
+        "/" | "/index.html" => reply(200, "text/html; charset=utf-8", appliance::live_page::HTML),
         "/status" => reply(200, "application/json", &crate::status::collect().to_json()),
         "/metrics" => reply(200, "text/plain; version=0.0.4", &crate::status::collect().to_metrics()),
         "/nmi-log" => {

@@ -17,6 +17,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("babeltrace2", "babeltrace2"),
     // Prometheus's linter checks /metrics.
     ("promtool", "prometheus"),
+    // Renders the live page (`GET /`) in a test.
+    ("chromium", "chromium"),
     // The soak report's plots draw their text with it.
     ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "fonts-dejavu-core"),
 ];

@@ -927,6 +927,57 @@ fn remote_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
     Ok(format!("soak row passed, ctf/json/status fetched, a vanished target failed in {:.1} s", t.elapsed().as_secs_f64()))
 }
 
+/// `GET /` in headless Chromium: the page's script fills in the live values
+/// from /status (checked in the rendered DOM), and a screenshot is kept with
+/// the test logs.
+fn live_page_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
+    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000", "4");
+    spec.net = Some((port, "virtio-net-pci".into()));
+    let mut run = qemu::spawn(&spec, &logs.join("live_page.log"), false).map_err(|e| e.to_string())?;
+    let mut log = String::new();
+    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut chromium = |extra: &[&str]| -> std::result::Result<std::process::Output, String> {
+        let mut child = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1000", "--virtual-time-budget=5000"])
+            .args(extra)
+            .arg(&url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("chromium: {e} (install the `chromium` package)"))?;
+        // Bounded: a wedged browser is killed.
+        let t = Instant::now();
+        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if t.elapsed() > Duration::from_secs(90) {
+                let _ = child.kill();
+                return Err("chromium did not finish within 90 s".into());
+            }
+            let _ = run.wait_line(run.started.elapsed() + Duration::from_millis(200), &mut log, |_| false);
+        }
+        child.wait_with_output().map_err(|e| e.to_string())
+    };
+    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"])?.stdout).to_string();
+    for want in ["id=\"cpus\">4<", "id=\"source\">ipi-broadcast<", "id=\"torn\" class=\"good\">0<", "id=\"strategy\">int3/cpuid<", "href=\"/trace.ctf.tar\""] {
+        if !dom.contains(want) {
+            let facts = dom.split("class=\"facts\"").nth(1).and_then(|f| f.split("</div>").next()).unwrap_or(&dom);
+            return Err(format!("the rendered page lacks `{want}`: {facts}"));
+        }
+    }
+    let body = dom.split("id=\"percpu\">").nth(1).and_then(|b| b.split("</tbody>").next()).unwrap_or("");
+    let rows = body.matches("<tr><td>").count();
+    if rows != 4 {
+        return Err(format!("{rows} per-CPU rows in the rendered page, expected 4"));
+    }
+    let shot = logs.join("live_page.png");
+    chromium(&[&format!("--screenshot={}", shot.display())])?;
+    if std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) < 1000 {
+        return Err("no screenshot".into());
+    }
+    Ok(format!("rendered with live values, screenshot {}", shot.display()))
+}
+
 /// `promtool check metrics` (Prometheus's own linter, Debian package
 /// `prometheus`) on a /metrics body: no problem reported, exit 0.
 fn promtool_check(metrics: &str) -> std::result::Result<(), String> {
@@ -1507,6 +1558,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
         driven.push((name, false, false, Box::new(move || clock_case(elf, name, machine, append, want, about_others, logs))));
     }
     driven.push(("remote_soak_target_and_fetch", false, false, Box::new(move || remote_case(elf, logs))));
+    driven.push(("live_page_in_headless_chromium", false, false, Box::new(move || live_page_case(elf, logs))));
     driven.push(("net_static_misconfigured", false, true, Box::new(move || static_misconfig_case(elf, logs))));
     driven.push(("net_starvation_never_read_and_slowloris", false, true, Box::new(move || starvation_case(elf, logs))));
     for (name, overflow) in [("trace_accounting_overwrite", "overwrite"), ("trace_accounting_drop", "drop")] {
