@@ -74,18 +74,7 @@ pub fn fetch(url: &str, format: &str, out: &Path) -> std::result::Result<(PathBu
 /// than `silence` fails it, as does no first answer within `silence`), and
 /// its last counters show no torn execution under int3 and no unknown NMI.
 pub fn watch(url: &str, seconds: u64, poll: Duration, silence: Duration) -> RunReport {
-    let name = format!("target {url}");
-    let mut r = RunReport {
-        model: name,
-        passed: false,
-        failure: None,
-        kernel_verdict: None,
-        machine: None,
-        last: None,
-        samples: Vec::new(),
-        serial_log: PathBuf::new(),
-        wall_s: 0.0,
-    };
+    let mut r = RunReport { failure: None, ..RunReport::not_started(&format!("target {url}"), String::new()) };
     let addr = match target_addr(url) {
         Ok(a) => a,
         Err(e) => {

@@ -250,7 +250,7 @@ const SILENCE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_secs(5);
 
 impl RunReport {
-    fn not_started(model: &str, why: String) -> RunReport {
+    pub(crate) fn not_started(model: &str, why: String) -> RunReport {
         RunReport {
             model: model.into(),
             passed: false,
