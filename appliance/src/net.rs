@@ -180,9 +180,13 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
             subclass: f.info.subclass,
         })
         .collect();
-    let (mut dev, model, df) = match Nic::find(&devs) {
+    let (mut dev, model, df) = match Nic::find(&devs, conf.nic) {
         None => {
-            warn!("net: no supported NIC (virtio-net, e1000 82540EM/82545EM/82574L) found; the network service is off");
+            if conf.nic == kernel::boot::cmdline::NicChoice::Auto {
+                warn!("net: no supported NIC (virtio-net, e1000 82540EM/82545EM/82574L) found; the network service is off");
+            } else {
+                warn!("net: nic={:?} matches no supported NIC; the network service is off", conf.nic);
+            }
             for line in appliance::netcheck::unsupported_nics(&functions, None) {
                 warn_user(line);
             }

@@ -122,6 +122,8 @@ pub struct Spec {
     pub qmp: Option<PathBuf>,
     /// COM1 on stdio (false: no serial port at all, as on most PCs).
     pub serial: bool,
+    /// More QEMU arguments (a second NIC, ...).
+    pub extra: Vec<String>,
 }
 
 impl Spec {
@@ -137,6 +139,7 @@ impl Spec {
             net: None,
             qmp: None,
             serial: true,
+            extra: Vec::new(),
         }
     }
 
@@ -197,6 +200,7 @@ impl Spec {
                 "usb-storage,bus=xhci.0,drive=usbstick,bootindex=0".into(),
             ]),
         }
+        a.extend(self.extra.iter().cloned());
         match &self.net {
             Some((port, model)) => a.extend([
                 "-netdev".into(),

@@ -978,6 +978,28 @@ fn live_page_case(elf: &Path, logs: &Path) -> std::result::Result<String, String
     Ok(format!("rendered with live values, screenshot {}", shot.display()))
 }
 
+/// Two NICs: `nic=e1000` (and `nic=` by PCI address) picks the one that
+/// serves, over the virtio-net that comes first in the documented order.
+fn nic_choice_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
+    let mut seen = Vec::new();
+    for (choice, want) in [("nic=e1000", "82540EM at 00:03.0"), ("nic=00:03.0", "82540EM at 00:03.0")] {
+        let port = qemu::free_port().map_err(|e| e.to_string())?;
+        let mut spec = kernel_boot(elf, &format!("patch=on patch_interval_us=1000 {choice}"), "2");
+        // 00:02.0: a virtio-net with no backend (first in the documented order); 00:03.0: the e1000 that is wired.
+        spec.extra = vec!["-device".into(), "virtio-net-pci,addr=02.0".into()];
+        spec.net = Some((port, "e1000,addr=03.0".into()));
+        let mut run = qemu::spawn(&spec, &logs.join(format!("net_nic_choice_{}.log", choice.replace([':', '=', '.'], "_"))), false).map_err(|e| e.to_string())?;
+        let mut log = String::new();
+        run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or_else(|| format!("{choice}: the service never listened"))?;
+        let st = qemu::status(port)?;
+        if st.net.nic != want {
+            return Err(format!("{choice}: /status says the NIC is `{}`, expected `{want}`", st.net.nic));
+        }
+        seen.push(format!("{choice} -> {}", st.net.nic));
+    }
+    Ok(seen.join(", "))
+}
+
 /// `promtool check metrics` (Prometheus's own linter, Debian package
 /// `prometheus`) on a /metrics body: no problem reported, exit 0.
 fn promtool_check(metrics: &str) -> std::result::Result<(), String> {
@@ -1558,6 +1580,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
         driven.push((name, false, false, Box::new(move || clock_case(elf, name, machine, append, want, about_others, logs))));
     }
     driven.push(("remote_soak_target_and_fetch", false, false, Box::new(move || remote_case(elf, logs))));
+    driven.push(("net_nic_choice_by_kind_and_address", false, false, Box::new(move || nic_choice_case(elf, logs))));
     driven.push(("live_page_in_headless_chromium", false, false, Box::new(move || live_page_case(elf, logs))));
     driven.push(("net_static_misconfigured", false, true, Box::new(move || static_misconfig_case(elf, logs))));
     driven.push(("net_starvation_never_read_and_slowloris", false, true, Box::new(move || starvation_case(elf, logs))));

@@ -80,6 +80,36 @@ pub struct NetConfig {
     pub control_token: Option<String<64>>,
     /// Which CPU serves the network (`net_cpu=`).
     pub serve_cpu: ServeCpu,
+    /// Which NIC serves (`nic=`).
+    pub nic: NicChoice,
+}
+
+/// Which NIC serves (`nic=auto|virtio|e1000|BB:DD.F`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicChoice {
+    /// The first supported one in the documented order: virtio-net, then
+    /// the e1000 family, each by PCI address.
+    Auto,
+    Virtio,
+    E1000,
+    /// The function at this PCI address (bus, device, function).
+    At(u8, u8, u8),
+}
+
+impl NicChoice {
+    pub fn parse(v: &str) -> Option<NicChoice> {
+        match v {
+            "auto" => Some(NicChoice::Auto),
+            "virtio" => Some(NicChoice::Virtio),
+            "e1000" => Some(NicChoice::E1000),
+            a => {
+                let (bus, rest) = a.split_once(':')?;
+                let (dev, func) = rest.split_once('.')?;
+                let (b, d, f) = (u8::from_str_radix(bus, 16).ok()?, u8::from_str_radix(dev, 16).ok()?, u8::from_str_radix(func, 16).ok()?);
+                (d < 32 && f < 8).then_some(NicChoice::At(b, d, f))
+            }
+        }
+    }
 }
 
 /// Which CPU serves the network (`net_cpu=auto|patch|N`).
@@ -149,7 +179,7 @@ impl Default for Options {
             patch: Default::default(),
             nmi: Default::default(),
             trace: TraceConfig { buf_kb: 256, overwrite: true },
-            net: NetConfig { ip: None, gw: None, http_port: 80, control_token: None, serve_cpu: ServeCpu::Auto },
+            net: NetConfig { ip: None, gw: None, http_port: 80, control_token: None, serve_cpu: ServeCpu::Auto, nic: NicChoice::Auto },
             bench: false,
         }
     }
@@ -349,6 +379,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             "patch" => Some(ServeCpu::Patch),
             n => parse_u32(n, 0, 4095).map(ServeCpu::Index),
         }, |o, x| o.net.serve_cpu = x),
+        "nic" => valued!(p, word, key, value, "auto|virtio|e1000|a PCI address BB:DD.F", |v| NicChoice::parse(v), |o, x| o.net.nic = x),
         "http_port" => valued!(p, word, key, value, "a TCP port 1..=65535", |v| parse_u32(v, 1, 65_535), |o, x| o.net.http_port = x as u16),
         "patch_seconds" => valued!(p, word, key, value, "an integer 0..=31536000 (0: no limit)", |v| parse_u32(v, 0, 31_536_000),
             |o, x| o.patch.seconds = x),
@@ -472,6 +503,10 @@ mod tests {
         assert_eq!(parse("net_cpu=patch").options.net.serve_cpu, ServeCpu::Patch);
         assert_eq!(parse("net_cpu=3").options.net.serve_cpu, ServeCpu::Index(3));
         assert_eq!(parse("net_cpu=some").diagnostics.len(), 1);
+        assert_eq!(parse("nic=e1000").options.net.nic, NicChoice::E1000);
+        assert_eq!(parse("nic=00:1f.6").options.net.nic, NicChoice::At(0, 0x1f, 6));
+        assert_eq!(parse("nic=00:20.0").diagnostics.len(), 1, "device 32 does not exist");
+        assert_eq!(parse("nic=wifi").diagnostics.len(), 1);
         let d = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33").diagnostics;
         assert_eq!(d.len(), 3);
         assert_eq!(Options::default().net.ip, None, "DHCP by default");

@@ -31,9 +31,23 @@ pub type Up = (Nic, &'static str, DeviceFunction);
 pub type Failed = (&'static str, DeviceFunction);
 
 impl Nic {
-    /// The first supported NIC among `devs`, brought up.
-    pub fn find(devs: &[Found]) -> Option<Result<Up, Failed>> {
-        for f in devs {
+    /// The NIC `choice` names among `devs` (the first supported one in the
+    /// documented order for `auto`: virtio-net, then the e1000 family, each
+    /// in PCI address order), brought up.
+    pub fn find(devs: &[Found], choice: crate::boot::cmdline::NicChoice) -> Option<Result<Up, Failed>> {
+        use crate::boot::cmdline::NicChoice;
+        let is_virtio = |f: &Found| virtio_drivers::transport::pci::virtio_device_type(&f.info) == Some(virtio_drivers::transport::DeviceType::Network);
+        let mut order: alloc::vec::Vec<&Found> = devs
+            .iter()
+            .filter(|f| match choice {
+                NicChoice::Auto => true,
+                NicChoice::Virtio => is_virtio(f),
+                NicChoice::E1000 => !is_virtio(f),
+                NicChoice::At(b, d, fun) => (f.df.bus, f.df.device, f.df.function) == (b, d, fun),
+            })
+            .collect();
+        order.sort_by_key(|f| (!is_virtio(f), f.df.bus, f.df.device, f.df.function));
+        for f in order {
             if virtio_drivers::transport::pci::virtio_device_type(&f.info) == Some(virtio_drivers::transport::DeviceType::Network) {
                 // Modern capabilities when the device has them, else the legacy I/O BAR.
                 return Some(match VirtioNet::new(f.df) {
