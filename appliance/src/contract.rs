@@ -83,6 +83,9 @@ pub struct NetStatus {
 pub struct CpuStatus {
     pub cpu: u32,
     pub apic_id: u32,
+    /// This CPU's watchdog NMI source (`ipi-broadcast (fallback: why)` where
+    /// its counter could not serve).
+    pub watchdog: String,
     pub nmis: u64,
     pub timer_ticks: u64,
     pub int3_emulated: u64,
@@ -241,6 +244,7 @@ impl CpuStatus {
         let mut o = Obj::open(out);
         o.num("cpu", self.cpu)
             .num("apic_id", self.apic_id)
+            .str("watchdog", &self.watchdog)
             .num("nmis", self.nmis)
             .num("timer_ticks", self.timer_ticks)
             .num("int3_emulated", self.int3_emulated)
@@ -582,6 +586,7 @@ mod tests {
                 .map(|i| CpuStatus {
                     cpu: i,
                     apic_id: i * 2,
+                    watchdog: String::from(if i == 0 { "intel-arch-perfmon" } else { "ipi-broadcast (fallback: the counter raised no NMI after arming)" }),
                     nmis: 100 + i as u64,
                     timer_ticks: 1000,
                     int3_emulated: 5,

@@ -28,6 +28,7 @@ pub fn collect() -> Status {
             CpuStatus {
                 cpu: c.index() as u32,
                 apic_id: c.apic_id(),
+                watchdog: String::from(kernel::nmi::watchdog::cpu_source(c)),
                 nmis: c.nmis.load(Ordering::Relaxed),
                 timer_ticks: c.timer_ticks.load(Ordering::Relaxed),
                 int3_emulated: c.int3_emulated.load(Ordering::Relaxed),

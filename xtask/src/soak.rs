@@ -750,6 +750,7 @@ mod tests {
         let cpu = |cpu, nmis, int3_emulated, torn, traced_while_off, nmi_site_calls, events, lost| CpuStatus {
             cpu,
             apic_id: cpu,
+            watchdog: "ipi-broadcast".into(),
             nmis,
             timer_ticks: 5,
             int3_emulated,

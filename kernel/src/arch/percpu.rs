@@ -115,6 +115,8 @@ pub struct PerCpu {
     pub wd_pmu_index: AtomicU32,
     /// This CPU's counter never interrupted: CPU 0 sends it watchdog IPIs.
     pub wd_ipi_fallback: AtomicBool,
+    /// Why (`nmi::watchdog::fallback_reason`): 0 none.
+    pub wd_fallback_why: AtomicU32,
     /// When this CPU last took a counter NMI (ns), and the late ones after it.
     pub wd_last_pmi_ns: AtomicU64,
     pub nmi_late_pmi: AtomicU64,
@@ -180,6 +182,7 @@ impl PerCpu {
             nmi_swallowed: AtomicU64::new(0),
             wd_pmu_index: AtomicU32::new(u32::MAX),
             wd_ipi_fallback: AtomicBool::new(false),
+            wd_fallback_why: AtomicU32::new(0),
             wd_last_pmi_ns: AtomicU64::new(0),
             nmi_late_pmi: AtomicU64::new(0),
             nmi_ipi: AtomicU64::new(0),

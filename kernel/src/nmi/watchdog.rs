@@ -211,6 +211,7 @@ pub fn init_cpu() {
                 if !ok {
                     cpu.wd_pmu_index.store(NOT_ARMED, Ordering::Release);
                     msr::try_wrmsr(c.msrs_n(a.index).0, 0);
+                    cpu.wd_fallback_why.store(WHY_NO_PMI, Ordering::Relaxed);
                     cpu.wd_ipi_fallback.store(true, Ordering::Release);
                     warn!(
                         "nmi: cpu{}: the {} counter counts but raised no NMI within {} ms (PMI not delivered): this CPU gets watchdog NMI IPIs instead",
@@ -221,6 +222,7 @@ pub fn init_cpu() {
                 }
             }
             Err(e) => {
+                cpu.wd_fallback_why.store(if matches!(e, pmu_driver::ArmError::AllTaken(_)) { WHY_ALL_TAKEN } else { WHY_FAULT }, Ordering::Relaxed);
                 cpu.wd_ipi_fallback.store(true, Ordering::Release);
                 warn!("nmi: cpu{}: no performance counter ({}): this CPU gets watchdog NMI IPIs instead", cpu.index(), e.text());
             }
@@ -228,6 +230,22 @@ pub fn init_cpu() {
     }
     if !matches!(source(), Source::Off) {
         log::debug!("nmi: cpu{} apic {}: watchdog source {}", cpu.index(), cpu.apic_id(), source().name());
+    }
+}
+
+/// Why a CPU's watchdog fell back from its counter to IPIs (`PerCpu::wd_fallback_why`).
+const WHY_NO_PMI: u32 = 1;
+const WHY_ALL_TAKEN: u32 = 2;
+const WHY_FAULT: u32 = 3;
+
+/// This CPU's watchdog source as `/status` shows it: the source in force,
+/// or, where this CPU fell back to IPIs, why.
+pub fn cpu_source(c: &PerCpu) -> &'static str {
+    match c.wd_fallback_why.load(Ordering::Relaxed) {
+        WHY_NO_PMI => "ipi-broadcast (fallback: the counter raised no NMI after arming)",
+        WHY_ALL_TAKEN => "ipi-broadcast (fallback: every counter in use by firmware)",
+        WHY_FAULT => "ipi-broadcast (fallback: counter MSRs fault)",
+        _ => source().name(),
     }
 }
 
