@@ -60,6 +60,22 @@ pub fn json_str(out: &mut String, s: &str) {
 pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
     out.push_str("{\"name\":");
     json_str(out, if e.kind == Kind::Function { name } else { e.kind.name() });
+    if e.kind == Kind::SyncRound {
+        // A sync round is recorded when it ends, its length in `arg` (ns):
+        // a complete event ("X") spanning it.
+        let start = e.ts_ns.saturating_sub(e.arg);
+        let _ = write!(
+            out,
+            ",\"cat\":\"{}\",\"ph\":\"X\",\"ts\":{}.{:03},\"dur\":{}.{:03},\"pid\":0,\"tid\":{}}}",
+            ctx_name(e.ctx),
+            start / 1000,
+            start % 1000,
+            e.arg / 1000,
+            e.arg % 1000,
+            e.cpu
+        );
+        return;
+    }
     let _ = write!(
         out,
         ",\"cat\":\"{}\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{}.{:03},\"pid\":0,\"tid\":{},\"args\":{{\"parent\":",
@@ -118,6 +134,15 @@ mod tests {
             s,
             r#"{"name":"a\"b","cat":"nmi","ph":"i","s":"t","ts":12345678.901,"pid":0,"tid":1,"args":{"parent":"c\\d\u000a"}}"#
         );
+    }
+
+    #[test]
+    fn sync_rounds_are_complete_events_with_their_length() {
+        let mut s = String::new();
+        chrome_event(&mut s, &Event { kind: Kind::SyncRound, arg: 45_500, ctx: 0, ..ev() }, "", "");
+        assert_eq!(s, r#"{"name":"sync_round","cat":"task","ph":"X","ts":12345633.401,"dur":45.500,"pid":0,"tid":1}"#);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["dur"], 45.5);
     }
 
     #[test]
