@@ -26,37 +26,59 @@ pub struct Sources {
     pub forced: Option<Reference>,
 }
 
+/// Tries per kept window: a window during which this (virtual) CPU was
+/// descheduled is measured again.
+const TRIES: usize = 4 * WINDOWS;
+
+/// The median of the windows `one` measures that `reference::window_ok`
+/// keeps (all of them if too few are clean: a busy host).
+fn median_of_clean(mut one: impl FnMut() -> Result<(u64, u64, u64), String>) -> Result<u64, String> {
+    let (mut clean, mut all) = (heapless::Vec::<u64, TRIES>::new(), heapless::Vec::<u64, TRIES>::new());
+    for _ in 0..TRIES {
+        let (hz, total, max_gap) = one()?;
+        let _ = all.push(hz);
+        if reference::window_ok(total, max_gap) {
+            let _ = clean.push(hz);
+            if clean.len() == WINDOWS {
+                break;
+            }
+        }
+    }
+    let pick = if clean.len() >= 3 { &mut clean } else { &mut all };
+    Ok(median(pick).unwrap_or(0))
+}
+
 /// TSC frequency against a free-running counter `read` of `bits` at `hz`.
 fn against_counter(read: &dyn Fn() -> u64, bits: u32, hz: u64) -> Result<u64, String> {
     let want = hz * WINDOW_NS / 1_000_000_000;
-    let mut samples = [0u64; WINDOWS];
-    for s in samples.iter_mut() {
+    median_of_clean(|| {
+        let before = rdtsc();
         let r0 = read();
         let t0 = rdtsc();
-        *s = loop {
+        let (mut last, mut max_gap) = (t0, t0 - before);
+        loop {
             let r = read();
             let t = rdtsc();
+            max_gap = max_gap.max(t - last);
+            last = t;
             let d = counter_delta(r0, r, bits);
             if d >= want {
-                break tsc_hz_from(t - t0, d, hz).unwrap_or(0);
+                return Ok((tsc_hz_from(t - t0, d, hz).unwrap_or(0), t - t0, max_gap));
             }
             if t - t0 > TSC_BUDGET {
                 return Err(format!("its counter did not advance ({d} of {want} ticks)"));
             }
-        };
-    }
-    Ok(median(&mut samples).unwrap_or(0))
+        }
+    })
 }
 
 fn pit() -> Result<u64, String> {
     let ms = WINDOW_NS / 1_000_000;
     let latch = super::pit::PIT_HZ * ms / 1000;
-    let mut samples = [0u64; WINDOWS];
-    for s in samples.iter_mut() {
-        let ticks = super::pit::tsc_ticks_over(ms, TSC_BUDGET).map_err(String::from)?;
-        *s = tsc_hz_from(ticks, latch, super::pit::PIT_HZ).unwrap_or(0);
-    }
-    Ok(median(&mut samples).unwrap_or(0))
+    median_of_clean(|| {
+        let (ticks, max_gap) = super::pit::tsc_ticks_over(ms, TSC_BUDGET).map_err(String::from)?;
+        Ok((tsc_hz_from(ticks, latch, super::pit::PIT_HZ).unwrap_or(0), ticks, max_gap))
+    })
 }
 
 /// Measure against every reference and choose. `Err` when none is usable.

@@ -19,10 +19,11 @@ const OUT2: u8 = 1 << 5;
 /// Command: channel 2, access lobyte/hibyte, mode 0 (interrupt on terminal count), binary.
 const CH2_MODE0: u8 = 0b1011_0000;
 
-/// Count TSC ticks while the PIT counts `ms` milliseconds (at most 54).
-/// Gives up when the TSC has advanced `tsc_budget` ticks: the PIT is gated
-/// off, or absent.
-pub fn tsc_ticks_over(ms: u64, tsc_budget: u64) -> Result<u64, &'static str> {
+/// Count TSC ticks while the PIT counts `ms` milliseconds (at most 54),
+/// with the longest gap between two polls (a descheduled virtual CPU shows
+/// as one). Gives up when the TSC has advanced `tsc_budget` ticks: the PIT is
+/// gated off, or absent.
+pub fn tsc_ticks_over(ms: u64, tsc_budget: u64) -> Result<(u64, u64), &'static str> {
     let latch = (PIT_HZ * ms.min(54) / 1000) as u16;
     let rdtsc = crate::arch::cpu::rdtsc;
     // SAFETY: PC/AT PIT and port 0x61; only the speaker/timer-2 bits change.
@@ -39,11 +40,14 @@ pub fn tsc_ticks_over(ms: u64, tsc_budget: u64) -> Result<u64, &'static str> {
         if p61.read() & OUT2 != 0 {
             return Err("absent (channel 2's output is high right after programming)");
         }
+        let (mut last, mut max_gap) = (t0, 0);
         loop {
             let out = p61.read() & OUT2 != 0;
             let t = rdtsc();
+            max_gap = max_gap.max(t - last);
+            last = t;
             if out {
-                return Ok(t - t0);
+                return Ok((t - t0, max_gap));
             }
             if t - t0 > tsc_budget {
                 return Err("channel 2 never reached its terminal count (gated off?)");

@@ -237,6 +237,14 @@ pub fn tsc_hz_from(tsc_ticks: u64, ref_ticks: u64, ref_hz: u64) -> Option<u64> {
     (ref_ticks != 0).then(|| (tsc_ticks as u128 * ref_hz as u128 / ref_ticks as u128) as u64)
 }
 
+/// A calibration window of `total` TSC ticks is kept when no gap between two
+/// of its polls exceeded 1% of it: a longer one means this (virtual) CPU was
+/// descheduled between reading the reference and the TSC, which skews the
+/// ratio by up to the gap.
+pub fn window_ok(total: u64, max_gap: u64) -> bool {
+    total > 0 && max_gap.saturating_mul(100) <= total
+}
+
 /// The median of a few measurements (sorted in place); `None` if empty.
 pub fn median(v: &mut [u64]) -> Option<u64> {
     v.sort_unstable();
@@ -399,6 +407,15 @@ mod tests {
         assert!(tsc_from_cpuid(&amd).unwrap_err().contains("Intel"));
         assert!(tsc_from_cpuid(&intel(0x3C, 0xD, [0; 3], [0; 3])).unwrap_err().contains("no CPUID leaf 0x15"));
         assert!(tsc_from_cpuid(&intel(0x6A, 0x1B, [0, 0, 0], [2400, 3600, 100])).unwrap_err().contains("ratio"));
+    }
+
+    #[test]
+    fn descheduled_windows_are_dropped() {
+        // 10 ms at 2.6 GHz, polls every ~1 us: kept.
+        assert!(window_ok(26_000_000, 2_600));
+        // A 3 ms hole (the vCPU ran elsewhere): dropped.
+        assert!(!window_ok(26_000_000, 7_800_000));
+        assert!(!window_ok(0, 0));
     }
 
     #[test]
