@@ -33,7 +33,8 @@
 //!   (`ledger.rs`), PMU facts (`pmu.rs`), the NMI-safe log (`log.rs`), its configuration (`config.rs`).
 //! - `events.rs`: the sinks trace events go to (the application installs them).
 //! - `debug/`: symbol table (`symbols.rs`), call traces (`backtrace.rs`), logging (`log.rs`).
-//! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`).
+//! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`), the RTC's CMOS registers (`rtc.rs`),
+//!   PCI (`pci.rs`), NICs (`nic.rs`, `e1000.rs`, `virtio_net.rs`, `virtio_legacy.rs`).
 //! - `screen/`: the screen console: text rows on the loader's framebuffer or
 //!   VGA text (`render.rs`, pure), the machine's screen (`device.rs`).
 

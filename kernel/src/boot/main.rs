@@ -190,42 +190,15 @@ fn stall_last_cpu(selftest: &str, timeout_ns: u64) -> Option<(usize, Result<(), 
 /// priority class: left in service they would block it).
 const STRAY_IPI_VECTOR: u8 = 0x90;
 const STRAY_IOAPIC_VECTOR: u8 = 0x91;
-/// The MC146818 RTC (PC/AT CMOS): index port, data port, registers A
-/// (rate select, bits 0-3), B (bit 6: periodic interrupt enable) and C
-/// (interrupt flags; reading clears them and re-arms the IRQ line).
-const CMOS_INDEX: u16 = 0x70;
-const CMOS_DATA: u16 = 0x71;
-const RTC_REG_A: u8 = 0x0A;
-const RTC_REG_B: u8 = 0x0B;
-const RTC_REG_C: u8 = 0x0C;
-const RTC_PIE: u8 = 1 << 6;
-/// ISA IRQ of the RTC.
-const RTC_ISA_IRQ: u8 = 8;
-
-fn cmos(reg: u8, write: Option<u8>) -> u8 {
-    use x86_64::instructions::port::Port;
-    // SAFETY: the PC/AT CMOS index/data pair; bit 7 of the index (NMI
-    // disable) stays clear. Only the selftest, on one CPU, touches it.
-    unsafe {
-        Port::<u8>::new(CMOS_INDEX).write(reg);
-        match write {
-            Some(v) => {
-                Port::<u8>::new(CMOS_DATA).write(v);
-                v
-            }
-            None => Port::<u8>::new(CMOS_DATA).read(),
-        }
-    }
-}
-
 fn irq_hygiene_selftest() {
+    use crate::drivers::rtc;
     let ticks = || -> heapless::Vec<u64, { percpu::MAX_CPUS }> { percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed)).map(|c| c.timer_ticks.load(Ordering::Relaxed)).collect() };
     let count = |v: u8| trap::unexpected_counts().find(|(x, _)| *x == v).map_or(0, |(_, n)| n);
     // 1. A stray fixed IPI on an unregistered vector, to every CPU.
     lapic::send_ipi(lapic::Dest::AllIncludingSelf, STRAY_IPI_VECTOR as u64);
     // 2. The RTC's periodic interrupt through the IO-APIC, to this CPU.
     let routed = MACHINE_NMI_LINTS.get().and_then(|m| {
-        let gsi = m.overrides.iter().find(|o| o.bus == 0 && o.irq == RTC_ISA_IRQ).map_or(RTC_ISA_IRQ as u32, |o| o.gsi);
+        let gsi = m.overrides.iter().find(|o| o.bus == 0 && o.irq == rtc::RTC_ISA_IRQ).map_or(rtc::RTC_ISA_IRQ as u32, |o| o.gsi);
         let io = m.ioapics.iter().find(|io| io.gsi_base <= gsi)?;
         let a = crate::apic::ioapic::IoApic::at(io.address as u64).ok()?;
         (gsi - io.gsi_base < a.pins()).then_some((a, gsi - io.gsi_base))
@@ -235,22 +208,22 @@ fn irq_hygiene_selftest() {
         return;
     };
     ioapic.route(pin, STRAY_IOAPIC_VECTOR, lapic::id() as u8);
-    let (a, b) = (cmos(RTC_REG_A, None), cmos(RTC_REG_B, None));
-    cmos(RTC_REG_C, None);
-    cmos(RTC_REG_A, Some((a & 0xF0) | 0x06)); // 1024 Hz
-    cmos(RTC_REG_B, Some(b | RTC_PIE));
+    let (a, b) = (rtc::cmos(rtc::RTC_REG_A, None), rtc::cmos(rtc::RTC_REG_B, None));
+    rtc::cmos(rtc::RTC_REG_C, None);
+    rtc::cmos(rtc::RTC_REG_A, Some((a & 0xF0) | 0x06)); // 1024 Hz
+    rtc::cmos(rtc::RTC_REG_B, Some(b | rtc::RTC_PIE));
     let before = ticks();
     let deadline = crate::time::clock::deadline_after_ns(1_000_000_000);
     while crate::arch::cpu::rdtsc() < deadline {
         // Re-arm the RTC's line now and then, as a driver would: each read of
         // C lets it raise a new edge.
-        cmos(RTC_REG_C, None);
+        rtc::cmos(rtc::RTC_REG_C, None);
         crate::time::clock::delay_ns(50_000_000);
     }
     ioapic.mask(pin);
-    cmos(RTC_REG_B, Some(b & !RTC_PIE));
-    cmos(RTC_REG_A, Some(a));
-    cmos(RTC_REG_C, None);
+    rtc::cmos(rtc::RTC_REG_B, Some(b & !rtc::RTC_PIE));
+    rtc::cmos(rtc::RTC_REG_A, Some(a));
+    rtc::cmos(rtc::RTC_REG_C, None);
     let after = ticks();
     let slowest = before.iter().zip(&after).map(|(b, a)| a - b).min().unwrap_or(0);
     info!(

@@ -3,6 +3,7 @@ pub mod e1000;
 pub mod pci;
 pub mod nic;
 pub mod qemu;
+pub mod rtc;
 pub mod serial;
 pub mod virtio_legacy;
 pub mod virtio_net;
