@@ -105,14 +105,16 @@ fn lockup_in_time(log: &str) -> std::result::Result<(), String> {
 }
 
 /// `selftest=irq_hygiene`: the stray IPI reached all four CPUs, the RTC's
-/// IO-APIC interrupt came, and no CPU's timer stopped (100 Hz: >= 80 in 1 s).
+/// IO-APIC interrupt came, and no CPU's timer stopped. A vector left in
+/// service blocks the timer for good (0 ticks); a busy host slows a 100 Hz
+/// timer under TCG, so 10 in the second is the bar.
 fn irq_hygiene_ok(log: &str) -> std::result::Result<(), String> {
     let line = log.lines().find(|l| l.contains("selftest: irq_hygiene: ")).ok_or("no `selftest: irq_hygiene:` line")?;
     let ipi = number_after(line, "vector 0x90 x").ok_or("no count for 0x90")?;
     let rtc = number_after(line, "(IO-APIC pin 8, RTC) x").ok_or("no count for the RTC's vector on pin 8")?;
     let slowest = number_after(line, "took >= ").ok_or("no timer figure")?;
-    if ipi < 4 || rtc < 1 || slowest < 80 {
-        return Err(format!("expected 0x90 on 4 CPUs, the RTC at least once, >= 80 timer interrupts per CPU: {line}"));
+    if ipi < 4 || rtc < 1 || slowest < 10 {
+        return Err(format!("expected 0x90 on 4 CPUs, the RTC at least once, >= 10 timer interrupts per CPU: {line}"));
     }
     Ok(())
 }
@@ -1529,8 +1531,8 @@ pub fn main(args: &TestArgs) -> Result<()> {
         let (logs, timings) = (&logs, &timings);
         jobs.push(Job {
             name: case.name,
-            // The NMI rate checks measure the guest's own rates: alone on the host.
-            exclusive: case.name.starts_with("nmi_fallback_ticks"),
+            // The rate checks measure the guest's own rates: alone on the host.
+            exclusive: case.name.starts_with("nmi_fallback_ticks") || case.name == "irq_unexpected_vectors_acknowledged",
             run: Box::new(move || {
                 let log = logs.join(format!("{}.log", case.name));
                 let out = qemu::spawn(&case.spec, &log, false).map_err(|e| e.to_string())?.wait(case.timeout);
