@@ -70,21 +70,24 @@ impl ArmError {
     }
 }
 
+/// The first general-purpose counter of `counter`'s set (`counters` of
+/// them) whose event select is not enabled: the others are firmware's.
+pub fn free_counter(r: &mut impl Regs, counter: Counter, counters: u8) -> Result<u8, ArmError> {
+    for n in 0..counters.max(1) {
+        let (sel, _) = counter.msrs_n(n);
+        if r.rdmsr(sel).ok_or(ArmError::Fault(sel))? & msr::EVTSEL_EN == 0 {
+            return Ok(n);
+        }
+    }
+    Err(ArmError::AllTaken(counters))
+}
+
 /// Program the first free counter of `counter`'s set (`counters` of them,
 /// `width` bits) to overflow after `period` events, interrupting through the
 /// LVT entry as NMI. Returns what was armed, and how many counters were
 /// skipped because firmware had them.
 pub fn arm(r: &mut impl Regs, counter: Counter, width: u8, counters: u8, initial: u64) -> Result<(Armed, u8), ArmError> {
-    let mut index = None;
-    for n in 0..counters.max(1) {
-        let (sel, _) = counter.msrs_n(n);
-        let v = r.rdmsr(sel).ok_or(ArmError::Fault(sel))?;
-        if v & msr::EVTSEL_EN == 0 {
-            index = Some(n);
-            break;
-        }
-    }
-    let n = index.ok_or(ArmError::AllTaken(counters))?;
+    let n = free_counter(r, counter, counters)?;
     let (sel, ctr) = counter.msrs_n(n);
     let mut w = |m: u32, v: u64| if r.wrmsr(m, v) { Ok(()) } else { Err(ArmError::Fault(m)) };
     w(sel, 0)?;

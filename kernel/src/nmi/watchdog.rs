@@ -88,31 +88,24 @@ impl pmu_driver::Regs for CpuRegs {
 
 /// Does the counter count? Program the first counter firmware does not use
 /// without interrupt, burn some cycles, read it back, leave it as found.
-/// `Err` when its MSRs fault or every counter is taken.
-fn probe(c: Counter, counters: u8) -> Result<bool, &'static str> {
-    let fault = "the performance counter MSRs fault (#GP)";
-    let n = (0..counters.max(1))
-        .find(|n| msr::try_rdmsr(c.msrs_n(*n).0).is_some_and(|v| v & pmu::msr::EVTSEL_EN == 0))
-        .ok_or(if msr::try_rdmsr(c.msrs().0).is_none() { fault } else { pmu_driver::ArmError::AllTaken(counters).text() })?;
+fn probe(c: Counter, counters: u8) -> Result<bool, pmu_driver::ArmError> {
+    use pmu_driver::ArmError::Fault;
+    let n = pmu_driver::free_counter(&mut CpuRegs, c, counters)?;
     let (sel, ctr) = c.msrs_n(n);
-    if !msr::try_wrmsr(sel, 0) || !msr::try_wrmsr(ctr, 0) {
-        return Err(fault);
-    }
+    let w = |m: u32, v: u64| if msr::try_wrmsr(m, v) { Ok(()) } else { Err(Fault(m)) };
+    w(sel, 0)?;
+    w(ctr, 0)?;
     let global = c.global().map(|g| (g, msr::try_rdmsr(g.ctrl).unwrap_or(0)));
-    if let Some((g, ctl)) = global
-        && !msr::try_wrmsr(g.ctrl, ctl | 1 << n)
-    {
-        return Err(fault);
+    if let Some((g, ctl)) = global {
+        w(g.ctrl, ctl | 1 << n)?;
     }
-    if !msr::try_wrmsr(sel, c.evtsel(false)) {
-        return Err(fault);
-    }
-    let before = msr::try_rdmsr(ctr).ok_or(fault)?;
+    w(sel, c.evtsel(false))?;
+    let before = msr::try_rdmsr(ctr).ok_or(Fault(ctr))?;
     let mut x = 0u64;
     for i in 0..200_000u64 {
         x = core::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
     }
-    let after = msr::try_rdmsr(ctr).ok_or(fault)?;
+    let after = msr::try_rdmsr(ctr).ok_or(Fault(ctr))?;
     msr::try_wrmsr(sel, 0);
     if let Some((g, ctl)) = global {
         msr::try_wrmsr(g.ctrl, ctl);
@@ -132,8 +125,8 @@ pub fn init(cfg: &Config, cpu_hz: u64) -> Source {
         let (counts, taken) = match offer {
             pmu::Offer::Counter { counter, counters, .. } => match probe(counter, counters) {
                 Ok(b) => (Some(b), None),
-                Err(why) if why.contains("in use") => (None, Some(why)),
-                Err(_) => (None, None),
+                Err(e @ pmu_driver::ArmError::AllTaken(_)) => (None, Some(e.text())),
+                Err(pmu_driver::ArmError::Fault(_)) => (None, None),
             },
             pmu::Offer::None(_) => (None, None),
         };
