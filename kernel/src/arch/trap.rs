@@ -127,14 +127,16 @@ pub fn unexpected_counts() -> impl Iterator<Item = (u8, u64)> {
 /// (and their running count when more came since). Not from interrupt context.
 pub fn report_unexpected() {
     for (v, n) in unexpected_counts() {
-        let before = UNEXPECTED_REPORTED[v as usize].swap(n, Ordering::Relaxed);
+        let reported = &UNEXPECTED_REPORTED[v as usize];
+        let before = reported.load(Ordering::Relaxed);
         if before == 0 {
             log::warn!("irq: interrupt on vector {v:#04x}, which nothing handles: acknowledged and counted");
         } else if n >= 2 * before && n - before >= 100 {
             log::warn!("irq: vector {v:#04x}: {n} unexpected interrupts so far");
         } else {
-            UNEXPECTED_REPORTED[v as usize].store(before, Ordering::Relaxed);
+            continue;
         }
+        reported.store(n, Ordering::Relaxed);
     }
 }
 
