@@ -851,9 +851,7 @@ fn link_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<String, 
     spec.net = Some((port, nic.into()));
     let qmp_path = scratch.0.join("qmp.sock");
     spec.qmp = Some(qmp_path.clone());
-    let mut run = qemu::spawn(&spec, &logs.join(format!("net_link_{nic}.log")), false).map_err(|e| e.to_string())?;
-    let mut log = String::new();
-    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    let (mut run, mut log) = spawn_serving(&spec, &logs.join(format!("net_link_{nic}.log")))?;
     if !log.contains("net: link up") {
         run.wait_line(Duration::from_secs(30), &mut log, |l| l.contains("net: link up")).ok_or("no `net: link up` line")?;
     }
@@ -887,6 +885,17 @@ fn link_case(elf: &Path, nic: &str, logs: &Path) -> std::result::Result<String, 
     Ok(format!("heap {} KiB used, /metrics passes promtool", st.heap_used / 1024))
 }
 
+/// Boot `spec` and wait (a minute at most) until its network service
+/// listens: the guest and the console so far.
+fn spawn_serving(spec: &Spec, log_path: &Path) -> std::result::Result<(qemu::Running, String), String> {
+    let mut run = qemu::spawn(spec, log_path, false).map_err(|e| e.to_string())?;
+    let mut log = String::new();
+    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or_else(|| {
+        format!("the service never listened; log tail: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | "))
+    })?;
+    Ok((run, log))
+}
+
 /// An appliance addressed by URL, as a physical machine would be: `cargo
 /// xtask soak --target URL` gives it a passing row with its CPU from
 /// /status, `fetch` downloads CTF (unpacked), JSON and status snapshots,
@@ -897,9 +906,7 @@ fn remote_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
     let mut spec = Spec::new(Boot::Kernel { elf: elf.to_path_buf(), append: "patch=on patch_interval_us=1000".into() });
     spec.smp = "4".into();
     spec.net = Some((port, "virtio-net-pci".into()));
-    let mut run = qemu::spawn(&spec, &logs.join("remote_target.log"), false).map_err(|e| e.to_string())?;
-    let mut log = String::new();
-    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    let (run, _) = spawn_serving(&spec, &logs.join("remote_target.log"))?;
     let url = format!("http://127.0.0.1:{port}");
     let out = scratch.0.join("soak");
     let out_s = out.display().to_string();
@@ -936,9 +943,7 @@ fn live_page_case(elf: &Path, logs: &Path) -> std::result::Result<String, String
     let port = qemu::free_port().map_err(|e| e.to_string())?;
     let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000", "4");
     spec.net = Some((port, "virtio-net-pci".into()));
-    let mut run = qemu::spawn(&spec, &logs.join("live_page.log"), false).map_err(|e| e.to_string())?;
-    let mut log = String::new();
-    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    let (mut run, mut log) = spawn_serving(&spec, &logs.join("live_page.log"))?;
     let url = format!("http://127.0.0.1:{port}/");
     let mut chromium = |extra: &[&str]| -> std::result::Result<std::process::Output, String> {
         let mut child = Command::new("chromium")
@@ -990,9 +995,7 @@ fn nic_choice_case(elf: &Path, logs: &Path) -> std::result::Result<String, Strin
         // 00:02.0: a virtio-net with no backend (first in the documented order); 00:03.0: the e1000 that is wired.
         spec.extra = vec!["-device".into(), "virtio-net-pci,addr=02.0".into()];
         spec.net = Some((port, "e1000,addr=03.0".into()));
-        let mut run = qemu::spawn(&spec, &logs.join(format!("net_nic_choice_{}.log", choice.replace([':', '=', '.'], "_"))), false).map_err(|e| e.to_string())?;
-        let mut log = String::new();
-        run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or_else(|| format!("{choice}: the service never listened"))?;
+        let _serving = spawn_serving(&spec, &logs.join(format!("net_nic_choice_{}.log", choice.replace([':', '=', '.'], "_")))).map_err(|e| format!("{choice}: {e}"))?;
         let st = qemu::status(port)?;
         if st.net.nic != want {
             return Err(format!("{choice}: /status says the NIC is `{}`, expected `{want}`", st.net.nic));
@@ -1119,9 +1122,7 @@ fn starvation_case(elf: &Path, logs: &Path) -> std::result::Result<String, Strin
     let port = qemu::free_port().map_err(|e| e.to_string())?;
     let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000", "4");
     spec.net = Some((port, "virtio-net-pci".into()));
-    let mut run = qemu::spawn(&spec, &logs.join("net_starvation.log"), false).map_err(|e| e.to_string())?;
-    let mut log = String::new();
-    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    let (_run, _) = spawn_serving(&spec, &logs.join("net_starvation.log"))?;
     let probe = crate::stress::starvation(port, 30, 2, 20);
     let h = qemu::status(port)?.http;
     if probe.success_pct() < 95.0 || probe.ok < 20 || h.cut_stalled == 0 || h.timeouts == 0 {
@@ -1141,9 +1142,7 @@ pub(crate) fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::r
     let mut spec = kernel_boot(elf, &format!("patch=on patch_interval_us=1000 trace_buf_kb=4 trace_overflow={overflow}"), "2");
     spec.net = Some((port, "virtio-net-pci".into()));
     let log_path = logs.join(format!("trace_accounting_{overflow}.log"));
-    let mut run = qemu::spawn(&spec, &log_path, false).map_err(|e| e.to_string())?;
-    let mut log = String::new();
-    run.wait_line(Duration::from_secs(60), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    let (mut run, mut log) = spawn_serving(&spec, &log_path)?;
     // The rings must have overflowed on every CPU before the downloads.
     let t0 = Instant::now();
     let st = loop {
