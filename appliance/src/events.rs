@@ -12,7 +12,7 @@ use appliance::trace::ring::{Account, CpuRings, Event, Kind, Overflow, capacity_
 pub static RINGS: spin::Once<alloc::vec::Vec<CpuRings>> = spin::Once::new();
 
 /// Append an event to this CPU's ring for `ctx`: lock-free, no allocation (NMI-safe).
-fn push(kind: Kind, ip: u64, parent: u64, ctx: Context, arg: u64) {
+fn push(kind: Kind, ip: u64, parent: u64, ctx: Context, arg: u64, dur_ns: u64) {
     let Some(rings) = RINGS.get() else { return };
     let cpu = this_cpu();
     let Some(r) = rings.get(cpu.index()) else { return };
@@ -25,24 +25,25 @@ fn push(kind: Kind, ip: u64, parent: u64, ctx: Context, arg: u64) {
         ctx: ctx as u8,
         cpu: cpu.index() as u16,
         arg,
+        dur_ns,
     };
     r.rings[ctx as usize].push(&ev);
 }
 
 /// The trace hook's sink: a traced function ran.
 fn record(site: u64, parent: u64, ctx: Context) {
-    push(Kind::Function, site, parent, ctx, 0);
+    push(Kind::Function, site, parent, ctx, 0, 0);
 }
 
 /// The sink of the other event kinds (patch batches, sync rounds, NMI ticks, warnings).
-fn record_kind(kind: EventKind, arg: u64) {
+fn record_kind(kind: EventKind, arg: u64, dur_ns: u64) {
     let k = match kind {
         EventKind::PatchBatch => Kind::PatchBatch,
         EventKind::SyncRound => Kind::SyncRound,
         EventKind::NmiTick => Kind::NmiTick,
         EventKind::Warning => Kind::Warning,
     };
-    push(k, 0, 0, this_cpu().context(), arg);
+    push(k, 0, 0, this_cpu().context(), arg, dur_ns);
 }
 
 /// Allocate every CPU's rings and install the sink.

@@ -24,7 +24,7 @@ mod tests {
             let leaf = key.rsplit('.').next().unwrap();
             assert!(HTML.contains(leaf), "the page does not read {key}");
         }
-        for link in ["/status", "/metrics", "/nmi-log", "/trace", "/trace.json", "/trace.ctf.tar"] {
+        for link in ["/status", "/metrics", "/nmi-log", "/trace", "/trace.json", "/trace.ctf.tar", "/trace.dat"] {
             assert!(HTML.contains(&format!("href=\"{link}\"")), "no link to {link}");
         }
         assert!(!HTML.contains("http://") && !HTML.contains("https://"), "no external assets");

@@ -438,7 +438,7 @@ pub fn poll() {
         ADDR.store(u32::from_be_bytes(addr.octets()), Ordering::Relaxed);
         PORT.store(u32::from(s.port), Ordering::Relaxed);
         STATE.store(2, Ordering::Relaxed);
-        info!("net: listening on http://{addr}:{}/ (/status, /nmi-log, /trace, /trace.json, /trace.ctf.tar, /metrics)", s.port);
+        info!("net: listening on http://{addr}:{}/ (/status, /nmi-log, /trace, /trace.json, /trace.ctf.tar, /trace.dat, /metrics)", s.port);
     }
     let port = s.port;
     let mut downloads = s.http.iter().filter(|(_, c)| c.is_download()).count();
@@ -513,7 +513,7 @@ pub fn poll() {
                 }
                 REQUESTS.fetch_add(1, Ordering::Relaxed);
                 let download = match &parsed {
-                    Parse::Complete(r) if r.method == Method::Get && matches!(r.path, "/trace" | "/trace.json" | "/trace.ctf.tar") => Some(r.path),
+                    Parse::Complete(r) if r.method == Method::Get && matches!(r.path, "/trace" | "/trace.json" | "/trace.ctf.tar" | "/trace.dat") => Some(r.path),
                     _ => None,
                 };
                 if download.is_some() && !serve::admit_download(downloads) {
@@ -524,10 +524,16 @@ pub fn poll() {
                     continue;
                 }
                 match (download, &parsed) {
-                    (Some("/trace.ctf.tar"), _) => {
-                        let body = crate::events::RINGS.get().map_or_else(Vec::new, |r| appliance::trace::ctf::snapshot_tar(r, "trace-appliance"));
+                    (Some(path @ ("/trace.ctf.tar" | "/trace.dat")), _) => {
+                        let rings = crate::events::RINGS.get().map_or(&[][..], |r| r.as_slice());
+                        let (body, ctype) = if path == "/trace.dat" {
+                            let syms = kernel::debug::backtrace::table().map(|t| (0..t.len()).filter_map(move |i| t.get(i)).map(|s| (s.addr, s.len, s.name)));
+                            (appliance::trace::dat::snapshot(rings, syms.into_iter().flatten()), "application/octet-stream")
+                        } else {
+                            (appliance::trace::ctf::snapshot_tar(rings, "trace-appliance"), "application/x-tar")
+                        };
                         let mut out = alloc::format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                             body.len()
                         )
                         .into_bytes();

@@ -9,7 +9,8 @@
 
 /// Connections (TCP sockets) of the service.
 pub const SOCKETS: usize = 128;
-/// Sockets that long downloads (`/trace`, `/trace.json`, `/trace.ctf.tar`)
+/// Sockets that long downloads (`/trace`, `/trace.json`, `/trace.ctf.tar`,
+/// `/trace.dat`)
 /// may never take: kept for short requests.
 pub const RESERVED_FOR_SHORT: usize = 32;
 /// Each socket's receive and send buffers.

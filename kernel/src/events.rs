@@ -16,9 +16,9 @@ pub type FunctionSink = fn(site: u64, parent: u64, ctx: Context);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum EventKind {
-    /// A patch batch was applied; arg = sites in it.
+    /// A patch batch was applied; arg = sites in it, with its duration.
     PatchBatch = 1,
-    /// A sync round ended; arg = its duration in ns.
+    /// A sync round ended; arg = 1 when a CPU did not answer in time, with its duration.
     SyncRound = 2,
     /// A watchdog NMI; arg = 0 IPI source, 1 performance counter.
     NmiTick = 3,
@@ -26,8 +26,9 @@ pub enum EventKind {
     Warning = 4,
 }
 
-/// A non-function event: `(kind, argument)`.
-pub type KindSink = fn(kind: EventKind, arg: u64);
+/// A non-function event: `(kind, argument, duration in ns)`, recorded when
+/// it ends (the duration is 0 for the instant kinds).
+pub type KindSink = fn(kind: EventKind, arg: u64, dur_ns: u64);
 
 static FUNCTION_SINK: AtomicUsize = AtomicUsize::new(0);
 static KIND_SINK: AtomicUsize = AtomicUsize::new(0);
@@ -52,12 +53,17 @@ pub fn record_function(site: u64, parent: u64, ctx: Context) {
     }
 }
 
-/// Record a non-function event (no-op until a sink is installed).
+/// Record an instant non-function event (no-op until a sink is installed).
 pub fn record(kind: EventKind, arg: u64) {
+    record_span(kind, arg, 0);
+}
+
+/// Record a non-function event that lasted `dur_ns` and ends now.
+pub fn record_span(kind: EventKind, arg: u64, dur_ns: u64) {
     let s = KIND_SINK.load(Ordering::Acquire);
     if s != 0 {
         // SAFETY: only `set_kind_sink` stores here, from a `KindSink`.
         let f = unsafe { core::mem::transmute::<usize, KindSink>(s) };
-        f(kind, arg);
+        f(kind, arg, dur_ns);
     }
 }

@@ -33,6 +33,7 @@ pub fn target_addr(url: &str) -> std::result::Result<String, String> {
 /// What `fetch` can download: (format, path, file written).
 pub const FORMATS: &[(&str, &str, &str)] = &[
     ("ctf", "/trace.ctf.tar", "trace.ctf.tar"),
+    ("dat", "/trace.dat", "trace.dat"),
     ("json", "/trace.json", "trace.json"),
     ("text", "/trace", "trace.txt"),
     ("status", "/status", "status.json"),
@@ -47,11 +48,7 @@ pub fn fetch(url: &str, format: &str, out: &Path) -> std::result::Result<(PathBu
     let addr = target_addr(url)?;
     let (_, path, file) = FORMATS.iter().find(|(f, _, _)| *f == format).ok_or_else(|| {
         let known: Vec<&str> = FORMATS.iter().map(|(f, _, _)| *f).collect();
-        if format == "dat" {
-            "format `dat` (trace-cmd) is not served by this appliance yet".to_string()
-        } else {
-            format!("unknown format `{format}` (one of {})", known.join(", "))
-        }
+        format!("unknown format `{format}` (one of {})", known.join(", "))
     })?;
     let (code, body) = qemu::http_bytes_at(&addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))?;
     if code != 200 {
@@ -173,9 +170,8 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_unserved_formats_are_named() {
-        assert!(fetch("http://127.0.0.1:9", "dat", Path::new("/nonexistent")).unwrap_err().contains("not served"));
-        assert!(fetch("http://127.0.0.1:9", "pcap", Path::new("/nonexistent")).unwrap_err().contains("one of ctf, json"));
+    fn unknown_formats_are_named() {
+        assert!(fetch("http://127.0.0.1:9", "pcap", Path::new("/nonexistent")).unwrap_err().contains("one of ctf, dat, json"));
     }
 
     #[test]

@@ -917,8 +917,11 @@ fn remote_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
         return Err(format!("target row: {row}"));
     }
     let dir = scratch.0.join("fetch");
-    for format in ["ctf", "json", "status"] {
+    for format in ["ctf", "dat", "json", "status"] {
         crate::remote::fetch(&url, format, &dir)?;
+    }
+    if !std::fs::read(dir.join("trace.dat")).is_ok_and(|b| b.starts_with(b"\x17\x08\x44tracing6\0")) {
+        return Err("fetch --format dat: no trace.dat of version 6".into());
     }
     if !dir.join("trace/metadata").is_file() {
         return Err("fetch --format ctf: no trace/metadata unpacked".into());
@@ -933,7 +936,7 @@ fn remote_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
     if gone.passed || !gone.failure.as_deref().is_some_and(|f| f.starts_with("stopped answering")) || t.elapsed() > Duration::from_secs(20) {
         return Err(format!("a vanished target: {:?} after {:?}", gone.failure, t.elapsed()));
     }
-    Ok(format!("soak row passed, ctf/json/status fetched, a vanished target failed in {:.1} s", t.elapsed().as_secs_f64()))
+    Ok(format!("soak row passed, ctf/dat/json/status fetched, a vanished target failed in {:.1} s", t.elapsed().as_secs_f64()))
 }
 
 /// `GET /` in headless Chromium: the page's script fills in the live values
@@ -1180,7 +1183,196 @@ pub(crate) fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::r
     if read != events || discarded != lost || events + lost != produced || lost == 0 {
         return Err(format!("CTF books: babeltrace2 read {read}, snapshot_events {events}, snapshot_lost {lost}, discarded in the streams {discarded}, produced {produced}"));
     }
-    Ok(format!("/trace {} kept + {} lost, CTF {events} + {lost} = {produced}", books.kept, books.lost))
+    // trace.dat: per CPU, `trace-cmd report` prints as many events as the
+    // CPU's statistics say were read; losses show where the mode puts them
+    // (overwritten: a `[K EVENTS DROPPED]` marker equal to the overrun;
+    // dropped: the `dropped events` statistic).
+    let dir = logs.join(format!("dat-accounting-{overflow}"));
+    let dat = fetch_dat(port, &dir)?;
+    let report = trace_cmd(&dat, &["-R", "-t"])?;
+    let stats = trace_cmd_stats(&dat)?;
+    let (mut dat_read, mut dat_lost) = (0u64, 0u64);
+    for (cpu, st) in stats.iter().enumerate() {
+        let printed = dat_events(&report).iter().filter(|e| e.cpu == cpu).count() as u64;
+        let marker = report.lines().find_map(|l| l.strip_prefix(&format!("CPU:{cpu} ["))?.strip_suffix(" EVENTS DROPPED]")?.parse::<u64>().ok()).unwrap_or(0);
+        let (lost_here, where_) = if overflow == "overwrite" { (st.overrun, marker) } else { (st.dropped, st.dropped) };
+        if printed != st.read || where_ != lost_here || (overflow == "overwrite" && st.dropped != 0) || (overflow == "drop" && (st.overrun != 0 || marker != 0)) {
+            return Err(format!("trace.dat books, cpu{cpu}: {printed} events printed, marker {marker}, statistics {st:?}"));
+        }
+        dat_read += st.read;
+        dat_lost += lost_here;
+    }
+    if dat_lost == 0 {
+        return Err(format!("trace.dat shows no lost events with 4 KiB rings: {stats:?}"));
+    }
+    Ok(format!("/trace {} kept + {} lost, CTF {events} + {lost} = {produced}, trace.dat {dat_read} + {dat_lost}", books.kept, books.lost))
+}
+
+/// Fetch `/trace.dat` into `dir/trace.dat`.
+fn fetch_dat(port: u16, dir: &Path) -> std::result::Result<PathBuf, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let (file, _) = crate::remote::fetch(&format!("http://127.0.0.1:{port}"), "dat", dir)?;
+    Ok(file)
+}
+
+/// `trace-cmd report` of a file with extra arguments: its standard output.
+fn trace_cmd(dat: &Path, args: &[&str]) -> std::result::Result<String, String> {
+    let out = Command::new("trace-cmd").arg("report").args(args).arg(dat).output().map_err(|e| format!("trace-cmd: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("trace-cmd report {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One CPU's statistics as `trace-cmd report --stat` prints them.
+#[derive(Debug, Default)]
+struct DatStat {
+    overrun: u64,
+    dropped: u64,
+    read: u64,
+}
+
+fn trace_cmd_stats(dat: &Path) -> std::result::Result<Vec<DatStat>, String> {
+    let text = trace_cmd(dat, &["--stat"])?;
+    let mut stats: Vec<DatStat> = Vec::new();
+    for l in text.lines() {
+        let num = |p: &str| l.strip_prefix(p).and_then(|v| v.trim().parse::<u64>().ok());
+        if l.starts_with("CPU: ") {
+            stats.push(DatStat::default());
+        } else if let Some(st) = stats.last_mut() {
+            if let Some(v) = num("overrun:") {
+                st.overrun = v;
+            } else if let Some(v) = num("dropped events:") {
+                st.dropped = v;
+            } else if let Some(v) = num("read events:") {
+                st.read = v;
+            }
+        }
+    }
+    if stats.is_empty() {
+        return Err(format!("trace-cmd report --stat shows no CPU statistics: {text}"));
+    }
+    Ok(stats)
+}
+
+/// One event as a trace reader printed it: what the CTF and trace.dat
+/// readings are compared on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ReadEvent {
+    cpu: usize,
+    context: u8,
+    kind: String,
+    ts_ns: u64,
+    tsc: u64,
+}
+
+/// The events of `trace-cmd report -R -t` (raw fields, nanoseconds):
+/// `  nmi-3 [002] 12.345678901: function: ip=... parent_ip=... tsc=0x... context=2`.
+fn dat_events(report: &str) -> Vec<ReadEvent> {
+    report
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" [")?;
+            let (cpu, rest) = rest.split_once("] ")?;
+            let mut words = rest.split_whitespace();
+            let (secs, nanos) = words.next()?.strip_suffix(':')?.split_once('.')?;
+            let kind = words.next()?.strip_suffix(':')?.to_string();
+            let field = |k: &str| rest.split_whitespace().find_map(|w| w.strip_prefix(k));
+            let tsc = field("tsc=")?;
+            Some(ReadEvent {
+                cpu: cpu.trim().parse().ok()?,
+                context: field("context=")?.parse().ok()?,
+                kind,
+                ts_ns: secs.trim().parse::<u64>().ok()? * 1_000_000_000 + nanos.parse::<u64>().ok()?,
+                tsc: u64::from_str_radix(tsc.trim_start_matches("0x"), 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The events of `babeltrace2 --clock-seconds` on the unpacked CTF:
+/// `[12.345678901] (+0.000001000) trace-appliance function: { cpu_id = 2 }, { ip = ..., tsc = 123, context = 2, ... }`.
+fn ctf_events(dir: &Path) -> std::result::Result<Vec<ReadEvent>, String> {
+    let out = Command::new("babeltrace2").args(["--clock-seconds", "trace"]).current_dir(dir).output().map_err(|e| format!("babeltrace2: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("babeltrace2 failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |l: &str, k: &str| l.split(&format!("{k} = ")).nth(1).and_then(|v| v.split([',', ' ', '}']).next()).and_then(|v| v.parse::<u64>().ok());
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (secs, nanos) = l.strip_prefix('[')?.split_once(']')?.0.split_once('.')?;
+            let kind = l.split(" trace-appliance ").nth(1)?.split(':').next()?.to_string();
+            Some(ReadEvent {
+                cpu: field(l, "cpu_id")? as usize,
+                context: field(l, "context")? as u8,
+                kind,
+                ts_ns: secs.parse::<u64>().ok()? * 1_000_000_000 + nanos.parse::<u64>().ok()?,
+                tsc: field(l, "tsc")?,
+            })
+        })
+        .collect())
+}
+
+/// `/trace.dat` read by `trace-cmd report` against the CTF snapshot taken
+/// just after it, in drop mode (rings keep their oldest events, so the
+/// later snapshot extends the earlier one): per CPU and context, the
+/// trace.dat events are the CTF's first ones, same kinds, timestamps and
+/// TSC values, in the same order; functions print with their names, NMI
+/// context is marked, and every CPU and every event kind is there.
+fn trace_dat_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
+    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000 trace_overflow=drop trace_buf_kb=512 trace_nmi_path ftrace_keep_on_nmi", "4");
+    spec.net = Some((port, "virtio-net-pci".into()));
+    let (mut run, mut log) = spawn_serving(&spec, &logs.join("trace_dat.log"))?;
+    // Events from every CPU, and traced functions in NMI context.
+    let t0 = Instant::now();
+    loop {
+        let st = qemu::status(port)?;
+        if st.cpus.iter().all(|c| c.events_by_context[0] > 0 && c.events_by_context[2] > 0) && st.watchdog.log_records > 0 {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            return Err(format!("not every CPU traced in task and NMI context: {st:?}"));
+        }
+        let _ = run.wait_line(run.started.elapsed() + Duration::from_millis(500), &mut log, |_| false);
+    }
+    let dir = logs.join("dat-vs-ctf");
+    let dat = fetch_dat(port, &dir)?;
+    fetch_ctf(port, &dir.join("ctf"))?;
+    let ctf = ctf_events(&dir.join("ctf"))?;
+    let raw = trace_cmd(&dat, &["-R", "-t"])?;
+    let from_dat = dat_events(&raw);
+    let printed = raw.lines().filter(|l| l.contains("] ") && l.contains(": ")).count();
+    if from_dat.is_empty() || from_dat.len() != printed {
+        return Err(format!("trace-cmd report printed {printed} event lines, {} of them parsed", from_dat.len()));
+    }
+    let mut compared = 0;
+    for cpu in 0..4 {
+        for context in 0..3u8 {
+            let a: Vec<&ReadEvent> = from_dat.iter().filter(|e| e.cpu == cpu && e.context == context).collect();
+            let b: Vec<&ReadEvent> = ctf.iter().filter(|e| e.cpu == cpu && e.context == context).collect();
+            if a.len() > b.len() || a.iter().zip(&b).any(|(x, y)| x != y) {
+                let first = a.iter().zip(&b).position(|(x, y)| x != y);
+                return Err(format!("cpu{cpu} context {context}: trace.dat has {} events, the later CTF {}; first difference at {first:?}: {:?} vs {:?}", a.len(), b.len(), first.map(|i| a[i]), first.map(|i| b[i])));
+            }
+            compared += a.len();
+        }
+    }
+    for kind in ["function", "nmi_tick", "sync_round", "patch_batch", "warning"] {
+        if !from_dat.iter().any(|e| e.kind == kind) {
+            return Err(format!("no {kind} event in trace.dat"));
+        }
+    }
+    // The human reading: names through kallsyms, the NMI context marked.
+    let text = trace_cmd(&dat, &[])?;
+    let nmi_functions = text.lines().filter(|l| l.trim_start().starts_with("nmi-3 ") && l.contains(" function: ") && l.contains(" <-- ") && l.ends_with("ctx=nmi")).count();
+    let named = text.lines().filter(|l| l.contains(": appliance::traced::traced_") || l.contains("lapic_wd_event")).count();
+    if nmi_functions == 0 || named == 0 || !text.starts_with("cpus=4") {
+        return Err(format!("trace-cmd report: {nmi_functions} NMI-context function lines, {named} named functions; head {:?}", text.lines().take(3).collect::<Vec<_>>()));
+    }
+    Ok(format!("{compared} trace.dat events equal the CTF's, {nmi_functions} traced functions in NMI context"))
 }
 
 /// Boot with a NIC, wait for the service, and query it like a user would.
@@ -1583,6 +1775,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
     driven.push(("remote_soak_target_and_fetch", false, false, Box::new(move || remote_case(elf, logs))));
     driven.push(("net_nic_choice_by_kind_and_address", false, false, Box::new(move || nic_choice_case(elf, logs))));
     driven.push(("live_page_in_headless_chromium", false, false, Box::new(move || live_page_case(elf, logs))));
+    driven.push(("trace_dat_read_by_trace_cmd_equals_ctf", true, false, Box::new(move || trace_dat_case(elf, logs))));
     driven.push(("net_static_misconfigured", false, true, Box::new(move || static_misconfig_case(elf, logs))));
     driven.push(("net_starvation_never_read_and_slowloris", false, true, Box::new(move || starvation_case(elf, logs))));
     for (name, overflow) in [("trace_accounting_overwrite", "overwrite"), ("trace_accounting_drop", "drop")] {

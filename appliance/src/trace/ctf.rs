@@ -18,7 +18,7 @@ pub const MAGIC: u32 = 0xC1FC_1FC1;
 pub const EVENTS_PER_PACKET: usize = 1024;
 /// Bytes of a packet header + context, and of an event (all fields byte-aligned).
 const PACKET_HEAD: usize = 4 + 4 + 8 + 8 + 8 + 8 + 8 + 4;
-const EVENT_BYTES: usize = 2 + 8 + 8 + 8 + 8 + 1 + 8;
+const EVENT_BYTES: usize = 2 + 8 + 8 + 8 + 8 + 1 + 8 + 8;
 
 /// The TSDL metadata. `events` and `lost` describe the snapshot.
 pub fn metadata(hostname: &str, events: u64, lost: u64, produced: u64) -> String {
@@ -72,7 +72,7 @@ stream {{
     for k in [Kind::Function, Kind::PatchBatch, Kind::SyncRound, Kind::NmiTick, Kind::Warning] {
         let _ = write!(
             m,
-            "\nevent {{\n    id = {};\n    name = \"{}\";\n    stream_id = 0;\n    fields := struct {{ xint64_t ip; xint64_t parent_ip; uint64_t tsc; uint8_t context; uint64_t arg; }};\n}};\n",
+            "\nevent {{\n    id = {};\n    name = \"{}\";\n    stream_id = 0;\n    fields := struct {{ xint64_t ip; xint64_t parent_ip; uint64_t tsc; uint8_t context; uint64_t arg; uint64_t dur_ns; }};\n}};\n",
             k as u8,
             k.name()
         );
@@ -113,6 +113,7 @@ pub fn stream(cpu: u32, events: &[Event], discarded_before: &[u64], discarded_to
             out.extend_from_slice(&e.tsc.to_le_bytes());
             out.push(e.ctx);
             out.extend_from_slice(&e.arg.to_le_bytes());
+            out.extend_from_slice(&e.dur_ns.to_le_bytes());
         }
     }
     out
@@ -155,22 +156,15 @@ pub fn snapshot_tar(rings: &[super::ring::CpuRings], hostname: &str) -> Vec<u8> 
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let (mut total, mut lost_total, mut produced_total) = (0u64, 0u64, 0u64);
     for (cpu, cr) in rings.iter().enumerate() {
-        let mut events: Vec<Event> = Vec::new();
-        let (mut before, mut after, mut produced) = (0u64, 0u64, 0u64);
-        for r in cr.rings.iter() {
-            let s = r.snapshot(|_, e| events.push(e));
-            before += s.lost_before();
-            after += s.lost_after();
-            produced += s.produced();
-        }
-        events.sort_by_key(|e| e.ts_ns);
+        let snap = cr.snapshot();
+        let (before, after) = (snap.lost_before, snap.lost_after);
         // Overwritten events are older than every event kept: counted from
         // the first packet on; dropped ones are newer: counted at the end.
-        let disc: Vec<u64> = events.iter().map(|_| before).collect();
-        total += events.len() as u64;
+        let disc: Vec<u64> = snap.events.iter().map(|_| before).collect();
+        total += snap.events.len() as u64;
         lost_total += before + after;
-        produced_total += produced;
-        files.push((alloc::format!("trace/stream_{cpu}"), stream(cpu as u32, &events, &disc, before + after)));
+        produced_total += snap.produced;
+        files.push((alloc::format!("trace/stream_{cpu}"), stream(cpu as u32, &snap.events, &disc, before + after)));
     }
     let meta = metadata(hostname, total, lost_total, produced_total);
     let mut list: Vec<(&str, &[u8])> = alloc::vec![("trace/metadata", meta.as_bytes())];
@@ -183,7 +177,7 @@ mod tests {
     use super::*;
 
     fn ev(ts: u64, cpu: u16) -> Event {
-        Event { ts_ns: ts, tsc: ts * 3, ip: 0x20_0000 + ts, parent: 0x21_0000, kind: Kind::Function, ctx: 2, cpu, arg: 0 }
+        Event { ts_ns: ts, tsc: ts * 3, ip: 0x20_0000 + ts, parent: 0x21_0000, kind: Kind::Function, ctx: 2, cpu, arg: 0, dur_ns: 0 }
     }
 
     #[test]

@@ -12,11 +12,15 @@ pub fn ctx_name(ctx: u8) -> &'static str {
 }
 
 /// `  [001] nmi       12.345678: func <-parent` (names, else hex addresses);
-/// other kinds: `  [000] task      1.000000: patch_batch arg=256`.
+/// other kinds: `  [000] task      1.000000: patch_batch sites=256 dur_ns=812000`.
 pub fn ftrace_line(out: &mut String, e: &Event, name: Option<&str>, parent: Option<&str>) {
     let _ = write!(out, "  [{:03}] {:<4} {:6}.{:06}: ", e.cpu, ctx_name(e.ctx), e.ts_ns / 1_000_000_000, (e.ts_ns / 1000) % 1_000_000);
     if e.kind != Kind::Function {
-        let _ = writeln!(out, "{} arg={}", e.kind.name(), e.arg);
+        let _ = write!(out, "{} {}={}", e.kind.name(), arg_name(e.kind), e.arg);
+        if e.dur_ns > 0 {
+            let _ = write!(out, " dur_ns={}", e.dur_ns);
+        }
+        out.push('\n');
         return;
     }
     match name {
@@ -56,36 +60,41 @@ pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// One Chrome trace event (an instant event, thread = CPU, category = context).
+/// One Chrome trace event (thread = CPU, category = context): an instant,
+/// or for an event with a duration (patch batches, sync rounds: recorded
+/// when they end) a complete event ("X") spanning it, its argument named.
 pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
     out.push_str("{\"name\":");
     json_str(out, if e.kind == Kind::Function { name } else { e.kind.name() });
-    if e.kind == Kind::SyncRound {
-        // A sync round is recorded when it ends, its length in `arg` (ns):
-        // a complete event ("X") spanning it.
-        let start = e.ts_ns.saturating_sub(e.arg);
-        let _ = write!(
-            out,
-            ",\"cat\":\"{}\",\"ph\":\"X\",\"ts\":{}.{:03},\"dur\":{}.{:03},\"pid\":0,\"tid\":{}}}",
-            ctx_name(e.ctx),
-            start / 1000,
-            start % 1000,
-            e.arg / 1000,
-            e.arg % 1000,
-            e.cpu
-        );
-        return;
+    let _ = write!(out, ",\"cat\":\"{}\"", ctx_name(e.ctx));
+    if e.dur_ns > 0 {
+        let start = e.ts_ns.saturating_sub(e.dur_ns);
+        let _ = write!(out, ",\"ph\":\"X\",\"ts\":{}.{:03},\"dur\":{}.{:03}", start / 1000, start % 1000, e.dur_ns / 1000, e.dur_ns % 1000);
+    } else {
+        let _ = write!(out, ",\"ph\":\"i\",\"s\":\"t\",\"ts\":{}.{:03}", e.ts_ns / 1000, e.ts_ns % 1000);
     }
-    let _ = write!(
-        out,
-        ",\"cat\":\"{}\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{}.{:03},\"pid\":0,\"tid\":{},\"args\":{{\"parent\":",
-        ctx_name(e.ctx),
-        e.ts_ns / 1000,
-        e.ts_ns % 1000,
-        e.cpu
-    );
-    json_str(out, parent);
+    let _ = write!(out, ",\"pid\":0,\"tid\":{},\"args\":{{", e.cpu);
+    match e.kind {
+        Kind::Function => {
+            out.push_str("\"parent\":");
+            json_str(out, parent);
+        }
+        k => {
+            let _ = write!(out, "\"{}\":{}", arg_name(k), e.arg);
+        }
+    }
     out.push_str("}}");
+}
+
+/// What a non-function event's argument means (`Kind` documents it).
+pub fn arg_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Function => "arg",
+        Kind::PatchBatch => "sites",
+        Kind::SyncRound => "timed_out",
+        Kind::NmiTick => "source",
+        Kind::Warning => "record",
+    }
 }
 
 /// A Prometheus counter family: `# HELP`, `# TYPE`, then one sample per
@@ -107,7 +116,7 @@ mod tests {
     use super::*;
 
     fn ev() -> Event {
-        Event { ts_ns: 12_345_678_901, tsc: 1, ip: 0x21_4d14, parent: 0x20_e533, kind: Kind::Function, ctx: 2, cpu: 1, arg: 0 }
+        Event { ts_ns: 12_345_678_901, tsc: 1, ip: 0x21_4d14, parent: 0x20_e533, kind: Kind::Function, ctx: 2, cpu: 1, arg: 0, dur_ns: 0 }
     }
 
     #[test]
@@ -119,8 +128,11 @@ mod tests {
         ftrace_line(&mut s, &ev(), None, None);
         assert_eq!(s, "  [001] nmi      12.345678: 0x214d14 <-0x20e533\n");
         let mut s = String::new();
-        ftrace_line(&mut s, &Event { kind: Kind::PatchBatch, arg: 256, ctx: 0, ..ev() }, None, None);
-        assert_eq!(s, "  [001] task     12.345678: patch_batch arg=256\n");
+        ftrace_line(&mut s, &Event { kind: Kind::PatchBatch, arg: 256, ctx: 0, dur_ns: 812_000, ..ev() }, None, None);
+        assert_eq!(s, "  [001] task     12.345678: patch_batch sites=256 dur_ns=812000\n");
+        let mut s = String::new();
+        ftrace_line(&mut s, &Event { kind: Kind::NmiTick, arg: 1, ..ev() }, None, None);
+        assert_eq!(s, "  [001] nmi      12.345678: nmi_tick source=1\n");
         let mut s = String::new();
         lost_line(&mut s, 3, 1554);
         assert_eq!(s, "CPU:3 [LOST 1554 EVENTS]\n");
@@ -137,12 +149,21 @@ mod tests {
     }
 
     #[test]
-    fn sync_rounds_are_complete_events_with_their_length() {
+    fn sync_rounds_and_batches_are_complete_events_with_their_length() {
         let mut s = String::new();
-        chrome_event(&mut s, &Event { kind: Kind::SyncRound, arg: 45_500, ctx: 0, ..ev() }, "", "");
-        assert_eq!(s, r#"{"name":"sync_round","cat":"task","ph":"X","ts":12345633.401,"dur":45.500,"pid":0,"tid":1}"#);
+        chrome_event(&mut s, &Event { kind: Kind::SyncRound, arg: 0, dur_ns: 45_500, ctx: 0, ..ev() }, "", "");
+        assert_eq!(s, r#"{"name":"sync_round","cat":"task","ph":"X","ts":12345633.401,"dur":45.500,"pid":0,"tid":1,"args":{"timed_out":0}}"#);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["dur"], 45.5);
+        let mut s = String::new();
+        chrome_event(&mut s, &Event { kind: Kind::PatchBatch, arg: 10_005, dur_ns: 2_000_000, ctx: 0, ..ev() }, "", "");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!((v["ph"].as_str(), v["dur"].as_f64(), v["args"]["sites"].as_u64()), (Some("X"), Some(2000.0), Some(10_005)));
+        // Kinds without a duration stay instants.
+        let mut s = String::new();
+        chrome_event(&mut s, &Event { kind: Kind::NmiTick, arg: 1, ..ev() }, "", "");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!((v["ph"].as_str(), v["args"]["source"].as_u64()), (Some("i"), Some(1)));
     }
 
     #[test]

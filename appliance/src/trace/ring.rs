@@ -27,7 +27,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 
 /// Words of one event.
-pub const EVENT_WORDS: usize = 6;
+pub const EVENT_WORDS: usize = 7;
 
 /// What happens when a ring is full (`trace_overflow=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,9 +44,9 @@ pub enum Overflow {
 pub enum Kind {
     /// A traced function ran (ip = the function's site, parent = its caller).
     Function = 0,
-    /// A patch batch was applied (arg = sites).
+    /// A patch batch was applied (arg = sites; `dur_ns` its length).
     PatchBatch = 1,
-    /// A sync round completed (arg = duration in ns).
+    /// A sync round ended (arg = 1 when it timed out; `dur_ns` its length).
     SyncRound = 2,
     /// A watchdog NMI tick.
     NmiTick = 3,
@@ -89,12 +89,14 @@ pub struct Event {
     pub ctx: u8,
     pub cpu: u16,
     pub arg: u64,
+    /// How long the event lasted, ending at `ts_ns` (0: an instant).
+    pub dur_ns: u64,
 }
 
 impl Event {
     fn to_words(self) -> [u64; EVENT_WORDS] {
         let meta = self.kind as u64 | (self.ctx as u64) << 8 | (self.cpu as u64) << 16;
-        [self.ts_ns, self.tsc, self.ip, self.parent, meta, self.arg]
+        [self.ts_ns, self.tsc, self.ip, self.parent, meta, self.arg, self.dur_ns]
     }
 
     fn from_words(w: [u64; EVENT_WORDS]) -> Option<Event> {
@@ -107,10 +109,14 @@ impl Event {
             ctx: (w[4] >> 8) as u8,
             cpu: (w[4] >> 16) as u16,
             arg: w[5],
+            dur_ns: w[6],
         })
     }
 }
 
+/// One cache line (SDM Vol. 3A §12.1: 64-byte lines on every x86-64), so
+/// that a reader of one slot never shares a line with the writer of the next.
+#[repr(align(64))]
 struct Slot {
     /// 2 * index + 1 while being written, 2 * index + 2 once complete.
     seq: AtomicU64,
@@ -347,6 +353,35 @@ impl CpuRings {
     }
 }
 
+/// One CPU's events over its three contexts, merged by timestamp, with
+/// the books of the read (what the CTF and trace.dat snapshots serve).
+#[derive(Clone, Debug, Default)]
+pub struct CpuSnapshot {
+    pub events: Vec<Event>,
+    /// Lost before the oldest event kept (overwritten).
+    pub lost_before: u64,
+    /// Lost after the newest (dropped by the writer: the ring was full).
+    pub lost_after: u64,
+    /// Produced when the read started.
+    pub produced: u64,
+}
+
+impl CpuRings {
+    /// Read every context's ring (see [`Ring::snapshot`]) and merge.
+    pub fn snapshot(&self) -> CpuSnapshot {
+        let mut s = CpuSnapshot::default();
+        for r in self.rings.iter() {
+            let st = r.snapshot(|_, e| s.events.push(e));
+            s.lost_before += st.lost_before();
+            s.lost_after += st.lost_after();
+            s.produced += st.produced();
+        }
+        // Stable: events of one context with equal timestamps keep their order.
+        s.events.sort_by_key(|e| e.ts_ns);
+        s
+    }
+}
+
 /// Events per ring for `kb` KiB per CPU (three contexts; task gets half).
 pub fn capacity_for_kb(kb: u32) -> [usize; 3] {
     let events = (kb as usize * 1024) / (EVENT_WORDS * 8 + 8);
@@ -360,7 +395,7 @@ mod tests {
     use std::vec::Vec;
 
     fn ev(n: u64) -> Event {
-        Event { ts_ns: n, tsc: n * 3, ip: 0x20_0000 + n, parent: n ^ 0xdead_beef, kind: Kind::Function, ctx: (n % 3) as u8, cpu: 7, arg: n }
+        Event { ts_ns: n, tsc: n * 3, ip: 0x20_0000 + n, parent: n ^ 0xdead_beef, kind: Kind::Function, ctx: (n % 3) as u8, cpu: 7, arg: n, dur_ns: n / 2 }
     }
 
     fn collect(r: &Ring, from: u64) -> (Vec<u64>, ReadStats) {
@@ -466,7 +501,7 @@ mod tests {
     #[test]
     fn sizing_from_kib() {
         let c = capacity_for_kb(64);
-        assert_eq!(c, [585, 292, 292], "56 bytes an event (6 words + the sequence word)");
+        assert_eq!(c, [512, 256, 256], "64 bytes an event (7 words + the sequence word): one cache line");
         assert_eq!(capacity_for_kb(0), [2, 2, 2]);
         let cr = CpuRings::new([8, 4, 4], Overflow::Drop);
         assert_eq!(cr.rings.each_ref().map(|r| r.capacity()), [8, 4, 4]);

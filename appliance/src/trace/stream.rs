@@ -216,7 +216,7 @@ mod tests {
     use crate::trace::ring::{Kind, Overflow};
 
     fn ev(ts: u64, cpu: u16, ctx: u8) -> Event {
-        Event { ts_ns: ts, tsc: ts, ip: 0x1000 + ts, parent: 0x2001, kind: Kind::Function, ctx, cpu, arg: 0 }
+        Event { ts_ns: ts, tsc: ts, ip: 0x1000 + ts, parent: 0x2001, kind: Kind::Function, ctx, cpu, arg: 0, dur_ns: 0 }
     }
 
     fn names(addr: u64) -> Option<&'static str> {

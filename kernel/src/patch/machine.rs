@@ -125,7 +125,7 @@ impl Platform for Machine {
         serialize(self.sync);
         STATS.sync_rounds.fetch_add(1, Ordering::Relaxed);
         let r = xcall::call_others(sync_ipi, self.sync.code() as usize, sync_timeout_ns());
-        crate::events::record(EventKind::SyncRound, clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t0));
+        crate::events::record_span(EventKind::SyncRound, r.is_err() as u64, clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t0));
         r.map_err(|e| {
             STATS.sync_failures.fetch_add(1, Ordering::Relaxed);
             error!("patch: sync round failed: {e}");

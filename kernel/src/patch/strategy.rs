@@ -103,11 +103,12 @@ pub fn apply(batch: &mut [Patch]) -> Result<BatchStats, protocol::Error> {
         Strategy::StopMachine => apply_stop_machine(&mut m, batch),
         Strategy::Naive => apply_naive(&mut m, batch),
     };
-    STATS.batch_ns_total.fetch_add(clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t), Ordering::Relaxed);
+    let ns = clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t);
+    STATS.batch_ns_total.fetch_add(ns, Ordering::Relaxed);
     if let Ok(s) = &r {
         STATS.batches.fetch_add(1, Ordering::Relaxed);
         STATS.sites_patched.fetch_add(s.sites as u64, Ordering::Relaxed);
-        crate::events::record(EventKind::PatchBatch, s.sites as u64);
+        crate::events::record_span(EventKind::PatchBatch, s.sites as u64, ns);
     }
     r
 }
