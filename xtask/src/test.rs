@@ -1208,6 +1208,36 @@ pub(crate) fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::r
     Ok(format!("/trace {} kept + {} lost, CTF {events} + {lost} = {produced}, trace.dat {dat_read} + {dat_lost}", books.kept, books.lost))
 }
 
+/// An NMI that is no watchdog IPI, counter or external one (QMP
+/// `inject-nmi`, which QEMU delivers through LINT1: the boot CPU's is
+/// programmed for NMI, the others' masked): reported once in the NMI log as
+/// Linux words it, with the ledger's trail of the CPU's last NMIs, and
+/// counted as unknown in /status; the watchdog keeps running.
+fn unknown_nmi_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
+    let scratch = qemu::TempDir::new("unknown-nmi").map_err(|e| e.to_string())?;
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
+    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000", "2");
+    spec.net = Some((port, "virtio-net-pci".into()));
+    let qmp_path = scratch.0.join("qmp.sock");
+    spec.qmp = Some(qmp_path.clone());
+    let (mut run, mut log) = spawn_serving(&spec, &logs.join("nmi_unknown_reported.log"))?;
+    let before = qemu::status(port)?;
+    if before.watchdog.unknown != 0 {
+        return Err(format!("unknown NMIs before the injection: {:?}", before.watchdog));
+    }
+    let mut qmp = qemu::Qmp::connect(&qmp_path, Duration::from_secs(10))?;
+    qmp.execute("inject-nmi", serde_json::json!({}))?;
+    let head = "Uhhuh. NMI received for unknown reason on CPU 0";
+    run.wait_line(run.started.elapsed() + Duration::from_secs(20), &mut log, |l| l.contains(head)).ok_or("no unknown-NMI report on the console after inject-nmi")?;
+    run.wait_line(run.started.elapsed() + Duration::from_secs(5), &mut log, |l| l.contains("ledger, last NMIs: | ipi+")).ok_or("the report has no ledger trail")?;
+    let after = qemu::status(port)?;
+    let (code, nmi_log) = http(port, "GET /nmi-log HTTP/1.1\r\n\r\n")?;
+    if after.watchdog.unknown != 1 || code != 200 || !nmi_log.contains(head) || after.watchdog.ipi <= before.watchdog.ipi {
+        return Err(format!("after inject-nmi: {:?}, /nmi-log {code} holds the report: {}", after.watchdog, nmi_log.contains(head)));
+    }
+    Ok(format!("reported and counted; {} watchdog IPIs since", after.watchdog.ipi - before.watchdog.ipi))
+}
+
 /// Fetch `/trace.dat` into `dir/trace.dat`.
 fn fetch_dat(port: u16, dir: &Path) -> std::result::Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(dir);
@@ -1417,6 +1447,13 @@ fn net_case(elf: &Path, nic: &str, cpu: Option<&str>, logs: &Path) -> std::resul
     let tracks = doc["traceEvents"].as_array().map_or(0, |a| a.iter().filter(|e| e["ph"] == "M" && e["name"] == "thread_name").count());
     if tracks != 4 {
         return Err(format!("/trace.json names {tracks} CPU tracks, expected 4"));
+    }
+    // Patch batches and sync rounds are spans: complete events with a duration.
+    for kind in ["patch_batch", "sync_round"] {
+        let spans = doc["traceEvents"].as_array().map_or(0, |a| a.iter().filter(|e| e["name"] == kind && e["ph"] == "X" && e["dur"].as_f64().is_some_and(|d| d > 0.0)).count());
+        if spans == 0 {
+            return Err(format!("/trace.json has no {kind} complete event with a duration"));
+        }
     }
     // follow=1 streams live: read a while, then hang up mid-stream. A
     // connection reset while every socket is busy is retried, as a client would.
@@ -1776,6 +1813,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
     driven.push(("net_nic_choice_by_kind_and_address", false, false, Box::new(move || nic_choice_case(elf, logs))));
     driven.push(("live_page_in_headless_chromium", false, false, Box::new(move || live_page_case(elf, logs))));
     driven.push(("trace_dat_read_by_trace_cmd_equals_ctf", true, false, Box::new(move || trace_dat_case(elf, logs))));
+    driven.push(("nmi_unknown_reported", false, false, Box::new(move || unknown_nmi_case(elf, logs))));
     driven.push(("net_static_misconfigured", false, true, Box::new(move || static_misconfig_case(elf, logs))));
     driven.push(("net_starvation_never_read_and_slowloris", false, true, Box::new(move || starvation_case(elf, logs))));
     for (name, overflow) in [("trace_accounting_overwrite", "overwrite"), ("trace_accounting_drop", "drop")] {

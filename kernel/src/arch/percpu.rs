@@ -111,6 +111,10 @@ pub struct PerCpu {
     pub nmi_ledger_seen: AtomicU64,
     pub nmi_ledger_credit: AtomicU64,
     pub nmi_ledger_life: AtomicU64,
+    /// The last NMIs' ledger steps (`nmi::ledger::Step`, packed), newest at
+    /// `nmi_trail_at - 1`, for the report of an unknown NMI.
+    pub nmi_trail: [AtomicU64; crate::nmi::ledger::TRAIL],
+    pub nmi_trail_at: AtomicU64,
     /// The performance counter the watchdog armed on this CPU (u32::MAX: none).
     pub wd_pmu_index: AtomicU32,
     /// This CPU's counter never interrupted: CPU 0 sends it watchdog IPIs.
@@ -179,6 +183,8 @@ impl PerCpu {
             nmi_ledger_seen: AtomicU64::new(0),
             nmi_ledger_credit: AtomicU64::new(0),
             nmi_ledger_life: AtomicU64::new(0),
+            nmi_trail: [const { AtomicU64::new(0) }; crate::nmi::ledger::TRAIL],
+            nmi_trail_at: AtomicU64::new(0),
             nmi_swallowed: AtomicU64::new(0),
             wd_pmu_index: AtomicU32::new(u32::MAX),
             wd_ipi_fallback: AtomicBool::new(false),

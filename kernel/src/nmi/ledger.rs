@@ -82,6 +82,55 @@ pub fn classify(sent: u64, s: State) -> (Verdict, State) {
     (Verdict::NotOurs, s)
 }
 
+/// NMIs each CPU remembers for the report of an unknown one.
+pub const TRAIL: usize = 8;
+
+/// One NMI of the trail, packed in a word (so the handler stores it with
+/// one atomic write): the state it found, the count it read, its verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub sent: u64,
+    pub before: State,
+    pub verdict: Verdict,
+}
+
+impl Step {
+    /// `sent` keeps its low 40 bits (a trail spans a few NMIs); `seen` is
+    /// kept as the distance below `sent` (up to 255).
+    pub fn pack(self) -> u64 {
+        let (code, new) = match self.verdict {
+            Verdict::Ipi { new } => (1u64, new.min(255)),
+            Verdict::Swallowed => (2, 0),
+            Verdict::NotOurs => (3, 0),
+        };
+        let behind = self.sent.saturating_sub(self.before.seen).min(255);
+        code | new << 2 | behind << 10 | self.before.credit.min(3) << 18 | self.before.life.min(15) << 20 | (self.sent & ((1 << 40) - 1)) << 24
+    }
+
+    /// None for an empty slot (0).
+    pub fn unpack(w: u64) -> Option<Step> {
+        let verdict = match w & 3 {
+            1 => Verdict::Ipi { new: (w >> 2) & 255 },
+            2 => Verdict::Swallowed,
+            3 => Verdict::NotOurs,
+            _ => return None,
+        };
+        let sent = w >> 24;
+        Some(Step { sent, before: State { seen: sent - ((w >> 10) & 255), credit: (w >> 18) & 3, life: (w >> 20) & 15 }, verdict })
+    }
+}
+
+impl core::fmt::Display for Step {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let v = match self.verdict {
+            Verdict::Ipi { new } => return write!(f, "ipi+{new} (sent {}, seen {}, credit {}, life {})", self.sent, self.before.seen, self.before.credit, self.before.life),
+            Verdict::Swallowed => "swallowed",
+            Verdict::NotOurs => "not ours",
+        };
+        write!(f, "{v} (sent {}, seen {}, credit {}, life {})", self.sent, self.before.seen, self.before.credit, self.before.life)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +187,20 @@ mod tests {
                 self.take(t, |_| {});
             }
         }
+    }
+
+    #[test]
+    fn trail_steps_round_trip() {
+        for step in [
+            Step { sent: 123_456_789, before: State { seen: 123_456_787, credit: 1, life: 3 }, verdict: Verdict::Ipi { new: 2 } },
+            Step { sent: 5, before: State { seen: 5, credit: 2, life: 1 }, verdict: Verdict::Swallowed },
+            Step { sent: 9, before: State { seen: 9, credit: 0, life: 0 }, verdict: Verdict::NotOurs },
+        ] {
+            assert_eq!(Step::unpack(step.pack()), Some(step));
+        }
+        assert_eq!(Step::unpack(0), None, "an empty slot");
+        let s = Step { sent: 7, before: State { seen: 6, credit: 0, life: 0 }, verdict: Verdict::Ipi { new: 1 } };
+        assert_eq!(std::format!("{s}"), "ipi+1 (sent 7, seen 6, credit 0, life 0)");
     }
 
     #[test]

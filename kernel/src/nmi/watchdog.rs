@@ -318,10 +318,14 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
         credit: cpu.nmi_ledger_credit.load(Ordering::Relaxed),
         life: cpu.nmi_ledger_life.load(Ordering::Relaxed),
     };
-    let (verdict, state) = ledger::classify(cpu.nmi_ipi_sent.load(Ordering::Acquire), state);
+    let before = state;
+    let sent = cpu.nmi_ipi_sent.load(Ordering::Acquire);
+    let (verdict, state) = ledger::classify(sent, state);
     cpu.nmi_ledger_seen.store(state.seen, Ordering::Relaxed);
     cpu.nmi_ledger_credit.store(state.credit, Ordering::Relaxed);
     cpu.nmi_ledger_life.store(state.life, Ordering::Relaxed);
+    let at = cpu.nmi_trail_at.fetch_add(1, Ordering::Relaxed);
+    cpu.nmi_trail[at as usize % ledger::TRAIL].store(ledger::Step { sent, before, verdict }.pack(), Ordering::Relaxed);
     if let ledger::Verdict::Ipi { .. } = verdict {
         cpu.nmi_ipi.fetch_add(1, Ordering::Relaxed);
         ours = true;
@@ -349,11 +353,36 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
             == pmu_driver::Unclaimed::LatePmi
     {
         cpu.nmi_late_pmi.fetch_add(1, Ordering::Relaxed);
-    } else {
-        cpu.nmi_unknown.fetch_add(1, Ordering::Relaxed);
+    } else if cpu.nmi_unknown.fetch_add(1, Ordering::Relaxed) < UNKNOWN_REPORTS {
+        report_unknown(cpu, frame);
     }
     cpu.nmi_cycles.fetch_add(crate::arch::cpu::rdtsc() - t0, Ordering::Relaxed);
     Disposition::Resume
+}
+
+/// Unknown NMIs reported per CPU (the rest are only counted).
+const UNKNOWN_REPORTS: u64 = 4;
+
+/// An unknown NMI goes to the NMI log, as Linux's "NMI received for unknown
+/// reason" does (`arch/x86/kernel/nmi.c`, `unknown_nmi_error`), with what the
+/// IPI ledger saw over this CPU's last NMIs (oldest first) and where the NMI
+/// landed. NMI context: the log takes no lock and does not allocate.
+fn report_unknown(cpu: &PerCpu, frame: &TrapFrame) {
+    let rec = NMI_LOG.push(|r| {
+        let _ = writeln!(r, "Uhhuh. NMI received for unknown reason on CPU {} (not a watchdog IPI, counter or external NMI)", cpu.index());
+        let at = cpu.nmi_trail_at.load(Ordering::Relaxed);
+        let _ = write!(r, "  ledger, last NMIs:");
+        for k in (0..ledger::TRAIL as u64).rev().filter(|&k| k < at) {
+            if let Some(step) = ledger::Step::unpack(cpu.nmi_trail[((at - 1 - k) % ledger::TRAIL as u64) as usize].load(Ordering::Relaxed)) {
+                let _ = write!(r, " | {step}");
+            }
+        }
+        let _ = writeln!(r);
+        let _ = trap::write_dump(r, frame);
+    });
+    if let Some(i) = rec {
+        crate::events::record(EventKind::Warning, i as u64);
+    }
 }
 
 /// Port 0x61 says SERR# or IOCHK#: an external NMI. Clear the latch that said
