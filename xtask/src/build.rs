@@ -27,7 +27,7 @@ pub fn kernel_rustflags(root: &Path) -> Vec<String> {
         "-C".into(),
         "linker-flavor=ld.lld".into(),
         "-C".into(),
-        "relocation-model=static".into(),
+        "relocation-model=pie".into(),
         "-C".into(),
         "no-redzone=yes".into(),
         "-C".into(),
@@ -42,7 +42,18 @@ pub fn kernel_rustflags(root: &Path) -> Vec<String> {
         "-C".into(),
         "link-arg=-znorelro".into(),
         "-C".into(),
-        "link-arg=--no-pie".into(),
+        // A static position-independent executable: its data pointers are
+        // R_X86_64_RELATIVE entries the entry applies where the loader put it
+        // (kernel/src/boot/entry.rs); the file holds their link-time values too.
+        "link-arg=-pie".into(),
+        "-C".into(),
+        "link-arg=--no-dynamic-linker".into(),
+        "-C".into(),
+        "link-arg=-znotext".into(),
+        "-C".into(),
+        "link-arg=--apply-dynamic-relocs".into(),
+        "-C".into(),
+        "link-arg=--pack-dyn-relocs=none".into(),
         "--cfg".into(),
         "kernel_target".into(),
     ]
@@ -110,10 +121,48 @@ pub fn build_elf() -> Result<PathBuf> {
     std::fs::create_dir_all(out_dir())?;
     let mut elf = std::fs::read(&built)?;
     let n = embed_symbols(&mut elf)?;
+    let relocs = prepare_relocations(&mut elf)?;
     let out = elf_path();
     std::fs::write(&out, &elf)?;
-    eprintln!("xtask: {} ({} KiB, {n} symbols)", out.display(), elf.len() / 1024);
+    eprintln!("xtask: {} ({} KiB, {n} symbols, {relocs} relocations)", out.display(), elf.len() / 1024);
     Ok(out)
+}
+
+/// The image's `.rela.dyn`: every entry must be R_X86_64_RELATIVE (the only
+/// kind the entry applies, kernel/src/boot/entry.rs); a symbol-based one
+/// means code that would read a wrong address once relocated, and fails the
+/// build. The section is then typed SHT_PROGBITS: the entry finds it by its
+/// linker-script symbols, and GRUB refuses multiboot2 ELF files with
+/// SHT_RELA sections ("ELF files with relocs are not supported yet", its
+/// `multiboot_elfxx.c`). Returns the number of relocations.
+pub fn prepare_relocations(elf: &mut [u8]) -> Result<usize> {
+    use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
+    const SHT_PROGBITS: u32 = 1;
+    const SHT_RELA: u32 = 4;
+    const RELA_ENTRY: usize = 24;
+    let (index, count, shoff, shentsize) = {
+        let file = ElfFile64::<object::Endianness>::parse(&*elf)?;
+        let endian = file.endian();
+        let header = file.elf_header();
+        let sections = header.sections(endian, &*elf)?;
+        let Some((index, sec)) = sections.iter().enumerate().find(|(_, s)| sections.section_name(endian, s).ok() == Some(b".rela.dyn".as_slice())) else {
+            return Ok(0);
+        };
+        if sec.sh_type(endian) != SHT_RELA {
+            return Err(format!(".rela.dyn has section type {}, expected SHT_RELA", sec.sh_type(endian)).into());
+        }
+        let data = sec.data(endian, &*elf)?;
+        for (i, e) in data.chunks_exact(RELA_ENTRY).enumerate() {
+            let info = u64::from_le_bytes(e[8..16].try_into().unwrap());
+            if info as u32 != kernel::boot::image::R_X86_64_RELATIVE {
+                return Err(format!("relocation {i} of the image has type {} (symbol {}), not R_X86_64_RELATIVE: position-dependent code?", info as u32, info >> 32).into());
+            }
+        }
+        (index, data.len() / RELA_ENTRY, header.e_shoff(endian) as usize, header.e_shentsize(endian) as usize)
+    };
+    let at = shoff + index * shentsize + 4;
+    elf[at..at + 4].copy_from_slice(&SHT_PROGBITS.to_le_bytes());
+    Ok(count)
 }
 
 /// Collect function and data symbols, encode them, and write them into

@@ -464,6 +464,39 @@ fn x2apic_matrix(v: &mut Vec<Case>) {
 /// Under hardware KVM when there is one: a boot, the patching loop, and the
 /// watchdog (whose source depends on the virtual PMU; the log says which and
 /// why). `Err(reason)` when skipped.
+/// The relocated boot's command line: patching with the NMI-path sites, so
+/// the trace-site registry (relocated pointers), int3 emulation and the
+/// symbol table (the warning names `lapic_wd_event`) all run at the new address.
+const RELOCATED_CMDLINE: &str = "test_exit patch=on patch_interval_us=0 patch_cycles=3 trace_nmi_path ftrace_keep_on_nmi";
+
+/// GRUB (BIOS, CD) loads the image at the highest address the relocatable
+/// tag allows: the kernel reports itself moved, brings up both CPUs (the AP
+/// trampoline jumps to the relocated code), patches with a correct verdict,
+/// and names NMI-context functions in its warning.
+fn relocated_case(iso: &Path) -> Case {
+    let mut spec = Spec::new(Boot::Cdrom(iso.to_path_buf()));
+    spec.smp = "2".into();
+    fn moved(log: &str) -> std::result::Result<(), String> {
+        let line = log.lines().find(|l| l.contains("mem: ") && l.contains("kernel image ")).ok_or("no kernel image line")?;
+        let moved = line.split("(moved +0x").nth(1).and_then(|r| r.split(' ').next()).and_then(|h| u64::from_str_radix(h, 16).ok()).ok_or_else(|| format!("no move in `{line}`"))?;
+        if moved == 0 || moved % kernel::boot::image::RELOC_ALIGN != 0 {
+            return Err(format!("GRUB did not relocate the image as asked (moved {moved:#x}): `{line}`"));
+        }
+        int3_promise(log)
+    }
+    let mut expect = healthy(&[0, 1]);
+    expect.extend(["patch: verdict: ok".into(), "WARNING: ftraced code called from NMI context lapic_wd_event+0x".into()]);
+    Case {
+        name: "grub_bios_relocated_high",
+        spec,
+        timeout: Duration::from_secs(300),
+        exit: EXIT_SUCCESS,
+        expect,
+        forbid: ["FATAL", "panic", "BOOT FAILED", "did not come up", "failed to start", "sync round failed", "rendezvous failed"].iter().map(|s| s.to_string()).collect(),
+        check: Some(moved),
+    }
+}
+
 fn kvm_cases(elf: &Path) -> std::result::Result<Vec<Case>, String> {
     let why = qemu::kvm_hardware()?;
     eprintln!("kvm: {why}");
@@ -1734,10 +1767,19 @@ pub fn main(args: &TestArgs) -> Result<()> {
     let elf = crate::build::build_elf()?;
     let iso: PathBuf = crate::build::out_dir().join("test.iso");
     crate::image::make_iso(&elf, "test_exit patch=off", &iso)?;
+    // The same image asking GRUB for the highest address it allows, so the
+    // kernel runs away from its link address (relocated).
+    let high_elf = crate::build::out_dir().join("appliance-high.elf");
+    let mut image = std::fs::read(&elf)?;
+    kernel::boot::image::set_reloc_preference(&mut image, kernel::boot::image::RELOC_PREFER_HIGH)?;
+    std::fs::write(&high_elf, &image)?;
+    let high_iso: PathBuf = crate::build::out_dir().join("test-high.iso");
+    crate::image::make_iso(&high_elf, RELOCATED_CMDLINE, &high_iso)?;
     let logs = root().join("target/test-logs");
     std::fs::create_dir_all(&logs)?;
 
     let mut all = cases(&elf, &iso);
+    all.push(relocated_case(&high_iso));
     let mut skipped = Vec::new();
     match kvm_cases(&elf) {
         Ok(c) => all.extend(c),

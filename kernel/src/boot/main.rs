@@ -369,12 +369,14 @@ impl Boot {
             frames.reserve(Range::new(kernel.0, kernel.1));
             frames.reserve(Range::new(self.boot_info.info_range.0, self.boot_info.info_range.1));
             info!(
-                "mem: {} MiB usable in {} regions, top {:#x}; kernel image {:#x}-{:#x}",
+                "mem: {} MiB usable in {} regions, top {:#x}; kernel image {:#x}-{:#x}, linked at {:#x} (moved {:+#x} by the loader)",
                 self.boot_info.usable_bytes() >> 20,
                 self.boot_info.regions.len(),
                 self.boot_info.max_usable(),
                 kernel.0,
-                kernel.1
+                kernel.1,
+                super::entry::LINK_BASE,
+                super::entry::load_delta(),
             );
             // The AP trampoline: a usable page below 640 KiB, the highest free one.
             let tramp = match crate::mem::low::trampoline_page(&self.boot_info.regions, &[self.boot_info.info_range, kernel]) {

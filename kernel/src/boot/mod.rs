@@ -1,5 +1,6 @@
 //! From the boot loader to `kmain`.
 pub mod cmdline;
+pub mod image;
 pub mod info;
 pub mod mb1;
 #[cfg(kernel_target)]

@@ -34,7 +34,8 @@ pub fn init() -> Result<usize, Error> {
         // SAFETY: the linker script delimits the .ksyms section with these two
         // symbols; it is read-only data filled by xtask and never written.
         let blob = unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) };
-        SymbolTable::parse(blob)
+        // The table holds link addresses; the image may run elsewhere.
+        SymbolTable::parse(blob).map(|t| t.with_offset(crate::boot::entry::load_delta()))
     });
     t.as_ref().map(|t| t.len()).map_err(|e| *e)
 }

@@ -53,6 +53,9 @@ pub struct SymbolTable<'a> {
     entries: &'a [u8],
     strtab: &'a [u8],
     count: u32,
+    /// Added to every stored (link-time) address: where the image runs
+    /// minus where it was linked.
+    offset: u64,
 }
 
 /// One symbol, resolved.
@@ -108,6 +111,7 @@ impl<'a> SymbolTable<'a> {
             entries: &blob[HEADER..HEADER + entries_len],
             strtab: &blob[HEADER + entries_len..end],
             count,
+            offset: 0,
         };
         let mut last = 0;
         for i in 0..count {
@@ -124,6 +128,12 @@ impl<'a> SymbolTable<'a> {
         Ok(t)
     }
 
+    /// The same table for an image that runs `offset` bytes above its link
+    /// address: every address it gives and takes is a run-time one.
+    pub fn with_offset(self, offset: u64) -> Self {
+        SymbolTable { offset, ..self }
+    }
+
     pub fn len(&self) -> usize {
         self.count as usize
     }
@@ -132,9 +142,10 @@ impl<'a> SymbolTable<'a> {
         self.count == 0
     }
 
+    /// Entry `i`: (run-time address, length, name offset).
     fn raw(&self, i: u32) -> (u64, u32, u32) {
         let o = i as usize * ENTRY;
-        (u64_at(self.entries, o), u32_at(self.entries, o + 8), u32_at(self.entries, o + 12))
+        (u64_at(self.entries, o).wrapping_add(self.offset), u32_at(self.entries, o + 8), u32_at(self.entries, o + 12))
     }
 
     /// Symbol `i` (in address order).
@@ -249,6 +260,16 @@ mod tests {
         assert_eq!(std::format!("{l}"), "lapic_wd_event+0xd/0x65");
         assert_eq!(t.lookup(0x20_2000).unwrap().symbol.name, "kernel::b");
         assert_eq!(std::format!("{}", t.lookup(0x20_303f).unwrap()), "kernel::c+0x3f/0x40");
+    }
+
+    #[test]
+    fn a_relocated_image_looks_up_run_time_addresses() {
+        let blob = table();
+        let t = SymbolTable::parse(&blob).unwrap().with_offset(0x7e40_0000);
+        assert_eq!(std::format!("{}", t.lookup(0x7e40_0000 + 0x20_100d).unwrap()), "lapic_wd_event+0xd/0x65");
+        assert_eq!(t.lookup(0x20_100d), None, "the link address is below every symbol now");
+        assert_eq!(t.find("kernel::c").unwrap().addr, 0x7e40_0000 + 0x20_3000);
+        assert_eq!(t.get(0).unwrap().addr, 0x7e40_0000 + 0x20_1000);
     }
 
     #[test]
