@@ -111,6 +111,10 @@ pub struct PerCpu {
     pub nmi_ledger_seen: AtomicU64,
     pub nmi_ledger_credit: AtomicU64,
     pub nmi_ledger_life: AtomicU64,
+    pub nmi_ledger_prev_ipi: AtomicBool,
+    /// The instruction the previous NMI interrupted (Linux `last_nmi_rip`):
+    /// an NMI at the same one came right after that handler's IRET.
+    pub nmi_last_rip: AtomicU64,
     /// The last NMIs' ledger steps (`nmi::ledger::Step`, packed), newest at
     /// `nmi_trail_at - 1`, for the report of an unknown NMI.
     pub nmi_trail: [AtomicU64; crate::nmi::ledger::TRAIL],
@@ -183,6 +187,8 @@ impl PerCpu {
             nmi_ledger_seen: AtomicU64::new(0),
             nmi_ledger_credit: AtomicU64::new(0),
             nmi_ledger_life: AtomicU64::new(0),
+            nmi_ledger_prev_ipi: AtomicBool::new(false),
+            nmi_last_rip: AtomicU64::new(0),
             nmi_trail: [const { AtomicU64::new(0) }; crate::nmi::ledger::TRAIL],
             nmi_trail_at: AtomicU64::new(0),
             nmi_swallowed: AtomicU64::new(0),

@@ -317,13 +317,16 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
         seen: cpu.nmi_ledger_seen.load(Ordering::Relaxed),
         credit: cpu.nmi_ledger_credit.load(Ordering::Relaxed),
         life: cpu.nmi_ledger_life.load(Ordering::Relaxed),
+        prev_ipi: cpu.nmi_ledger_prev_ipi.load(Ordering::Relaxed),
     };
     let before = state;
     let sent = cpu.nmi_ipi_sent.load(Ordering::Acquire);
-    let (verdict, state) = ledger::classify(sent, state);
+    let back_to_back = cpu.nmi_last_rip.swap(frame.rip, Ordering::Relaxed) == frame.rip && !resumes_after_hlt(frame.rip);
+    let (verdict, state) = ledger::classify(sent, state, back_to_back);
     cpu.nmi_ledger_seen.store(state.seen, Ordering::Relaxed);
     cpu.nmi_ledger_credit.store(state.credit, Ordering::Relaxed);
     cpu.nmi_ledger_life.store(state.life, Ordering::Relaxed);
+    cpu.nmi_ledger_prev_ipi.store(state.prev_ipi, Ordering::Relaxed);
     let at = cpu.nmi_trail_at.fetch_add(1, Ordering::Relaxed);
     cpu.nmi_trail[at as usize % ledger::TRAIL].store(ledger::Step { sent, before, verdict }.pack(), Ordering::Relaxed);
     if let ledger::Verdict::Ipi { .. } = verdict {
@@ -358,6 +361,24 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
     }
     cpu.nmi_cycles.fetch_add(crate::arch::cpu::rdtsc() - t0, Ordering::Relaxed);
     Disposition::Resume
+}
+
+/// HLT (SDM Vol. 2A, "HLT": opcode F4).
+const OPCODE_HLT: u8 = 0xF4;
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __text_end: u8;
+}
+
+/// Did the interrupted code stop in HLT (its RIP is the next instruction)?
+/// An idle CPU takes every NMI at that same RIP, so there "the same RIP as
+/// the previous NMI" does not mean back to back.
+fn resumes_after_hlt(rip: u64) -> bool {
+    let (start, end) = (&raw const __kernel_start as u64, &raw const __text_end as u64);
+    // SAFETY: `rip - 1` is checked to lie in the kernel's text, which is
+    // mapped readable for the kernel's whole life; one byte is read.
+    rip > start && rip <= end && unsafe { ((rip - 1) as *const u8).read_volatile() } == OPCODE_HLT
 }
 
 /// Unknown NMIs reported per CPU (the rest are only counted).
