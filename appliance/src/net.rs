@@ -183,7 +183,7 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
     let (mut dev, model, df) = match Nic::find(&devs, conf.nic) {
         None => {
             if conf.nic == kernel::boot::cmdline::NicChoice::Auto {
-                warn!("net: no supported NIC (virtio-net, e1000 82540EM/82545EM/82574L) found; the network service is off");
+                warn!("net: no supported NIC (virtio-net; Intel 82540EM/82545EM/82574L, 82576, I350, I210/I211) found; the network service is off");
             } else {
                 warn!("net: nic={:?} matches no supported NIC; the network service is off", conf.nic);
             }

@@ -1,8 +1,24 @@
-//! Intel 8254x (e1000: 82540EM, QEMU's default NIC; 82574L/e1000e works
-//! with the same legacy descriptors) behind smoltcp's `Device` trait. Polled,
-//! one receive and one transmit ring of legacy descriptors in DMA memory.
-//! Register offsets and bits: Intel PCI/PCI-X Family of Gigabit Ethernet
-//! Controllers Software Developer's Manual (8254x), §13 and §3.2-3.3.
+//! The Intel gigabit family behind smoltcp's `Device` trait, polled, one
+//! receive and one transmit ring in DMA memory:
+//! - e1000: 8254x (82540EM, QEMU's default NIC) and 82574L (e1000e), with
+//!   legacy descriptors. Register offsets and bits: Intel PCI/PCI-X Family of
+//!   Gigabit Ethernet Controllers Software Developer's Manual (8254x), §13 and
+//!   §3.2-3.3.
+//! - igb: 82576 (QEMU's `igb`), I350, I210, I211, with advanced descriptors
+//!   (QEMU's igb writes back receive descriptors only in the advanced
+//!   format, as Linux's igb driver uses them), the queue-enable bits
+//!   RXDCTL/TXDCTL.ENABLE that queue 0 needs on these parts, SRRCTL for the
+//!   buffer size, and an autonegotiation restart through the PHY's BMCR.
+//!   Intel 82576 GbE Controller Datasheet §7.1.5 (advanced receive
+//!   descriptors), §7.2.2.3 (advanced transmit data descriptor), §8.10
+//!   (registers); the I210 and I350 datasheets keep these registers at the
+//!   same offsets. Queue 0's registers sit at the 8254x offsets (0x2800,
+//!   0x3800), as Linux's `E1000_RDBAL(0)` has them.
+//!
+//! Both: after reset the MAC address comes from the NVM (EEPROM, flash or
+//! the I210/I211 iNVM), which the hardware reads by itself; the driver waits
+//! for that auto-read (bounded) and refuses an address that is not a valid
+//! unicast one.
 
 use alloc::rc::Rc;
 use core::cell::RefCell;
@@ -15,11 +31,48 @@ use super::pci::PortCam;
 
 /// PCI vendor and device ids this driver takes.
 pub const INTEL: u16 = 0x8086;
-pub const DEVICES: [(u16, &str); 3] = [(0x100E, "82540EM"), (0x10D3, "82574L"), (0x100F, "82545EM")];
+
+/// Descriptor formats and queue registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Legacy descriptors; queue 0 is always enabled.
+    E1000,
+    /// Advanced descriptors; queue 0 enabled through RXDCTL/TXDCTL.
+    Igb,
+}
+
+/// (device id, model, family, tested in emulation: QEMU has a model of it).
+pub const DEVICES: [(u16, &str, Family, bool); 18] = [
+    (0x100E, "82540EM", Family::E1000, true),
+    (0x100F, "82545EM", Family::E1000, true),
+    (0x10D3, "82574L", Family::E1000, true),
+    (0x10C9, "82576", Family::Igb, true),
+    (0x10E6, "82576 fiber", Family::Igb, false),
+    (0x10E7, "82576 serdes", Family::Igb, false),
+    (0x10E8, "82576 quad copper", Family::Igb, false),
+    (0x1521, "I350 copper", Family::Igb, false),
+    (0x1522, "I350 fiber", Family::Igb, false),
+    (0x1523, "I350 backplane", Family::Igb, false),
+    (0x1524, "I350 sgmii", Family::Igb, false),
+    (0x1533, "I210 copper", Family::Igb, false),
+    (0x1536, "I210 fiber", Family::Igb, false),
+    (0x1537, "I210 serdes", Family::Igb, false),
+    (0x1538, "I210 sgmii", Family::Igb, false),
+    (0x157B, "I210 copper (flashless)", Family::Igb, false),
+    (0x157C, "I210 serdes (flashless)", Family::Igb, false),
+    (0x1539, "I211 copper", Family::Igb, false),
+];
+
+/// The model and family of an Intel device id we drive.
+pub fn lookup(device: u16) -> Option<(&'static str, Family)> {
+    DEVICES.iter().find(|d| d.0 == device).map(|d| (d.1, d.2))
+}
 
 mod reg {
     pub const CTRL: usize = 0x0000;
     pub const STATUS: usize = 0x0008;
+    pub const EECD: usize = 0x0010;
+    pub const MDIC: usize = 0x0020;
     pub const IMC: usize = 0x00D8;
     pub const RCTL: usize = 0x0100;
     pub const TCTL: usize = 0x0400;
@@ -29,6 +82,10 @@ mod reg {
     pub const RDLEN: usize = 0x2808;
     pub const RDH: usize = 0x2810;
     pub const RDT: usize = 0x2818;
+    /// igb: split and replication receive control, and queue control, of queue 0.
+    pub const SRRCTL0: usize = 0x280C;
+    pub const RXDCTL0: usize = 0x2828;
+    pub const TXDCTL0: usize = 0x3828;
     pub const TDBAL: usize = 0x3800;
     pub const TDBAH: usize = 0x3804;
     pub const TDLEN: usize = 0x3808;
@@ -57,6 +114,39 @@ const TCTL_COLD: u32 = 0x40 << 12;
 const TIPG_DEFAULT: u32 = 10 | 8 << 10 | 6 << 20;
 /// RAH: address valid.
 const RAH_AV: u32 = 1 << 31;
+/// EECD.AUTO_RD: the NVM auto-read after reset is done (8254x §13.4.4; the
+/// 82576's and I210's EEC have it at the same bit).
+const EECD_AUTO_RD: u32 = 1 << 9;
+/// MDIC (8254x §13.4.7, 82576 §8.2.4): data, PHY register, PHY address (the
+/// internal PHY is 1), read/write opcode, ready, error.
+const MDIC_REG_SHIFT: u32 = 16;
+const MDIC_PHY_INTERNAL: u32 = 1 << 21;
+const MDIC_OP_WRITE: u32 = 1 << 26;
+const MDIC_OP_READ: u32 = 2 << 26;
+const MDIC_READY: u32 = 1 << 28;
+const MDIC_ERROR: u32 = 1 << 30;
+/// PHY control register (IEEE 802.3 clause 22 register 0): autonegotiation
+/// enable and restart.
+const PHY_BMCR: u32 = 0;
+const BMCR_AN_ENABLE: u32 = 1 << 12;
+const BMCR_AN_RESTART: u32 = 1 << 9;
+/// igb: RXDCTL/TXDCTL queue enable; SRRCTL packet buffer size (1 KiB units)
+/// and the advanced one-buffer descriptor type.
+const QUEUE_ENABLE: u32 = 1 << 25;
+const SRRCTL_BSIZEPKT_2K: u32 = (BUF / 1024) as u32;
+const SRRCTL_DESCTYPE_ADV_ONEBUF: u32 = 1 << 25;
+/// Advanced transmit data descriptor (82576 §7.2.2.3): type data, extended,
+/// end of packet, insert FCS, report status; payload length in olinfo.
+const ADV_DTYP_DATA: u64 = 0x3 << 20;
+const ADV_DCMD_EOP: u64 = 1 << 24;
+const ADV_DCMD_IFCS: u64 = 1 << 25;
+const ADV_DCMD_RS: u64 = 1 << 27;
+const ADV_DCMD_DEXT: u64 = 1 << 29;
+const ADV_PAYLEN_SHIFT: u64 = 14;
+/// Bounded waits (register polls) for reset, queue enables and MDIC.
+const POLLS: u32 = 100_000;
+/// The longest wait for the NVM auto-read after reset.
+const AUTO_READ_NS: u64 = 10_000_000;
 /// Descriptor status: descriptor done, end of packet. Command: end of packet,
 /// insert FCS, report status.
 const DESC_DD: u8 = 1 << 0;
@@ -68,33 +158,51 @@ const CMD_RS: u8 = 1 << 3;
 const RING: usize = 32;
 const BUF: usize = 2048;
 
+/// A receive descriptor: the buffer address, then what the NIC writes back
+/// (legacy: length in bits 0-15, status in 32-39; advanced: status and
+/// errors in bits 0-31, length in 32-47). Zero in the second word is also
+/// the advanced read format's header address (no header split).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct RxDesc {
     addr: u64,
-    len: u16,
-    csum: u16,
-    status: u8,
-    errors: u8,
-    special: u16,
+    wb: u64,
 }
 
+/// A transmit descriptor: the buffer address, then the command word
+/// (legacy: length, CSO, CMD; advanced: cmd_type_len and olinfo_status).
+/// Both formats write DD back to bit 32 (byte 12, bit 0).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct TxDesc {
     addr: u64,
-    len: u16,
-    cso: u8,
-    cmd: u8,
-    status: u8,
-    css: u8,
-    special: u16,
+    cmd: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<RxDesc>() == 16 && core::mem::size_of::<TxDesc>() == 16);
+const TX_DD: u64 = 1 << 32;
+
+impl Family {
+    /// A written-back receive descriptor: (done, end of packet, length).
+    fn rx_written(self, wb: u64) -> (bool, bool, usize) {
+        let (status, len) = match self {
+            Family::E1000 => ((wb >> 32) as u8 as u32, wb as u16),
+            Family::Igb => (wb as u32, (wb >> 32) as u16),
+        };
+        (status & DESC_DD as u32 != 0, status & DESC_EOP as u32 != 0, len as usize)
+    }
+
+    /// The command word sending `len` bytes as one packet.
+    fn tx_cmd(self, len: usize) -> u64 {
+        match self {
+            Family::E1000 => len as u64 | ((CMD_EOP | CMD_IFCS | CMD_RS) as u64) << 24,
+            Family::Igb => len as u64 | ADV_DTYP_DATA | ADV_DCMD_DEXT | ADV_DCMD_EOP | ADV_DCMD_IFCS | ADV_DCMD_RS | (len as u64) << (32 + ADV_PAYLEN_SHIFT),
+        }
+    }
+}
 
 struct Hw {
     mmio: u64,
+    family: Family,
     rx: *mut RxDesc,
     tx: *mut TxDesc,
     rx_bufs: u64,
@@ -104,6 +212,22 @@ struct Hw {
 }
 
 impl Hw {
+    /// Poll until `done(register)`, at most `POLLS` reads.
+    fn wait(&self, off: usize, done: impl Fn(u32) -> bool) -> Option<u32> {
+        (0..POLLS).map(|_| self.r(off)).find(|&v| done(v))
+    }
+
+    /// A PHY register through MDIC (None: no answer or an error).
+    fn phy_read(&self, reg: u32) -> Option<u16> {
+        self.w(reg::MDIC, MDIC_OP_READ | MDIC_PHY_INTERNAL | reg << MDIC_REG_SHIFT);
+        self.wait(reg::MDIC, |v| v & MDIC_READY != 0).filter(|v| v & MDIC_ERROR == 0).map(|v| v as u16)
+    }
+
+    fn phy_write(&self, reg: u32, v: u16) -> bool {
+        self.w(reg::MDIC, MDIC_OP_WRITE | MDIC_PHY_INTERNAL | reg << MDIC_REG_SHIFT | v as u32);
+        self.wait(reg::MDIC, |v| v & MDIC_READY != 0).is_some_and(|v| v & MDIC_ERROR == 0)
+    }
+
     fn r(&self, off: usize) -> u32 {
         // SAFETY: BAR0 of the NIC, identity-mapped MMIO; `off` is a register offset.
         unsafe { ((self.mmio + off as u64) as *const u32).read_volatile() }
@@ -141,7 +265,7 @@ fn dma(bytes: usize) -> Result<u64, &'static str> {
 }
 
 impl E1000 {
-    pub fn new(df: DeviceFunction, model: &'static str) -> Result<E1000, &'static str> {
+    pub fn new(df: DeviceFunction, model: &'static str, family: Family) -> Result<E1000, &'static str> {
         let mut root = PciRoot::new(PortCam);
         let (mmio, size) = match root.bar_info(df, 0).map_err(|_| "cannot read BAR0")? {
             Some(BarInfo::Memory { address, size, .. }) if address != 0 => (address, size),
@@ -150,54 +274,81 @@ impl E1000 {
         // Registers through the identity map, which may not reach a BAR placed high.
         crate::mem::paging::map_mmio(mmio, size).map_err(|_| "cannot map BAR0")?;
         root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
-        let mut hw = Hw { mmio, rx: core::ptr::null_mut(), tx: core::ptr::null_mut(), rx_bufs: 0, tx_bufs: 0, rx_next: 0, tx_next: 0 };
-        // Reset, then link up (§14.3 "General Configuration").
+        let mut hw = Hw { mmio, family, rx: core::ptr::null_mut(), tx: core::ptr::null_mut(), rx_bufs: 0, tx_bufs: 0, rx_next: 0, tx_next: 0 };
+        // Reset, then link up (8254x §14.3 "General Configuration"; 82576 §4.5).
         hw.w(reg::IMC, u32::MAX);
         hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_RST);
-        for _ in 0..100_000 {
-            if hw.r(reg::CTRL) & CTRL_RST == 0 {
-                break;
-            }
+        hw.wait(reg::CTRL, |v| v & CTRL_RST == 0).ok_or("the device reset never completed")?;
+        hw.w(reg::IMC, u32::MAX);
+        // The MAC address is loaded from the NVM after reset: wait for the
+        // auto-read, up to 10 ms. Parts without the bit (8254x) or without an
+        // NVM never set it; Linux then goes on too (`e1000_get_auto_rd_done`
+        // sleeps 5 ms on 8254x; igb's "Auto Read Done did not complete" is not
+        // an error), and the address check below decides.
+        let t0 = crate::time::clock::now_ns();
+        while hw.r(reg::EECD) & EECD_AUTO_RD == 0 && crate::time::clock::now_ns() - t0 < AUTO_READ_NS {
             core::hint::spin_loop();
         }
-        hw.w(reg::IMC, u32::MAX);
         hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_SLU | CTRL_ASDE);
+        if family == Family::Igb {
+            // Copper parts: (re)start autonegotiation, as Linux's
+            // igb_copper_link_autoneg does; the link comes up when it ends.
+            let bmcr = hw.phy_read(PHY_BMCR).ok_or("the PHY does not answer on MDIC")?;
+            if !hw.phy_write(PHY_BMCR, bmcr | (BMCR_AN_ENABLE | BMCR_AN_RESTART) as u16) {
+                return Err("the PHY refused the autonegotiation restart");
+            }
+        }
         let (ral, rah) = (hw.r(reg::RAL0), hw.r(reg::RAH0));
         if rah & RAH_AV == 0 {
-            return Err("no valid MAC address in RAL0/RAH0");
+            return Err("no valid MAC address in RAL0/RAH0 (the NVM holds none)");
         }
         let mac = [ral as u8, (ral >> 8) as u8, (ral >> 16) as u8, (ral >> 24) as u8, rah as u8, (rah >> 8) as u8];
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err("the NVM's MAC address is not a unicast address");
+        }
         for i in 0..128 {
             hw.w(reg::MTA + 4 * i, 0);
         }
-        // Receive ring (§14.4).
+        // Receive ring (8254x §14.4; 82576 §4.5.9).
         let rx = dma(RING * 16)?;
         hw.rx_bufs = dma(RING * BUF)?;
         hw.rx = rx as *mut RxDesc;
         for i in 0..RING {
             // SAFETY: the ring was just allocated for RING descriptors.
-            unsafe { hw.rx_desc(i).write_volatile(RxDesc { addr: hw.rx_bufs + (i * BUF) as u64, ..Default::default() }) };
+            unsafe { hw.rx_desc(i).write_volatile(RxDesc { addr: hw.rx_bufs + (i * BUF) as u64, wb: 0 }) };
+        }
+        if family == Family::Igb {
+            hw.w(reg::RXDCTL0, 0);
         }
         hw.w(reg::RDBAL, rx as u32);
         hw.w(reg::RDBAH, (rx >> 32) as u32);
         hw.w(reg::RDLEN, (RING * 16) as u32);
         hw.w(reg::RDH, 0);
+        hw.w(reg::RDT, 0);
+        if family == Family::Igb {
+            hw.w(reg::SRRCTL0, SRRCTL_BSIZEPKT_2K | SRRCTL_DESCTYPE_ADV_ONEBUF);
+            hw.w(reg::RXDCTL0, QUEUE_ENABLE);
+            hw.wait(reg::RXDCTL0, |v| v & QUEUE_ENABLE != 0).ok_or("receive queue 0 did not enable")?;
+        }
         hw.w(reg::RDT, (RING - 1) as u32);
         hw.w(reg::RCTL, RCTL_EN | RCTL_BAM | RCTL_SECRC);
-        // Transmit ring (§14.5).
+        // Transmit ring (8254x §14.5; 82576 §4.5.10).
         let tx = dma(RING * 16)?;
         hw.tx_bufs = dma(RING * BUF)?;
         hw.tx = tx as *mut TxDesc;
         for i in 0..RING {
             // SAFETY: as above; DD set marks a free descriptor.
-            unsafe { hw.tx_desc(i).write_volatile(TxDesc { addr: hw.tx_bufs + (i * BUF) as u64, status: DESC_DD, ..Default::default() }) };
+            unsafe { hw.tx_desc(i).write_volatile(TxDesc { addr: hw.tx_bufs + (i * BUF) as u64, cmd: TX_DD }) };
         }
         hw.w(reg::TDBAL, tx as u32);
         hw.w(reg::TDBAH, (tx >> 32) as u32);
         hw.w(reg::TDLEN, (RING * 16) as u32);
         hw.w(reg::TDH, 0);
-        debug_assert_eq!(hw.r(reg::TDH), 0);
         hw.w(reg::TDT, 0);
+        if family == Family::Igb {
+            hw.w(reg::TXDCTL0, QUEUE_ENABLE);
+            hw.wait(reg::TXDCTL0, |v| v & QUEUE_ENABLE != 0).ok_or("transmit queue 0 did not enable")?;
+        }
         hw.w(reg::TIPG, TIPG_DEFAULT);
         hw.w(reg::TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD);
         let _ = hw.r(reg::STATUS);
@@ -218,13 +369,15 @@ impl phy::RxToken for RxToken {
             // SAFETY: descriptor i is done (checked in `receive`) and owned by us until RDT moves past it.
             (i, unsafe { hw.rx_desc(i).read_volatile() }, hw.rx_bufs + (i * BUF) as u64)
         };
+        let len = self.0.borrow().family.rx_written(d.wb).2;
         // SAFETY: the buffer is BUF bytes of DMA memory that the NIC does not
         // touch until descriptor i is handed back below; it wrote `len` <= BUF bytes.
-        let data = unsafe { core::slice::from_raw_parts(buf as *const u8, (d.len as usize).min(BUF)) };
+        let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len.min(BUF)) };
         let r = f(data);
         let mut hw = self.0.borrow_mut();
-        // SAFETY: hand the descriptor back: clear its status, then move the tail onto it.
-        unsafe { hw.rx_desc(i).write_volatile(RxDesc { addr: d.addr, ..Default::default() }) };
+        // SAFETY: hand the descriptor back: its buffer address again (the
+        // advanced write-back overwrote it), no status, then move the tail onto it.
+        unsafe { hw.rx_desc(i).write_volatile(RxDesc { addr: buf, wb: 0 }) };
         hw.w(reg::RDT, i as u32);
         hw.rx_next = (i + 1) % RING;
         r
@@ -241,7 +394,7 @@ impl phy::TxToken for TxToken {
         let r = f(buf);
         let addr = hw.tx_bufs + (i * BUF) as u64;
         // SAFETY: hand the filled descriptor to the NIC, then advance the tail.
-        unsafe { hw.tx_desc(i).write_volatile(TxDesc { addr, len: len as u16, cmd: CMD_EOP | CMD_IFCS | CMD_RS, ..Default::default() }) };
+        unsafe { hw.tx_desc(i).write_volatile(TxDesc { addr, cmd: hw.family.tx_cmd(len) }) };
         hw.tx_next = (i + 1) % RING;
         hw.w(reg::TDT, hw.tx_next as u32);
         r
@@ -257,12 +410,13 @@ impl E1000 {
     fn rx_ready(hw: &Hw) -> bool {
         // SAFETY: reading a descriptor of the ring.
         let d = unsafe { hw.rx_desc(hw.rx_next).read_volatile() };
-        d.status & DESC_DD != 0 && d.status & DESC_EOP != 0
+        let (done, eop, _) = hw.family.rx_written(d.wb);
+        done && eop
     }
 
     fn tx_free(hw: &Hw) -> bool {
         // SAFETY: as above.
-        unsafe { hw.tx_desc(hw.tx_next).read_volatile() }.status & DESC_DD != 0
+        unsafe { hw.tx_desc(hw.tx_next).read_volatile() }.cmd & TX_DD != 0
     }
 }
 

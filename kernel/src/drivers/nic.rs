@@ -1,4 +1,5 @@
-//! The NICs we drive, as one smoltcp device: virtio-net or e1000, found on PCI.
+//! The NICs we drive, as one smoltcp device: virtio-net or the Intel
+//! gigabit family (e1000, e1000e, igb), found on PCI.
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -32,7 +33,7 @@ pub type Failed = (&'static str, DeviceFunction);
 
 impl Nic {
     /// The NIC `choice` names among `devs` (the first supported one in the
-    /// documented order for `auto`: virtio-net, then the e1000 family, each
+    /// documented order for `auto`: virtio-net, then the Intel family, each
     /// in PCI address order), brought up.
     pub fn find(devs: &[Found], choice: crate::boot::cmdline::NicChoice) -> Option<Result<Up, Failed>> {
         use crate::boot::cmdline::NicChoice;
@@ -56,9 +57,9 @@ impl Nic {
                 });
             }
             if f.info.vendor_id == e1000::INTEL
-                && let Some((_, model)) = e1000::DEVICES.iter().find(|(d, _)| *d == f.info.device_id)
+                && let Some((model, family)) = e1000::lookup(f.info.device_id)
             {
-                return Some(E1000::new(f.df, model).map(|n| (Nic::E1000(n), *model, f.df)).map_err(|e| (e, f.df)));
+                return Some(E1000::new(f.df, model, family).map(|n| (Nic::E1000(n), model, f.df)).map_err(|e| (e, f.df)));
             }
         }
         None
