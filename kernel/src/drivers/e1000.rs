@@ -35,8 +35,10 @@ pub const INTEL: u16 = 0x8086;
 /// Descriptor formats and queue registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
-    /// Legacy descriptors; queue 0 is always enabled.
+    /// Legacy descriptors; queue 0 is always enabled (8254x, PCI).
     E1000,
+    /// The same on PCI Express (82574L): bus mastering is stopped before reset.
+    E1000e,
     /// Advanced descriptors; queue 0 enabled through RXDCTL/TXDCTL.
     Igb,
 }
@@ -45,7 +47,7 @@ pub enum Family {
 pub const DEVICES: [(u16, &str, Family, bool); 18] = [
     (0x100E, "82540EM", Family::E1000, true),
     (0x100F, "82545EM", Family::E1000, true),
-    (0x10D3, "82574L", Family::E1000, true),
+    (0x10D3, "82574L", Family::E1000e, true),
     (0x10C9, "82576", Family::Igb, true),
     (0x10E6, "82576 fiber", Family::Igb, false),
     (0x10E7, "82576 serdes", Family::Igb, false),
@@ -147,6 +149,12 @@ const ADV_PAYLEN_SHIFT: u64 = 14;
 const POLLS: u32 = 100_000;
 /// The longest wait for the NVM auto-read after reset.
 const AUTO_READ_NS: u64 = 10_000_000;
+/// CTRL.GIO_MASTER_DISABLE and STATUS.GIO_MASTER_ENABLE (82574 §10.2.2.1 and
+/// §10.2.2.2; 82576 §8.2.1, §8.2.2), and how long master requests may stay
+/// pending (Linux `MASTER_DISABLE_TIMEOUT`: 800 x 100 us).
+const CTRL_GIO_MASTER_DISABLE: u32 = 1 << 2;
+const STATUS_GIO_MASTER_ENABLE: u32 = 1 << 19;
+const MASTER_DISABLE_NS: u64 = 80_000_000;
 /// Descriptor status: descriptor done, end of packet. Command: end of packet,
 /// insert FCS, report status.
 const DESC_DD: u8 = 1 << 0;
@@ -185,7 +193,7 @@ impl Family {
     /// A written-back receive descriptor: (done, end of packet, length).
     fn rx_written(self, wb: u64) -> (bool, bool, usize) {
         let (status, len) = match self {
-            Family::E1000 => ((wb >> 32) as u8 as u32, wb as u16),
+            Family::E1000 | Family::E1000e => ((wb >> 32) as u8 as u32, wb as u16),
             Family::Igb => (wb as u32, (wb >> 32) as u16),
         };
         (status & DESC_DD as u32 != 0, status & DESC_EOP as u32 != 0, len as usize)
@@ -194,7 +202,7 @@ impl Family {
     /// The command word sending `len` bytes as one packet.
     fn tx_cmd(self, len: usize) -> u64 {
         match self {
-            Family::E1000 => len as u64 | ((CMD_EOP | CMD_IFCS | CMD_RS) as u64) << 24,
+            Family::E1000 | Family::E1000e => len as u64 | ((CMD_EOP | CMD_IFCS | CMD_RS) as u64) << 24,
             Family::Igb => len as u64 | ADV_DTYP_DATA | ADV_DCMD_DEXT | ADV_DCMD_EOP | ADV_DCMD_IFCS | ADV_DCMD_RS | (len as u64) << (32 + ADV_PAYLEN_SHIFT),
         }
     }
@@ -277,6 +285,17 @@ impl E1000 {
         let mut hw = Hw { mmio, family, rx: core::ptr::null_mut(), tx: core::ptr::null_mut(), rx_bufs: 0, tx_bufs: 0, rx_next: 0, tx_next: 0 };
         // Reset, then link up (8254x §14.3 "General Configuration"; 82576 §4.5).
         hw.w(reg::IMC, u32::MAX);
+        if family != Family::E1000 {
+            // PCI Express parts: stop bus mastering first so that no DMA is in
+            // flight across the reset (82574 §10.2.2.1, 82576 §5.2.4; Linux
+            // `e1000e_disable_pcie_master`, which gives up after 80 ms and
+            // resets anyway, as here).
+            hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_GIO_MASTER_DISABLE);
+            let t0 = crate::time::clock::now_ns();
+            while hw.r(reg::STATUS) & STATUS_GIO_MASTER_ENABLE != 0 && crate::time::clock::now_ns() - t0 < MASTER_DISABLE_NS {
+                core::hint::spin_loop();
+            }
+        }
         hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_RST);
         hw.wait(reg::CTRL, |v| v & CTRL_RST == 0).ok_or("the device reset never completed")?;
         hw.w(reg::IMC, u32::MAX);
