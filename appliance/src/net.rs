@@ -162,6 +162,34 @@ fn now() -> Instant {
     Instant::from_micros(kernel::time::clock::now_ns() as i64 / 1000)
 }
 
+/// How long several NICs get to bring a link up before the first serves anyway.
+const LINK_WAIT_NS: u64 = 3_000_000_000;
+
+/// With several NICs, the first (in order) whose link comes up within
+/// `LINK_WAIT_NS` serves: the one with a cable wins. None up by then: the
+/// first serves, and the service waits for its link as with one NIC.
+fn choose_by_link(nics: &[kernel::drivers::nic::Up]) -> usize {
+    if nics.len() == 1 {
+        return 0;
+    }
+    let t0 = kernel::time::clock::now_ns();
+    loop {
+        let links: Vec<Option<bool>> = nics.iter().map(|(n, _, _)| n.link_up()).collect();
+        if let Some(i) = appliance::netcheck::first_linked(&links) {
+            for (j, (_, model, df)) in nics.iter().enumerate().filter(|(j, _)| *j != i) {
+                info!("net: {model} at {df} not chosen ({})", if j < i { "no link" } else { "a NIC before it has a link" });
+            }
+            info!("net: {} NICs; {} at {} has the first link up and serves", nics.len(), nics[i].1, nics[i].2);
+            return i;
+        }
+        if kernel::time::clock::now_ns() - t0 >= LINK_WAIT_NS {
+            warn!("net: {} NICs, no link up on any after {} s; {} at {} serves", nics.len(), LINK_WAIT_NS / 1_000_000_000, nics[0].1, nics[0].2);
+            return 0;
+        }
+        core::hint::spin_loop();
+    }
+}
+
 /// Find a NIC and bring the service up. Boot CPU, after SMP. Returns
 /// whether there is a service to run.
 pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) -> bool {
@@ -180,28 +208,34 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
             subclass: f.info.subclass,
         })
         .collect();
-    let (mut dev, model, df) = match Nic::find(&devs, conf.nic) {
-        None => {
-            if conf.nic == kernel::boot::cmdline::NicChoice::Auto {
-                warn!("net: no supported NIC (virtio-net; Intel 82540EM/82545EM/82574L, 82576, I350, I210/I211) found; the network service is off");
-            } else {
-                warn!("net: nic={:?} matches no supported NIC; the network service is off", conf.nic);
+    let mut up = Vec::new();
+    let mut failed: Option<(String, String)> = None;
+    for r in Nic::find_all(&devs, conf.nic) {
+        match r {
+            Ok(n) => up.push(n),
+            Err((e, df)) => {
+                warn!("net: NIC at {df}: {e}");
+                failed.get_or_insert((alloc::format!("{df}"), alloc::string::ToString::to_string(&e)));
             }
-            for line in appliance::netcheck::unsupported_nics(&functions, None) {
-                warn_user(line);
-            }
-            return false;
         }
-        Some(Err((e, df))) => {
-            warn!("net: NIC at {df}: {e}; the network service is off");
-            let failed = alloc::format!("{df}");
-            for line in appliance::netcheck::unsupported_nics(&functions, Some((failed.as_str(), &alloc::string::ToString::to_string(&e)))) {
-                warn_user(line);
+    }
+    if up.is_empty() {
+        match &failed {
+            None if conf.nic == kernel::boot::cmdline::NicChoice::Auto => {
+                warn!("net: no supported NIC (virtio-net; Intel 82540EM/82545EM/82574L, 82576, I350, I210/I211) found; the network service is off")
             }
-            return false;
+            None => warn!("net: nic={:?} matches no supported NIC; the network service is off", conf.nic),
+            Some((df, e)) => warn!("net: NIC at {df}: {e}; the network service is off"),
         }
-        Some(Ok(n)) => n,
-    };
+        for line in appliance::netcheck::unsupported_nics(&functions, failed.as_ref().map(|(a, e)| (a.as_str(), e.as_str()))) {
+            warn_user(line);
+        }
+        return false;
+    }
+    let chosen = choose_by_link(&up);
+    let (mut dev, model, df) = up.swap_remove(chosen);
+    // The others stay as they were brought up, unused.
+    drop(up);
     let mac = EthernetAddress(dev.mac());
     let mut cfg = Config::new(HardwareAddress::Ethernet(mac));
     cfg.random_seed = kernel::arch::cpu::rdtsc();

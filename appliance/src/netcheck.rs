@@ -106,9 +106,26 @@ pub fn unsupported_nics(functions: &[PciFunction], failed: Option<(&str, &str)>)
         .collect()
 }
 
+/// Which of several NICs (in the documented order) serves, given their link
+/// states: the first whose link is up; None while none is (a NIC that does
+/// not report its link counts as down here: the caller falls back to the
+/// first NIC when its wait ends).
+pub fn first_linked(links: &[Option<bool>]) -> Option<usize> {
+    links.iter().position(|l| *l == Some(true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_nic_with_a_link_serves() {
+        assert_eq!(first_linked(&[Some(false), Some(true), Some(true)]), Some(1), "cable in the second wins over the first");
+        assert_eq!(first_linked(&[Some(true), Some(true)]), Some(0), "order decides between linked NICs");
+        assert_eq!(first_linked(&[None, Some(false)]), None, "no link yet: keep waiting");
+        assert_eq!(first_linked(&[None, Some(true)]), Some(1), "a NIC that does not say is not taken for linked");
+        assert_eq!(first_linked(&[]), None);
+    }
 
     #[test]
     fn network_functions_without_a_driver_are_named() {

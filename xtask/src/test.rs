@@ -1041,6 +1041,36 @@ fn nic_choice_case(elf: &Path, logs: &Path) -> std::result::Result<String, Strin
     Ok(seen.join(", "))
 }
 
+/// Two NICs, the first without a link (an e1000 at 00:02.0 whose link QMP
+/// takes down before the guest runs), the second wired (an igb at 00:03.0
+/// with the port forward): `nic=auto` serves on the one whose link came up,
+/// and the console says why the first was passed over.
+fn first_link_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
+    let scratch = qemu::TempDir::new("first-link").map_err(|e| e.to_string())?;
+    let port = qemu::free_port().map_err(|e| e.to_string())?;
+    let mut spec = kernel_boot(elf, "patch=on patch_interval_us=1000", "2");
+    spec.extra = ["-S", "-netdev", "user,id=cold", "-device", "e1000,netdev=cold,addr=02.0"].map(String::from).to_vec();
+    spec.net = Some((port, "igb,addr=03.0".into()));
+    let qmp_path = scratch.0.join("qmp.sock");
+    spec.qmp = Some(qmp_path.clone());
+    let mut run = qemu::spawn(&spec, &logs.join("net_first_link_up_serves.log"), false).map_err(|e| e.to_string())?;
+    let mut qmp = qemu::Qmp::connect(&qmp_path, Duration::from_secs(10))?;
+    qmp.execute("set_link", serde_json::json!({"name": "cold", "up": false}))?;
+    qmp.execute("cont", serde_json::json!({}))?;
+    let mut log = String::new();
+    run.wait_line(Duration::from_secs(90), &mut log, |l| l.contains("net: listening on http://")).ok_or("the service never listened")?;
+    let chose = "net: 2 NICs; 82576 at 00:03.0 has the first link up and serves";
+    let passed = "net: 82540EM at 00:02.0 not chosen (no link)";
+    if !log.contains(chose) || !log.contains(passed) {
+        return Err(format!("the console does not say `{chose}` and `{passed}`"));
+    }
+    let st = qemu::status(port)?;
+    if st.net.nic != "82576 at 00:03.0" || st.net.link != "up" {
+        return Err(format!("/status: {:?}", st.net));
+    }
+    Ok(format!("served by {}", st.net.nic))
+}
+
 /// `promtool check metrics` (Prometheus's own linter, Debian package
 /// `prometheus`) on a /metrics body: no problem reported, exit 0.
 fn promtool_check(metrics: &str) -> std::result::Result<(), String> {
@@ -1854,6 +1884,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
     }
     driven.push(("remote_soak_target_and_fetch", false, false, Box::new(move || remote_case(elf, logs))));
     driven.push(("net_nic_choice_by_kind_and_address", false, false, Box::new(move || nic_choice_case(elf, logs))));
+    driven.push(("net_first_link_up_serves", false, false, Box::new(move || first_link_case(elf, logs))));
     driven.push(("live_page_in_headless_chromium", false, false, Box::new(move || live_page_case(elf, logs))));
     driven.push(("trace_dat_read_by_trace_cmd_equals_ctf", true, false, Box::new(move || trace_dat_case(elf, logs))));
     driven.push(("nmi_unknown_reported", false, false, Box::new(move || unknown_nmi_case(elf, logs))));

@@ -32,10 +32,11 @@ pub type Up = (Nic, &'static str, DeviceFunction);
 pub type Failed = (&'static str, DeviceFunction);
 
 impl Nic {
-    /// The NIC `choice` names among `devs` (the first supported one in the
-    /// documented order for `auto`: virtio-net, then the Intel family, each
-    /// in PCI address order), brought up.
-    pub fn find(devs: &[Found], choice: crate::boot::cmdline::NicChoice) -> Option<Result<Up, Failed>> {
+    /// Every NIC `choice` admits among `devs`, brought up, in the documented
+    /// order for `auto`: virtio-net, then the Intel family, each in PCI
+    /// address order. Which one serves is the caller's choice (the first
+    /// whose link comes up: `appliance::netcheck::first_linked`).
+    pub fn find_all(devs: &[Found], choice: crate::boot::cmdline::NicChoice) -> alloc::vec::Vec<Result<Up, Failed>> {
         use crate::boot::cmdline::NicChoice;
         let is_virtio = |f: &Found| virtio_drivers::transport::pci::virtio_device_type(&f.info) == Some(virtio_drivers::transport::DeviceType::Network);
         let mut order: alloc::vec::Vec<&Found> = devs
@@ -48,21 +49,21 @@ impl Nic {
             })
             .collect();
         order.sort_by_key(|f| (!is_virtio(f), f.df.bus, f.df.device, f.df.function));
+        let mut found = alloc::vec::Vec::new();
         for f in order {
-            if virtio_drivers::transport::pci::virtio_device_type(&f.info) == Some(virtio_drivers::transport::DeviceType::Network) {
+            if is_virtio(f) {
                 // Modern capabilities when the device has them, else the legacy I/O BAR.
-                return Some(match VirtioNet::new(f.df) {
+                found.push(match VirtioNet::new(f.df) {
                     Ok(n) => Ok((Nic::Virtio(n), "virtio-net", f.df)),
                     Err(_) => LegacyVirtioNet::new_legacy(f.df).map(|n| (Nic::VirtioLegacy(n), "virtio-net (legacy)", f.df)).map_err(|e| (e, f.df)),
                 });
-            }
-            if f.info.vendor_id == e1000::INTEL
+            } else if f.info.vendor_id == e1000::INTEL
                 && let Some((model, family)) = e1000::lookup(f.info.device_id)
             {
-                return Some(E1000::new(f.df, model, family).map(|n| (Nic::E1000(n), model, f.df)).map_err(|e| (e, f.df)));
+                found.push(E1000::new(f.df, model, family).map(|n| (Nic::E1000(n), model, f.df)).map_err(|e| (e, f.df)));
             }
         }
-        None
+        found
     }
 
     /// Is the link up? None where the device does not say.
