@@ -8,7 +8,10 @@ use core::ptr::NonNull;
 
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
-use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
@@ -60,9 +63,52 @@ unsafe impl Hal for KernelHal {
 /// Legacy devices fix their queue size; QEMU's virtio-net uses 256.
 pub const LEGACY_QUEUE_SIZE: usize = 256;
 
+/// The device and the buffers it holds, by token (a token is the index of
+/// the first descriptor of its chain, so below `Q`). Transmission does not
+/// wait for the device: a frame's buffer stays in `tx` until the device
+/// returns it, and up to a queue of frames are in flight at once (virtio-
+/// drivers' `VirtIONet::send` spins until each single frame is used).
+struct Inner<T: Transport, const Q: usize> {
+    raw: VirtIONetRaw<KernelHal, T, Q>,
+    rx: Vec<Option<Box<[u8]>>>,
+    tx: Vec<Option<(Box<[u8]>, usize)>>,
+    /// Transmit buffers not in flight.
+    spare: Vec<Box<[u8]>>,
+}
+
+impl<T: Transport, const Q: usize> Inner<T, Q> {
+    fn new(raw: VirtIONetRaw<KernelHal, T, Q>) -> Result<Self, &'static str> {
+        let mut me = Inner { raw, rx: (0..Q).map(|_| None).collect(), tx: (0..Q).map(|_| None).collect(), spare: Vec::new() };
+        for _ in 0..Q {
+            me.post_rx(alloc::vec![0u8; BUF_LEN].into_boxed_slice())?;
+        }
+        Ok(me)
+    }
+
+    /// Hand a receive buffer to the device.
+    fn post_rx(&mut self, mut b: Box<[u8]>) -> Result<(), &'static str> {
+        // SAFETY: the buffer (a heap allocation, identity-mapped, so its address
+        // is what the device uses) stays in `rx` untouched until the device
+        // returns it and `receive_complete` is called with it.
+        let token = unsafe { self.raw.receive_begin(&mut b) }.map_err(|_| "virtio-net receive queue full")?;
+        self.rx[token as usize] = Some(b);
+        Ok(())
+    }
+
+    /// Take back the transmit buffers the device is done with.
+    fn reclaim_tx(&mut self) {
+        while let Some(token) = self.raw.poll_transmit() {
+            let Some((b, len)) = self.tx[token as usize].take() else { break };
+            // SAFETY: the same buffer and length `transmit_begin` got for this token.
+            let _ = unsafe { self.raw.transmit_complete(token, &b[..len]) };
+            self.spare.push(b);
+        }
+    }
+}
+
 /// A virtio-net NIC as a smoltcp device, over transport `T` with queues of `Q`.
 pub struct VirtioNet<T: Transport = PciTransport, const Q: usize = QUEUE_SIZE> {
-    inner: Rc<RefCell<VirtIONet<KernelHal, T, Q>>>,
+    inner: Rc<RefCell<Inner<T, Q>>>,
     pub mac: [u8; 6],
     /// A second view of the same transport, only to read the device
     /// configuration (the driver library keeps its own private). Never
@@ -81,6 +127,11 @@ impl<T: Transport, const Q: usize> VirtioNet<T, Q> {
     pub fn link_up(&self) -> Option<bool> {
         self.config.read_config_space::<u16>(CONFIG_STATUS).ok().map(|s| s & STATUS_LINK_UP != 0)
     }
+
+    fn with(raw: VirtIONetRaw<KernelHal, T, Q>, config: T) -> Result<Self, &'static str> {
+        let mac = raw.mac_address();
+        Ok(VirtioNet { inner: Rc::new(RefCell::new(Inner::new(raw)?)), mac, config: core::mem::ManuallyDrop::new(config) })
+    }
 }
 
 /// The legacy (transitional, I/O BAR) flavour.
@@ -90,10 +141,9 @@ impl LegacyVirtioNet {
     /// Bring up a legacy virtio-net function (no modern capabilities).
     pub fn new_legacy(df: DeviceFunction) -> Result<LegacyVirtioNet, &'static str> {
         let t = LegacyPciTransport::new(df, virtio_drivers::transport::DeviceType::Network)?;
-        let config = core::mem::ManuallyDrop::new(LegacyPciTransport::new(df, virtio_drivers::transport::DeviceType::Network)?);
-        let net = VirtIONet::<KernelHal, LegacyPciTransport, LEGACY_QUEUE_SIZE>::new(t, BUF_LEN).map_err(|_| "legacy virtio-net initialization failed")?;
-        let mac = net.mac_address();
-        Ok(VirtioNet { inner: Rc::new(RefCell::new(net)), mac, config })
+        let config = LegacyPciTransport::new(df, virtio_drivers::transport::DeviceType::Network)?;
+        let raw = VirtIONetRaw::<KernelHal, LegacyPciTransport, LEGACY_QUEUE_SIZE>::new(t).map_err(|_| "legacy virtio-net initialization failed")?;
+        Self::with(raw, config)
     }
 }
 
@@ -104,30 +154,51 @@ impl VirtioNet {
         let mut root = PciRoot::new(PortCam);
         root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
         let transport = PciTransport::new::<KernelHal, _>(&mut root, df).map_err(|_| "virtio PCI transport (modern capabilities) not found")?;
-        let config = core::mem::ManuallyDrop::new(PciTransport::new::<KernelHal, _>(&mut root, df).map_err(|_| "virtio PCI transport (modern capabilities) not found")?);
-        let net = VirtIONet::<KernelHal, PciTransport, QUEUE_SIZE>::new(transport, BUF_LEN).map_err(|_| "virtio-net initialization failed")?;
-        let mac = net.mac_address();
-        Ok(VirtioNet { inner: Rc::new(RefCell::new(net)), mac, config })
+        let config = PciTransport::new::<KernelHal, _>(&mut root, df).map_err(|_| "virtio PCI transport (modern capabilities) not found")?;
+        let raw = VirtIONetRaw::<KernelHal, PciTransport, QUEUE_SIZE>::new(transport).map_err(|_| "virtio-net initialization failed")?;
+        Self::with(raw, config)
     }
 }
 
-pub struct RxToken<T: Transport = PciTransport, const Q: usize = QUEUE_SIZE>(Rc<RefCell<VirtIONet<KernelHal, T, Q>>>, RxBuffer);
-pub struct TxToken<T: Transport = PciTransport, const Q: usize = QUEUE_SIZE>(Rc<RefCell<VirtIONet<KernelHal, T, Q>>>);
+pub struct RxToken<T: Transport = PciTransport, const Q: usize = QUEUE_SIZE>(Rc<RefCell<Inner<T, Q>>>, u16);
+pub struct TxToken<T: Transport = PciTransport, const Q: usize = QUEUE_SIZE>(Rc<RefCell<Inner<T, Q>>>);
 
 impl<T: Transport, const Q: usize> phy::RxToken for RxToken<T, Q> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let r = f(self.1.packet());
-        let _ = self.0.borrow_mut().recycle_rx_buffer(self.1);
+        // Take the buffer back, then let go of the device: smoltcp may
+        // transmit (through a TxToken, which borrows it) from inside `f`.
+        let taken = {
+            let mut i = self.0.borrow_mut();
+            i.rx[self.1 as usize].take().map(|mut b| {
+                // SAFETY: the buffer `receive_begin` got for this token.
+                let got = unsafe { i.raw.receive_complete(self.1, &mut b) };
+                (b, got)
+            })
+        };
+        let Some((b, got)) = taken else { return f(&[]) };
+        let r = match got {
+            Ok((hdr, len)) => f(b.get(hdr..hdr + len).unwrap_or(&[])),
+            Err(_) => f(&[]),
+        };
+        let _ = self.0.borrow_mut().post_rx(b);
         r
     }
 }
 
 impl<T: Transport, const Q: usize> phy::TxToken for TxToken<T, Q> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut dev = self.0.borrow_mut();
-        let mut tx = dev.new_tx_buffer(len);
-        let r = f(tx.packet_mut());
-        let _ = dev.send(tx);
+        let mut i = self.0.borrow_mut();
+        let mut b = i.spare.pop().unwrap_or_else(|| alloc::vec![0u8; BUF_LEN].into_boxed_slice());
+        let hdr = i.raw.fill_buffer_header(&mut b).unwrap_or(0);
+        let end = hdr + len.min(BUF_LEN - hdr);
+        let r = f(&mut b[hdr..end]);
+        // SAFETY: the buffer stays in `tx` untouched until the device returns
+        // it (`reclaim_tx` calls `transmit_complete` with it).
+        match unsafe { i.raw.transmit_begin(&b[..end]) } {
+            Ok(token) => i.tx[token as usize] = Some((b, end)),
+            // The queue filled since `transmit` checked: the frame is dropped.
+            Err(_) => i.spare.push(b),
+        }
         r
     }
 }
@@ -143,16 +214,19 @@ impl<T: Transport, const Q: usize> phy::Device for VirtioNet<T, Q> {
         T: 'a;
 
     fn receive(&mut self, _ts: Instant) -> Option<(RxToken<T, Q>, TxToken<T, Q>)> {
-        let mut dev = self.inner.borrow_mut();
-        if !dev.can_recv() || !dev.can_send() {
+        let mut i = self.inner.borrow_mut();
+        i.reclaim_tx();
+        if !i.raw.can_send() {
             return None;
         }
-        let buf = dev.receive().ok()?;
-        Some((RxToken(self.inner.clone(), buf), TxToken(self.inner.clone())))
+        let token = i.raw.poll_receive()?;
+        Some((RxToken(self.inner.clone(), token), TxToken(self.inner.clone())))
     }
 
     fn transmit(&mut self, _ts: Instant) -> Option<TxToken<T, Q>> {
-        self.inner.borrow().can_send().then(|| TxToken(self.inner.clone()))
+        let mut i = self.inner.borrow_mut();
+        i.reclaim_tx();
+        i.raw.can_send().then(|| TxToken(self.inner.clone()))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
