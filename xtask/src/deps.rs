@@ -15,6 +15,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("mformat", "mtools"),
     ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
     ("babeltrace2", "babeltrace2"),
+    // Disassembles the image in a test.
+    ("objdump", "binutils"),
     // Reads /trace.dat in a test.
     ("trace-cmd", "trace-cmd"),
     // Prometheus's linter checks /metrics.

@@ -226,7 +226,11 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
         spec: kernel_boot(elf, &format!("patch=on patch_interval_us=0 status_secs=5 {append}"), smp),
         timeout: Duration::from_secs(300),
         exit: EXIT_SUCCESS,
-        expect: vec!["patch: verdict: ok".into(), "patch: done: strategy=".into()],
+        expect: vec![
+            "patch: the trace trampoline preserves every caller-saved register, the flags and XMM0-XMM15".into(),
+            "patch: verdict: ok".into(),
+            "patch: done: strategy=".into(),
+        ],
         forbid: ["FATAL", "panic", "BOOT FAILED", "sync round failed", "rendezvous failed"].iter().map(|s| s.to_string()).collect(),
         check,
     };
@@ -1301,6 +1305,44 @@ fn unknown_nmi_case(elf: &Path, logs: &Path) -> std::result::Result<String, Stri
     Ok(format!("reported and counted; {} watchdog IPIs since", after.watchdog.ipi - before.watchdog.ipi))
 }
 
+/// The trace trampoline saves only XMM0-XMM15 (kernel/src/patch/site.rs):
+/// sound only while no code in the image touches other vector state. The
+/// built image is disassembled (objdump) and any x87, MMX or AVX
+/// instruction, or any that reads or writes MXCSR or the x87 control word,
+/// fails the test; FXSAVE/FXRSTOR may appear only in the trap entry.
+fn elf_vector_state_case(elf: &Path) -> std::result::Result<String, String> {
+    let out = Command::new("objdump").args(["-d", "--no-show-raw-insn"]).arg(elf).output().map_err(|e| format!("objdump: {e} (install binutils)"))?;
+    if !out.status.success() {
+        return Err(format!("objdump failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut function, mut count, mut bad) = ("", 0usize, Vec::new());
+    for line in text.lines() {
+        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")).map(|(_, n)| n) {
+            function = name;
+            continue;
+        }
+        let Some(insn) = line.split('\t').nth(1) else { continue };
+        count += 1;
+        let mnemonic = insn.split_whitespace().next().unwrap_or("");
+        let x87 = mnemonic.starts_with('f') && !mnemonic.starts_with("fxsave") && !mnemonic.starts_with("fxrstor");
+        let restore = mnemonic.starts_with("fxrstor") || mnemonic.starts_with("xrstor") || mnemonic.starts_with("fxsave") || mnemonic.starts_with("xsave");
+        let mxcsr = matches!(mnemonic, "ldmxcsr" | "stmxcsr" | "emms");
+        let avx = mnemonic.starts_with('v') && !matches!(mnemonic, "verr" | "verw");
+        let regs = insn.contains("%mm") || insn.contains("%st") || insn.contains("%ymm") || insn.contains("%zmm");
+        if x87 || mxcsr || avx || regs || (restore && function != "trap_common") {
+            bad.push(format!("{function}: {}", insn.trim()));
+        }
+    }
+    if count < 100_000 {
+        return Err(format!("only {count} instructions disassembled: not the kernel image?"));
+    }
+    if !bad.is_empty() {
+        return Err(format!("vector state beyond XMM0-XMM15 in {} instructions (the trace trampoline would not restore it): {:?}", bad.len(), &bad[..bad.len().min(5)]));
+    }
+    Ok(format!("{count} instructions, none beyond SSE on XMM0-XMM15"))
+}
+
 /// Fetch `/trace.dat` into `dir/trace.dat`.
 fn fetch_dat(port: u16, dir: &Path) -> std::result::Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(dir);
@@ -1888,6 +1930,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
     driven.push(("live_page_in_headless_chromium", false, false, Box::new(move || live_page_case(elf, logs))));
     driven.push(("trace_dat_read_by_trace_cmd_equals_ctf", true, false, Box::new(move || trace_dat_case(elf, logs))));
     driven.push(("nmi_unknown_reported", false, false, Box::new(move || unknown_nmi_case(elf, logs))));
+    driven.push(("elf_vector_state_is_xmm_only", true, false, Box::new(move || elf_vector_state_case(elf))));
     driven.push(("net_static_misconfigured", false, true, Box::new(move || static_misconfig_case(elf, logs))));
     driven.push(("net_starvation_never_read_and_slowloris", false, true, Box::new(move || starvation_case(elf, logs))));
     for (name, overflow) in [("trace_accounting_overwrite", "overwrite"), ("trace_accounting_drop", "drop")] {

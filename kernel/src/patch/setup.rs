@@ -73,6 +73,13 @@ pub fn init(cfg: &Config, features: &crate::arch::cpu::Features, listed: fn(&str
     TRACE_NMI_PATH.store(cfg.trace_nmi_path, Ordering::Relaxed);
     super::nmi_policy::init(cfg.ftrace_keep_on_nmi);
     super::trap_context::install();
+    match super::site::check_trampoline() {
+        Ok(()) => info!("patch: the trace trampoline preserves every caller-saved register, the flags and XMM0-XMM15"),
+        Err(e) => {
+            error!("patch: the trace trampoline clobbers a register a site's caller relies on ({e}); tracing stays off");
+            return Err("the trace trampoline clobbers registers");
+        }
+    }
     info!("patch: {} trace sites registered ({} duplicate entries), text alias at {TEXT_ALIAS:#x}", reg.sites.len(), reg.duplicates);
     Ok(reg)
 }
