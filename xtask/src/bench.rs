@@ -137,6 +137,37 @@ fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str) -> 
     Ok(f)
 }
 
+/// The Linux peer (`peer.rs`) under the same accelerator and `-smp 4`: its
+/// function-tracer switch-on for as many functions as the appliance has
+/// sites, and its HTTP download of a file the size of the appliance's e1000
+/// snapshot, each with its ratio to the appliance's figure of this run.
+fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Vec<Figure>> {
+    let find = |name: &str, boot: &str| figs.iter().find(|f| f.name == name && f.boot == boot).map(|f| f.value);
+    let size = find("trace_ctf_fetch_bytes", "service-e1000").unwrap_or(700_000.0) as usize;
+    let peer = crate::peer::prepare(size)?;
+    let m = crate::peer::measure(&peer, accel, "4", &dir.join("linux-peer.log"), 3, fetch)?;
+    let boot = format!("linux-peer {}", peer.version);
+    let mut f = vec![
+        fig("peer_ftrace_functions", m.functions as f64, "", &boot),
+        fig("peer_tracer_on_idle_per_function", m.tracer_on_idle_ns as f64 / m.functions.max(1) as f64, "ns", &boot),
+        fig("peer_tracer_on_busy_per_function", m.tracer_on_busy_ns as f64 / m.functions.max(1) as f64, "ns", &boot),
+        fig("peer_tracer_on_idle", m.tracer_on_idle_ns as f64 / 1e6, "ms", &boot),
+        fig("peer_tracer_on_busy", m.tracer_on_busy_ns as f64 / 1e6, "ms", &boot),
+        fig("peer_http_fetch_bytes", size as f64, "B", &boot),
+        fig("peer_http_fetch_min", m.fetch_mb_s[0], "MB/s", &boot),
+        fig("peer_http_fetch_median", m.fetch_mb_s[1], "MB/s", &boot),
+        fig("peer_http_fetch_best", m.fetch_mb_s[2], "MB/s", &boot),
+    ];
+    // Ratios: appliance / Linux (above 1: the appliance is faster for rates, slower for times).
+    if let Some(a) = find("trace_ctf_fetch_median", "service-e1000") {
+        f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));
+    }
+    if let Some(a) = find("batch_10000_int3_per_site", "bench") {
+        f.push(fig("ratio_int3_per_site_busy_per_peer_per_function_busy", a / (m.tracer_on_busy_ns as f64 / m.functions.max(1) as f64), "", "ratio"));
+    }
+    Ok(f)
+}
+
 /// NMIs per second per CPU with the patching loop running, at watchdog rate `hz`.
 fn nmi_rate(accel: Accel, dir: &std::path::Path, hz: u32) -> Result<Vec<Figure>> {
     let boot = format!("nmi-{hz}hz");
@@ -163,9 +194,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     seconds: u32,
     /// Only the service boots: boot to network and `/trace.ctf.tar` fetch
-    /// rates, one boot per NIC model
+    /// rates, one boot per NIC model (and the Linux peer)
     #[arg(long)]
     nics_only: bool,
+    /// Skip the Linux peer (a Debian kernel and busybox under the same QEMU)
+    #[arg(long)]
+    no_peer: bool,
 }
 
 pub fn main(args: &BenchArgs) -> Result<()> {
@@ -181,6 +215,13 @@ pub fn main(args: &BenchArgs) -> Result<()> {
         figs.extend(service_bench(accel, &dir, name, nic)?);
     }
     let mut notes = Vec::new();
+    if !args.no_peer {
+        println!("== the Linux peer: function tracer on for every function, HTTP download from busybox httpd (e1000)");
+        match peer_bench(accel, &dir, &figs) {
+            Ok(f) => figs.extend(f),
+            Err(e) => notes.push(format!("the Linux peer did not run: {e}")),
+        }
+    }
     let rates: &[u32] = if args.nics_only { &[] } else { &[1000, 10_000, 50_000, 100_000] };
     for &hz in rates {
         println!("== NMI rate with the patching loop running, watchdog at {hz} Hz");

@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod deps;
 mod image;
+mod peer;
 mod qemu;
 mod remote;
 mod run;

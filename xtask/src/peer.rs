@@ -1,0 +1,222 @@
+//! The Linux peer of `cargo xtask bench` (issue 17): a Debian kernel and
+//! busybox booted under the same accelerator, `-cpu` and `-smp` as the
+//! appliance, measured the way the appliance is:
+//! - switching the function tracer on for every traceable function, with
+//!   the other CPUs idle and with three of them busy, timed in the guest with
+//!   CLOCK_MONOTONIC around the write to `current_tracer`
+//!   (`xtask/peer/timewrite.c`). A `set_ftrace_filter` of 10,005 names (the
+//!   appliance's site count) takes Linux minutes to parse under TCG (every
+//!   name is matched against all ~60,000 records), so the figure compared is
+//!   the cost per function: Linux's time over its function count against
+//!   the appliance's int3 batch over its 10,000 sites;
+//! - an HTTP download of a file the size of the appliance's `/trace.ctf.tar`
+//!   from busybox `httpd`, through the same user-mode network and `hostfwd`,
+//!   with nothing patching.
+//!
+//! The kernel and busybox-static come from Debian (`apt-get download` into
+//! `target/peer/`, unpacked with `dpkg-deb`); the initramfs (cpio "newc")
+//! is written here.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::qemu::{self, Accel, Boot, Spec};
+use crate::{Result, root};
+
+/// The peer's packages: the kernel is whatever `linux-image-amd64` depends
+/// on, unsigned.
+const KERNEL_META: &str = "linux-image-amd64";
+const BUSYBOX: &str = "busybox-static";
+
+/// A booted-ready peer: kernel, initramfs.
+pub struct Peer {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub version: String,
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One cpio "newc" entry (header, name, data, each padded to 4 bytes).
+fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+    let head = format!(
+        "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+        0,
+        0,
+        1,
+        0,
+        data.len(),
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        name.len() + 1,
+        0
+    );
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// The initramfs: busybox, the e1000 module, the timing helper, /init.
+fn initramfs(busybox: &[u8], e1000: &[u8], timewrite: &[u8], file_bytes: usize) -> Vec<u8> {
+    let init = format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+insmod /e1000.ko
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+mkdir -p /www
+head -c {file_bytes} /dev/urandom > /www/file
+httpd -p 80 -h /www
+cd /sys/kernel/tracing
+echo "peer: filter $(grep -vc '^__ftrace_invalid_address__' available_filter_functions) functions"
+echo "peer: tracer_on_idle_ns $(/timewrite current_tracer function)"
+echo nop > current_tracer
+n=$(nproc)
+for i in $(seq 2 $n); do while :; do :; done & done
+echo "peer: tracer_on_busy_ns $(/timewrite current_tracer function) busy $((n - 1))"
+echo nop > current_tracer
+kill $(jobs -p) 2>/dev/null
+echo "peer: ready"
+while :; do sleep 3600; done
+"#
+    );
+    let mut out = Vec::new();
+    let mut ino = 1;
+    let mut add = |out: &mut Vec<u8>, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
+        cpio_entry(out, ino, name, mode, rdev, data);
+        ino += 1;
+    };
+    for d in ["bin", "dev", "proc", "sys", "www"] {
+        add(&mut out, d, 0o040755, (0, 0), &[]);
+    }
+    // The console the kernel opens for init before devtmpfs is mounted.
+    add(&mut out, "dev/console", 0o020600, (5, 1), &[]);
+    add(&mut out, "bin/busybox", 0o100755, (0, 0), busybox);
+    add(&mut out, "init", 0o100755, (0, 0), init.as_bytes());
+    add(&mut out, "e1000.ko", 0o100644, (0, 0), e1000);
+    add(&mut out, "timewrite", 0o100755, (0, 0), timewrite);
+    add(&mut out, "TRAILER!!!", 0, (0, 0), &[]);
+    out
+}
+
+/// Download, unpack and assemble the peer (cached in `target/peer/`).
+pub fn prepare(file_bytes: usize) -> Result<Peer> {
+    let dir = root().join("target/peer");
+    std::fs::create_dir_all(&dir)?;
+    let depends = run(Command::new("apt-cache").args(["depends", KERNEL_META]))?;
+    let image = depends
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))
+        .ok_or_else(|| format!("`apt-cache depends {KERNEL_META}` names no kernel package"))?
+        .to_string();
+    let unsigned = format!("{image}-unsigned");
+    let version = image.trim_start_matches("linux-image-").to_string();
+    for pkg in [unsigned.as_str(), BUSYBOX] {
+        let have = std::fs::read_dir(&dir)?.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{pkg}_")));
+        if !have {
+            run(Command::new("apt-get").arg("download").arg(pkg).current_dir(&dir))?;
+        }
+    }
+    let unpacked = dir.join("root");
+    if !unpacked.join("boot").join(format!("vmlinuz-{version}")).exists() {
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".deb") && (n.starts_with(&format!("{unsigned}_")) || n.starts_with(&format!("{BUSYBOX}_"))) {
+                run(Command::new("dpkg-deb").arg("-x").arg(e.path()).arg(&unpacked))?;
+            }
+        }
+    }
+    let kernel = unpacked.join("boot").join(format!("vmlinuz-{version}"));
+    let e1000 = unpacked.join(format!("lib/modules/{version}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko"));
+    let timewrite = dir.join("timewrite");
+    run(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&timewrite).arg(root().join("xtask/peer/timewrite.c")))
+        .map_err(|e| format!("{e} (the peer's helper needs gcc and libc6-dev)"))?;
+    let initrd = dir.join("initramfs.cpio");
+    std::fs::write(&initrd, initramfs(&std::fs::read(unpacked.join("bin/busybox"))?, &std::fs::read(&e1000)?, &std::fs::read(&timewrite)?, file_bytes))?;
+    Ok(Peer { kernel, initrd, version })
+}
+
+/// What one boot of the peer measured.
+pub struct Measured {
+    pub tracer_on_idle_ns: u64,
+    pub tracer_on_busy_ns: u64,
+    pub functions: u64,
+    pub fetch_mb_s: Vec<f64>,
+}
+
+/// Boot the peer with `cpu`/`smp` under `accel`, take its timings and
+/// fetch `/file` `fetches` times with `fetch`.
+pub fn measure(
+    peer: &Peer,
+    accel: Accel,
+    smp: &str,
+    log: &Path,
+    fetches: usize,
+    fetch: impl Fn(u16, &str) -> std::result::Result<(usize, f64), String>,
+) -> Result<Measured> {
+    let mut spec = Spec::new(Boot::Kernel { elf: peer.kernel.clone(), append: "console=ttyS0 quiet".into() });
+    spec.accel = accel;
+    spec.smp = smp.into();
+    spec.extra = vec!["-initrd".into(), peer.initrd.display().to_string()];
+    let port = qemu::free_port()?;
+    spec.net = Some((port, "e1000".into()));
+    let mut run = qemu::spawn(&spec, log, false)?;
+    let mut serial = String::new();
+    run.wait_line(Duration::from_secs(300), &mut serial, |l| l.contains("peer: ready"))
+        .ok_or_else(|| format!("the Linux peer never became ready; see {}", log.display()))?;
+    let num = |key: &str| -> Result<u64> {
+        serial
+            .lines()
+            .find_map(|l| l.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()))
+            .ok_or_else(|| format!("the peer printed no `{key}`; see {}", log.display()).into())
+    };
+    let (idle, busy, functions) = (num("peer: tracer_on_idle_ns ")?, num("peer: tracer_on_busy_ns ")?, num("peer: filter ")?);
+    let mut rates = Vec::new();
+    for _ in 0..fetches {
+        let (b, s) = fetch(port, "/file").map_err(|e| format!("peer /file: {e}"))?;
+        rates.push(b as f64 / s / 1e6);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(Measured { tracer_on_idle_ns: idle, tracer_on_busy_ns: busy, functions, fetch_mb_s: rates })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpio_newc_entries_are_aligned_and_named() {
+        let mut out = Vec::new();
+        cpio_entry(&mut out, 1, "init", 0o100755, (0, 0), b"#!x");
+        assert_eq!(&out[..6], b"070701");
+        assert_eq!(out.len() % 4, 0);
+        // Header 110 bytes, name "init\0" padded to 116, data 3 bytes padded.
+        assert_eq!(&out[110..114], b"init");
+        assert_eq!(&out[116..119], b"#!x");
+        assert_eq!(out.len(), 120);
+        // Mode and file size fields.
+        assert_eq!(&out[14..22], b"000081ed");
+        assert_eq!(&out[54..62], b"00000003");
+        let image = initramfs(b"bb", b"ko", b"tw", 1000);
+        let text = String::from_utf8_lossy(&image);
+        assert!(text.contains("dev/console") && text.contains("TRAILER!!!") && text.contains("head -c 1000 /dev/urandom"));
+    }
+}
