@@ -108,9 +108,9 @@ fn run_for(port: u16, run: &mut qemu::Running, serial: &mut String, secs: f64) -
     }
 }
 
-fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str) -> Result<Vec<Figure>> {
+fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, append: &str) -> Result<Vec<Figure>> {
     let boot = format!("service-{name}");
-    let ((fetches, bytes), serial) = with_service(accel, nic, "patch=on", &dir.join(format!("{boot}.log")), |port, run, serial| {
+    let ((fetches, bytes), serial) = with_service(accel, nic, append, &dir.join(format!("{boot}.log")), |port, run, serial| {
         // Full rings first: a few seconds of the patching loop and the workers.
         run_for(port, run, serial, 5.0)?;
         let mut rates = Vec::new();
@@ -153,6 +153,10 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         fig("peer_tracer_on_busy_per_function", m.tracer_on_busy_ns as f64 / m.functions.max(1) as f64, "ns", &boot),
         fig("peer_tracer_on_idle", m.tracer_on_idle_ns as f64 / 1e6, "ms", &boot),
         fig("peer_tracer_on_busy", m.tracer_on_busy_ns as f64 / 1e6, "ms", &boot),
+        fig("peer_dd_bs1_tracer_off", m.dd_off_ns as f64 / 1e6, "ms", &boot),
+        fig("peer_dd_bs1_tracer_on", m.dd_on_ns as f64 / 1e6, "ms", &boot),
+        fig("peer_dd_bs1_traced_calls", m.dd_events as f64, "", &boot),
+        fig("peer_traced_call", m.dd_on_ns.saturating_sub(m.dd_off_ns) as f64 / m.dd_events.max(1) as f64, "ns", &boot),
         fig("peer_http_fetch_bytes", size as f64, "B", &boot),
         fig("peer_http_fetch_min", m.fetch_mb_s[0], "MB/s", &boot),
         fig("peer_http_fetch_median", m.fetch_mb_s[1], "MB/s", &boot),
@@ -161,6 +165,13 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
     // Ratios: appliance / Linux (above 1: the appliance is faster for rates, slower for times).
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000") {
         f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));
+    }
+    if let Some(a) = find("trace_ctf_fetch_median", "service-e1000-patch-off") {
+        f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));
+    }
+    if let Some(a) = find("event_cost_ps", "bench") {
+        let linux_ps = m.dd_on_ns.saturating_sub(m.dd_off_ns) as f64 * 1000.0 / m.dd_events.max(1) as f64;
+        f.push(fig("ratio_event_per_peer_traced_call", a / linux_ps, "", "ratio"));
     }
     if let Some(a) = find("batch_10000_int3_per_site", "bench") {
         f.push(fig("ratio_int3_per_site_busy_per_peer_per_function_busy", a / (m.tracer_on_busy_ns as f64 / m.functions.max(1) as f64), "", "ratio"));
@@ -210,9 +221,16 @@ pub fn main(args: &BenchArgs) -> Result<()> {
     let (accel, why) = qemu::choose_accel(Accel::Auto)?;
     println!("== appliance benchmarks ({why}), --smp 4");
     let mut figs = if args.nics_only { Vec::new() } else { kernel_bench(accel, &dir)? };
-    for (name, nic) in [("virtio-net", "virtio-net-pci"), ("e1000", "e1000"), ("e1000e", "e1000e"), ("igb", "igb")] {
-        println!("== service boot with {name}: boot to network, /trace.ctf.tar fetch");
-        figs.extend(service_bench(accel, &dir, name, nic)?);
+    for (name, nic, append) in [
+        ("virtio-net", "virtio-net-pci", "patch=on"),
+        ("e1000", "e1000", "patch=on"),
+        ("e1000e", "e1000e", "patch=on"),
+        ("igb", "igb", "patch=on"),
+        // Nothing patching: the rings hold NMI ticks and little else.
+        ("e1000-patch-off", "e1000", "patch=off"),
+    ] {
+        println!("== service boot with {name} ({append}): boot to network, /trace.ctf.tar fetch");
+        figs.extend(service_bench(accel, &dir, name, nic, append)?);
     }
     let mut notes = Vec::new();
     if !args.no_peer {

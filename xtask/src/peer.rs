@@ -9,6 +9,9 @@
 //!   name is matched against all ~60,000 records), so the figure compared is
 //!   the cost per function: Linux's time over its function count against
 //!   the appliance's int3 batch over its 10,000 sites;
+//! - the traced call: `dd bs=1` on cpu0 with and without the function
+//!   tracer, the difference divided by the function events recorded on cpu0
+//!   (`per_cpu/cpu0/stats`: entries plus overrun);
 //! - an HTTP download of a file the size of the appliance's `/trace.ctf.tar`
 //!   from busybox `httpd`, through the same user-mode network and `hostfwd`,
 //!   with nothing patching.
@@ -28,6 +31,9 @@ use crate::{Result, root};
 /// on, unsigned.
 const KERNEL_META: &str = "linux-image-amd64";
 const BUSYBOX: &str = "busybox-static";
+
+/// Bytes `dd bs=1` copies for the traced-call measurement.
+const DD_BYTES: usize = 20_000;
 
 /// A booted-ready peer: kernel, initramfs.
 pub struct Peer {
@@ -89,6 +95,16 @@ cd /sys/kernel/tracing
 echo "peer: filter $(grep -vc '^__ftrace_invalid_address__' available_filter_functions) functions"
 echo "peer: tracer_on_idle_ns $(/timewrite current_tracer function)"
 echo nop > current_tracer
+# The traced call: dd bs=1 on cpu0 (a read and a write per byte) without
+# and with the function tracer; the events it recorded on cpu0 (kept and
+# overwritten) count the traced calls.
+off=$(/timewrite --run taskset 1 dd if=/dev/zero of=/dev/null bs=1 count={DD_BYTES} 2>/dev/null)
+echo function > current_tracer
+echo > trace
+on=$(/timewrite --run taskset 1 dd if=/dev/zero of=/dev/null bs=1 count={DD_BYTES} 2>/dev/null)
+events=$(awk '/^entries:/ {{e = $2}} /^overrun:/ {{o = $2}} END {{print e + o}}' per_cpu/cpu0/stats)
+echo nop > current_tracer
+echo "peer: dd_off_ns $off dd_on_ns $on events $events"
 n=$(nproc)
 for i in $(seq 2 $n); do while :; do :; done & done
 echo "peer: tracer_on_busy_ns $(/timewrite current_tracer function) busy $((n - 1))"
@@ -159,6 +175,11 @@ pub struct Measured {
     pub tracer_on_idle_ns: u64,
     pub tracer_on_busy_ns: u64,
     pub functions: u64,
+    /// `dd bs=1` on cpu0 without and with the function tracer, and the
+    /// function events recorded on cpu0 meanwhile.
+    pub dd_off_ns: u64,
+    pub dd_on_ns: u64,
+    pub dd_events: u64,
     pub fetch_mb_s: Vec<f64>,
 }
 
@@ -189,13 +210,19 @@ pub fn measure(
             .ok_or_else(|| format!("the peer printed no `{key}`; see {}", log.display()).into())
     };
     let (idle, busy, functions) = (num("peer: tracer_on_idle_ns ")?, num("peer: tracer_on_busy_ns ")?, num("peer: filter ")?);
+    let dd = serial.lines().find(|l| l.starts_with("peer: dd_off_ns ")).ok_or_else(|| format!("the peer printed no dd line; see {}", log.display()))?;
+    let field = |key: &str| -> Result<u64> {
+        let mut w = dd.split_whitespace();
+        w.find(|x| *x == key).and_then(|_| w.next()).and_then(|v| v.parse().ok()).ok_or_else(|| format!("no `{key}` in `{dd}`").into())
+    };
+    let (dd_off_ns, dd_on_ns, dd_events) = (field("dd_off_ns")?, field("dd_on_ns")?, field("events")?);
     let mut rates = Vec::new();
     for _ in 0..fetches {
         let (b, s) = fetch(port, "/file").map_err(|e| format!("peer /file: {e}"))?;
         rates.push(b as f64 / s / 1e6);
     }
     rates.sort_by(f64::total_cmp);
-    Ok(Measured { tracer_on_idle_ns: idle, tracer_on_busy_ns: busy, functions, fetch_mb_s: rates })
+    Ok(Measured { tracer_on_idle_ns: idle, tracer_on_busy_ns: busy, functions, dd_off_ns, dd_on_ns, dd_events, fetch_mb_s: rates })
 }
 
 #[cfg(test)]
