@@ -225,6 +225,20 @@ impl Hw {
         (0..POLLS).map(|_| self.r(off)).find(|&v| done(v))
     }
 
+    /// Poll until `done(register)` or `ns` pass; whether it came.
+    fn wait_ns(&self, off: usize, done: impl Fn(u32) -> bool, ns: u64) -> bool {
+        let t0 = crate::time::clock::now_ns();
+        loop {
+            if done(self.r(off)) {
+                return true;
+            }
+            if crate::time::clock::now_ns() - t0 >= ns {
+                return false;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
     /// A PHY register through MDIC (None: no answer or an error).
     fn phy_read(&self, reg: u32) -> Option<u16> {
         self.w(reg::MDIC, MDIC_OP_READ | MDIC_PHY_INTERNAL | reg << MDIC_REG_SHIFT);
@@ -291,10 +305,7 @@ impl E1000 {
             // `e1000e_disable_pcie_master`, which gives up after 80 ms and
             // resets anyway, as here).
             hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_GIO_MASTER_DISABLE);
-            let t0 = crate::time::clock::now_ns();
-            while hw.r(reg::STATUS) & STATUS_GIO_MASTER_ENABLE != 0 && crate::time::clock::now_ns() - t0 < MASTER_DISABLE_NS {
-                core::hint::spin_loop();
-            }
+            hw.wait_ns(reg::STATUS, |v| v & STATUS_GIO_MASTER_ENABLE == 0, MASTER_DISABLE_NS);
         }
         hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_RST);
         hw.wait(reg::CTRL, |v| v & CTRL_RST == 0).ok_or("the device reset never completed")?;
@@ -304,10 +315,7 @@ impl E1000 {
         // NVM never set it; Linux then goes on too (`e1000_get_auto_rd_done`
         // sleeps 5 ms on 8254x; igb's "Auto Read Done did not complete" is not
         // an error), and the address check below decides.
-        let t0 = crate::time::clock::now_ns();
-        while hw.r(reg::EECD) & EECD_AUTO_RD == 0 && crate::time::clock::now_ns() - t0 < AUTO_READ_NS {
-            core::hint::spin_loop();
-        }
+        hw.wait_ns(reg::EECD, |v| v & EECD_AUTO_RD != 0, AUTO_READ_NS);
         hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_SLU | CTRL_ASDE);
         if family == Family::Igb {
             // Copper parts: (re)start autonegotiation, as Linux's
