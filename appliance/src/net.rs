@@ -615,29 +615,8 @@ pub fn poll() {
                 (*pos >= data.len(), n)
             }
             Conn::Trace { t, .. } => {
-                // Fill the send buffer; at most a bounded number of lines a poll.
-                let mut accepted = 0;
-                let mut done = false;
-                while accepted < budget {
-                    if t.pending.is_empty() {
-                        match t.next_line() {
-                            Some(l) => t.pending.extend_from_slice(l.as_bytes()),
-                            // Following: nothing new yet, try again next poll.
-                            None if t.follow() => break,
-                            None => {
-                                let _ = sock.send_slice(t.trailer().as_bytes());
-                                done = true;
-                                break;
-                            }
-                        }
-                    }
-                    let n = sock.send_slice(&t.pending[..t.pending.len().min(budget - accepted)]).unwrap_or(0);
-                    accepted += n;
-                    t.pending.drain(..n);
-                    if !t.pending.is_empty() {
-                        break;
-                    }
-                }
+                // Fill the send buffer, within the poll's byte budget.
+                let (done, accepted) = t.fill(budget, |b| sock.send_slice(b).unwrap_or(0));
                 budget -= accepted;
                 (done, accepted)
             }

@@ -48,6 +48,8 @@ pub struct TraceStream<'r> {
     /// `?follow=1`: keep streaming new events until the client leaves.
     follow: bool,
     symbol: Symbolizer,
+    /// The trailer is in `pending`: once that drains, the body is complete.
+    ended: bool,
 }
 
 impl<'r> TraceStream<'r> {
@@ -78,7 +80,7 @@ impl<'r> TraceStream<'r> {
         } else {
             pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
         }
-        let mut t = TraceStream { rings, cursors, pending, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: !json, follow, symbol };
+        let mut t = TraceStream { rings, cursors, pending, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: !json, follow, symbol, ended: false };
         for (cpu, n) in lost_at_start.into_iter().enumerate() {
             t.lost(cpu, n);
         }
@@ -170,6 +172,39 @@ impl<'r> TraceStream<'r> {
     }
 
     /// What ends the download: the books (kept + lost = produced).
+    /// Move up to `budget` bytes into the connection through `send` (which
+    /// takes what fits and returns how many bytes it took): lines, then the
+    /// trailer, each only ever taken from `pending`, so a send buffer that is
+    /// full when the snapshot ends loses nothing (the trailer waits like any
+    /// line). Returns (the body is complete, bytes taken).
+    pub fn fill(&mut self, budget: usize, mut send: impl FnMut(&[u8]) -> usize) -> (bool, usize) {
+        let mut accepted = 0;
+        while accepted < budget {
+            if self.pending.is_empty() {
+                if self.ended {
+                    break;
+                }
+                match self.next_line() {
+                    Some(l) => self.pending.extend_from_slice(l.as_bytes()),
+                    // Following: nothing new yet, try again next poll.
+                    None if self.follow => break,
+                    None => {
+                        let t = self.trailer();
+                        self.pending.extend_from_slice(t.as_bytes());
+                        self.ended = true;
+                    }
+                }
+            }
+            let n = send(&self.pending[..self.pending.len().min(budget - accepted)]);
+            accepted += n;
+            self.pending.drain(..n);
+            if !self.pending.is_empty() {
+                break;
+            }
+        }
+        (self.ended && self.pending.is_empty(), accepted)
+    }
+
     pub fn trailer(&self) -> String {
         if self.json {
             alloc::format!(
@@ -268,6 +303,50 @@ mod tests {
         let text = drain(&mut TraceStream::new(&rings, true, false, names));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["traceEvents"][4]["args"]["parent"], "0x9001");
+    }
+
+    /// The connection's send buffer is full exactly when the snapshot's last
+    /// line has gone: the trailer waits in `pending` and goes once there is
+    /// room, and the body is complete only then (a trailer sent into a full
+    /// buffer used to be lost, ending /trace.json mid-document).
+    #[test]
+    fn a_full_send_buffer_at_the_end_loses_no_trailer() {
+        let rings: Vec<CpuRings> = (0..2).map(|_| CpuRings::new([8, 4, 4], Overflow::Overwrite)).collect();
+        for i in 0..6 {
+            rings[(i % 2) as usize].rings[0].push(&ev(10 + i, (i % 2) as u16, 0));
+        }
+        for json in [true, false] {
+            let want = drain(&mut TraceStream::new(&rings, json, false, names));
+            let mut t = TraceStream::new(&rings, json, false, names);
+            let (mut body, mut polls) = (Vec::new(), 0);
+            loop {
+                polls += 1;
+                // A send buffer that takes 50 bytes a poll, and nothing on the
+                // poll after the lines run out.
+                let full = t.pending.is_empty() && !t.ended && polls > 1;
+                let mut room = if full { 0 } else { 50 };
+                let (done, n) = t.fill(4096, |b| {
+                    let k = b.len().min(room);
+                    room -= k;
+                    body.extend_from_slice(&b[..k]);
+                    k
+                });
+                assert!(n <= 50);
+                if done {
+                    break;
+                }
+                assert!(polls < 10_000, "never done");
+            }
+            assert_eq!(String::from_utf8(body).unwrap(), want, "json={json}");
+            if json {
+                serde_json::from_str::<serde_json::Value>(&want).unwrap();
+            }
+        }
+        // A send buffer with no room at all: nothing is lost, nothing is done.
+        let mut t = TraceStream::new(&rings, true, false, names);
+        for _ in 0..5 {
+            assert_eq!(t.fill(4096, |_| 0), (false, 0));
+        }
     }
 
     #[test]
