@@ -803,13 +803,18 @@ fn fetch_ctf(port: u16, dir: &Path) -> std::result::Result<(usize, f64), String>
 
 /// babeltrace2's text for the trace in `dir/trace`, and its event count.
 fn babeltrace(dir: &Path) -> std::result::Result<(String, u64), String> {
-    let out = Command::new("babeltrace2").arg("trace").current_dir(dir).output().map_err(|e| format!("babeltrace2: {e}"))?;
+    let text = babeltrace_text(dir, &[])?;
+    let n = text.lines().filter(|l| l.contains(" trace-appliance ")).count() as u64;
+    Ok((text, n))
+}
+
+/// `babeltrace2 [args] trace` run in `dir`: its standard output.
+fn babeltrace_text(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
+    let out = Command::new("babeltrace2").args(args).arg("trace").current_dir(dir).output().map_err(|e| format!("babeltrace2: {e}"))?;
     if !out.status.success() {
         return Err(format!("babeltrace2 failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let n = text.lines().filter(|l| l.contains(" trace-appliance ")).count() as u64;
-    Ok((text, n))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `snapshot_*` figures of the snapshot's metadata (`key = N;`).
@@ -1428,11 +1433,7 @@ fn dat_events(report: &str) -> Vec<ReadEvent> {
 /// The events of `babeltrace2 --clock-seconds` on the unpacked CTF:
 /// `[12.345678901] (+0.000001000) trace-appliance function: { cpu_id = 2 }, { ip = ..., tsc = 123, context = 2, ... }`.
 fn ctf_events(dir: &Path) -> std::result::Result<Vec<ReadEvent>, String> {
-    let out = Command::new("babeltrace2").args(["--clock-seconds", "trace"]).current_dir(dir).output().map_err(|e| format!("babeltrace2: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("babeltrace2 failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = babeltrace_text(dir, &["--clock-seconds"])?;
     let field = |l: &str, k: &str| l.split(&format!("{k} = ")).nth(1).and_then(|v| v.split([',', ' ', '}']).next()).and_then(|v| v.parse::<u64>().ok());
     Ok(text
         .lines()

@@ -171,7 +171,6 @@ impl<'r> TraceStream<'r> {
         String::from_utf8(core::mem::take(&mut self.pending)).unwrap_or_default()
     }
 
-    /// What ends the download: the books (kept + lost = produced).
     /// Move up to `budget` bytes into the connection through `send` (which
     /// takes what fits and returns how many bytes it took): lines, then the
     /// trailer, each only ever taken from `pending`, so a send buffer that is
@@ -205,6 +204,7 @@ impl<'r> TraceStream<'r> {
         (self.ended && self.pending.is_empty(), accepted)
     }
 
+    /// What ends the download: the books (kept + lost = produced).
     pub fn trailer(&self) -> String {
         if self.json {
             alloc::format!(
@@ -318,12 +318,13 @@ mod tests {
         for json in [true, false] {
             let want = drain(&mut TraceStream::new(&rings, json, false, names));
             let mut t = TraceStream::new(&rings, json, false, names);
-            let (mut body, mut polls) = (Vec::new(), 0);
+            let (mut body, mut polls, mut refused) = (Vec::new(), 0, false);
             loop {
                 polls += 1;
-                // A send buffer that takes 50 bytes a poll, and nothing on the
-                // poll after the lines run out.
-                let full = t.pending.is_empty() && !t.ended && polls > 1;
+                // A send buffer that takes 50 bytes a poll, and none on the
+                // first poll after the trailer was queued.
+                let full = t.ended && !t.pending.is_empty() && !refused;
+                refused |= full;
                 let mut room = if full { 0 } else { 50 };
                 let (done, n) = t.fill(4096, |b| {
                     let k = b.len().min(room);
@@ -337,6 +338,7 @@ mod tests {
                 }
                 assert!(polls < 10_000, "never done");
             }
+            assert!(refused, "the buffer was never full with the trailer pending");
             assert_eq!(String::from_utf8(body).unwrap(), want, "json={json}");
             if json {
                 serde_json::from_str::<serde_json::Value>(&want).unwrap();

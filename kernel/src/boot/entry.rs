@@ -55,11 +55,6 @@ pub fn load_delta() -> u64 {
     unsafe { (&raw const KERNEL_LOAD_DELTA).read() }
 }
 
-/// Where the image runs.
-pub fn load_base() -> u64 {
-    LINK_BASE.wrapping_add(load_delta())
-}
-
 global_asm!(
     r#"
 .section .multiboot, "a"

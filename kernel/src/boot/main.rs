@@ -49,8 +49,6 @@ pub fn apic_timer_hz() -> u64 {
 }
 
 unsafe extern "C" {
-    static __kernel_start: u8;
-    static __kernel_end: u8;
     static boot_stack_bottom: u8;
     static boot_stack_top: u8;
 }
@@ -358,7 +356,8 @@ impl Boot {
     pub fn memory(&mut self) {
         // Memory. Page 0 is about to be unmapped: keep what the RSDP search needs from it.
         crate::acpi::tables::save_low_page();
-        let kernel = (&raw const __kernel_start as u64, &raw const __kernel_end as u64);
+        let layout = crate::mem::paging::image_layout();
+        let kernel = (layout.start, layout.end);
         {
             let mut frames = FRAMES.lock();
             for r in self.boot_info.regions.iter().filter(|r| r.kind == RegionKind::Usable) {

@@ -187,6 +187,8 @@ struct TxDesc {
     cmd: u64,
 }
 
+const _: () = assert!(core::mem::size_of::<RxDesc>() == 16 && core::mem::size_of::<TxDesc>() == 16);
+
 const TX_DD: u64 = 1 << 32;
 
 impl Family {
@@ -371,6 +373,7 @@ impl E1000 {
         hw.w(reg::TDBAH, (tx >> 32) as u32);
         hw.w(reg::TDLEN, (RING * 16) as u32);
         hw.w(reg::TDH, 0);
+        debug_assert_eq!(hw.r(reg::TDH), 0);
         hw.w(reg::TDT, 0);
         if family == Family::Igb {
             hw.w(reg::TXDCTL0, QUEUE_ENABLE);
@@ -390,13 +393,13 @@ impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         // Find the packet, then let go of the device: smoltcp may transmit
         // (through a TxToken, which borrows it) from inside `f`.
-        let (i, d, buf) = {
+        let (i, len, buf) = {
             let hw = self.0.borrow();
             let i = hw.rx_next % RING;
             // SAFETY: descriptor i is done (checked in `receive`) and owned by us until RDT moves past it.
-            (i, unsafe { hw.rx_desc(i).read_volatile() }, hw.rx_bufs + (i * BUF) as u64)
+            let d = unsafe { hw.rx_desc(i).read_volatile() };
+            (i, hw.family.rx_written(d.wb).2, hw.rx_bufs + (i * BUF) as u64)
         };
-        let len = self.0.borrow().family.rx_written(d.wb).2;
         // SAFETY: the buffer is BUF bytes of DMA memory that the NIC does not
         // touch until descriptor i is handed back below; it wrote `len` <= BUF bytes.
         let data = unsafe { core::slice::from_raw_parts(buf as *const u8, len.min(BUF)) };

@@ -34,8 +34,7 @@ pub type Failed = (&'static str, DeviceFunction);
 impl Nic {
     /// Every NIC `choice` admits among `devs`, brought up, in the documented
     /// order for `auto`: virtio-net, then the Intel family, each in PCI
-    /// address order. Which one serves is the caller's choice (the first
-    /// whose link comes up: `appliance::netcheck::first_linked`).
+    /// address order. Which one serves is the caller's choice.
     pub fn find_all(devs: &[Found], choice: crate::boot::cmdline::NicChoice) -> alloc::vec::Vec<Result<Up, Failed>> {
         use crate::boot::cmdline::NicChoice;
         let is_virtio = |f: &Found| virtio_drivers::transport::pci::virtio_device_type(&f.info) == Some(virtio_drivers::transport::DeviceType::Network);

@@ -145,12 +145,12 @@ impl Step {
 
 impl core::fmt::Display for Step {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let v = match self.verdict {
-            Verdict::Ipi { new } => return write!(f, "ipi+{new} (sent {}, seen {}, credit {}, life {})", self.sent, self.before.seen, self.before.credit, self.before.life),
-            Verdict::Swallowed => "swallowed",
-            Verdict::NotOurs => "not ours",
-        };
-        write!(f, "{v} (sent {}, seen {}, credit {}, life {})", self.sent, self.before.seen, self.before.credit, self.before.life)
+        match self.verdict {
+            Verdict::Ipi { new } => write!(f, "ipi+{new}")?,
+            Verdict::Swallowed => f.write_str("swallowed")?,
+            Verdict::NotOurs => f.write_str("not ours")?,
+        }
+        write!(f, " (sent {}, seen {}, credit {}, life {})", self.sent, self.before.seen, self.before.credit, self.before.life)
     }
 }
 

@@ -366,16 +366,12 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
 /// HLT (SDM Vol. 2A, "HLT": opcode F4).
 const OPCODE_HLT: u8 = 0xF4;
 
-unsafe extern "C" {
-    static __kernel_start: u8;
-    static __text_end: u8;
-}
-
 /// Did the interrupted code stop in HLT (its RIP is the next instruction)?
 /// An idle CPU takes every NMI at that same RIP, so there "the same RIP as
 /// the previous NMI" does not mean back to back.
 fn resumes_after_hlt(rip: u64) -> bool {
-    let (start, end) = (&raw const __kernel_start as u64, &raw const __text_end as u64);
+    let layout = crate::mem::paging::image_layout();
+    let (start, end) = (layout.start, layout.text_end);
     // SAFETY: `rip - 1` is checked to lie in the kernel's text, which is
     // mapped readable for the kernel's whole life; one byte is read.
     rip > start && rip <= end && unsafe { ((rip - 1) as *const u8).read_volatile() } == OPCODE_HLT

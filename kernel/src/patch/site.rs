@@ -200,7 +200,7 @@ pub fn check_trampoline() -> Result<(), alloc::string::String> {
             ".endr",
             "stc",
             "call {entry}",
-            // Carry first (the stores below leave flags alone, SETC does not).
+            // RAX out of the way, then the carry into it as 0 or 1.
             "push rax",
             "setc al",
             "movzx eax, al",
