@@ -210,7 +210,11 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
         .collect();
     let mut up = Vec::new();
     let mut failed: Option<(String, String)> = None;
-    for r in Nic::find_all(&devs, conf.nic) {
+    let (nics, usb) = Nic::find_all(&devs, conf.nic);
+    for line in &usb {
+        info!("{line}");
+    }
+    for r in nics {
         match r {
             Ok(n) => up.push(n),
             Err((e, df)) => {
@@ -222,12 +226,15 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
     if up.is_empty() {
         match &failed {
             None if conf.nic == kernel::boot::cmdline::NicChoice::Auto => {
-                warn!("net: no supported NIC (virtio-net; Intel 82540EM/82545EM/82574L, 82576, I350, I210/I211) found; the network service is off")
+                warn!("net: no supported NIC (virtio-net; Intel 82540EM/82545EM/82574L, 82576, I350, I210/I211; USB CDC-ECM on xHCI) found; the network service is off")
             }
             None => warn!("net: nic={:?} matches no supported NIC; the network service is off", conf.nic),
             Some((df, e)) => warn!("net: NIC at {df}: {e}; the network service is off"),
         }
         for line in appliance::netcheck::unsupported_nics(&functions, failed.as_ref().map(|(a, e)| (a.as_str(), e.as_str()))) {
+            warn_user(line);
+        }
+        for line in usb {
             warn_user(line);
         }
         return false;
@@ -461,8 +468,10 @@ pub fn poll() {
             Some(dhcpv4::Event::Deconfigured) => {
                 s.iface.update_ip_addrs(|a| a.clear());
                 STATE.store(1, Ordering::Relaxed);
-                NET_STATUS.lock().address = None;
-                warn!("net: DHCP lease lost; waiting for a new one");
+                // smoltcp also says this once at start, before any lease: only a held lease is lost.
+                if NET_STATUS.lock().address.take().is_some() {
+                    warn!("net: DHCP lease lost; waiting for a new one");
+                }
             }
             None => {}
         }

@@ -34,7 +34,9 @@
 //! - `events.rs`: the sinks trace events go to (the application installs them).
 //! - `debug/`: symbol table (`symbols.rs`), call traces (`backtrace.rs`), logging (`log.rs`).
 //! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`), the RTC's CMOS registers (`rtc.rs`),
-//!   PCI (`pci.rs`), NICs (`nic.rs`, `e1000.rs`, `virtio_net.rs`, `virtio_legacy.rs`).
+//!   PCI (`pci.rs`), NICs (`nic.rs`, `e1000.rs`, `virtio_net.rs`, `virtio_legacy.rs`), the xHCI USB
+//!   host controller (`xhci.rs`) and USB Ethernet over it (`usb_net.rs`).
+//! - `usb/`: USB descriptors and requests (`desc.rs`), xHCI rings, TRBs and contexts (`xhci.rs`), pure.
 //! - `screen/`: the screen console: text rows on the loader's framebuffer or
 //!   VGA text (`render.rs`, pure), the machine's screen (`device.rs`).
 
@@ -50,6 +52,7 @@ pub mod nmi;
 pub mod patch;
 pub mod screen;
 pub mod time;
+pub mod usb;
 
 #[cfg(kernel_target)]
 pub mod apic;

@@ -226,6 +226,7 @@ pub fn main(args: &BenchArgs) -> Result<()> {
         ("e1000", "e1000", "patch=on"),
         ("e1000e", "e1000e", "patch=on"),
         ("igb", "igb", "patch=on"),
+        ("usb-net", "usb-net", "patch=on"),
         // Nothing patching: the rings hold NMI ticks and little else.
         ("e1000-patch-off", "e1000", "patch=off"),
     ] {

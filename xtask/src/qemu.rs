@@ -202,12 +202,17 @@ impl Spec {
         }
         a.extend(self.extra.iter().cloned());
         match &self.net {
-            Some((port, model)) => a.extend([
-                "-netdev".into(),
-                format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80"),
-                "-device".into(),
-                format!("{model},netdev=n0"),
-            ]),
+            Some((port, model)) => {
+                // A USB NIC (`usb-net[,props]`) sits on an xHCI controller of its own.
+                let device = match model.strip_prefix("usb-net") {
+                    Some(props) => {
+                        a.extend(["-device".into(), "qemu-xhci,id=usbnic".into()]);
+                        format!("usb-net,bus=usbnic.0{props}")
+                    }
+                    None => model.clone(),
+                };
+                a.extend(["-netdev".into(), format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80"), "-device".into(), format!("{device},netdev=n0")]);
+            }
             None => a.extend(["-nic".into(), "none".into()]),
         }
         if let Some(path) = &self.qmp {

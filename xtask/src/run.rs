@@ -7,7 +7,7 @@ use crate::qemu::{self, Accel, Boot, Firmware, Spec};
 use crate::{Result, root};
 
 /// The NICs `--nic` names.
-pub const NICS: [&str; 3] = ["virtio", "e1000", "e1000e"];
+pub const NICS: [&str; 5] = ["virtio", "e1000", "e1000e", "igb", "usb"];
 
 /// Options of `run`, also taken by `acpi-dump`.
 #[derive(clap::Args, Clone, Debug)]
@@ -53,6 +53,7 @@ pub struct RunArgs {
 pub fn nic_device(nic: &str) -> String {
     match nic {
         "virtio" => "virtio-net-pci",
+        "usb" => "usb-net",
         other => other,
     }
     .to_string()

@@ -329,7 +329,12 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
     // patching goes on to its verdict.
     let mut rtl = patch("net_unsupported_nic_named_and_patching_goes_on", "patch_cycles=1 patch_sites=200", "2", None);
     rtl.spec.net = Some((0, "rtl8139".into()));
-    rtl.expect.push("net: 00:02.0 10ec:8139 Ethernet controller (class 02.00): no driver".into());
+    // USB devices without a network driver are listed too (QEMU's tablet:
+    // 0627:0001, HID); the controller comes first on the bus (00:02.0).
+    rtl.spec.extra.extend(["-device", "qemu-xhci,id=x", "-device", "usb-tablet,bus=x.0"].map(String::from));
+    rtl.expect.push("net: 00:03.0 10ec:8139 Ethernet controller (class 02.00): no driver".into());
+    rtl.expect.push("net: usb 00:02.0 port ".into());
+    rtl.expect.push(" 0627:0001 class 03.00 HID (high speed): no driver (no CDC-ECM interface)".into());
     rtl.timeout = Duration::from_secs(120);
     v.push(rtl);
     // Interrupts nobody handles (a stray IPI to every CPU, the RTC through
@@ -1034,12 +1039,17 @@ fn live_page_case(elf: &Path, logs: &Path) -> std::result::Result<String, String
 /// serves, over the virtio-net that comes first in the documented order.
 fn nic_choice_case(elf: &Path, logs: &Path) -> std::result::Result<String, String> {
     let mut seen = Vec::new();
-    for (choice, want) in [("nic=e1000", "82540EM at 00:03.0"), ("nic=00:03.0", "82540EM at 00:03.0")] {
+    for (choice, wired, want) in [
+        ("nic=e1000", "e1000,addr=03.0", "82540EM at 00:03.0"),
+        ("nic=00:03.0", "e1000,addr=03.0", "82540EM at 00:03.0"),
+        // The USB adapter's xHCI controller takes the next free slot, 00:03.0.
+        ("nic=usb", "usb-net", "usb-net (CDC-ECM) at 00:03.0"),
+    ] {
         let port = qemu::free_port().map_err(|e| e.to_string())?;
         let mut spec = kernel_boot(elf, &format!("patch=on patch_interval_us=1000 {choice}"), "2");
-        // 00:02.0: a virtio-net with no backend (first in the documented order); 00:03.0: the e1000 that is wired.
+        // 00:02.0: a virtio-net with no backend (first in the documented order); 00:03.0: the NIC that is wired.
         spec.extra = vec!["-device".into(), "virtio-net-pci,addr=02.0".into()];
-        spec.net = Some((port, "e1000,addr=03.0".into()));
+        spec.net = Some((port, wired.into()));
         let _serving = spawn_serving(&spec, &logs.join(format!("net_nic_choice_{}.log", choice.replace([':', '=', '.'], "_")))).map_err(|e| format!("{choice}: {e}"))?;
         let st = qemu::status(port)?;
         if st.net.nic != want {
@@ -1525,6 +1535,13 @@ fn net_case(elf: &Path, nic: &str, cpu: Option<&str>, logs: &Path) -> std::resul
     if !log.contains("net: DHCP lease acquired: 10.0.2.15/24 router 10.0.2.2") {
         return Err("no `net: DHCP lease acquired` line naming the address and router".into());
     }
+    if log.contains("DHCP lease lost") {
+        return Err("`DHCP lease lost` before any lease was held".into());
+    }
+    // QEMU's usb-net (NetChip 0525:a4a2), found on the xHCI root port and driven as CDC-ECM.
+    if nic.starts_with("usb-net") && !(log.contains(" 0525:a4a2 class 02.06 CDC Ethernet (ECM) (full speed): driver usb-net (CDC-ECM), MAC 40:") && log.contains("net: usb-net (CDC-ECM) at ")) {
+        return Err("no console line naming the USB adapter, its class and its driver".into());
+    }
     let st = qemu::status(port)?;
     let want_apic = if cpu.is_some_and(|c| c.contains("-x2apic")) { "xapic" } else { "x2apic" };
     if st.cpus_online != 4 || st.cpus.len() != 4 || st.watchdog.source != "ipi-broadcast" || st.apic != want_apic {
@@ -1908,6 +1925,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
         ("net_e1000_status", "e1000", None),
         ("net_e1000e_status", "e1000e", None),
         ("net_igb_status", "igb", None),
+        ("net_usb_xhci_cdc_ecm_status", "usb-net", None),
     ] {
         driven.push((name, nic == "virtio-net-pci", false, Box::new(move || net_case(elf, nic, cpu, logs).map(|()| String::new()))));
     }

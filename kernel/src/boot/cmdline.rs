@@ -84,14 +84,16 @@ pub struct NetConfig {
     pub nic: NicChoice,
 }
 
-/// Which NIC serves (`nic=auto|virtio|e1000|BB:DD.F`).
+/// Which NIC serves (`nic=auto|virtio|e1000|usb|BB:DD.F`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NicChoice {
     /// The first supported one in the documented order: virtio-net, then
-    /// the e1000 family, each by PCI address.
+    /// the e1000 family, each by PCI address, then USB CDC-ECM adapters.
     Auto,
     Virtio,
     E1000,
+    /// A USB CDC-ECM adapter (on any xHCI controller).
+    Usb,
     /// The function at this PCI address (bus, device, function).
     At(u8, u8, u8),
 }
@@ -102,6 +104,7 @@ impl NicChoice {
             "auto" => Some(NicChoice::Auto),
             "virtio" => Some(NicChoice::Virtio),
             "e1000" => Some(NicChoice::E1000),
+            "usb" => Some(NicChoice::Usb),
             a => {
                 let (bus, rest) = a.split_once(':')?;
                 let (dev, func) = rest.split_once('.')?;
@@ -379,7 +382,7 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             "patch" => Some(ServeCpu::Patch),
             n => parse_u32(n, 0, 4095).map(ServeCpu::Index),
         }, |o, x| o.net.serve_cpu = x),
-        "nic" => valued!(p, word, key, value, "auto|virtio|e1000|a PCI address BB:DD.F", |v| NicChoice::parse(v), |o, x| o.net.nic = x),
+        "nic" => valued!(p, word, key, value, "auto|virtio|e1000|usb|a PCI address BB:DD.F", |v| NicChoice::parse(v), |o, x| o.net.nic = x),
         "http_port" => valued!(p, word, key, value, "a TCP port 1..=65535", |v| parse_u32(v, 1, 65_535), |o, x| o.net.http_port = x as u16),
         "patch_seconds" => valued!(p, word, key, value, "an integer 0..=31536000 (0: no limit)", |v| parse_u32(v, 0, 31_536_000),
             |o, x| o.patch.seconds = x),
@@ -504,6 +507,7 @@ mod tests {
         assert_eq!(parse("net_cpu=3").options.net.serve_cpu, ServeCpu::Index(3));
         assert_eq!(parse("net_cpu=some").diagnostics.len(), 1);
         assert_eq!(parse("nic=e1000").options.net.nic, NicChoice::E1000);
+        assert_eq!(parse("nic=usb").options.net.nic, NicChoice::Usb);
         assert_eq!(parse("nic=00:1f.6").options.net.nic, NicChoice::At(0, 0x1f, 6));
         assert_eq!(parse("nic=00:20.0").diagnostics.len(), 1, "device 32 does not exist");
         assert_eq!(parse("nic=wifi").diagnostics.len(), 1);

@@ -27,6 +27,7 @@ use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 use virtio_drivers::transport::pci::bus::{BarInfo, Command, DeviceFunction, PciRoot};
 
+use super::dma::alloc_zeroed as dma;
 use super::pci::PortCam;
 
 /// PCI vendor and device ids this driver takes.
@@ -278,14 +279,6 @@ pub struct E1000 {
     hw: Rc<RefCell<Hw>>,
     pub mac: [u8; 6],
     pub model: &'static str,
-}
-
-fn dma(bytes: usize) -> Result<u64, &'static str> {
-    let frames = bytes.div_ceil(4096) as u64;
-    let p = crate::mem::FRAMES.lock().alloc_run(frames, 4096, 1 << 32).map_err(|_| "no DMA memory")?;
-    // SAFETY: fresh frames, identity-mapped read-write.
-    unsafe { core::ptr::write_bytes(p as *mut u8, 0, frames as usize * 4096) };
-    Ok(p)
 }
 
 impl E1000 {

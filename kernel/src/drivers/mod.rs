@@ -1,9 +1,12 @@
 //! Device drivers.
+pub mod dma;
 pub mod e1000;
 pub mod pci;
 pub mod nic;
 pub mod qemu;
 pub mod rtc;
 pub mod serial;
+pub mod usb_net;
 pub mod virtio_legacy;
 pub mod virtio_net;
+pub mod xhci;
