@@ -226,7 +226,7 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
     if up.is_empty() {
         match &failed {
             None if conf.nic == kernel::boot::cmdline::NicChoice::Auto => {
-                warn!("net: no supported NIC (virtio-net; Intel 82540EM/82545EM/82574L, 82576, I350, I210/I211; USB CDC-ECM on xHCI) found; the network service is off")
+                warn!("net: no supported NIC (virtio-net; Intel 82540EM/82545EM/82574L, 82576, I350, I210/I211, I217/I218/I219; USB CDC-ECM on xHCI) found; the network service is off")
             }
             None => warn!("net: nic={:?} matches no supported NIC; the network service is off", conf.nic),
             Some((df, e)) => warn!("net: NIC at {df}: {e}; the network service is off"),

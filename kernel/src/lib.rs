@@ -36,6 +36,7 @@
 //! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`), the RTC's CMOS registers (`rtc.rs`),
 //!   PCI (`pci.rs`), NICs (`nic.rs`, `e1000.rs`, `virtio_net.rs`, `virtio_legacy.rs`), the xHCI USB
 //!   host controller (`xhci.rs`) and USB Ethernet over it (`usb_net.rs`).
+//! - `gbe/`: Intel gigabit Ethernet PCH parts' PHY bring-up (`pch.rs`), pure.
 //! - `usb/`: USB descriptors and requests (`desc.rs`), xHCI rings, TRBs and contexts (`xhci.rs`), pure.
 //! - `screen/`: the screen console: text rows on the loader's framebuffer or
 //!   VGA text (`render.rs`, pure), the machine's screen (`device.rs`).
@@ -47,6 +48,7 @@ extern crate alloc;
 pub mod acpi;
 pub mod boot;
 pub mod debug;
+pub mod gbe;
 pub mod mem;
 pub mod nmi;
 pub mod patch;

@@ -15,7 +15,15 @@
 //!   same offsets. Queue 0's registers sit at the 8254x offsets (0x2800,
 //!   0x3800), as Linux's `E1000_RDBAL(0)` has them.
 //!
-//! Both: after reset the MAC address comes from the NVM (EEPROM, flash or
+//! - PCH parts: I217, I218, I219 (the MAC in the chipset, legacy
+//!   descriptors as the 82574L) after the PHY bring-up of `gbe/pch.rs`
+//!   (leaving ULP mode, LANPHYPC, the firmware semaphore), following Linux's
+//!   e1000e `ich8lan.c`. Datasheet-only: the sequence is host-tested against
+//!   a model, never run on an emulator (none has these parts). Not done:
+//!   the I219's descriptor-ring flush before reset (`e1000_flush_desc_rings`,
+//!   needed only when firmware left the rings running), K1/EEE tuning.
+//!
+//! All: after reset the MAC address comes from the NVM (EEPROM, flash or
 //! the I210/I211 iNVM), which the hardware reads by itself; the driver waits
 //! for that auto-read (bounded) and refuses an address that is not a valid
 //! unicast one.
@@ -42,10 +50,16 @@ pub enum Family {
     E1000e,
     /// Advanced descriptors; queue 0 enabled through RXDCTL/TXDCTL.
     Igb,
+    /// I217/I218/I219 (the MAC in the PCH): legacy descriptors as the
+    /// 82574L, after the PHY is brought out of ULP mode and made reachable
+    /// (`gbe/pch.rs`); the MAC reset resets the PHY too, under the
+    /// firmware semaphore. Datasheet-only: no emulator models these parts.
+    Pch,
 }
 
 /// (device id, model, family, tested in emulation: QEMU has a model of it).
-pub const DEVICES: [(u16, &str, Family, bool); 18] = [
+/// The PCH parts' ids are Linux's (`drivers/net/ethernet/intel/e1000e/hw.h`).
+pub const DEVICES: [(u16, &str, Family, bool); 58] = [
     (0x100E, "82540EM", Family::E1000, true),
     (0x100F, "82545EM", Family::E1000, true),
     (0x10D3, "82574L", Family::E1000e, true),
@@ -64,6 +78,46 @@ pub const DEVICES: [(u16, &str, Family, bool); 18] = [
     (0x157B, "I210 copper (flashless)", Family::Igb, false),
     (0x157C, "I210 serdes (flashless)", Family::Igb, false),
     (0x1539, "I211 copper", Family::Igb, false),
+    (0x153A, "I217-LM", Family::Pch, false),
+    (0x153B, "I217-V", Family::Pch, false),
+    (0x155A, "I218-LM", Family::Pch, false),
+    (0x1559, "I218-V", Family::Pch, false),
+    (0x15A0, "I218-LM (2)", Family::Pch, false),
+    (0x15A1, "I218-V (2)", Family::Pch, false),
+    (0x15A2, "I218-LM (3)", Family::Pch, false),
+    (0x15A3, "I218-V (3)", Family::Pch, false),
+    (0x156F, "I219-LM", Family::Pch, false),
+    (0x1570, "I219-V", Family::Pch, false),
+    (0x15B7, "I219-LM (2)", Family::Pch, false),
+    (0x15B8, "I219-V (2)", Family::Pch, false),
+    (0x15B9, "I219-LM (3)", Family::Pch, false),
+    (0x15D7, "I219-LM (4)", Family::Pch, false),
+    (0x15D8, "I219-V (4)", Family::Pch, false),
+    (0x15E3, "I219-LM (5)", Family::Pch, false),
+    (0x15D6, "I219-V (5)", Family::Pch, false),
+    (0x15BD, "I219-LM (6)", Family::Pch, false),
+    (0x15BE, "I219-V (6)", Family::Pch, false),
+    (0x15BB, "I219-LM (7)", Family::Pch, false),
+    (0x15BC, "I219-V (7)", Family::Pch, false),
+    (0x15DF, "I219-LM (8)", Family::Pch, false),
+    (0x15E0, "I219-V (8)", Family::Pch, false),
+    (0x15E1, "I219-LM (9)", Family::Pch, false),
+    (0x15E2, "I219-V (9)", Family::Pch, false),
+    (0x0D4E, "I219-LM (10)", Family::Pch, false),
+    (0x0D4F, "I219-V (10)", Family::Pch, false),
+    (0x0D4C, "I219-LM (11)", Family::Pch, false),
+    (0x0D4D, "I219-V (11)", Family::Pch, false),
+    (0x0D53, "I219-LM (12)", Family::Pch, false),
+    (0x0D55, "I219-V (12)", Family::Pch, false),
+    (0x15FB, "I219-LM (13)", Family::Pch, false),
+    (0x15FC, "I219-V (13)", Family::Pch, false),
+    (0x15F9, "I219-LM (14)", Family::Pch, false),
+    (0x15FA, "I219-V (14)", Family::Pch, false),
+    (0x15F4, "I219-LM (15)", Family::Pch, false),
+    (0x1A1E, "I219-LM (16)", Family::Pch, false),
+    (0x1A1F, "I219-V (16)", Family::Pch, false),
+    (0x1A1C, "I219-LM (17)", Family::Pch, false),
+    (0x1A1D, "I219-V (17)", Family::Pch, false),
 ];
 
 /// The model and family of an Intel device id we drive.
@@ -123,7 +177,8 @@ const EECD_AUTO_RD: u32 = 1 << 9;
 /// MDIC (8254x §13.4.7, 82576 §8.2.4): data, PHY register, PHY address (the
 /// internal PHY is 1), read/write opcode, ready, error.
 const MDIC_REG_SHIFT: u32 = 16;
-const MDIC_PHY_INTERNAL: u32 = 1 << 21;
+const MDIC_PHY_SHIFT: u32 = 21;
+const MDIC_PHY_INTERNAL: u32 = 1 << MDIC_PHY_SHIFT;
 const MDIC_OP_WRITE: u32 = 1 << 26;
 const MDIC_OP_READ: u32 = 2 << 26;
 const MDIC_READY: u32 = 1 << 28;
@@ -156,6 +211,8 @@ const AUTO_READ_NS: u64 = 10_000_000;
 const CTRL_GIO_MASTER_DISABLE: u32 = 1 << 2;
 const STATUS_GIO_MASTER_ENABLE: u32 = 1 << 19;
 const MASTER_DISABLE_NS: u64 = 80_000_000;
+/// The PCH MAC+PHY reset: Linux sleeps 20 ms after it; it is given 100 ms.
+const PCH_RESET_NS: u64 = 100_000_000;
 /// Descriptor status: descriptor done, end of packet. Command: end of packet,
 /// insert FCS, report status.
 const DESC_DD: u8 = 1 << 0;
@@ -196,7 +253,7 @@ impl Family {
     /// A written-back receive descriptor: (done, end of packet, length).
     fn rx_written(self, wb: u64) -> (bool, bool, usize) {
         let (status, len) = match self {
-            Family::E1000 | Family::E1000e => ((wb >> 32) as u8 as u32, wb as u16),
+            Family::E1000 | Family::E1000e | Family::Pch => ((wb >> 32) as u8 as u32, wb as u16),
             Family::Igb => (wb as u32, (wb >> 32) as u16),
         };
         (status & DESC_DD as u32 != 0, status & DESC_EOP as u32 != 0, len as usize)
@@ -205,7 +262,7 @@ impl Family {
     /// The command word sending `len` bytes as one packet.
     fn tx_cmd(self, len: usize) -> u64 {
         match self {
-            Family::E1000 | Family::E1000e => len as u64 | ((CMD_EOP | CMD_IFCS | CMD_RS) as u64) << 24,
+            Family::E1000 | Family::E1000e | Family::Pch => len as u64 | ((CMD_EOP | CMD_IFCS | CMD_RS) as u64) << 24,
             Family::Igb => len as u64 | ADV_DTYP_DATA | ADV_DCMD_DEXT | ADV_DCMD_EOP | ADV_DCMD_IFCS | ADV_DCMD_RS | (len as u64) << (32 + ADV_PAYLEN_SHIFT),
         }
     }
@@ -274,6 +331,34 @@ impl Hw {
     }
 }
 
+/// The PCH sequences (`gbe/pch.rs`) on the real registers.
+impl crate::gbe::pch::Mac for Hw {
+    fn r(&mut self, off: usize) -> u32 {
+        Hw::r(self, off)
+    }
+
+    fn w(&mut self, off: usize, v: u32) {
+        Hw::w(self, off, v)
+    }
+
+    fn mdic_read(&mut self, addr: u32, reg: u32) -> Option<u16> {
+        Hw::w(self, reg::MDIC, MDIC_OP_READ | addr << MDIC_PHY_SHIFT | reg << MDIC_REG_SHIFT);
+        self.wait(reg::MDIC, |v| v & MDIC_READY != 0).filter(|v| v & MDIC_ERROR == 0).map(|v| v as u16)
+    }
+
+    fn mdic_write(&mut self, addr: u32, reg: u32, v: u16) -> bool {
+        Hw::w(self, reg::MDIC, MDIC_OP_WRITE | addr << MDIC_PHY_SHIFT | reg << MDIC_REG_SHIFT | v as u32);
+        self.wait(reg::MDIC, |v| v & MDIC_READY != 0).is_some_and(|v| v & MDIC_ERROR == 0)
+    }
+
+    fn delay_us(&mut self, us: u64) {
+        let t0 = crate::time::clock::now_ns();
+        while crate::time::clock::now_ns() - t0 < us * 1000 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// An e1000 NIC as a smoltcp device.
 pub struct E1000 {
     hw: Rc<RefCell<Hw>>,
@@ -302,16 +387,44 @@ impl E1000 {
             hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_GIO_MASTER_DISABLE);
             hw.wait_ns(reg::STATUS, |v| v & STATUS_GIO_MASTER_ENABLE == 0, MASTER_DISABLE_NS);
         }
-        hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_RST);
-        hw.wait(reg::CTRL, |v| v & CTRL_RST == 0).ok_or("the device reset never completed")?;
+        if family == Family::Pch {
+            use crate::gbe::pch;
+            // Out of ULP, reachable on MDIC, reset (Linux
+            // `e1000_init_phy_workarounds_pchlan`); then the MAC and PHY
+            // reset together under the semaphore, which the reset releases
+            // (`e1000_reset_hw_ich8lan`), and the NVM's configuration loads.
+            let how = pch::init_phy(&mut hw)?;
+            log::info!("e1000: {model} at {df}: PHY out of ULP mode ({})", if how == pch::UlpExit::ByMe { "by the Management Engine" } else { "by software, LANPHYPC cycled" });
+            pch::acquire_swflag(&mut hw)?;
+            let phy_rst = if pch::phy_reset_allowed(&mut hw) { pch::CTRL_PHY_RST } else { 0 };
+            hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_RST | phy_rst);
+            hw.wait_ns(reg::CTRL, |v| v & CTRL_RST == 0, PCH_RESET_NS);
+            if !pch::lan_init_done(&mut hw) {
+                log::warn!("e1000: {model} at {df}: LAN init not reported done after reset; going on");
+            }
+        } else {
+            hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_RST);
+            hw.wait(reg::CTRL, |v| v & CTRL_RST == 0).ok_or("the device reset never completed")?;
+        }
         hw.w(reg::IMC, u32::MAX);
         // The MAC address is loaded from the NVM after reset: wait for the
         // auto-read, up to 10 ms. Parts without the bit (8254x) or without an
         // NVM never set it; Linux then goes on too (`e1000_get_auto_rd_done`
         // sleeps 5 ms on 8254x; igb's "Auto Read Done did not complete" is not
-        // an error), and the address check below decides.
-        hw.wait_ns(reg::EECD, |v| v & EECD_AUTO_RD != 0, AUTO_READ_NS);
+        // an error), and the address check below decides. (PCH parts said
+        // so through LAN_INIT_DONE above.)
+        if family != Family::Pch {
+            hw.wait_ns(reg::EECD, |v| v & EECD_AUTO_RD != 0, AUTO_READ_NS);
+        }
         hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_SLU | CTRL_ASDE);
+        if family == Family::Pch {
+            // The PHY's standard registers are at MDIC address 2 on these parts.
+            use crate::gbe::pch;
+            let bmcr = pch::hv_read(&mut hw, (0, PHY_BMCR)).ok_or("the PHY does not answer on MDIC after the reset")?;
+            if !pch::hv_write(&mut hw, (0, PHY_BMCR), bmcr | (BMCR_AN_ENABLE | BMCR_AN_RESTART) as u16) {
+                return Err("the PHY refused the autonegotiation restart");
+            }
+        }
         if family == Family::Igb {
             // Copper parts: (re)start autonegotiation, as Linux's
             // igb_copper_link_autoneg does; the link comes up when it ends.
