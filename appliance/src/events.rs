@@ -16,9 +16,10 @@ fn push(kind: Kind, ip: u64, parent: u64, ctx: Context, arg: u64, dur_ns: u64) {
     let Some(rings) = RINGS.get() else { return };
     let cpu = this_cpu();
     let Some(r) = rings.get(cpu.index()) else { return };
+    let tsc = kernel::arch::cpu::rdtsc();
     let ev = Event {
-        ts_ns: kernel::time::clock::now_ns(),
-        tsc: kernel::arch::cpu::rdtsc(),
+        ts_ns: kernel::time::clock::ns_at(tsc),
+        tsc,
         ip,
         parent,
         kind,
@@ -30,8 +31,13 @@ fn push(kind: Kind, ip: u64, parent: u64, ctx: Context, arg: u64, dur_ns: u64) {
     r.rings[ctx as usize].push(&ev);
 }
 
-/// The trace hook's sink: a traced function ran.
-fn record(site: u64, parent: u64, ctx: Context) {
+/// The trace hook's sink: a traced function ran. On the event fast path,
+/// which runs with XMM0-XMM15 unsaved: it and all it calls must not touch a
+/// vector register (the unmangled name lets `elf_vector_state_is_xmm_only`
+/// find it and check that).
+#[unsafe(no_mangle)]
+#[inline(never)]
+fn appliance_record_function(site: u64, parent: u64, ctx: Context) {
     push(Kind::Function, site, parent, ctx, 0, 0);
 }
 
@@ -52,7 +58,7 @@ pub fn init(cfg: &TraceConfig) {
     let mode = if cfg.overwrite { Overflow::Overwrite } else { Overflow::Drop };
     let n = percpu::all().len();
     RINGS.call_once(|| (0..n).map(|_| CpuRings::new(cap, mode)).collect());
-    kernel::events::set_function_sink(record);
+    kernel::events::set_function_sink(appliance_record_function);
     kernel::events::set_kind_sink(record_kind);
     info!(
         "trace: {} KiB per CPU ({}/{}/{} events for task/irq/nmi), full buffers {}",

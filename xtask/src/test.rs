@@ -1355,7 +1355,64 @@ fn elf_vector_state_case(elf: &Path) -> std::result::Result<String, String> {
     if !bad.is_empty() {
         return Err(format!("vector state beyond XMM0-XMM15 in {} instructions (the trace trampoline would not restore it): {:?}", bad.len(), &bad[..bad.len().min(5)]));
     }
-    Ok(format!("{count} instructions, none beyond SSE on XMM0-XMM15"))
+    let fast = event_fast_path_free_of_vectors(&text)?;
+    Ok(format!("{count} instructions, none beyond SSE on XMM0-XMM15; the event fast path ({fast}) touches no vector register"))
+}
+
+/// The event fast path runs with XMM0-XMM15 unsaved (`kernel::patch::site::
+/// trace_entry`): `trace_hook_fast`, the event sink it calls through a
+/// pointer (`appliance_record_function`), and every function they call or
+/// jump to must hold no vector-register operand. Calls into the panic
+/// machinery are not followed (a panic ends the run). Indirect calls: only
+/// the sink's, one, in `trace_hook_fast`. Returns the functions checked.
+fn event_fast_path_free_of_vectors(disassembly: &str) -> std::result::Result<String, String> {
+    const ROOTS: [&str; 2] = ["trace_hook_fast", "appliance_record_function"];
+    const NORETURN: [&str; 9] = ["panicking", "unwrap_failed", "expect_failed", "slice_error_fail", "slice_index_fail", "begin_unwind", "alloc_error", "capacity_overflow", "handle_error"];
+    let mut bodies: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
+    let mut current: Option<&str> = None;
+    for line in disassembly.lines() {
+        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")).map(|(_, n)| n) {
+            current = Some(name);
+            bodies.entry(name).or_default();
+            continue;
+        }
+        if let (Some(f), Some(insn)) = (current, line.split('\t').nth(1)) {
+            bodies.entry(f).or_default().push(insn);
+        }
+    }
+    let (mut seen, mut todo, mut problems) = (Vec::new(), ROOTS.map(String::from).to_vec(), Vec::new());
+    while let Some(f) = todo.pop() {
+        if seen.contains(&f) {
+            continue;
+        }
+        let Some(body) = bodies.get(f.as_str()) else { return Err(format!("no function `{f}` in the image: the event fast path cannot be checked")) };
+        let mut indirect = 0;
+        for insn in body {
+            if insn.contains("%xmm") || insn.contains("%ymm") || insn.contains("%zmm") || insn.contains("%mm") {
+                problems.push(format!("{f}: {}", insn.trim()));
+            }
+            let mnemonic = insn.split_whitespace().next().unwrap_or("");
+            if mnemonic.starts_with("call") || mnemonic.starts_with('j') {
+                if insn.contains('*') {
+                    indirect += 1;
+                } else if let Some(target) = insn.split_once(" <").and_then(|(_, t)| t.split(['>', '+']).next())
+                    && target != f
+                    && !NORETURN.iter().any(|n| target.contains(n))
+                {
+                    todo.push(target.to_string());
+                }
+            }
+        }
+        let allowed = if f == "trace_hook_fast" { 1 } else { 0 };
+        if indirect > allowed {
+            problems.push(format!("{f}: {indirect} indirect call(s) or jump(s), whose targets cannot be checked"));
+        }
+        seen.push(f);
+    }
+    if !problems.is_empty() {
+        return Err(format!("the event fast path, which runs with XMM0-XMM15 unsaved, touches vector registers or calls the unknown: {:?}", &problems[..problems.len().min(5)]));
+    }
+    Ok(seen.join(", "))
 }
 
 /// Fetch `/trace.dat` into `dir/trace.dat`.

@@ -224,6 +224,14 @@ impl Ring {
         self.slots.len() as u64
     }
 
+    /// The slot of event `i`: a mask when the capacity is a power of two (the
+    /// default sizes are), else a division (slower: a DIV on the event path).
+    fn slot(&self, i: u64) -> &Slot {
+        let cap = self.capacity();
+        let k = if cap.is_power_of_two() { i & (cap - 1) } else { i % cap };
+        &self.slots[k as usize]
+    }
+
     /// Events written so far.
     pub fn written(&self) -> u64 {
         self.head.load(Ordering::Acquire)
@@ -267,7 +275,7 @@ impl Ring {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let slot = &self.slots[(i % self.capacity()) as usize];
+        let slot = self.slot(i);
         slot.seq.store(2 * i + 1, Ordering::Relaxed);
         fence(Ordering::Release);
         for (w, v) in slot.words.iter().zip(ev.to_words()) {
@@ -307,7 +315,7 @@ impl Ring {
         let end = head.min(bound).max(start);
         let mut lost = start - from.min(start);
         for i in start..end {
-            let slot = &self.slots[(i % self.capacity()) as usize];
+            let slot = self.slot(i);
             let s1 = slot.seq.load(Ordering::Acquire);
             let words: [u64; EVENT_WORDS] = core::array::from_fn(|k| slot.words[k].load(Ordering::Relaxed));
             fence(Ordering::Acquire);

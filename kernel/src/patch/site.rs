@@ -118,22 +118,27 @@ impl Registry {
 }
 
 /// Called by `trace_entry` with the address after the site's CALL and the
-/// traced function's frame pointer.
+/// traced function's frame pointer, with XMM0-XMM15 not saved: it and all
+/// it calls (the event sink included) touch no vector register, which
+/// `elf_vector_state_is_xmm_only` checks on the built image by following
+/// its calls. Returns nonzero when the slow path must run (the NMI warning,
+/// which formats text and may use any register the compiler likes).
 #[unsafe(no_mangle)]
-extern "C" fn trace_hook(ret: u64, fp: u64) {
+extern "C" fn trace_hook_fast(ret: u64, fp: u64) -> u64 {
     let cpu = this_cpu();
     let ctx = cpu.context();
     cpu.site_calls[ctx as usize].fetch_add(1, Ordering::Relaxed);
     let site = ret - super::protocol::SITE_LEN;
+    let mut slow = 0;
     if let Some(r) = registry()
         && let Some(i) = r.index_of(site)
     {
         if r.states[i].load(Ordering::Acquire) == state::OFF {
             cpu.traced_while_off.fetch_add(1, Ordering::Relaxed);
         }
-        // Traced code in NMI context: warn once per site (the 2008 bug).
+        // Traced code in NMI context: warn once per site (the 2008 bug), on the slow path.
         if ctx == Context::Nmi && !r.warned[i].swap(true, Ordering::AcqRel) {
-            super::nmi_policy::ftrace_nmi_warning(site, fp);
+            slow = 1;
         }
     }
     // The parent's return address: the traced function's frame holds the
@@ -146,6 +151,13 @@ extern "C" fn trace_hook(ret: u64, fp: u64) {
         0
     };
     crate::events::record_function(site, parent, ctx);
+    slow
+}
+
+/// The slow path, with XMM0-XMM15 saved: the NMI-context warning of a site.
+#[unsafe(no_mangle)]
+extern "C" fn trace_hook_slow(ret: u64, fp: u64) {
+    super::nmi_policy::ftrace_nmi_warning(ret - super::protocol::SITE_LEN, fp);
 }
 
 /// General-purpose registers the trampoline saves (the caller-saved ones;
@@ -163,6 +175,9 @@ const CHECKED_GPRS: [(&str, u64); 9] = [
     ("r11", 0x5a5a_0008_0000_a5ad),
 ];
 
+/// RFLAGS' arithmetic flags: CF, PF, AF, ZF, SF, OF (Intel SDM Vol. 1 §3.4.3.1).
+const ARITHMETIC_FLAGS: u64 = 1 << 0 | 1 << 2 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 11;
+
 /// What XMM k holds in the check: GPR (k mod 9)'s value moved in (low
 /// qword), then PSHUFD 0x1b for XMM0-7 (dwords reversed: the value rotated
 /// into the high qword) or 0x4e for XMM8-15 (qwords swapped): (low, high).
@@ -172,8 +187,8 @@ fn xmm_expected(k: usize) -> (u64, u64) {
 }
 
 /// Call the trampoline as a site would, with a distinct value in every
-/// caller-saved register, in XMM0-XMM15 (both halves) and the carry flag
-/// set, and check that all of them come back unchanged: the contract of a
+/// caller-saved register, in XMM0-XMM15 (both halves) and every arithmetic
+/// flag set, and check that all of them come back unchanged: the contract of a
 /// site, which the compiler believes clobbers nothing. Run before tracing
 /// starts (the hook's event goes nowhere yet).
 pub fn check_trampoline() -> Result<(), alloc::string::String> {
@@ -198,12 +213,16 @@ pub fn check_trampoline() -> Result<(), alloc::string::String> {
             ".irp n, 8, 9, 10, 11, 12, 13, 14, 15",
             "pshufd xmm\\n, xmm\\n, 0x4e",
             ".endr",
-            "stc",
+            // Every arithmetic flag set (CF PF AF ZF SF OF), the rest as they are.
+            "pushfq",
+            "or qword ptr [rsp], {arith}",
+            "popfq",
             "call {entry}",
-            // RAX out of the way, then the carry into it as 0 or 1.
+            // RAX out of the way, then the arithmetic flags into it.
             "push rax",
-            "setc al",
-            "movzx eax, al",
+            "pushfq",
+            "pop rax",
+            "and eax, {arith}",
             "push rax",
             "mov rax, [rsp + 16]",
             "pop qword ptr [rax + 72]",
@@ -218,6 +237,7 @@ pub fn check_trampoline() -> Result<(), alloc::string::String> {
             p3 = const CHECKED_GPRS[3].1, p4 = const CHECKED_GPRS[4].1, p5 = const CHECKED_GPRS[5].1,
             p6 = const CHECKED_GPRS[6].1, p7 = const CHECKED_GPRS[7].1, p8 = const CHECKED_GPRS[8].1,
             entry = sym trace_entry,
+            arith = const ARITHMETIC_FLAGS,
             inout("rdi") out.as_mut_ptr() => _,
             out("rax") _, out("rcx") _, out("rdx") _, out("rsi") _, out("r8") _, out("r9") _, out("r10") _, out("r11") _,
             out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
@@ -229,8 +249,8 @@ pub fn check_trampoline() -> Result<(), alloc::string::String> {
             return Err(alloc::format!("{name}: {want:#x} came back as {:#x}", out[i]));
         }
     }
-    if out[9] != 1 {
-        return Err(alloc::string::String::from("the carry flag came back clear"));
+    if out[9] != ARITHMETIC_FLAGS {
+        return Err(alloc::format!("the arithmetic flags {ARITHMETIC_FLAGS:#x} came back as {:#x}", out[9]));
     }
     for k in 0..16 {
         let (lo, hi) = xmm_expected(k);
@@ -241,27 +261,40 @@ pub fn check_trampoline() -> Result<(), alloc::string::String> {
     Ok(())
 }
 
-/// The trampoline an enabled site calls. Saves the caller-saved registers,
-/// the flags and XMM0-XMM15 (the hook is Rust and may use them; they are the
-/// only vector state any code in the image touches), keeps a frame pointer
-/// for call traces, and calls `trace_hook(return address, traced function's RBP)`.
+/// The trampoline an enabled site calls. Saves the caller-saved
+/// general-purpose registers and the arithmetic flags, keeps a frame pointer
+/// for call traces, and calls `trace_hook_fast(return address, traced
+/// function's RBP)`; only when that asks for it (the NMI-context warning)
+/// does it save XMM0-XMM15 and call `trace_hook_slow`.
 ///
 /// A site sits in code that believes the call clobbers nothing, so every
-/// register the hook may change is restored. The vector state is XMM0-XMM15
-/// and nothing more: the image holds no x87, MMX or AVX instruction and
-/// nothing that writes or reads MXCSR (no `ldmxcsr`, `stmxcsr`, `fldcw`), only
-/// the FXSAVE/FXRSTOR pair of the trap entry; the QEMU test suite's
-/// `elf_vector_state_is_xmm_only` disassembles the built image and fails on
-/// any. Saving 256 bytes with MOVDQA instead of FXSAVE's 512 (x87 and MXCSR
-/// included) is what makes an event cheap (FXSAVE/FXRSTOR are microcoded on
-/// silicon and helper calls under TCG).
+/// register the hooks may change is restored:
+/// - The fast path (every event) leaves the vector registers alone: the
+///   hook and the event sink compile to code without a vector instruction,
+///   which `elf_vector_state_is_xmm_only` checks on the built image by
+///   following their calls. Saving XMM0-XMM15 cost more than half of an
+///   event under TCG (450 of about 1,050 ns).
+/// - The slow path is ordinary Rust that may use XMM0-XMM15, the only vector
+///   state in the image: it holds no x87, MMX or AVX instruction and nothing
+///   that writes or reads MXCSR, only the FXSAVE/FXRSTOR pair of the trap
+///   entry (the same test fails on any).
+/// - The flags are the six arithmetic ones, kept with LAHF/SETO and put back
+///   with ADD/SAHF, not PUSHFQ/POPFQ (POPFQ may change IF, TF and AC: slow on
+///   silicon, the end of a translation block under TCG). The others need no
+///   saving: the hooks change no system flag, and DF is clear at every site
+///   (the ABI keeps it clear at calls and the compiler never leaves it set),
+///   so the hooks run with DF clear as they must.
+///
+/// `check_trampoline` proves the contract at boot before tracing starts.
 #[unsafe(naked)]
 pub extern "C" fn trace_entry() {
     core::arch::naked_asm!(
         "push rbp",
         "mov rbp, rsp",
-        "pushfq",
-        "cld",
+        "push rax",
+        // The arithmetic flags in AX: SF ZF AF PF CF by LAHF, OF by SETO.
+        "lahf",
+        "seto al",
         "push rax",
         "push rcx",
         "push rdx",
@@ -271,22 +304,31 @@ pub extern "C" fn trace_entry() {
         "push r9",
         "push r10",
         "push r11",
+        // The fast path: no vector register is saved (see `trace_hook_fast`).
         "mov r11, rsp",
-        "sub rsp, 256",
         "and rsp, -16",
-        ".irp n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
-        "movdqa [rsp + 16 * \\n], xmm\\n",
-        ".endr",
         "push r11",
         "sub rsp, 8",
         "mov rdi, [rbp + 8]",
         "mov rsi, [rbp]",
-        "call {hook}",
-        "add rsp, 8",
-        "pop r11",
+        "call {fast}",
+        "test rax, rax",
+        "jz 2f",
+        // The slow path: XMM0-XMM15 saved around it.
+        "sub rsp, 256",
+        ".irp n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
+        "movdqa [rsp + 16 * \\n], xmm\\n",
+        ".endr",
+        "mov rdi, [rbp + 8]",
+        "mov rsi, [rbp]",
+        "call {slow}",
         ".irp n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
         "movdqa xmm\\n, [rsp + 16 * \\n]",
         ".endr",
+        "add rsp, 256",
+        "2:",
+        "add rsp, 8",
+        "pop r11",
         "mov rsp, r11",
         "pop r11",
         "pop r10",
@@ -296,10 +338,15 @@ pub extern "C" fn trace_entry() {
         "pop rsi",
         "pop rdx",
         "pop rcx",
+        // OF from AL (0x7f + 1 overflows, 0x7f + 0 does not), then the
+        // rest from AH; nothing after this touches the flags.
         "pop rax",
-        "popfq",
+        "add al, 0x7f",
+        "sahf",
+        "pop rax",
         "pop rbp",
         "ret",
-        hook = sym trace_hook,
+        fast = sym trace_hook_fast,
+        slow = sym trace_hook_slow,
     )
 }

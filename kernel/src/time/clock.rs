@@ -51,11 +51,17 @@ pub fn ticks_to_ns(ticks: u64) -> u64 {
 
 /// Nanoseconds since kernel entry (0 before calibration). Lock-free, NMI-safe.
 pub fn now_ns() -> u64 {
+    ns_at(rdtsc())
+}
+
+/// The clock's reading at TSC value `tsc` (0 before calibration): one
+/// RDTSC can give an event both its TSC and its time. Lock-free, NMI-safe.
+pub fn ns_at(tsc: u64) -> u64 {
     let base = TSC_BASE.load(Ordering::Relaxed);
     if base == 0 {
         return 0;
     }
-    ticks_to_ns(rdtsc().saturating_sub(base))
+    ticks_to_ns(tsc.saturating_sub(base))
 }
 
 /// TSC value `ns` from now (for deadlines).
