@@ -11,7 +11,8 @@
 //! - NMI-rate boots with the patching loop running, at rising watchdog
 //!   rates: the NMIs per second each CPU actually took, read from `/status`.
 //!
-//! Then the silicon harness (the protocol on this machine's CPUs).
+//! Then the silicon harness (the protocol on this machine's CPUs, then one
+//! trace event beside an LTTng-UST tracepoint).
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -274,7 +275,15 @@ pub fn main(args: &BenchArgs) -> Result<()> {
     }
     let json = dir.join("silicon.json");
     println!("== silicon: the patching protocol on this machine's CPUs, {seconds} s per strategy");
-    crate::silicon(&["--seconds".into(), seconds, "--json".into(), json.display().to_string()])
+    crate::silicon(&["--seconds".into(), seconds, "--json".into(), json.display().to_string()])?;
+    // One event on this CPU: the kernel's trampoline and ring beside an
+    // LTTng-UST tracepoint (the harness says what it could not measure).
+    if let Err(e) = crate::deps::ensure(crate::deps::BENCH_TOOLS) {
+        println!("note: the LTTng-UST comparison needs: {e}");
+    }
+    let events = dir.join("silicon-events.json");
+    println!("== silicon: one trace event (the kernel's trampoline and ring) beside an LTTng-UST tracepoint");
+    crate::silicon(&["--events".into(), "--json".into(), events.display().to_string(), "--dir".into(), dir.join("silicon-events").display().to_string()])
 }
 
 /// The figures as a Markdown table (for bench/README.md and the README),

@@ -36,9 +36,13 @@ fn present(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Missing tools as (tool, package).
-pub fn missing() -> Vec<(&'static str, &'static str)> {
-    TOOLS.iter().copied().filter(|(t, _)| !present(t)).collect()
+/// What only `cargo xtask bench` needs: the silicon harness's LTTng-UST
+/// comparison builds a tracepoint provider and records it in a session.
+pub const BENCH_TOOLS: &[(&str, &str)] = &[("cc", "gcc"), ("lttng", "lttng-tools"), ("/usr/include/lttng/tracepoint.h", "liblttng-ust-dev")];
+
+/// Missing tools among `tools` as (tool, package).
+fn missing_of(tools: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    tools.iter().copied().filter(|(t, _)| !present(t)).collect()
 }
 
 /// The oldest QEMU the tests and runs accept: 10 emulates x2APIC under TCG,
@@ -75,7 +79,13 @@ fn ensure_qemu() -> Result<()> {
 /// say exactly what to install.
 pub fn ensure_all() -> Result<()> {
     ensure_qemu()?;
-    let miss = missing();
+    ensure(TOOLS)
+}
+
+/// Make sure `tools` are there: install what is missing when we can, else
+/// say exactly what to install.
+pub fn ensure(tools: &[(&'static str, &'static str)]) -> Result<()> {
+    let miss = missing_of(tools);
     if miss.is_empty() {
         return Ok(());
     }
@@ -92,11 +102,11 @@ pub fn ensure_all() -> Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .status()?
                 .success();
-        if ok && missing().is_empty() {
+        if ok && missing_of(tools).is_empty() {
             return Ok(());
         }
     }
-    let names: Vec<&str> = missing().iter().map(|(t, _)| *t).collect();
+    let names: Vec<&str> = missing_of(tools).iter().map(|(t, _)| *t).collect();
     Err(format!(
         "missing host tools: {}. Install them with: sudo apt-get install {}",
         names.join(", "),

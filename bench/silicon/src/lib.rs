@@ -20,6 +20,13 @@ use std::time::{Duration, Instant};
 
 use kernel::patch::protocol::{self, Insn, NOP5, Patch, Platform, SITE_LEN};
 
+pub mod events;
+
+/// Pin the calling thread to `cpu`.
+pub fn pin_to(cpu: usize) {
+    pin(cpu);
+}
+
 /// Bytes per generated function slot (functions are this far apart).
 const SLOT: usize = 64;
 /// Offset of the site inside a generated function (after push rbp; mov rbp, rsp).

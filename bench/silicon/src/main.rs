@@ -25,6 +25,58 @@ struct Args {
     /// Write the report as JSON here
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Instead of the protocol: the cost of one trace event (the kernel's
+    /// trampoline and ring, a disabled site, a plain call) beside an
+    /// LTTng-UST tracepoint recording to a local session
+    #[arg(long)]
+    events: bool,
+    /// With --events: calls per repetition, and repetitions
+    #[arg(long, default_value_t = 2_000_000)]
+    calls: u64,
+    #[arg(long, default_value_t = 9)]
+    reps: usize,
+    /// With --events: where the LTTng helper and its trace go
+    #[arg(long, default_value = "target/silicon-events")]
+    dir: std::path::PathBuf,
+}
+
+/// `--events`: one event on this CPU, the appliance's path and LTTng-UST's.
+fn events(args: &Args, cpu: &str) {
+    let core = 0;
+    let a = silicon::events::appliance(core, args.calls, args.reps);
+    let f = |s: &silicon::events::Spread| format!("{:.2} / {:.2} / {:.2} ns", s.min, s.median, s.max);
+    println!("events on cpu {core}, {} calls x {} repetitions (min / median / max per call):", a.calls_per_rep, a.reps);
+    println!("  plain call (no site)                      {}", f(&a.no_site));
+    println!("  disabled site (5-byte NOP)                {}  (+{} over no site)", f(&a.site_off), f(&a.disabled));
+    println!("  appliance event (trampoline + ring)       {}  (+{} over no site)", f(&a.site_on), f(&a.event));
+    let mut doc = serde_json::json!({
+        "cpu": cpu,
+        "calls_per_rep": a.calls_per_rep,
+        "reps": a.reps,
+        "appliance": {"no_site_ns": a.no_site.json(), "site_off_ns": a.site_off.json(), "site_on_ns": a.site_on.json(), "event_ns": a.event.json(), "disabled_site_ns": a.disabled.json(), "events_recorded": a.recorded},
+    });
+    match silicon::events::lttng_run(&args.dir, core, args.calls, args.reps) {
+        Ok(l) => {
+            println!("  LTTng-UST ({}): plain call            {}", l.version, f(&l.plain));
+            println!("  LTTng-UST tracepoint, session recording   {}  (+{} over the plain call)", f(&l.tracepoint), f(&l.event));
+            if let Some(n) = l.recorded {
+                let issued = args.calls / 10 + args.calls * args.reps as u64;
+                println!("  LTTng-UST events the session kept: {n} of {issued} (the rest discarded by its ring buffer)");
+            }
+            println!("  appliance event / LTTng-UST event (medians): {:.2}", a.event.median / l.event.median);
+            doc["lttng_ust"] = serde_json::json!({"version": l.version, "plain_ns": l.plain.json(), "tracepoint_ns": l.tracepoint.json(), "event_ns": l.event.json(), "events_recorded": l.recorded});
+            doc["appliance_per_lttng_event"] = serde_json::json!(a.event.median / l.event.median);
+        }
+        Err(e) => {
+            println!("  LTTng-UST: not measured: {e}");
+            doc["lttng_ust"] = serde_json::json!({"error": e});
+        }
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&doc).expect("a JSON value serializes") + "\n";
+        std::fs::write(path, text).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+        println!("wrote {}", path.display());
+    }
 }
 
 fn main() {
@@ -37,6 +89,10 @@ fn main() {
     let (seconds, sites, batch) = (args.seconds, args.sites, args.batch);
     let cpu = cpu_model();
     println!("cpu: {cpu}");
+    if args.events {
+        events(&args, &cpu);
+        return;
+    }
     let mut out = Vec::new();
     for s in strategies {
         let opts = Options { strategy: s, duration: Duration::from_secs(seconds), sites, batch, batch_sizes: vec![1, 10, 100, 1000, 10_000] };

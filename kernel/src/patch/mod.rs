@@ -2,7 +2,9 @@
 //! - `protocol.rs`: the platform-independent core (batch planning, the three
 //!   write phases, the int3 emulation, the oracle's decision), host-tested;
 //! - `config.rs`: strategies, sync modes (pure, host-tested);
-//! - `site.rs`: the trace sites, their registry and the trampoline they call;
+//! - `index.rs`: a site's registry index from its address in O(1) (pure);
+//! - `site.rs`: the trace sites, their registry and the trampoline they call
+//!   (whose instructions are `trampoline.rs`, shared with the silicon harness);
 //! - `machine.rs`: the machine platform (text alias writes, serializing
 //!   instructions, sync rounds);
 //! - `trap_context.rs`: all that runs in trap/NMI context (#BP emulation, the
@@ -13,7 +15,9 @@
 //! - `stats.rs`: counters; `run.rs`: the patching loop; `setup.rs`: boot-time
 //!   set-up; `bench.rs`: what the benchmarks measure.
 pub mod config;
+pub mod index;
 pub mod protocol;
+pub mod trampoline;
 #[cfg(kernel_target)]
 pub mod bench;
 #[cfg(kernel_target)]

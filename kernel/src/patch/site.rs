@@ -70,6 +70,8 @@ pub struct Registry {
     pub warned: Vec<core::sync::atomic::AtomicBool>,
     /// Registry entries listed twice (an instance emitted twice by the compiler).
     pub duplicates: usize,
+    /// Address to index, for the event path.
+    pub index: super::index::SiteIndex,
 }
 
 static REGISTRY: spin::Once<Registry> = spin::Once::new();
@@ -97,7 +99,8 @@ pub fn init() -> &'static Registry {
         let states = (0..sites.len()).map(|_| AtomicU8::new(state::OFF)).collect();
         let nmi_path = sites.iter().map(|s| nmi_raw.contains(s)).collect();
         let warned = (0..sites.len()).map(|_| core::sync::atomic::AtomicBool::new(false)).collect();
-        Registry { duplicates: before - sites.len(), sites, states, nmi_path, warned }
+        let index = super::index::SiteIndex::build(&sites);
+        Registry { duplicates: before - sites.len(), sites, states, nmi_path, warned, index }
     })
 }
 
@@ -107,7 +110,7 @@ pub fn registry() -> Option<&'static Registry> {
 
 impl Registry {
     pub fn index_of(&self, site: u64) -> Option<usize> {
-        self.sites.binary_search(&site).ok()
+        self.index.find(&self.sites, site)
     }
 
     /// The first site inside `[start, start + len)` (a traced function's own site).
@@ -127,14 +130,14 @@ impl Registry {
 extern "C" fn trace_hook_fast(ret: u64, fp: u64) -> u64 {
     let cpu = this_cpu();
     let ctx = cpu.context();
-    cpu.site_calls[ctx as usize].fetch_add(1, Ordering::Relaxed);
+    bump(&cpu.site_calls[ctx as usize]);
     let site = ret - super::protocol::SITE_LEN;
     let mut slow = 0;
     if let Some(r) = registry()
         && let Some(i) = r.index_of(site)
     {
         if r.states[i].load(Ordering::Acquire) == state::OFF {
-            cpu.traced_while_off.fetch_add(1, Ordering::Relaxed);
+            bump(&cpu.traced_while_off);
         }
         // Traced code in NMI context: warn once per site (the 2008 bug), on the slow path.
         if ctx == Context::Nmi && !r.warned[i].swap(true, Ordering::AcqRel) {
@@ -152,6 +155,17 @@ extern "C" fn trace_hook_fast(ret: u64, fp: u64) -> u64 {
     };
     crate::events::record_function(site, parent, ctx);
     slow
+}
+
+/// Count one on a counter of this CPU that only the hook writes: a plain
+/// load and store, no locked instruction (a LOCK XADD costs as much as a
+/// fifth of an event on silicon). Other CPUs only read it. Sound because the
+/// counter's writers never overlap: `site_calls` is per context and
+/// `traced_while_off` is written in any context, but an interrupt or NMI
+/// that lands between the load and the store runs its own hook to completion
+/// and counts its own call, so at worst one count is lost, never torn.
+fn bump(c: &core::sync::atomic::AtomicU64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 /// The slow path, with XMM0-XMM15 saved: the NMI-context warning of a site.
@@ -288,65 +302,5 @@ pub fn check_trampoline() -> Result<(), alloc::string::String> {
 /// `check_trampoline` proves the contract at boot before tracing starts.
 #[unsafe(naked)]
 pub extern "C" fn trace_entry() {
-    core::arch::naked_asm!(
-        "push rbp",
-        "mov rbp, rsp",
-        "push rax",
-        // The arithmetic flags in AX: SF ZF AF PF CF by LAHF, OF by SETO.
-        "lahf",
-        "seto al",
-        "push rax",
-        "push rcx",
-        "push rdx",
-        "push rsi",
-        "push rdi",
-        "push r8",
-        "push r9",
-        "push r10",
-        "push r11",
-        // The fast path: no vector register is saved (see `trace_hook_fast`).
-        "mov r11, rsp",
-        "and rsp, -16",
-        "push r11",
-        "sub rsp, 8",
-        "mov rdi, [rbp + 8]",
-        "mov rsi, [rbp]",
-        "call {fast}",
-        "test rax, rax",
-        "jz 2f",
-        // The slow path: XMM0-XMM15 saved around it.
-        "sub rsp, 256",
-        ".irp n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
-        "movdqa [rsp + 16 * \\n], xmm\\n",
-        ".endr",
-        "mov rdi, [rbp + 8]",
-        "mov rsi, [rbp]",
-        "call {slow}",
-        ".irp n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
-        "movdqa xmm\\n, [rsp + 16 * \\n]",
-        ".endr",
-        "add rsp, 256",
-        "2:",
-        "add rsp, 8",
-        "pop r11",
-        "mov rsp, r11",
-        "pop r11",
-        "pop r10",
-        "pop r9",
-        "pop r8",
-        "pop rdi",
-        "pop rsi",
-        "pop rdx",
-        "pop rcx",
-        // OF from AL (0x7f + 1 overflows, 0x7f + 0 does not), then the
-        // rest from AH; nothing after this touches the flags.
-        "pop rax",
-        "add al, 0x7f",
-        "sahf",
-        "pop rax",
-        "pop rbp",
-        "ret",
-        fast = sym trace_hook_fast,
-        slow = sym trace_hook_slow,
-    )
+    crate::trace_trampoline!(trace_hook_fast, trace_hook_slow)
 }
