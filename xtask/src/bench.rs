@@ -162,10 +162,14 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         fig("peer_http_fetch_min", m.fetch_mb_s[0], "MB/s", &boot),
         fig("peer_http_fetch_median", m.fetch_mb_s[1], "MB/s", &boot),
         fig("peer_http_fetch_best", m.fetch_mb_s[2], "MB/s", &boot),
+        fig("peer_http_fetch_flipping_min", m.fetch_flipping_mb_s[0], "MB/s", &boot),
+        fig("peer_http_fetch_flipping_median", m.fetch_flipping_mb_s[1], "MB/s", &boot),
+        fig("peer_http_fetch_flipping_best", m.fetch_flipping_mb_s[2], "MB/s", &boot),
     ];
     // Ratios: appliance / Linux (above 1: the appliance is faster for rates, slower for times).
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000") {
         f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));
+        f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_flipping", a / m.fetch_flipping_mb_s[1], "", "ratio"));
     }
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000-patch-off") {
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));

@@ -14,7 +14,10 @@
 //!   (`per_cpu/cpu0/stats`: entries plus overrun);
 //! - an HTTP download of a file the size of the appliance's `/trace.ctf.tar`
 //!   from busybox `httpd`, through the same user-mode network and `hostfwd`,
-//!   with nothing patching.
+//!   with nothing patching, then while the function tracer is switched on
+//!   and off in a loop (Linux's live patching: every switch rewrites the
+//!   call sites of all its functions with the int3 + IPI protocol). A CGI
+//!   script (`/cgi-bin/flip`) starts that loop when the host asks.
 //!
 //! The kernel and busybox-static come from Debian (`apt-get download` into
 //! `target/peer/`, unpacked with `dpkg-deb`); the initramfs (cpio "newc")
@@ -75,6 +78,16 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u3
 }
 
 /// The initramfs: busybox, the e1000 module, the timing helper, /init.
+/// The CGI script that starts switching the function tracer on and off in
+/// a loop, detached from httpd (which waits for the script's output to end).
+const FLIP_CGI: &str = r#"#!/bin/sh
+echo "Content-Type: text/plain"
+echo ""
+cd /sys/kernel/tracing
+(while :; do echo function > current_tracer; echo nop > current_tracer; done) </dev/null >/dev/null 2>&1 &
+echo flipping
+"#;
+
 fn initramfs(busybox: &[u8], e1000: &[u8], timewrite: &[u8], file_bytes: usize) -> Vec<u8> {
     let init = format!(
         r#"#!/bin/busybox sh
@@ -120,9 +133,10 @@ while :; do sleep 3600; done
         cpio_entry(out, ino, name, mode, rdev, data);
         ino += 1;
     };
-    for d in ["bin", "dev", "proc", "sys", "www"] {
+    for d in ["bin", "dev", "proc", "sys", "www", "www/cgi-bin"] {
         add(&mut out, d, 0o040755, (0, 0), &[]);
     }
+    add(&mut out, "www/cgi-bin/flip", 0o100755, (0, 0), FLIP_CGI.as_bytes());
     // The console the kernel opens for init before devtmpfs is mounted.
     add(&mut out, "dev/console", 0o020600, (5, 1), &[]);
     add(&mut out, "bin/busybox", 0o100755, (0, 0), busybox);
@@ -181,6 +195,8 @@ pub struct Measured {
     pub dd_on_ns: u64,
     pub dd_events: u64,
     pub fetch_mb_s: Vec<f64>,
+    /// The same fetch while the tracer is switched on and off in a loop.
+    pub fetch_flipping_mb_s: Vec<f64>,
 }
 
 /// Boot the peer with `cpu`/`smp` under `accel`, take its timings and
@@ -222,7 +238,14 @@ pub fn measure(
         rates.push(b as f64 / s / 1e6);
     }
     rates.sort_by(f64::total_cmp);
-    Ok(Measured { tracer_on_idle_ns: idle, tracer_on_busy_ns: busy, functions, dd_off_ns, dd_on_ns, dd_events, fetch_mb_s: rates })
+    let (_, _) = fetch(port, "/cgi-bin/flip").map_err(|e| format!("peer /cgi-bin/flip: {e}"))?;
+    let mut flipping = Vec::new();
+    for _ in 0..fetches {
+        let (b, s) = fetch(port, "/file").map_err(|e| format!("peer /file while flipping: {e}"))?;
+        flipping.push(b as f64 / s / 1e6);
+    }
+    flipping.sort_by(f64::total_cmp);
+    Ok(Measured { tracer_on_idle_ns: idle, tracer_on_busy_ns: busy, functions, dd_off_ns, dd_on_ns, dd_events, fetch_mb_s: rates, fetch_flipping_mb_s: flipping })
 }
 
 #[cfg(test)]
