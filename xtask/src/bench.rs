@@ -165,6 +165,9 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         fig("peer_http_fetch_flipping_min", m.fetch_flipping_mb_s[0], "MB/s", &boot),
         fig("peer_http_fetch_flipping_median", m.fetch_flipping_mb_s[1], "MB/s", &boot),
         fig("peer_http_fetch_flipping_best", m.fetch_flipping_mb_s[2], "MB/s", &boot),
+        fig("peer_flipping_fetches_start", m.flip_fetch_window_s.0, "s", &boot),
+        fig("peer_flipping_fetches_end", m.flip_fetch_window_s.1, "s", &boot),
+        fig("peer_flipping_first_cycle_end", m.flip_first_cycle_s, "s", &boot),
     ];
     // Ratios: appliance / Linux (above 1: the appliance is faster for rates, slower for times).
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000") {

@@ -38,7 +38,7 @@ fn present(tool: &str) -> bool {
 
 /// What only `cargo xtask bench` needs: the silicon harness's LTTng-UST
 /// comparison builds a tracepoint provider and records it in a session.
-pub const BENCH_TOOLS: &[(&str, &str)] = &[("cc", "gcc"), ("lttng", "lttng-tools"), ("/usr/include/lttng/tracepoint.h", "liblttng-ust-dev")];
+pub const BENCH_TOOLS: &[(&str, &str)] = &[("cc", "gcc"), ("lttng", "lttng-tools"), ("/usr/include/x86_64-linux-gnu/lttng/tracepoint.h", "liblttng-ust-dev")];
 
 /// Missing tools among `tools` as (tool, package).
 fn missing_of(tools: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {

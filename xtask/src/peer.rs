@@ -84,7 +84,8 @@ const FLIP_CGI: &str = r#"#!/bin/sh
 echo "Content-Type: text/plain"
 echo ""
 cd /sys/kernel/tracing
-(while :; do echo function > current_tracer; echo nop > current_tracer; done) </dev/null >/dev/null 2>&1 &
+(n=0; while :; do echo function > current_tracer; echo nop > current_tracer; n=$((n + 1)); echo "peer: flipped $n" > /dev/console; done) </dev/null >/dev/null 2>&1 &
+echo "peer: flipping" > /dev/console
 echo flipping
 "#;
 
@@ -197,6 +198,10 @@ pub struct Measured {
     pub fetch_mb_s: Vec<f64>,
     /// The same fetch while the tracer is switched on and off in a loop.
     pub fetch_flipping_mb_s: Vec<f64>,
+    /// Seconds from the loop's start to the fetches' start and end, and to
+    /// the end of its first on-and-off cycle (host clock).
+    pub flip_fetch_window_s: (f64, f64),
+    pub flip_first_cycle_s: f64,
 }
 
 /// Boot the peer with `cpu`/`smp` under `accel`, take its timings and
@@ -238,14 +243,37 @@ pub fn measure(
         rates.push(b as f64 / s / 1e6);
     }
     rates.sort_by(f64::total_cmp);
+    // Start the switching loop, and see it start on the console before fetching.
+    let flip_start = std::time::Instant::now();
     let (_, _) = fetch(port, "/cgi-bin/flip").map_err(|e| format!("peer /cgi-bin/flip: {e}"))?;
+    run.wait_line(Duration::from_secs(30), &mut serial, |l| l.contains("peer: flipping"))
+        .ok_or_else(|| format!("the peer's tracer switching loop did not start; see {}", log.display()))?;
     let mut flipping = Vec::new();
+    let fetch_start = flip_start.elapsed().as_secs_f64();
     for _ in 0..fetches {
         let (b, s) = fetch(port, "/file").map_err(|e| format!("peer /file while flipping: {e}"))?;
         flipping.push(b as f64 / s / 1e6);
     }
+    let fetch_end = flip_start.elapsed().as_secs_f64();
     flipping.sort_by(f64::total_cmp);
-    Ok(Measured { tracer_on_idle_ns: idle, tracer_on_busy_ns: busy, functions, dd_off_ns, dd_on_ns, dd_events, fetch_mb_s: rates, fetch_flipping_mb_s: flipping })
+    // The loop really switched: its first on-and-off cycle ends (the report
+    // shows whether that was after the fetches, which then all ran during
+    // the first switch).
+    run.wait_line(Duration::from_secs(120), &mut serial, |l| l.contains("peer: flipped 1"))
+        .ok_or_else(|| format!("the peer's tracer never completed a switch on and off; see {}", log.display()))?;
+    let flip_first_cycle_s = flip_start.elapsed().as_secs_f64();
+    Ok(Measured {
+        tracer_on_idle_ns: idle,
+        tracer_on_busy_ns: busy,
+        functions,
+        dd_off_ns,
+        dd_on_ns,
+        dd_events,
+        fetch_mb_s: rates,
+        fetch_flipping_mb_s: flipping,
+        flip_fetch_window_s: (fetch_start, fetch_end),
+        flip_first_cycle_s,
+    })
 }
 
 #[cfg(test)]
