@@ -246,7 +246,8 @@ pub fn measure(
     // Start the switching loop, and see it start on the console before fetching.
     let flip_start = std::time::Instant::now();
     let (_, _) = fetch(port, "/cgi-bin/flip").map_err(|e| format!("peer /cgi-bin/flip: {e}"))?;
-    run.wait_line(Duration::from_secs(30), &mut serial, |l| l.contains("peer: flipping"))
+    // (wait_line's timeout counts from QEMU's start.)
+    run.wait_line(run.started.elapsed() + Duration::from_secs(30), &mut serial, |l| l.contains("peer: flipping"))
         .ok_or_else(|| format!("the peer's tracer switching loop did not start; see {}", log.display()))?;
     let mut flipping = Vec::new();
     let fetch_start = flip_start.elapsed().as_secs_f64();
@@ -259,7 +260,7 @@ pub fn measure(
     // The loop really switched: its first on-and-off cycle ends (the report
     // shows whether that was after the fetches, which then all ran during
     // the first switch).
-    run.wait_line(Duration::from_secs(120), &mut serial, |l| l.contains("peer: flipped 1"))
+    run.wait_line(run.started.elapsed() + Duration::from_secs(120), &mut serial, |l| l.contains("peer: flipped 1"))
         .ok_or_else(|| format!("the peer's tracer never completed a switch on and off; see {}", log.display()))?;
     let flip_first_cycle_s = flip_start.elapsed().as_secs_f64();
     Ok(Measured {
