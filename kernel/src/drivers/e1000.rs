@@ -33,10 +33,9 @@ use core::cell::RefCell;
 
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
-use virtio_drivers::transport::pci::bus::{BarInfo, Command, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::bus::DeviceFunction;
 
 use super::dma::alloc_zeroed as dma;
-use super::pci::PortCam;
 
 /// PCI vendor and device ids this driver takes.
 pub const INTEL: u16 = 0x8086;
@@ -368,14 +367,7 @@ pub struct E1000 {
 
 impl E1000 {
     pub fn new(df: DeviceFunction, model: &'static str, family: Family) -> Result<E1000, &'static str> {
-        let mut root = PciRoot::new(PortCam);
-        let (mmio, size) = match root.bar_info(df, 0).map_err(|_| "cannot read BAR0")? {
-            Some(BarInfo::Memory { address, size, .. }) if address != 0 => (address, size),
-            _ => return Err("BAR0 is not an assigned memory BAR"),
-        };
-        // Registers through the identity map, which may not reach a BAR placed high.
-        crate::mem::paging::map_mmio(mmio, size).map_err(|_| "cannot map BAR0")?;
-        root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
+        let (mmio, _) = super::pci::map_bar0(df)?;
         let mut hw = Hw { mmio, family, rx: core::ptr::null_mut(), tx: core::ptr::null_mut(), rx_bufs: 0, tx_bufs: 0, rx_next: 0, tx_next: 0 };
         // Reset, then link up (8254x §14.3 "General Configuration"; 82576 §4.5).
         hw.w(reg::IMC, u32::MAX);

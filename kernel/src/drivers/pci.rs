@@ -2,7 +2,7 @@
 //! Bus Specification 3.0 §3.2.2.3.2) or ECAM from the ACPI MCFG, and bus
 //! enumeration, through the `virtio-drivers` crate's PCI root.
 
-use virtio_drivers::transport::pci::bus::{Cam, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, MmioCam, PciRoot};
+use virtio_drivers::transport::pci::bus::{BarInfo, Cam, Command, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, MmioCam, PciRoot};
 use x86_64::instructions::port::Port;
 
 /// CONFIG_ADDRESS and CONFIG_DATA.
@@ -74,4 +74,18 @@ fn scan<C: ConfigurationAccess>(root: PciRoot<C>, buses: core::ops::RangeInclusi
         out.extend(root.enumerate_bus(bus).map(|(df, info)| Found { df, info }));
     }
     out
+}
+
+/// A device's registers: BAR0 as an assigned memory BAR, mapped (the
+/// identity map may not reach a BAR placed high), with memory decoding and
+/// bus mastering on. Its (address, size).
+pub fn map_bar0(df: DeviceFunction) -> Result<(u64, u64), &'static str> {
+    let mut root = PciRoot::new(PortCam);
+    let (mmio, size) = match root.bar_info(df, 0).map_err(|_| "cannot read BAR0")? {
+        Some(BarInfo::Memory { address, size, .. }) if address != 0 => (address, size),
+        _ => return Err("BAR0 is not an assigned memory BAR"),
+    };
+    crate::mem::paging::map_mmio(mmio, size).map_err(|_| "cannot map BAR0")?;
+    root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
+    Ok((mmio, size))
 }

@@ -17,7 +17,7 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 
 use super::dma::alloc_zeroed as dma;
 use super::pci::PortCam;
@@ -172,13 +172,7 @@ impl Controller {
 
     /// Take the controller at `df` from the firmware, reset it and run it.
     pub fn start(df: DeviceFunction, vendor: u16, device: u16) -> Result<Controller, &'static str> {
-        let mut root = PciRoot::new(PortCam);
-        let (mmio, size) = match root.bar_info(df, 0).map_err(|_| "cannot read BAR0")? {
-            Some(BarInfo::Memory { address, size, .. }) if address != 0 => (address, size),
-            _ => return Err("BAR0 is not an assigned memory BAR"),
-        };
-        crate::mem::paging::map_mmio(mmio, size).map_err(|_| "cannot map BAR0")?;
-        root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
+        let (mmio, _) = super::pci::map_bar0(df)?;
         // SAFETY: BAR0 mapped just above; CAPLENGTH is its first byte.
         let caplength = unsafe { ((mmio + cap::CAPLENGTH as u64) as *const u8).read_volatile() } as u64;
         let mut c = Controller {
