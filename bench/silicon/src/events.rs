@@ -129,7 +129,13 @@ pub struct Appliance {
     pub event: Spread,
     /// site off minus no site, per rep.
     pub disabled: Spread,
+    /// Calls that reached the hook, and events the ring was given.
     pub recorded: u64,
+    pub ring_written: u64,
+    /// The measured site, and the newest event's traced function and parent.
+    pub site: u64,
+    pub last_ip: u64,
+    pub last_parent: u64,
 }
 
 /// Measure on CPU `cpu` (pinned): `reps` repetitions of `calls` calls each.
@@ -172,8 +178,26 @@ pub fn appliance(cpu: usize, calls: u64, reps: usize) -> Appliance {
         ev.push(on - plain);
         dis.push(off - plain);
     }
-    let recorded = HOOK.get().map_or(0, |h| h.calls.load(Ordering::Relaxed));
-    Appliance { calls_per_rep: calls, reps, no_site: Spread::of(a), site_off: Spread::of(b), site_on: Spread::of(c), event: Spread::of(ev), disabled: Spread::of(dis), recorded }
+    let h = HOOK.get().expect("the hook was installed above");
+    let recorded = h.calls.load(Ordering::Relaxed);
+    let ring = &h.rings.rings[0];
+    let ring_written = ring.written();
+    let (mut last_ip, mut last_parent) = (0, 0);
+    ring.read(ring_written.saturating_sub(1), 1, |_, e| (last_ip, last_parent) = (e.ip, e.parent));
+    Appliance {
+        calls_per_rep: calls,
+        reps,
+        no_site: Spread::of(a),
+        site_off: Spread::of(b),
+        site_on: Spread::of(c),
+        event: Spread::of(ev),
+        disabled: Spread::of(dis),
+        recorded,
+        ring_written,
+        site,
+        last_ip,
+        last_parent,
+    }
 }
 
 /// What the LTTng-UST helper measured (ns per call), and what the session kept.
