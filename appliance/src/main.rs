@@ -73,6 +73,11 @@ fn ap_main(c: &'static PerCpu) -> ! {
     if c.index() as u32 == NET_CPU.load(Ordering::Acquire) {
         serve_busy()
     }
+    if !opts.patch.run {
+        // Nothing flips the sites, so every call would run a NOP: idle
+        // instead (as the patching CPU does), serving what comes.
+        serve_forever()
+    }
     traced::worker(reg)
 }
 

@@ -145,7 +145,8 @@ fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, app
 fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Vec<Figure>> {
     let find = |name: &str, boot: &str| figs.iter().find(|f| f.name == name && f.boot == boot).map(|f| f.value);
     let size = find("trace_ctf_fetch_bytes", "service-e1000").unwrap_or(700_000.0) as usize;
-    let peer = crate::peer::prepare(size)?;
+    let small = find("trace_ctf_fetch_bytes", "service-e1000-patch-off").unwrap_or(200_000.0) as usize;
+    let peer = crate::peer::prepare(size, small)?;
     let m = crate::peer::measure(&peer, accel, "4", &dir.join("linux-peer.log"), 3, fetch)?;
     let boot = format!("linux-peer {}", peer.version);
     let mut f = vec![
@@ -162,6 +163,10 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         fig("peer_http_fetch_min", m.fetch_mb_s[0], "MB/s", &boot),
         fig("peer_http_fetch_median", m.fetch_mb_s[1], "MB/s", &boot),
         fig("peer_http_fetch_best", m.fetch_mb_s[2], "MB/s", &boot),
+        fig("peer_http_small_fetch_bytes", small as f64, "B", &boot),
+        fig("peer_http_small_fetch_min", m.fetch_small_mb_s[0], "MB/s", &boot),
+        fig("peer_http_small_fetch_median", m.fetch_small_mb_s[1], "MB/s", &boot),
+        fig("peer_http_small_fetch_best", m.fetch_small_mb_s[2], "MB/s", &boot),
         fig("peer_http_fetch_flipping_min", m.fetch_flipping_mb_s[0], "MB/s", &boot),
         fig("peer_http_fetch_flipping_median", m.fetch_flipping_mb_s[1], "MB/s", &boot),
         fig("peer_http_fetch_flipping_best", m.fetch_flipping_mb_s[2], "MB/s", &boot),
@@ -176,6 +181,7 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
     }
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000-patch-off") {
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));
+        f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle_same_size", a / m.fetch_small_mb_s[1], "", "ratio"));
     }
     if let Some(a) = find("event_cost_ps", "bench") {
         let linux_ps = m.dd_on_ns.saturating_sub(m.dd_off_ns) as f64 * 1000.0 / m.dd_events.max(1) as f64;

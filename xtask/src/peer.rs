@@ -14,7 +14,8 @@
 //!   (`per_cpu/cpu0/stats`: entries plus overrun);
 //! - an HTTP download of a file the size of the appliance's `/trace.ctf.tar`
 //!   from busybox `httpd`, through the same user-mode network and `hostfwd`,
-//!   with nothing patching, then while the function tracer is switched on
+//!   with nothing patching (also a file the size of the appliance's snapshot
+//!   with nothing patching, `/small`), then while the function tracer is switched on
 //!   and off in a loop (Linux's live patching: every switch rewrites the
 //!   call sites of all its functions with the int3 + IPI protocol). A CGI
 //!   script (`/cgi-bin/flip`) starts that loop when the host asks.
@@ -89,7 +90,7 @@ echo "peer: flipping" > /dev/console
 echo flipping
 "#;
 
-fn initramfs(busybox: &[u8], e1000: &[u8], timewrite: &[u8], file_bytes: usize) -> Vec<u8> {
+fn initramfs(busybox: &[u8], e1000: &[u8], timewrite: &[u8], file_bytes: usize, small_bytes: usize) -> Vec<u8> {
     let init = format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -104,6 +105,7 @@ ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
 mkdir -p /www
 head -c {file_bytes} /dev/urandom > /www/file
+head -c {small_bytes} /dev/urandom > /www/small
 httpd -p 80 -h /www
 cd /sys/kernel/tracing
 echo "peer: filter $(grep -vc '^__ftrace_invalid_address__' available_filter_functions) functions"
@@ -149,7 +151,10 @@ while :; do sleep 3600; done
 }
 
 /// Download, unpack and assemble the peer (cached in `target/peer/`).
-pub fn prepare(file_bytes: usize) -> Result<Peer> {
+/// `file_bytes`: the size of the appliance's snapshot while patching;
+/// `small_bytes`: with nothing patching (`/small`), so that each download
+/// is compared with one of the same size.
+pub fn prepare(file_bytes: usize, small_bytes: usize) -> Result<Peer> {
     let dir = root().join("target/peer");
     std::fs::create_dir_all(&dir)?;
     let depends = run(Command::new("apt-cache").args(["depends", KERNEL_META]))?;
@@ -181,7 +186,7 @@ pub fn prepare(file_bytes: usize) -> Result<Peer> {
     run(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&timewrite).arg(root().join("xtask/peer/timewrite.c")))
         .map_err(|e| format!("{e} (the peer's helper needs gcc and libc6-dev)"))?;
     let initrd = dir.join("initramfs.cpio");
-    std::fs::write(&initrd, initramfs(&std::fs::read(unpacked.join("bin/busybox"))?, &std::fs::read(&e1000)?, &std::fs::read(&timewrite)?, file_bytes))?;
+    std::fs::write(&initrd, initramfs(&std::fs::read(unpacked.join("bin/busybox"))?, &std::fs::read(&e1000)?, &std::fs::read(&timewrite)?, file_bytes, small_bytes))?;
     Ok(Peer { kernel, initrd, version })
 }
 
@@ -196,6 +201,8 @@ pub struct Measured {
     pub dd_on_ns: u64,
     pub dd_events: u64,
     pub fetch_mb_s: Vec<f64>,
+    /// `/small` (the size of the appliance's snapshot with nothing patching), nothing switching.
+    pub fetch_small_mb_s: Vec<f64>,
     /// The same fetch while the tracer is switched on and off in a loop.
     pub fetch_flipping_mb_s: Vec<f64>,
     /// Seconds from the loop's start to the fetches' start and end, and to
@@ -243,6 +250,12 @@ pub fn measure(
         rates.push(b as f64 / s / 1e6);
     }
     rates.sort_by(f64::total_cmp);
+    let mut small = Vec::new();
+    for _ in 0..fetches {
+        let (b, s) = fetch(port, "/small").map_err(|e| format!("peer /small: {e}"))?;
+        small.push(b as f64 / s / 1e6);
+    }
+    small.sort_by(f64::total_cmp);
     // Start the switching loop, and see it start on the console before fetching.
     let flip_start = std::time::Instant::now();
     let (_, _) = fetch(port, "/cgi-bin/flip").map_err(|e| format!("peer /cgi-bin/flip: {e}"))?;
@@ -271,6 +284,7 @@ pub fn measure(
         dd_on_ns,
         dd_events,
         fetch_mb_s: rates,
+        fetch_small_mb_s: small,
         fetch_flipping_mb_s: flipping,
         flip_fetch_window_s: (fetch_start, fetch_end),
         flip_first_cycle_s,
@@ -294,8 +308,9 @@ mod tests {
         // Mode and file size fields.
         assert_eq!(&out[14..22], b"000081ed");
         assert_eq!(&out[54..62], b"00000003");
-        let image = initramfs(b"bb", b"ko", b"tw", 1000);
+        let image = initramfs(b"bb", b"ko", b"tw", 1000, 300);
         let text = String::from_utf8_lossy(&image);
-        assert!(text.contains("dev/console") && text.contains("TRAILER!!!") && text.contains("head -c 1000 /dev/urandom"));
+        assert!(text.contains("dev/console") && text.contains("TRAILER!!!") && text.contains("head -c 1000 /dev/urandom > /www/file"));
+        assert!(text.contains("head -c 300 /dev/urandom > /www/small") && text.contains("www/cgi-bin/flip"));
     }
 }
