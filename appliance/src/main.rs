@@ -75,8 +75,9 @@ fn ap_main(c: &'static PerCpu) -> ! {
     }
     if !opts.patch.run {
         // Nothing flips the sites, so every call would run a NOP: idle
-        // instead (as the patching CPU does), serving what comes.
-        serve_forever()
+        // instead, serving what comes (the patching CPU, in `serve_forever`,
+        // is the one that prints the NMI log).
+        serve_idle()
     }
     traced::worker(reg)
 }
@@ -138,6 +139,16 @@ fn serve_busy() -> ! {
     loop {
         poll_services();
         core::hint::spin_loop();
+    }
+}
+
+/// A worker CPU with nothing to exercise: serve the network and the screen
+/// when their owner is busy, wait for the next interrupt.
+fn serve_idle() -> ! {
+    x86_64::instructions::interrupts::enable();
+    loop {
+        poll_services();
+        kernel::arch::cpu::idle_wait();
     }
 }
 

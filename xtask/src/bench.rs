@@ -158,7 +158,10 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         fig("peer_dd_bs1_tracer_off", m.dd_off_ns as f64 / 1e6, "ms", &boot),
         fig("peer_dd_bs1_tracer_on", m.dd_on_ns as f64 / 1e6, "ms", &boot),
         fig("peer_dd_bs1_traced_calls", m.dd_events as f64, "", &boot),
-        fig("peer_traced_call", m.dd_on_ns.saturating_sub(m.dd_off_ns) as f64 / m.dd_events.max(1) as f64, "ns", &boot),
+        fig("peer_traced_call", m.traced_call_ns[m.traced_call_ns.len() / 2], "ns", &boot),
+        fig("peer_traced_call_min", m.traced_call_ns[0], "ns", &boot),
+        fig("peer_traced_call_max", m.traced_call_ns[m.traced_call_ns.len() - 1], "ns", &boot),
+        fig("peer_traced_call_repetitions", m.traced_call_ns.len() as f64, "", &boot),
         fig("peer_http_fetch_bytes", size as f64, "B", &boot),
         fig("peer_http_fetch_min", m.fetch_mb_s[0], "MB/s", &boot),
         fig("peer_http_fetch_median", m.fetch_mb_s[1], "MB/s", &boot),
@@ -184,7 +187,7 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle_same_size", a / m.fetch_small_mb_s[1], "", "ratio"));
     }
     if let Some(a) = find("event_cost_ps", "bench") {
-        let linux_ps = m.dd_on_ns.saturating_sub(m.dd_off_ns) as f64 * 1000.0 / m.dd_events.max(1) as f64;
+        let linux_ps = m.traced_call_ns[m.traced_call_ns.len() / 2] * 1000.0;
         f.push(fig("ratio_event_per_peer_traced_call", a / linux_ps, "", "ratio"));
     }
     if let Some(a) = find("batch_10000_int3_per_site", "bench") {
