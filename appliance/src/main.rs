@@ -73,13 +73,29 @@ fn ap_main(c: &'static PerCpu) -> ! {
     if c.index() as u32 == NET_CPU.load(Ordering::Acquire) {
         serve_busy()
     }
+    work(c.index() as u32, &opts, reg)
+}
+
+/// A CPU that neither patches nor serves: call the traced functions, or
+/// idle (serving what comes) when nothing flips the sites (every call would
+/// run a NOP) or `patch_workers=` leaves it out. The patching CPU, in
+/// `serve_forever` with the loop off, is the one that prints the NMI log.
+fn work(index: u32, opts: &Options, reg: Option<&'static Registry>) -> ! {
     if !opts.patch.run {
-        // Nothing flips the sites, so every call would run a NOP: idle
-        // instead, serving what comes (the patching CPU, in `serve_forever`,
-        // is the one that prints the NMI log).
+        serve_idle()
+    }
+    if let Some(n) = opts.patch.workers.filter(|&n| worker_ordinal(index) >= n) {
+        info!("appliance: cpu{index} idles (patch_workers={n})");
         serve_idle()
     }
     traced::worker(reg)
+}
+
+/// A worker CPU's place among the workers (CPUs in index order, without the
+/// patching and the network's CPU), for `patch_workers=`.
+fn worker_ordinal(index: u32) -> u32 {
+    let (patch, net) = (PATCH_CPU.load(Ordering::Acquire), NET_CPU.load(Ordering::Acquire));
+    (0..index).filter(|&i| i != patch && i != net).count() as u32
 }
 
 fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
@@ -121,8 +137,7 @@ fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
     if net_cpu == Some(0) {
         serve_busy()
     }
-    // The patching CPU idles in `hlt`: its next timer tick wakes it.
-    traced::worker(sites)
+    work(0, &k.options, sites)
 }
 
 /// The cooperative services: the network and the screen console. Run by the

@@ -182,6 +182,9 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));
         f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_flipping", a / m.fetch_flipping_mb_s[1], "", "ratio"));
     }
+    if let Some(a) = find("trace_ctf_fetch_median", "service-e1000-patching-no-workers") {
+        f.push(fig("ratio_fetch_appliance_e1000_patching_no_workers_per_peer_flipping", a / m.fetch_flipping_mb_s[1], "", "ratio"));
+    }
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000-patch-off") {
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle_same_size", a / m.fetch_small_mb_s[1], "", "ratio"));
@@ -244,6 +247,10 @@ pub fn main(args: &BenchArgs) -> Result<()> {
         ("e1000e", "e1000e", "patch=on"),
         ("igb", "igb", "patch=on"),
         ("usb-net", "usb-net", "patch=on"),
+        // Patching with no CPU calling the traced functions but the
+        // serving one (and interrupt handlers): Linux's switching loop is
+        // measured that way.
+        ("e1000-patching-no-workers", "e1000", "patch=on patch_workers=0"),
         // Nothing patching: the rings hold NMI ticks and little else.
         ("e1000-patch-off", "e1000", "patch=off"),
     ] {

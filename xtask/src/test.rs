@@ -371,6 +371,12 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
     keep.expect.extend(["WARNING: ftraced code called from NMI context ", "ftrace_keep_on_nmi is set: tracing stays on."].map(String::from));
     v.push(keep);
     v.push(patch("patch_int3_smp2_sync_iret", "strategy=int3 sync=iret patch_cycles=2", "2", Some(int3_promise)));
+    // patch_workers=1: cpu1 calls the traced functions, cpu2 and cpu3 idle;
+    // the loop still reaches its verdict (what a download is measured against).
+    let mut few = patch("patch_workers_limit_the_callers", "patch_workers=1 patch_cycles=1 patch_sites=500", "4", None);
+    few.expect.extend(["appliance: cpu2 idles (patch_workers=1)", "appliance: cpu3 idles (patch_workers=1)"].map(String::from));
+    few.forbid.push("appliance: cpu1 idles".into());
+    v.push(few);
     let mut refused = patch("patch_sync_serialize_refused_without_cpuid_bit", "sync=serialize patch_cycles=1 patch_sites=500", "2", None);
     refused.spec.cpu = Some("qemu64".into());
     refused.expect.push("patch: sync=serialize refused: this CPU does not report SERIALIZE".into());

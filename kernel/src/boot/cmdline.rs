@@ -354,6 +354,8 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             |o, x| o.patch.interval_us = x),
         "patch_cpu" => valued!(p, word, key, value, "a CPU index 0..=4095", |v| parse_u32(v, 0, 4095),
             |o, x| o.patch.cpu = x),
+        "patch_workers" => valued!(p, word, key, value, "an integer 0..=4095 (CPUs calling the traced functions)", |v| parse_u32(v, 0, 4095),
+            |o, x| o.patch.workers = Some(x)),
         "patch_cycles" => valued!(p, word, key, value, "an integer 0..=100000000 (0: forever)", |v| parse_u32(v, 0, 100_000_000),
             |o, x| o.patch.cycles = x),
         "nmi_watchdog" => valued!(p, word, key, value, "0|1|on|off", |v| parse_bool(v), |o, x| o.nmi.enabled = x),
@@ -508,6 +510,9 @@ mod tests {
         assert_eq!(parse("net_cpu=some").diagnostics.len(), 1);
         assert_eq!(parse("nic=e1000").options.net.nic, NicChoice::E1000);
         assert_eq!(parse("nic=usb").options.net.nic, NicChoice::Usb);
+        assert_eq!(parse("").options.patch.workers, None);
+        assert_eq!(parse("patch_workers=0").options.patch.workers, Some(0));
+        assert_eq!(parse("patch_workers=-1").diagnostics.len(), 1);
         assert_eq!(parse("nic=00:1f.6").options.net.nic, NicChoice::At(0, 0x1f, 6));
         assert_eq!(parse("nic=00:20.0").diagnostics.len(), 1, "device 32 does not exist");
         assert_eq!(parse("nic=wifi").diagnostics.len(), 1);

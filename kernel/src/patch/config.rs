@@ -74,6 +74,10 @@ pub struct Config {
     pub interval_us: u32,
     /// The CPU (dense index) that runs the patching loop.
     pub cpu: u32,
+    /// How many of the other CPUs (not the network's) call the traced
+    /// functions while the loop runs; the rest idle (`patch_workers=`;
+    /// None: all of them).
+    pub workers: Option<u32>,
     /// Stop after this many on/off cycles and report (0: run forever).
     pub cycles: u32,
     /// Stop after the cycle that ends past this many seconds and report (0: no limit).
@@ -101,6 +105,7 @@ impl Default for Config {
             batch: 256,
             interval_us: 1000,
             cpu: 0,
+            workers: None,
             cycles: 0,
             seconds: 0,
             sites: 0,
