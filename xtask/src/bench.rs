@@ -44,14 +44,22 @@ pub fn stamp_of(log: &str, needle: &str) -> Option<f64> {
     log.lines().find(|l| l.contains(needle)).and_then(|l| l.strip_prefix('[')?.split(']').next()?.trim().parse().ok())
 }
 
+/// The bench boot (`test_exit bench`), its figures labelled `bench`; then the
+/// same with no CPU calling the traced functions (`patch_workers=0`), whose
+/// batch figures are labelled `bench-no-workers` (the like-for-like of
+/// Linux switching its tracer with its other CPUs idle).
 fn kernel_bench(accel: Accel, dir: &std::path::Path) -> Result<Vec<Figure>> {
-    let elf = crate::build::build_elf()?;
-    let mut spec = Spec::new(Boot::Kernel { elf, append: "test_exit bench".into() });
-    spec.accel = accel;
-    let out = qemu::spawn(&spec, &dir.join("kernel.log"), false)?.wait(Duration::from_secs(600));
-    let figs = parse_bench_lines(&out.log, "bench");
-    if out.exit != Some(qemu::EXIT_SUCCESS) || figs.is_empty() {
-        return Err(format!("the benchmark boot failed (exit {:?}); see {}", out.exit, dir.join("kernel.log").display()).into());
+    let mut figs = Vec::new();
+    for (label, append, log) in [("bench", "test_exit bench", "kernel.log"), ("bench-no-workers", "test_exit bench patch_workers=0", "kernel-no-workers.log")] {
+        let elf = crate::build::build_elf()?;
+        let mut spec = Spec::new(Boot::Kernel { elf, append: append.into() });
+        spec.accel = accel;
+        let out = qemu::spawn(&spec, &dir.join(log), false)?.wait(Duration::from_secs(600));
+        let f = parse_bench_lines(&out.log, label);
+        if out.exit != Some(qemu::EXIT_SUCCESS) || f.is_empty() {
+            return Err(format!("the benchmark boot failed (exit {:?}); see {}", out.exit, dir.join(log).display()).into());
+        }
+        figs.extend(f.into_iter().filter(|x| label == "bench" || x.name.starts_with("batch_")));
     }
     Ok(figs)
 }
@@ -195,6 +203,10 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
     }
     if let Some(a) = find("batch_10000_int3_per_site", "bench") {
         f.push(fig("ratio_int3_per_site_busy_per_peer_per_function_busy", a / (m.tracer_on_busy_ns as f64 / m.functions.max(1) as f64), "", "ratio"));
+        f.push(fig("ratio_int3_per_site_busy_per_peer_per_function_idle", a / (m.tracer_on_idle_ns as f64 / m.functions.max(1) as f64), "", "ratio"));
+    }
+    if let Some(a) = find("batch_10000_int3_per_site", "bench-no-workers") {
+        f.push(fig("ratio_int3_per_site_no_workers_per_peer_per_function_idle", a / (m.tracer_on_idle_ns as f64 / m.functions.max(1) as f64), "", "ratio"));
     }
     Ok(f)
 }
