@@ -49,10 +49,10 @@ pub fn stamp_of(log: &str, needle: &str) -> Option<f64> {
 /// batch figures are labelled `bench-no-workers` (the like-for-like of
 /// Linux switching its tracer with its other CPUs idle).
 fn kernel_bench(accel: Accel, dir: &std::path::Path) -> Result<Vec<Figure>> {
+    let elf = crate::build::build_elf()?;
     let mut figs = Vec::new();
     for (label, append, log) in [("bench", "test_exit bench", "kernel.log"), ("bench-no-workers", "test_exit bench patch_workers=0", "kernel-no-workers.log")] {
-        let elf = crate::build::build_elf()?;
-        let mut spec = Spec::new(Boot::Kernel { elf, append: append.into() });
+        let mut spec = Spec::new(Boot::Kernel { elf: elf.clone(), append: append.into() });
         spec.accel = accel;
         let out = qemu::spawn(&spec, &dir.join(log), false)?.wait(Duration::from_secs(600));
         let f = parse_bench_lines(&out.log, label);

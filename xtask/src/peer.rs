@@ -260,32 +260,27 @@ pub fn measure(
     dd.sort_by(|a, b| per_call(a).total_cmp(&per_call(b)));
     let traced_call_ns = dd.iter().map(per_call).collect::<Vec<f64>>();
     let (dd_off_ns, dd_on_ns, dd_events) = dd[DD_REPS / 2];
-    let mut rates = Vec::new();
-    for _ in 0..fetches {
-        let (b, s) = fetch(port, "/file").map_err(|e| format!("peer /file: {e}"))?;
-        rates.push(b as f64 / s / 1e6);
-    }
-    rates.sort_by(f64::total_cmp);
-    let mut small = Vec::new();
-    for _ in 0..fetches {
-        let (b, s) = fetch(port, "/small").map_err(|e| format!("peer /small: {e}"))?;
-        small.push(b as f64 / s / 1e6);
-    }
-    small.sort_by(f64::total_cmp);
+    // MB/s of `fetches` fetches of `path`, sorted.
+    let rates_of = |path: &str, what: &str| -> Result<Vec<f64>> {
+        let mut rates = Vec::new();
+        for _ in 0..fetches {
+            let (b, s) = fetch(port, path).map_err(|e| format!("peer {path}{what}: {e}"))?;
+            rates.push(b as f64 / s / 1e6);
+        }
+        rates.sort_by(f64::total_cmp);
+        Ok(rates)
+    };
+    let rates = rates_of("/file", "")?;
+    let small = rates_of("/small", "")?;
     // Start the switching loop, and see it start on the console before fetching.
     let flip_start = std::time::Instant::now();
     let (_, _) = fetch(port, "/cgi-bin/flip").map_err(|e| format!("peer /cgi-bin/flip: {e}"))?;
     // (wait_line's timeout counts from QEMU's start.)
     run.wait_line(run.started.elapsed() + Duration::from_secs(30), &mut serial, |l| l.contains("peer: flipping"))
         .ok_or_else(|| format!("the peer's tracer switching loop did not start; see {}", log.display()))?;
-    let mut flipping = Vec::new();
     let fetch_start = flip_start.elapsed().as_secs_f64();
-    for _ in 0..fetches {
-        let (b, s) = fetch(port, "/file").map_err(|e| format!("peer /file while flipping: {e}"))?;
-        flipping.push(b as f64 / s / 1e6);
-    }
+    let flipping = rates_of("/file", " while flipping")?;
     let fetch_end = flip_start.elapsed().as_secs_f64();
-    flipping.sort_by(f64::total_cmp);
     // The loop really switched: its first on-and-off cycle ends (the report
     // shows whether that was after the fetches, which then all ran during
     // the first switch).

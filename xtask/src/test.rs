@@ -1339,7 +1339,7 @@ fn elf_vector_state_case(elf: &Path) -> std::result::Result<String, String> {
     let text = String::from_utf8_lossy(&out.stdout);
     let (mut function, mut count, mut bad) = ("", 0usize, Vec::new());
     for line in text.lines() {
-        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")).map(|(_, n)| n) {
+        if let Some(name) = objdump_function(line) {
             function = name;
             continue;
         }
@@ -1365,6 +1365,11 @@ fn elf_vector_state_case(elf: &Path) -> std::result::Result<String, String> {
     Ok(format!("{count} instructions, none beyond SSE on XMM0-XMM15; the event fast path ({fast}) touches no vector register"))
 }
 
+/// The function a line of `objdump -d` opens (`0000000000201000 <name>:`).
+fn objdump_function(line: &str) -> Option<&str> {
+    line.strip_suffix(">:").and_then(|l| l.split_once(" <")).map(|(_, n)| n)
+}
+
 /// The event fast path runs with XMM0-XMM15 unsaved (`kernel::patch::site::
 /// trace_entry`): `trace_hook_fast`, the event sink it calls through a
 /// pointer (`appliance_record_function`), and every function they call or
@@ -1377,7 +1382,7 @@ fn event_fast_path_free_of_vectors(disassembly: &str) -> std::result::Result<Str
     let mut bodies: std::collections::HashMap<&str, Vec<&str>> = std::collections::HashMap::new();
     let mut current: Option<&str> = None;
     for line in disassembly.lines() {
-        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")).map(|(_, n)| n) {
+        if let Some(name) = objdump_function(line) {
             current = Some(name);
             bodies.entry(name).or_default();
             continue;

@@ -177,7 +177,7 @@ const EECD_AUTO_RD: u32 = 1 << 9;
 /// internal PHY is 1), read/write opcode, ready, error.
 const MDIC_REG_SHIFT: u32 = 16;
 const MDIC_PHY_SHIFT: u32 = 21;
-const MDIC_PHY_INTERNAL: u32 = 1 << MDIC_PHY_SHIFT;
+const MDIC_PHY_INTERNAL: u32 = 1;
 const MDIC_OP_WRITE: u32 = 1 << 26;
 const MDIC_OP_READ: u32 = 2 << 26;
 const MDIC_READY: u32 = 1 << 28;
@@ -286,26 +286,17 @@ impl Hw {
 
     /// Poll until `done(register)` or `ns` pass; whether it came.
     fn wait_ns(&self, off: usize, done: impl Fn(u32) -> bool, ns: u64) -> bool {
-        let t0 = crate::time::clock::now_ns();
-        loop {
-            if done(self.r(off)) {
-                return true;
-            }
-            if crate::time::clock::now_ns() - t0 >= ns {
-                return false;
-            }
-            core::hint::spin_loop();
-        }
+        crate::time::clock::spin_until(ns, || done(self.r(off)))
     }
 
-    /// A PHY register through MDIC (None: no answer or an error).
-    fn phy_read(&self, reg: u32) -> Option<u16> {
-        self.w(reg::MDIC, MDIC_OP_READ | MDIC_PHY_INTERNAL | reg << MDIC_REG_SHIFT);
+    /// Register `reg` of the PHY at MDIC address `phy` (None: no answer or an error).
+    fn phy_read(&self, phy: u32, reg: u32) -> Option<u16> {
+        self.w(reg::MDIC, MDIC_OP_READ | phy << MDIC_PHY_SHIFT | reg << MDIC_REG_SHIFT);
         self.wait(reg::MDIC, |v| v & MDIC_READY != 0).filter(|v| v & MDIC_ERROR == 0).map(|v| v as u16)
     }
 
-    fn phy_write(&self, reg: u32, v: u16) -> bool {
-        self.w(reg::MDIC, MDIC_OP_WRITE | MDIC_PHY_INTERNAL | reg << MDIC_REG_SHIFT | v as u32);
+    fn phy_write(&self, phy: u32, reg: u32, v: u16) -> bool {
+        self.w(reg::MDIC, MDIC_OP_WRITE | phy << MDIC_PHY_SHIFT | reg << MDIC_REG_SHIFT | v as u32);
         self.wait(reg::MDIC, |v| v & MDIC_READY != 0).is_some_and(|v| v & MDIC_ERROR == 0)
     }
 
@@ -341,20 +332,15 @@ impl crate::gbe::pch::Mac for Hw {
     }
 
     fn mdic_read(&mut self, addr: u32, reg: u32) -> Option<u16> {
-        Hw::w(self, reg::MDIC, MDIC_OP_READ | addr << MDIC_PHY_SHIFT | reg << MDIC_REG_SHIFT);
-        self.wait(reg::MDIC, |v| v & MDIC_READY != 0).filter(|v| v & MDIC_ERROR == 0).map(|v| v as u16)
+        self.phy_read(addr, reg)
     }
 
     fn mdic_write(&mut self, addr: u32, reg: u32, v: u16) -> bool {
-        Hw::w(self, reg::MDIC, MDIC_OP_WRITE | addr << MDIC_PHY_SHIFT | reg << MDIC_REG_SHIFT | v as u32);
-        self.wait(reg::MDIC, |v| v & MDIC_READY != 0).is_some_and(|v| v & MDIC_ERROR == 0)
+        self.phy_write(addr, reg, v)
     }
 
     fn delay_us(&mut self, us: u64) {
-        let t0 = crate::time::clock::now_ns();
-        while crate::time::clock::now_ns() - t0 < us * 1000 {
-            core::hint::spin_loop();
-        }
+        crate::time::clock::delay_ns(us * 1000)
     }
 }
 
@@ -409,19 +395,13 @@ impl E1000 {
             hw.wait_ns(reg::EECD, |v| v & EECD_AUTO_RD != 0, AUTO_READ_NS);
         }
         hw.w(reg::CTRL, hw.r(reg::CTRL) | CTRL_SLU | CTRL_ASDE);
-        if family == Family::Pch {
-            // The PHY's standard registers are at MDIC address 2 on these parts.
-            use crate::gbe::pch;
-            let bmcr = pch::hv_read(&mut hw, (0, PHY_BMCR)).ok_or("the PHY does not answer on MDIC after the reset")?;
-            if !pch::hv_write(&mut hw, (0, PHY_BMCR), bmcr | (BMCR_AN_ENABLE | BMCR_AN_RESTART) as u16) {
-                return Err("the PHY refused the autonegotiation restart");
-            }
-        }
-        if family == Family::Igb {
+        if matches!(family, Family::Igb | Family::Pch) {
             // Copper parts: (re)start autonegotiation, as Linux's
             // igb_copper_link_autoneg does; the link comes up when it ends.
-            let bmcr = hw.phy_read(PHY_BMCR).ok_or("the PHY does not answer on MDIC")?;
-            if !hw.phy_write(PHY_BMCR, bmcr | (BMCR_AN_ENABLE | BMCR_AN_RESTART) as u16) {
+            // The PCH parts' PHY has its standard registers at address 2.
+            let phy = if family == Family::Pch { crate::gbe::pch::PHY_ADDR_LOW_PAGES } else { MDIC_PHY_INTERNAL };
+            let bmcr = hw.phy_read(phy, PHY_BMCR).ok_or("the PHY does not answer on MDIC")?;
+            if !hw.phy_write(phy, PHY_BMCR, bmcr | (BMCR_AN_ENABLE | BMCR_AN_RESTART) as u16) {
                 return Err("the PHY refused the autonegotiation restart");
             }
         }

@@ -191,14 +191,10 @@ fn usb_nic(f: &Found, listing: &mut Vec<String>) -> Option<Result<Up, Failed>> {
             Err(e) => listing.push(alloc::format!("usb {} port {}: device failed: {}", f.df, e.port, e.why)),
             Ok(dev) => {
                 let what = alloc::format!("usb {} port {} {} {} ({})", f.df, dev.port, dev.id(), crate::usb::desc::describe(&dev.device, &dev.configs), crate::usb::xhci::speed_name(dev.speed));
-                let ecm = dev.configs.iter().map(crate::usb::desc::find_ecm).find_map(Result::ok);
-                match (ecm, &chosen) {
-                    (Some(ecm), None) => chosen = Some((dev, ecm, what)),
-                    (Some(_), Some(_)) => listing.push(alloc::format!("{what}: CDC-ECM, not used (one USB adapter is driven)")),
-                    (None, _) => {
-                        let why = dev.configs.iter().map(crate::usb::desc::find_ecm).find_map(Result::err).unwrap_or("no configuration");
-                        listing.push(alloc::format!("{what}: no driver ({why})"));
-                    }
+                match (crate::usb::desc::ecm_of(&dev.configs), &chosen) {
+                    (Ok(ecm), None) => chosen = Some((dev, ecm, what)),
+                    (Ok(_), Some(_)) => listing.push(alloc::format!("{what}: CDC-ECM, not used (one USB adapter is driven)")),
+                    (Err(why), _) => listing.push(alloc::format!("{what}: no driver ({why})")),
                 }
             }
         }

@@ -132,7 +132,7 @@ impl Inner {
             let cc = e.completion();
             let ok = cc == spec::CC_SUCCESS || cc == spec::CC_SHORT_PACKET;
             if !ok && self.halted.is_none() {
-                let why = if cc == 6 { "a bulk endpoint stalled" } else { "a bulk transfer failed" };
+                let why = if cc == spec::CC_STALL { "a bulk endpoint stalled" } else { "a bulk transfer failed" };
                 log::warn!("usb-net: {why} ({}, endpoint {}); the link is down from here on", spec::completion_name(cc), e.endpoint());
                 self.halted = Some(why);
             }
@@ -174,6 +174,11 @@ impl Inner {
 
     fn tx_free(&mut self) -> bool {
         self.reap();
+        self.can_send()
+    }
+
+    /// Room for one more outgoing frame (as of the last `reap`).
+    fn can_send(&self) -> bool {
         self.halted.is_none() && self.tx_inflight.len() < TX_FRAMES
     }
 }
@@ -240,7 +245,7 @@ impl phy::Device for UsbNet {
 
     fn receive(&mut self, _ts: Instant) -> Option<(RxToken, TxToken)> {
         let mut n = self.inner.borrow_mut();
-        (n.rx_ready() && n.tx_free()).then(|| (RxToken(self.inner.clone()), TxToken(self.inner.clone())))
+        (n.rx_ready() && n.can_send()).then(|| (RxToken(self.inner.clone()), TxToken(self.inner.clone())))
     }
 
     fn transmit(&mut self, _ts: Instant) -> Option<TxToken> {

@@ -21,6 +21,7 @@ use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 
 use super::dma::alloc_zeroed as dma;
 use super::pci::PortCam;
+use crate::time::clock::{delay_ns, spin_until as until};
 use crate::usb::desc::{self, Config, Device, Setup};
 use crate::usb::xhci::{self as spec, Consumer, InputContext, Producer, Trb, cap, op, rt, trb_type};
 
@@ -60,24 +61,6 @@ const CONNECT_NS: u64 = 1_000_000_000;
 const DEBOUNCE_NS: u64 = 100_000_000;
 const PORT_RESET_NS: u64 = 500_000_000;
 const RESET_RECOVERY_NS: u64 = 10_000_000;
-
-fn now() -> u64 {
-    crate::time::clock::now_ns()
-}
-
-/// Wait until `done()` or `ns` pass; whether it came.
-fn until(ns: u64, mut done: impl FnMut() -> bool) -> bool {
-    let t0 = now();
-    loop {
-        if done() {
-            return true;
-        }
-        if now() - t0 >= ns {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-}
 
 /// A ring's TRBs in DMA memory, as a slice.
 fn trbs(addr: u64, n: usize) -> &'static mut [Trb] {
@@ -303,21 +286,20 @@ impl Controller {
     /// Take events until one matches; transfer events that do not are kept
     /// for `transfer_event`, the rest (port changes) are dropped.
     fn wait_event(&mut self, ns: u64, mut want: impl FnMut(&Trb) -> bool) -> Option<Trb> {
-        let t0 = now();
-        loop {
+        let mut found = None;
+        until(ns, || {
             while let Some(e) = self.next_event() {
                 if want(&e) {
-                    return Some(e);
+                    found = Some(e);
+                    return true;
                 }
                 if e.kind() == trb_type::TRANSFER_EVENT {
                     self.pending.push_back(e);
                 }
             }
-            if now() - t0 >= ns {
-                return None;
-            }
-            core::hint::spin_loop();
-        }
+            false
+        });
+        found
     }
 
     /// The next transfer event, kept or new; None when there is none now.
@@ -355,7 +337,7 @@ impl Controller {
             }
         }
         if until(CONNECT_NS, any) {
-            until(DEBOUNCE_NS, || false);
+            delay_ns(DEBOUNCE_NS);
         }
         (1..=self.ports).filter(|&p| self.portsc(p) & spec::PORT_CCS != 0).collect()
     }
@@ -374,7 +356,7 @@ impl Controller {
         if self.portsc(p) & spec::PORT_PED == 0 {
             return Err("the port did not enable after its reset");
         }
-        until(RESET_RECOVERY_NS, || false);
+        delay_ns(RESET_RECOVERY_NS);
         Ok(())
     }
 
@@ -398,7 +380,7 @@ impl Controller {
         let ep0_trbs = trbs(ep0, EP0_TRBS);
         let ring = Producer::new(ep0, ep0_trbs);
         let input = dma(InputContext::bytes(self.csz))?;
-        let mut dev = Attached { port, speed, slot, device: Device { usb: 0, class: 0, subclass: 0, protocol: 0, max_packet0: 0, vendor: 0, product: 0, configurations: 0 }, configs: Vec::new(), ep0: ring, ep0_trbs, input, buf: dma(4096)? };
+        let mut dev = Attached { port, speed, slot, device: Device::default(), configs: Vec::new(), ep0: ring, ep0_trbs, input, buf: dma(4096)? };
         {
             let mut ic = self.input_context(&dev);
             ic.add(0b11);
@@ -470,7 +452,7 @@ impl Controller {
                 spec::CC_SUCCESS => {}
                 cc => {
                     log::warn!("xhci: {}: port {} control request {:#x} failed: {}", self.df, dev.port, s.request, spec::completion_name(cc));
-                    return Err(if cc == 6 { "the device stalled a control request" } else { "a control transfer failed" });
+                    return Err(if cc == spec::CC_STALL { "the device stalled a control request" } else { "a control transfer failed" });
                 }
             }
         }

@@ -66,8 +66,11 @@ pub const PHY_ID1: (u16, u32) = (0, 2);
 /// Page select register and shift of the HV PHY (Linux `IGP01E1000_PHY_PAGE_SELECT`, `IGP_PAGE_SHIFT`).
 pub const PHY_PAGE_SELECT: u32 = 0x1F;
 pub const PHY_PAGE_SHIFT: u32 = 5;
-/// Pages from 768 on live at PHY address 1, the rest at 2 (`e1000_get_phy_addr_for_hv_page`).
+/// Pages from 768 on live at PHY address 1, the rest (the standard
+/// registers' page 0 among them) at 2 (`e1000_get_phy_addr_for_hv_page`).
 pub const HV_INTC_FC_PAGE_START: u16 = 768;
+pub const PHY_ADDR_HIGH_PAGES: u32 = 1;
+pub const PHY_ADDR_LOW_PAGES: u32 = 2;
 
 /// Waits (Linux's): the semaphore (1 s to take, PHY_CFG_TIMEOUT 100 ms for
 /// the previous holder), the ME's ULP exit (2.5 s), LANPHYPC's cycle done
@@ -97,7 +100,7 @@ fn delay_ms(m: &mut impl Mac, ms: u64) {
 /// Where a (page, register) of the HV PHY is: its address, and whether
 /// the page must be selected first (registers above 15 are paged).
 fn hv_target(page: u16, reg: u32) -> (u32, bool) {
-    (if page >= HV_INTC_FC_PAGE_START { 1 } else { 2 }, reg > 0xF)
+    (if page >= HV_INTC_FC_PAGE_START { PHY_ADDR_HIGH_PAGES } else { PHY_ADDR_LOW_PAGES }, reg > 0xF)
 }
 
 pub fn hv_read(m: &mut impl Mac, (page, reg): (u16, u32)) -> Option<u16> {

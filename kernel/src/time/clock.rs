@@ -76,3 +76,18 @@ pub fn delay_ns(ns: u64) {
         core::hint::spin_loop();
     }
 }
+
+/// Poll `done` until it says yes or `ns` nanoseconds pass; whether it did
+/// (the bounded hardware waits of the drivers).
+pub fn spin_until(ns: u64, mut done: impl FnMut() -> bool) -> bool {
+    let end = deadline_after_ns(ns);
+    loop {
+        if done() {
+            return true;
+        }
+        if rdtsc() >= end {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+}

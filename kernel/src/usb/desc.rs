@@ -103,7 +103,7 @@ fn u16_at(b: &[u8], o: usize) -> Option<u16> {
 }
 
 /// The device descriptor (USB 2.0 Table 9-8), the fields used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Device {
     pub usb: u16,
     pub class: u8,
@@ -276,6 +276,20 @@ pub fn find_ecm(cfg: &Config) -> Result<Ecm, &'static str> {
     })
 }
 
+/// The first ECM function among a device's configurations; without one,
+/// why the first configuration has none (for the device listing).
+pub fn ecm_of(configs: &[Config]) -> Result<Ecm, &'static str> {
+    let mut why = "no configuration";
+    for (i, c) in configs.iter().enumerate() {
+        match find_ecm(c) {
+            Ok(e) => return Ok(e),
+            Err(e) if i == 0 => why = e,
+            Err(_) => {}
+        }
+    }
+    Err(why)
+}
+
 /// The MAC address from its string descriptor (ECM 1.2 §5.4: 12 hex digits,
 /// most significant first, UTF-16LE after the 2-byte header). It must be a
 /// unicast address.
@@ -423,6 +437,15 @@ mod tests {
         let mut d = rtl8153_ecm();
         d[9] = 0;
         assert!(parse_config(&d).is_err());
+    }
+
+    #[test]
+    fn ecm_is_found_in_any_configuration() {
+        let vendor = Config { value: 1, interfaces: alloc::vec![Interface { class: 0xFF, ..Default::default() }] };
+        let ecm = parse_config(&rtl8153_ecm()).unwrap();
+        assert_eq!(ecm_of(&[vendor.clone(), ecm.clone()]).map(|e| e.config), Ok(2));
+        assert_eq!(ecm_of(&[vendor]), Err("no CDC-ECM interface"));
+        assert_eq!(ecm_of(&[]), Err("no configuration"));
     }
 
     #[test]

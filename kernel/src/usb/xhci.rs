@@ -153,6 +153,7 @@ pub const SETUP_TRT_IN: u32 = 3 << 16;
 
 /// Completion codes (§6.4.5 Table 6-90).
 pub const CC_SUCCESS: u8 = 1;
+pub const CC_STALL: u8 = 6;
 pub const CC_SHORT_PACKET: u8 = 13;
 
 pub fn completion_name(cc: u8) -> &'static str {
