@@ -5,8 +5,11 @@
 //! `rust_eh_personality`: alloc was built with unwinding; we abort), and the
 //! panic handler.
 //!
-//! The memory functions are written with `rep movsb`/`rep stosb` in inline
+//! The memory functions are written with `rep movs`/`rep stos` in inline
 //! assembly so the compiler cannot turn them back into calls to themselves.
+//! Forward copies and fills move quadwords, then the last 0-7 bytes: as fast
+//! as byte strings on silicon with fast strings (SDM Vol. 1 §7.3.9.3), and
+//! eight times fewer iterations under QEMU's TCG, which emulates each one.
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +18,11 @@ use core::sync::atomic::{AtomicBool, Ordering};
 /// C `memcpy` contract: `dst` and `src` valid for `n` bytes and not overlapping.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: caller's contract; rep movsb copies exactly n bytes forward (DF is clear).
+    // SAFETY: caller's contract; rep movsq copies n / 8 quadwords forward (DF is
+    // clear), leaving rdi/rsi past them, and rep movsb the n % 8 bytes left: n in all.
     unsafe {
-        core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _,
-            options(nostack, preserves_flags))
+        core::arch::asm!("rep movsq", "mov rcx, {tail}", "rep movsb", tail = in(reg) n & 7, inout("rcx") n >> 3 => _,
+            inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags))
     };
     dst
 }
@@ -46,10 +50,11 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// C `memset` contract: `dst` valid for `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: caller's contract; rep stosb writes exactly n bytes forward.
+    // SAFETY: caller's contract; rep stosq writes n / 8 quadwords of the byte
+    // repeated, rep stosb the n % 8 bytes left: n bytes forward in all.
     unsafe {
-        core::arch::asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8,
-            options(nostack, preserves_flags))
+        core::arch::asm!("rep stosq", "mov rcx, {tail}", "rep stosb", tail = in(reg) n & 7, inout("rcx") n >> 3 => _,
+            inout("rdi") dst => _, in("rax") (c as u8 as u64).wrapping_mul(0x0101_0101_0101_0101), options(nostack, preserves_flags))
     };
     dst
 }
