@@ -15,6 +15,7 @@ use log::{info, warn};
 use appliance::contract::{HttpStatus, NetStatus};
 use appliance::serve::{self, Stall};
 use appliance::http::{Method, Parse, Request};
+use appliance::trace::ctf::TarStream;
 use appliance::trace::stream::TraceStream;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{dhcpv4, tcp};
@@ -36,6 +37,8 @@ enum Conn {
     Reading { req: Vec<u8>, since: u64, continued: bool },
     /// A trace download, streamed.
     Trace { t: alloc::boxed::Box<TraceStream<'static>>, stall: Stall },
+    /// A CTF snapshot, made as it goes out.
+    Tar { t: alloc::boxed::Box<TarStream>, stall: Stall },
     /// A built response being sent, from this offset.
     Blob { data: Vec<u8>, pos: usize, stall: Stall },
 }
@@ -567,19 +570,21 @@ pub fn poll() {
                     continue;
                 }
                 match (download, &parsed) {
-                    (Some(path @ ("/trace.ctf.tar" | "/trace.dat")), _) => {
+                    (Some("/trace.ctf.tar"), _) => {
+                        // The rings are read now; the archive is made as the client takes it.
                         let rings = crate::events::RINGS.get().map_or(&[][..], |r| r.as_slice());
-                        let (body, ctype) = if path == "/trace.dat" {
-                            let syms = kernel::debug::backtrace::table().map(|t| (0..t.len()).filter_map(move |i| t.get(i)).map(|s| (s.addr, s.len, s.name)));
-                            (appliance::trace::dat::snapshot(rings, syms.into_iter().flatten()), "application/octet-stream")
-                        } else {
-                            (appliance::trace::ctf::snapshot_tar(rings, "trace-appliance"), "application/x-tar")
-                        };
-                        let mut out = alloc::format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        )
-                        .into_bytes();
+                        let t = alloc::boxed::Box::new(TarStream::new(rings, "trace-appliance"));
+                        let head = alloc::format!("HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", t.len());
+                        let _ = sock.send_slice(head.as_bytes());
+                        downloads += 1;
+                        *conn = Conn::Tar { t, stall: Stall::new(now_ns) };
+                        continue;
+                    }
+                    (Some("/trace.dat"), _) => {
+                        let rings = crate::events::RINGS.get().map_or(&[][..], |r| r.as_slice());
+                        let syms = kernel::debug::backtrace::table().map(|t| (0..t.len()).filter_map(move |i| t.get(i)).map(|s| (s.addr, s.len, s.name)));
+                        let body = appliance::trace::dat::snapshot(rings, syms.into_iter().flatten());
+                        let mut out = alloc::format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
                         out.extend_from_slice(&body);
                         downloads += 1;
                         *conn = Conn::Blob { data: out, pos: 0, stall: Stall::new(now_ns) };
@@ -623,6 +628,25 @@ pub fn poll() {
                 *pos += n;
                 (*pos >= data.len(), n)
             }
+            Conn::Tar { t, .. } => {
+                // Straight into the send buffer, within the poll's byte
+                // budget; its free space comes in at most two parts.
+                let mut n = 0;
+                while n < budget && !t.is_done() {
+                    let room = budget - n;
+                    let k = sock.send(|buf| {
+                        let m = buf.len().min(room);
+                        let k = t.fill(&mut buf[..m]);
+                        (k, k)
+                    });
+                    match k {
+                        Ok(k) if k > 0 => n += k,
+                        _ => break,
+                    }
+                }
+                budget -= n;
+                (t.is_done(), n)
+            }
             Conn::Trace { t, .. } => {
                 // Fill the send buffer, within the poll's byte budget.
                 let (done, accepted) = t.fill(budget, |b| sock.send_slice(b).unwrap_or(0));
@@ -632,7 +656,7 @@ pub fn poll() {
         };
         // A download that is done closes; one whose client stopped reading is cut.
         let stalled = match conn {
-            Conn::Blob { stall, .. } | Conn::Trace { stall, .. } => !done && stall.stalled(sock.send_queue(), accepted, now_ns),
+            Conn::Blob { stall, .. } | Conn::Trace { stall, .. } | Conn::Tar { stall, .. } => !done && stall.stalled(sock.send_queue(), accepted, now_ns),
             Conn::Reading { .. } => false,
         };
         if done {

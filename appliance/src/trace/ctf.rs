@@ -80,129 +80,309 @@ stream {{
     m
 }
 
-/// One CPU's stream: its events (time-ordered) in packets of up to
-/// `EVENTS_PER_PACKET`; `discarded_before[i]` is the running count of events
-/// lost before event i, and the last packet carries `discarded_total`, every
-/// event lost up to its end (the packet carries the count at its end).
-pub fn stream(cpu: u32, events: &[Event], discarded_before: &[u64], discarded_total: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let chunks: Vec<(usize, &[Event])> = if events.is_empty() {
-        alloc::vec![(0, &[][..])]
-    } else {
-        events.chunks(EVENTS_PER_PACKET).enumerate().map(|(i, c)| (i * EVENTS_PER_PACKET, c)).collect()
-    };
-    let last = chunks.len() - 1;
-    for (k, (start, chunk)) in chunks.into_iter().enumerate() {
-        let size = PACKET_HEAD + chunk.len() * EVENT_BYTES;
-        let begin = chunk.first().map_or(0, |e| e.ts_ns);
-        let end = chunk.last().map_or(0, |e| e.ts_ns);
-        let discarded = if k == last { discarded_total } else { discarded_before.get(start + chunk.len().saturating_sub(1)).copied().unwrap_or(0) };
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&begin.to_le_bytes());
-        out.extend_from_slice(&end.to_le_bytes());
-        out.extend_from_slice(&((size as u64) * 8).to_le_bytes());
-        out.extend_from_slice(&((size as u64) * 8).to_le_bytes());
-        out.extend_from_slice(&discarded.to_le_bytes());
-        out.extend_from_slice(&cpu.to_le_bytes());
-        for e in chunk {
-            out.extend_from_slice(&(e.kind as u16).to_le_bytes());
-            out.extend_from_slice(&e.ts_ns.to_le_bytes());
-            out.extend_from_slice(&e.ip.to_le_bytes());
-            out.extend_from_slice(&e.parent.to_le_bytes());
-            out.extend_from_slice(&e.tsc.to_le_bytes());
-            out.push(e.ctx);
-            out.extend_from_slice(&e.arg.to_le_bytes());
-            out.extend_from_slice(&e.dur_ns.to_le_bytes());
+/// Bytes of a CPU's stream of `n` events: its packets' heads and its events
+/// (an empty CPU still has one packet, carrying its losses).
+pub fn stream_len(n: usize) -> usize {
+    n.div_ceil(EVENTS_PER_PACKET).max(1) * PACKET_HEAD + n * EVENT_BYTES
+}
+
+/// A ustar header (POSIX.1-1988) for a file of `size` bytes.
+fn tar_header(name: &str, size: usize, h: &mut [u8; 512]) {
+    h.fill(0);
+    let n = name.as_bytes();
+    h[..n.len().min(100)].copy_from_slice(&n[..n.len().min(100)]);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    octal(size as u64, &mut h[124..135]);
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[148..156].copy_from_slice(b"        ");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    octal(sum as u64, &mut h[148..154]);
+    h[154] = 0;
+    h[155] = b' ';
+}
+
+/// `v` in octal, zero-padded to the field's width.
+fn octal(mut v: u64, field: &mut [u8]) {
+    for b in field.iter_mut().rev() {
+        *b = b'0' + (v & 7) as u8;
+        v >>= 3;
+    }
+}
+
+/// A packet's header and context (`PACKET_HEAD` bytes).
+fn packet_head(cpu: u32, chunk: &[Event], discarded: u64, out: &mut [u8]) {
+    let size = ((PACKET_HEAD + chunk.len() * EVENT_BYTES) as u64 * 8).to_le_bytes();
+    out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    out[4..8].copy_from_slice(&0u32.to_le_bytes());
+    out[8..16].copy_from_slice(&chunk.first().map_or(0, |e| e.ts_ns).to_le_bytes());
+    out[16..24].copy_from_slice(&chunk.last().map_or(0, |e| e.ts_ns).to_le_bytes());
+    out[24..32].copy_from_slice(&size);
+    out[32..40].copy_from_slice(&size);
+    out[40..48].copy_from_slice(&discarded.to_le_bytes());
+    out[48..52].copy_from_slice(&cpu.to_le_bytes());
+}
+
+/// An event's header and fields (`EVENT_BYTES` bytes).
+fn event(e: &Event, out: &mut [u8]) {
+    out[0..2].copy_from_slice(&(e.kind as u16).to_le_bytes());
+    out[2..10].copy_from_slice(&e.ts_ns.to_le_bytes());
+    out[10..18].copy_from_slice(&e.ip.to_le_bytes());
+    out[18..26].copy_from_slice(&e.parent.to_le_bytes());
+    out[26..34].copy_from_slice(&e.tsc.to_le_bytes());
+    out[34] = e.ctx;
+    out[35..43].copy_from_slice(&e.arg.to_le_bytes());
+    out[43..51].copy_from_slice(&e.dur_ns.to_le_bytes());
+}
+
+/// Where a [`TarStream`] is: the next piece it produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Piece {
+    /// File `f`'s tar header (0: the metadata, 1 + N: CPU N's stream).
+    Header(usize),
+    /// The metadata from this offset.
+    Meta(usize),
+    /// CPU `.0`'s packet whose first event is `.1`.
+    Packet(usize, usize),
+    /// CPU `.0`'s event `.1`.
+    Event(usize, usize),
+    /// The zeros that pad file `.0` to a block, `.1` of them.
+    Pad(usize, usize),
+    /// Zeros of the end-of-archive blocks still to come.
+    End(usize),
+    Done,
+}
+
+/// Zeros after `len` bytes up to the next 512-byte block.
+fn pad(len: usize) -> usize {
+    len.next_multiple_of(512) - len
+}
+
+/// A snapshot of every CPU's rings as a CTF 1.8 trace in a ustar archive:
+/// `trace/metadata` and one `trace/stream_N` per CPU, its events merged over
+/// the three contexts by timestamp, with the CPU's lost events (overwritten
+/// before this read: older than every event kept, counted from the first
+/// packet on; dropped by the writer: newer, counted in the last packet) as
+/// the running discarded count. The rings are read once, when it is made;
+/// the archive's bytes are then made as they are asked for (`fill`), straight
+/// into the caller's buffer, so a download starts at once and the archive is
+/// never held whole.
+pub struct TarStream {
+    archive: Archive,
+    len: usize,
+    at: Piece,
+    /// A piece that did not fit the last buffer, and how much of it went.
+    stage: [u8; 512],
+    staged: (usize, usize),
+}
+
+/// What the archive holds.
+struct Archive {
+    meta: Vec<u8>,
+    cpus: Vec<super::ring::CpuSnapshot>,
+}
+
+impl TarStream {
+    /// Read every CPU's rings (`rings[cpu]`) now.
+    pub fn new(rings: &[super::ring::CpuRings], hostname: &str) -> TarStream {
+        TarStream::of(rings.iter().map(|r| r.snapshot()).collect(), hostname)
+    }
+
+    /// The archive of these snapshots (`cpus[cpu]`).
+    pub fn of(cpus: Vec<super::ring::CpuSnapshot>, hostname: &str) -> TarStream {
+        let events = cpus.iter().map(|c| c.events.len() as u64).sum();
+        let lost = cpus.iter().map(|c| c.lost_before + c.lost_after).sum();
+        let produced = cpus.iter().map(|c| c.produced).sum();
+        let meta = metadata(hostname, events, lost, produced).into_bytes();
+        let file = |len: usize| 512 + len + pad(len);
+        let len = file(meta.len()) + cpus.iter().map(|c| file(stream_len(c.events.len()))).sum::<usize>() + 1024;
+        TarStream { archive: Archive { meta, cpus }, len, at: Piece::Header(0), stage: [0; 512], staged: (0, 0) }
+    }
+
+    /// The archive's size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every byte went out.
+    pub fn is_done(&self) -> bool {
+        self.at == Piece::Done && self.staged.0 == self.staged.1
+    }
+
+    /// The archive's next bytes into `out`, as many as fit; how many.
+    pub fn fill(&mut self, out: &mut [u8]) -> usize {
+        let mut w = 0;
+        loop {
+            let (from, to) = self.staged;
+            if from < to {
+                let k = (to - from).min(out.len() - w);
+                out[w..w + k].copy_from_slice(&self.stage[from..from + k]);
+                w += k;
+                self.staged.0 += k;
+            }
+            if w == out.len() || self.at == Piece::Done {
+                return w;
+            }
+            // Whole pieces (at most a block each) straight into `out`; the
+            // last one that does not fit through the stage.
+            let at = self.at;
+            if let Some(dst) = out.get_mut(w..w + 512) {
+                let (n, next) = self.archive.piece(at, dst.try_into().expect("512 bytes"));
+                w += n;
+                self.at = next;
+            } else {
+                let (n, next) = self.archive.piece(at, &mut self.stage);
+                self.staged = (0, n);
+                self.at = next;
+            }
         }
     }
-    out
 }
 
-/// A ustar archive of `(name, bytes)` files (POSIX.1-1988 tar headers).
-pub fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, data) in files {
-        let mut h = [0u8; 512];
-        let n = name.as_bytes();
-        h[..n.len().min(100)].copy_from_slice(&n[..n.len().min(100)]);
-        h[100..108].copy_from_slice(b"0000644\0");
-        h[108..116].copy_from_slice(b"0000000\0");
-        h[116..124].copy_from_slice(b"0000000\0");
-        let size = alloc::format!("{:011o}\0", data.len());
-        h[124..136].copy_from_slice(size.as_bytes());
-        h[136..148].copy_from_slice(b"00000000000\0");
-        h[148..156].copy_from_slice(b"        ");
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        let ck = alloc::format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(ck.as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(data);
-        out.resize(out.len().next_multiple_of(512), 0);
+impl Archive {
+    /// Write piece `at` at the start of `buf`: its length, and the piece after it.
+    fn piece(&self, at: Piece, buf: &mut [u8; 512]) -> (usize, Piece) {
+        let after_file = |f: usize, len: usize| match pad(len) {
+            0 if f < self.cpus.len() => Piece::Header(f + 1),
+            0 => Piece::End(1024),
+            n => Piece::Pad(f, n),
+        };
+        match at {
+            Piece::Header(0) => {
+                tar_header("trace/metadata", self.meta.len(), buf);
+                (512, if self.meta.is_empty() { after_file(0, 0) } else { Piece::Meta(0) })
+            }
+            Piece::Header(f) => {
+                let mut name = String::new();
+                let _ = write!(name, "trace/stream_{}", f - 1);
+                tar_header(&name, stream_len(self.cpus[f - 1].events.len()), buf);
+                (512, Piece::Packet(f - 1, 0))
+            }
+            Piece::Meta(off) => {
+                let n = (self.meta.len() - off).min(512);
+                buf[..n].copy_from_slice(&self.meta[off..off + n]);
+                (n, if off + n < self.meta.len() { Piece::Meta(off + n) } else { after_file(0, self.meta.len()) })
+            }
+            Piece::Packet(c, first) => {
+                let cpu = &self.cpus[c];
+                let end = (first + EVENTS_PER_PACKET).min(cpu.events.len());
+                let discarded = if end == cpu.events.len() { cpu.lost_before + cpu.lost_after } else { cpu.lost_before };
+                packet_head(c as u32, &cpu.events[first..end], discarded, &mut buf[..PACKET_HEAD]);
+                (PACKET_HEAD, if first < end { Piece::Event(c, first) } else { after_file(c + 1, stream_len(0)) })
+            }
+            Piece::Event(c, i) => {
+                let events = &self.cpus[c].events;
+                event(&events[i], &mut buf[..EVENT_BYTES]);
+                let next = match i + 1 {
+                    n if n == events.len() => after_file(c + 1, stream_len(n)),
+                    n if n % EVENTS_PER_PACKET == 0 => Piece::Packet(c, n),
+                    n => Piece::Event(c, n),
+                };
+                (EVENT_BYTES, next)
+            }
+            Piece::Pad(f, n) => {
+                buf[..n].fill(0);
+                (n, if f < self.cpus.len() { Piece::Header(f + 1) } else { Piece::End(1024) })
+            }
+            Piece::End(left) => {
+                let n = left.min(512);
+                buf[..n].fill(0);
+                (n, if left > n { Piece::End(left - n) } else { Piece::Done })
+            }
+            Piece::Done => (0, Piece::Done),
+        }
     }
-    out.resize(out.len() + 1024, 0);
-    out
-}
-
-/// A snapshot of every CPU's rings (`rings[cpu]`) as a CTF 1.8 trace in a
-/// tar archive: `trace/metadata` and one `trace/stream_N` per CPU, its events
-/// merged over the three contexts by timestamp, with the CPU's lost events
-/// (dropped by the writer, overwritten before this read) as the running
-/// discarded count.
-pub fn snapshot_tar(rings: &[super::ring::CpuRings], hostname: &str) -> Vec<u8> {
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let (mut total, mut lost_total, mut produced_total) = (0u64, 0u64, 0u64);
-    for (cpu, cr) in rings.iter().enumerate() {
-        let snap = cr.snapshot();
-        let (before, after) = (snap.lost_before, snap.lost_after);
-        // Overwritten events are older than every event kept: counted from
-        // the first packet on; dropped ones are newer: counted at the end.
-        let disc: Vec<u64> = snap.events.iter().map(|_| before).collect();
-        total += snap.events.len() as u64;
-        lost_total += before + after;
-        produced_total += snap.produced;
-        files.push((alloc::format!("trace/stream_{cpu}"), stream(cpu as u32, &snap.events, &disc, before + after)));
-    }
-    let meta = metadata(hostname, total, lost_total, produced_total);
-    let mut list: Vec<(&str, &[u8])> = alloc::vec![("trace/metadata", meta.as_bytes())];
-    list.extend(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
-    tar(&list)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::ring::CpuSnapshot;
+    use std::string::String;
+    use std::vec::Vec;
 
     fn ev(ts: u64, cpu: u16) -> Event {
         Event { ts_ns: ts, tsc: ts * 3, ip: 0x20_0000 + ts, parent: 0x21_0000, kind: Kind::Function, ctx: 2, cpu, arg: 0, dur_ns: 0 }
     }
 
+    /// The whole archive, asked for in pieces of `chunk` bytes.
+    fn all(t: &mut TarStream, chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = std::vec![0u8; chunk];
+        while !t.is_done() {
+            let n = t.fill(&mut buf);
+            assert!(n > 0, "a stream not done gives bytes");
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(t.fill(&mut buf), 0, "nothing after the end");
+        out
+    }
+
+    /// A ustar reader (POSIX.1-1988): (name, data) of each file, each header's
+    /// checksum checked, up to the end-of-archive blocks.
+    fn untar(t: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut files = Vec::new();
+        let mut at = 0;
+        while t[at..at + 512].iter().any(|&b| b != 0) {
+            let mut h = t[at..at + 512].to_vec();
+            assert_eq!(&h[257..263], b"ustar\0");
+            let field = |r: core::ops::Range<usize>| u64::from_str_radix(std::str::from_utf8(&h[r]).unwrap().trim_end_matches('\0'), 8).unwrap();
+            let (size, stored) = (field(124..135) as usize, field(148..154) as u32);
+            h[148..156].copy_from_slice(b"        ");
+            assert_eq!(stored, h.iter().map(|&b| b as u32).sum::<u32>(), "checksum: the byte sum with the field as spaces");
+            let name = String::from_utf8(h[..100].iter().copied().take_while(|&b| b != 0).collect()).unwrap();
+            files.push((name, t[at + 512..at + 512 + size].to_vec()));
+            at += 512 + size.next_multiple_of(512);
+        }
+        assert_eq!(t.len(), at + 1024, "two zero blocks end the archive");
+        assert!(t[at..].iter().all(|&b| b == 0));
+        files
+    }
+
+    fn snap(events: Vec<Event>, lost_before: u64, lost_after: u64) -> CpuSnapshot {
+        let produced = events.len() as u64 + lost_before + lost_after;
+        CpuSnapshot { events, lost_before, lost_after, produced }
+    }
+
     #[test]
     fn packets_have_the_declared_layout() {
-        let evs: std::vec::Vec<Event> = (0..1500).map(|i| ev(1000 + i, 3)).collect();
-        let disc: std::vec::Vec<u64> = (0..1500).map(|i| if i >= 1200 { 7 } else { 0 }).collect();
-        let s = stream(3, &evs, &disc, 9);
+        let evs: Vec<Event> = (0..1500).map(|i| ev(1000 + i, 1)).collect();
+        let mut t = TarStream::of(std::vec![snap(Vec::new(), 0, 4), snap(evs, 2, 7)], "h");
+        let bytes = all(&mut t, 4096);
+        assert_eq!(bytes.len(), t.len());
+        let files = untar(&bytes);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["trace/metadata", "trace/stream_0", "trace/stream_1"]);
+        let s = &files[2].1;
         assert_eq!(s.len(), 2 * PACKET_HEAD + 1500 * EVENT_BYTES, "two packets");
         let u32_at = |o: usize| u32::from_le_bytes(s[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap());
         assert_eq!(u32_at(0), MAGIC);
         assert_eq!((u64_at(8), u64_at(16)), (1000, 1000 + 1023), "timestamps of the first packet");
         assert_eq!(u64_at(24), ((PACKET_HEAD + 1024 * EVENT_BYTES) * 8) as u64, "content size in bits");
-        assert_eq!(u64_at(40), 0, "nothing discarded in the first packet");
-        assert_eq!(u32_at(48), 3, "cpu_id");
+        assert_eq!(u64_at(40), 2, "the overwritten events are older than the first packet");
+        assert_eq!(u32_at(48), 1, "cpu_id");
         let second = PACKET_HEAD + 1024 * EVENT_BYTES;
         assert_eq!(u32_at(second), MAGIC);
+        assert_eq!(u64_at(second + 24), ((PACKET_HEAD + 476 * EVENT_BYTES) * 8) as u64);
         assert_eq!(u64_at(second + 40), 9, "the last packet carries every event lost");
-        // First event: id, timestamp, ip, parent, tsc, context, arg.
+        // First event: id, timestamp, ip, parent, tsc, context, arg, duration.
         let e = PACKET_HEAD;
         assert_eq!(u16::from_le_bytes([s[e], s[e + 1]]), 0);
         assert_eq!(u64_at(e + 2), 1000);
         assert_eq!(u64_at(e + 10), 0x20_0000 + 1000);
+        assert_eq!(u64_at(e + 18), 0x21_0000);
+        assert_eq!(u64_at(e + 26), 3000);
         assert_eq!(s[e + 34], 2, "nmi context");
-        let empty = stream(0, &[], &[], 4);
+        let empty = &files[1].1;
         assert_eq!(empty.len(), PACKET_HEAD, "an empty CPU still has a packet");
         assert_eq!(u64::from_le_bytes(empty[40..48].try_into().unwrap()), 4, "and its losses");
     }
@@ -218,33 +398,35 @@ mod tests {
     }
 
     #[test]
-    fn tar_headers_checksum_and_pad() {
-        let t = tar(&[("trace/metadata", b"abc"), ("trace/stream_0", &[1u8; 600])]);
-        assert_eq!(t.len(), 512 + 512 + 512 + 1024 + 1024);
-        assert_eq!(&t[257..262], b"ustar");
-        // The checksum is the byte sum with the checksum field read as spaces.
-        let mut h = t[..512].to_vec();
-        let stored = u32::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
-        h[148..156].copy_from_slice(b"        ");
-        assert_eq!(stored, h.iter().map(|&b| b as u32).sum::<u32>());
-        assert_eq!(&t[124..135], b"00000000003");
-        assert_eq!(&t[512..515], b"abc");
+    fn any_buffer_size_gives_the_same_archive() {
+        let make = || TarStream::of((0..3).map(|c| snap((0..(c * 700)).map(|i| ev(i as u64, c as u16)).collect(), c as u64, 1)).collect(), "h");
+        let whole = all(&mut make(), 1 << 20);
+        assert_eq!(whole.len(), make().len());
+        assert_eq!(whole.len() % 512, 0);
+        for chunk in [1, 7, EVENT_BYTES, PACKET_HEAD, 511, 512, 513, 1460, 4096] {
+            assert!(all(&mut make(), chunk) == whole, "{chunk}-byte buffers");
+        }
+        let files = untar(&whole);
+        assert_eq!(String::from_utf8(files[0].1.clone()).unwrap(), metadata("h", 2100, 6, 2106));
+        for (c, (_, s)) in files[1..].iter().enumerate() {
+            assert_eq!(s.len(), stream_len(c * 700), "stream_{c}");
+        }
     }
 
     #[test]
     fn snapshot_holds_every_cpu_with_its_losses() {
         use crate::trace::ring::{CpuRings, Overflow};
-        let rings: std::vec::Vec<CpuRings> = (0..2).map(|_| CpuRings::new([4, 2, 2], Overflow::Overwrite)).collect();
+        let rings: Vec<CpuRings> = (0..2).map(|_| CpuRings::new([4, 2, 2], Overflow::Overwrite)).collect();
         for i in 0..6 {
             rings[0].rings[0].push(&ev(100 + i, 0));
         }
         rings[1].rings[2].push(&ev(50, 1));
-        let t = snapshot_tar(&rings, "h");
-        // ustar: 512-byte headers; names at offset 0 of each header.
-        let names: std::vec::Vec<&str> = ["trace/metadata", "trace/stream_0", "trace/stream_1"].into_iter().filter(|n| t.windows(n.len()).any(|w| w == n.as_bytes())).collect();
-        assert_eq!(names.len(), 3, "metadata and one stream per CPU");
-        let text = std::string::String::from_utf8_lossy(&t);
+        let files = untar(&all(&mut TarStream::new(&rings, "h"), 1000));
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["trace/metadata", "trace/stream_0", "trace/stream_1"], "metadata and one stream per CPU");
+        let text = String::from_utf8(files[0].1.clone()).unwrap();
         // CPU 0 kept the newest 4 of 6 (2 overwritten), CPU 1 its one event.
-        assert!(text.contains("snapshot_events = 5;") && text.contains("snapshot_lost = 2;") && text.contains("snapshot_produced = 7;"), "{}", &text[..700.min(text.len())]);
+        assert!(text.contains("snapshot_events = 5;") && text.contains("snapshot_lost = 2;") && text.contains("snapshot_produced = 7;"), "{text}");
+        assert_eq!((files[1].1.len(), files[2].1.len()), (stream_len(4), stream_len(1)));
     }
 }
