@@ -105,7 +105,10 @@ struct Service {
     iface: Interface,
     sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
+    /// The HTTP sockets in `sockets`: listening or connected.
     http: Vec<(SocketHandle, Conn)>,
+    /// The others, closed, until a listener is taken (`serve::LISTENERS`).
+    spare: Vec<tcp::Socket<'static>>,
     port: u16,
     announced: bool,
     token: Option<String>,
@@ -278,11 +281,9 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
         None => Some(sockets.add(dhcpv4::Socket::new())),
     };
     let probe = conf.gw.filter(|_| conf.ip.is_some()).map(|gw| GatewayProbe { gw, sent: 0, last_ns: 0, answered: false, warned: false });
-    let mut http = Vec::new();
-    for _ in 0..serve::SOCKETS {
-        let s = tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; serve::RX_BUFFER]), tcp::SocketBuffer::new(alloc::vec![0; serve::TX_BUFFER]));
-        http.push((sockets.add(s), Conn::idle()));
-    }
+    let spare: Vec<tcp::Socket<'static>> = (0..serve::SOCKETS)
+        .map(|_| tcp::Socket::new(tcp::SocketBuffer::new(alloc::vec![0; serve::RX_BUFFER]), tcp::SocketBuffer::new(alloc::vec![0; serve::TX_BUFFER])))
+        .collect();
     info!("net: {} HTTP connections, {} KiB of socket buffers", serve::SOCKETS, serve::buffer_bytes() / 1024);
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
     STATE.store(1, Ordering::Relaxed);
@@ -295,7 +296,8 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
         iface,
         sockets,
         dhcp,
-        http,
+        http: Vec::new(),
+        spare,
         port: conf.http_port,
         announced: false,
         rotate: 0,
@@ -305,14 +307,56 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
 }
 
 impl Service {
-    /// One smoltcp poll over the NIC; true when a frame from the gateway
-    /// under probe went by.
+    /// One smoltcp poll over the NIC, frame by frame so that a listener a
+    /// SYN took is replaced before the next frame; true when a frame from the
+    /// gateway under probe went by.
     fn poll_iface(&mut self, ts: Instant) -> bool {
+        use smoltcp::iface::{PollIngressSingleResult, PollResult};
         let seen = core::sync::atomic::AtomicBool::new(false);
         let gw = self.probe.as_ref().filter(|p| !p.answered).map(|p| p.gw);
         let mut dev = Watch { nic: &mut self.dev, gw, seen: &seen };
-        self.iface.poll(ts, &mut dev, &mut self.sockets);
+        self.iface.poll_maintenance(ts);
+        listen(&mut self.sockets, &mut self.http, &mut self.spare, self.port);
+        while self.iface.poll_ingress_single(ts, &mut dev, &mut self.sockets) != PollIngressSingleResult::None {
+            listen(&mut self.sockets, &mut self.http, &mut self.spare, self.port);
+        }
+        while self.iface.poll_egress(ts, &mut dev, &mut self.sockets) != PollResult::None {}
         seen.load(Ordering::Relaxed)
+    }
+}
+
+/// How many of the service's sockets are listening.
+fn listening(sockets: &SocketSet<'static>, http: &[(SocketHandle, Conn)]) -> usize {
+    http.iter().filter(|(h, _)| sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen).count()
+}
+
+/// Bring listeners from the pool into the set, up to `serve::LISTENERS`.
+fn listen(sockets: &mut SocketSet<'static>, http: &mut Vec<(SocketHandle, Conn)>, spare: &mut Vec<tcp::Socket<'static>>, port: u16) {
+    for _ in 0..serve::listeners_to_add(listening(sockets, http), spare.len()) {
+        let Some(mut sock) = spare.pop() else { return };
+        let _ = sock.listen(port);
+        http.push((sockets.add(sock), Conn::idle()));
+    }
+}
+
+/// Sockets whose connection is over: listening again while listeners are
+/// short, else back to the pool.
+fn release_closed(sockets: &mut SocketSet<'static>, http: &mut Vec<(SocketHandle, Conn)>, spare: &mut Vec<tcp::Socket<'static>>, port: u16) {
+    let mut k = 0;
+    while k < http.len() {
+        let h = http[k].0;
+        if sockets.get::<tcp::Socket>(h).is_open() {
+            k += 1;
+        } else if serve::to_pool(listening(sockets, http)) {
+            if let smoltcp::socket::Socket::Tcp(sock) = sockets.remove(h) {
+                spare.push(sock);
+            }
+            http.swap_remove(k);
+        } else {
+            let _ = sockets.get_mut::<tcp::Socket>(h).listen(port);
+            http[k].1 = Conn::idle();
+            k += 1;
+        }
     }
 }
 
@@ -487,6 +531,9 @@ pub fn poll() {
         info!("net: listening on http://{addr}:{}/ (/status, /nmi-log, /trace, /trace.json, /trace.ctf.tar, /trace.dat, /metrics)", s.port);
     }
     let port = s.port;
+    // Connections that ended in the last poll (their reset, if any, went out
+    // with its last smoltcp poll).
+    release_closed(&mut s.sockets, &mut s.http, &mut s.spare, port);
     let mut downloads = s.http.iter().filter(|(_, c)| c.is_download()).count();
     let mut busy = 0u64;
     // Short requests first, then downloads sharing a byte budget, starting
@@ -494,7 +541,7 @@ pub fn poll() {
     // `/status`, and none starves the others.
     let mut budget = serve::DOWNLOAD_BYTES_PER_POLL;
     let count = s.http.len();
-    s.rotate = (s.rotate + 1) % count;
+    s.rotate = (s.rotate + 1) % count.max(1);
     for (pass, k) in (0..2).flat_map(|pass| (0..count).map(move |k| (pass, k))) {
         let (h, conn) = &mut s.http[(k + s.rotate) % count];
         if conn.is_download() != (pass == 1) {
@@ -508,11 +555,11 @@ pub fn poll() {
             sock.abort();
         }
         if !sock.is_open() {
+            // Listening again or back to the pool: `release_closed`, after this round.
             if conn.is_download() {
                 downloads -= 1;
             }
             *conn = Conn::idle();
-            let _ = sock.listen(port);
             continue;
         }
         let now_ns = kernel::time::clock::now_ns();

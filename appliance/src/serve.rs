@@ -13,6 +13,14 @@ pub const SOCKETS: usize = 128;
 /// `/trace.dat`)
 /// may never take: kept for short requests.
 pub const RESERVED_FOR_SHORT: usize = 32;
+/// Sockets kept listening. The others wait outside smoltcp's socket set
+/// until a connection takes a listener: smoltcp walks every socket in its
+/// set for each frame it receives and again for each segment it sends, so a
+/// set of 128 mostly listening sockets made every segment of a download
+/// cost 128 sockets' checks. A listener taken is replaced after the frame
+/// that took it (`net.rs`), so a burst of SYNs finds one for each SYN while
+/// the pool lasts.
+pub const LISTENERS: usize = 2;
 /// Each socket's receive and send buffers.
 pub const RX_BUFFER: usize = 4096;
 pub const TX_BUFFER: usize = 32 * 1024;
@@ -28,6 +36,18 @@ pub const STALL_NS: u64 = 10_000_000_000;
 /// Memory the sockets' buffers take (reported in `/status`).
 pub const fn buffer_bytes() -> usize {
     SOCKETS * (RX_BUFFER + TX_BUFFER)
+}
+
+/// Listeners to take from the pool: up to `LISTENERS` listening, while
+/// sockets remain outside the set (`spare`).
+pub fn listeners_to_add(listening: usize, spare: usize) -> usize {
+    LISTENERS.saturating_sub(listening).min(spare)
+}
+
+/// Does a socket whose connection is over go back to the pool (true), or
+/// listen again (false), with `listening` sockets listening besides it?
+pub fn to_pool(listening: usize) -> bool {
+    listening >= LISTENERS
 }
 
 /// Has a client that connected at `since` and sent `received` bytes so far
@@ -90,6 +110,18 @@ mod tests {
         assert!(!admit_download(SOCKETS - RESERVED_FOR_SHORT));
         const { assert!(SOCKETS >= 64 && RESERVED_FOR_SHORT >= 8) };
         assert_eq!(buffer_bytes(), 128 * 36 * 1024);
+    }
+
+    #[test]
+    fn listeners_are_replaced_while_the_pool_lasts() {
+        assert_eq!(listeners_to_add(0, 100), LISTENERS);
+        assert_eq!(listeners_to_add(LISTENERS - 1, 100), 1, "one taken, one back");
+        assert_eq!(listeners_to_add(LISTENERS, 100), 0);
+        assert_eq!(listeners_to_add(0, 1), 1, "the last spare");
+        assert_eq!(listeners_to_add(0, 0), 0, "every socket connected: SYNs meet resets");
+        assert!(!to_pool(LISTENERS - 1), "a closed socket listens when listeners are short");
+        assert!(to_pool(LISTENERS));
+        const { assert!(LISTENERS >= 1 && LISTENERS < SOCKETS) };
     }
 
     #[test]
