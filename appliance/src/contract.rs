@@ -52,6 +52,8 @@ pub struct HttpStatus {
     pub refused_busy: u64,
     /// Downloads cut because the client stopped reading.
     pub cut_stalled: u64,
+    /// Rounds of network work worker CPUs did while a download ran.
+    pub lent_polls: u64,
 }
 
 /// The network as the service sees it.
@@ -337,7 +339,8 @@ impl Status {
             .num("requests", h.requests)
             .num("timeouts", h.timeouts)
             .num("refused_busy", h.refused_busy)
-            .num("cut_stalled", h.cut_stalled);
+            .num("cut_stalled", h.cut_stalled)
+            .num("lent_polls", h.lent_polls);
         ho.close();
         o.num("heap_used", self.heap_used).num("heap_free", self.heap_free).num("uptime_ns", self.uptime_ns).str("cmdline", &self.cmdline);
         o.close();
@@ -396,6 +399,7 @@ impl Status {
             ("appliance_http_timeouts_total", "clients that sent no request in time (408)", h.timeouts),
             ("appliance_http_refused_busy_total", "downloads refused while long downloads held their sockets (503)", h.refused_busy),
             ("appliance_http_cut_stalled_total", "downloads cut because the client stopped reading", h.cut_stalled),
+            ("appliance_http_lent_polls_total", "rounds of network work worker CPUs did while a download ran", h.lent_polls),
         ] {
             prometheus_counter(&mut o, name, help, [(String::new(), v)]);
         }
@@ -637,7 +641,7 @@ mod tests {
                 link_changes: 2,
                 warnings: alloc::vec![String::from("gateway 10.0.2.2 is not in the subnet of \"192.168.50.10/24\"")],
             },
-            http: HttpStatus { sockets: 64, busy: 3, downloads: 1, buffer_bytes: 64 * 68 * 1024, requests: 1000, timeouts: 7, refused_busy: 2, cut_stalled: 1 },
+            http: HttpStatus { sockets: 64, busy: 3, downloads: 1, buffer_bytes: 64 * 68 * 1024, requests: 1000, timeouts: 7, refused_busy: 2, cut_stalled: 1, lent_polls: 5 },
             heap_used: 1 << 20,
             heap_free: 63 << 20,
             uptime_ns: 123_456_789,

@@ -88,7 +88,7 @@ fn work(index: u32, opts: &Options, reg: Option<&'static Registry>) -> ! {
         info!("appliance: cpu{index} idles (patch_workers={n})");
         serve_idle()
     }
-    traced::worker(reg)
+    traced::worker(reg, net::help_downloads)
 }
 
 /// A worker CPU's place among the workers (CPUs in index order, without the
@@ -143,7 +143,7 @@ fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
 /// The cooperative services: the network and the screen console. Run by the
 /// patching loop between batches and by idle CPUs.
 fn poll_services() {
-    net::poll();
+    let _ = net::poll();
     screen::refresh();
 }
 

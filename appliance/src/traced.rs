@@ -17,20 +17,27 @@ include!(concat!(env!("OUT_DIR"), "/traced_generated.rs"));
 /// Calls made by all workers (so the work cannot be optimized away).
 pub static WORK: AtomicU64 = AtomicU64::new(0);
 
+/// Calls between two offers of a worker's time to the network (`worker`).
+const CALLS_PER_HELP: usize = 256;
+
 /// Call every generated function, forever, with interrupts on (the timer
 /// handler's and the cross-CPU call handler's sites are hit too). Around each
 /// call whose site is on and settled, check that the call reached the trace
 /// hook (else count it as missed while on); the check is skipped when this CPU
 /// served a cross-CPU call meanwhile, since a site can only change state
-/// across sync rounds this CPU takes part in.
-pub fn worker(reg: Option<&'static Registry>) -> ! {
+/// across sync rounds this CPU takes part in. Every `CALLS_PER_HELP` calls,
+/// `help()` may lend the CPU to other work (the network's downloads).
+pub fn worker(reg: Option<&'static Registry>, help: fn()) -> ! {
     x86_64::instructions::interrupts::enable();
     let cpu = this_cpu();
     // The registry index of each generated function's site.
     let idx: Vec<Option<usize>> = TRACED.iter().map(|f| reg.and_then(|r| r.site_in(*f as usize as u64, 64))).collect();
     let mut acc = cpu.index() as u64 + 1;
     loop {
-        for (f, i) in TRACED.iter().zip(idx.iter()) {
+        for (k, (f, i)) in TRACED.iter().zip(idx.iter()).enumerate() {
+            if k % CALLS_PER_HELP == 0 {
+                help();
+            }
             let Some((r, i)) = reg.zip(*i) else {
                 acc = f(acc);
                 continue;

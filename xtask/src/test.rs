@@ -1681,6 +1681,11 @@ fn net_case(elf: &Path, nic: &str, cpu: Option<&str>, logs: &Path) -> std::resul
     }
     follow?;
     ctf_check(port, logs, &tag)?;
+    // Two worker CPUs ran beside those downloads: they lent rounds of network work.
+    let lent = qemu::status(port)?.http.lent_polls;
+    if lent == 0 {
+        return Err("no worker CPU lent a round of network work to the downloads (http.lent_polls 0)".into());
+    }
     // The NMI-path sites have been traced by now (trace_nmi_path): the warning is served.
     let (code, body) = http(port, "GET /nmi-log HTTP/1.1\r\n\r\n")?;
     if code != 200 || !body.contains("WARNING: ftraced code called from NMI context") || !body.contains(" <NMI> [<") {
