@@ -30,12 +30,41 @@ struct Cursor {
     dropped: u64,
 }
 
+/// Lines made at a time for `fill`: fewer, larger sends.
+const BATCH: usize = 4096;
+/// Addresses the symbol cache remembers (a power of two).
+const CACHED_SYMBOLS: usize = 1024;
+
+/// The symbolizer's recent answers, direct-mapped by address: a trace names
+/// the same few functions and return addresses over and over, and each
+/// symbol-table lookup is a binary search over every symbol.
+struct SymbolCache {
+    slots: Vec<(u64, Option<&'static str>)>,
+    symbol: Symbolizer,
+}
+
+impl SymbolCache {
+    fn new(symbol: Symbolizer) -> SymbolCache {
+        // u64::MAX never needs a name: an empty slot.
+        SymbolCache { slots: alloc::vec![(u64::MAX, None); CACHED_SYMBOLS], symbol }
+    }
+
+    fn name(&mut self, addr: u64) -> Option<&'static str> {
+        let slot = &mut self.slots[(addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % CACHED_SYMBOLS];
+        if slot.0 != addr {
+            *slot = (addr, (self.symbol)(addr));
+        }
+        slot.1
+    }
+}
+
 /// A trace download in progress.
 pub struct TraceStream<'r> {
     rings: &'r [CpuRings],
     cursors: Vec<Cursor>,
-    /// Bytes produced but not sent yet (the service drains it).
+    /// Bytes produced; those from `sent` on are not sent yet.
     pub pending: Vec<u8>,
+    sent: usize,
     lost_total: u64,
     /// Events produced up to the snapshot (extended when following), and event lines sent.
     produced_total: u64,
@@ -47,7 +76,7 @@ pub struct TraceStream<'r> {
     first: bool,
     /// `?follow=1`: keep streaming new events until the client leaves.
     follow: bool,
-    symbol: Symbolizer,
+    symbols: SymbolCache,
     /// The trailer is in `pending`: once that drains, the body is complete.
     ended: bool,
 }
@@ -80,7 +109,7 @@ impl<'r> TraceStream<'r> {
         } else {
             pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
         }
-        let mut t = TraceStream { rings, cursors, pending, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: !json, follow, symbol, ended: false };
+        let mut t = TraceStream { rings, cursors, pending, sent: 0, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: !json, follow, symbols: SymbolCache::new(symbol), ended: false };
         for (cpu, n) in lost_at_start.into_iter().enumerate() {
             t.lost(cpu, n);
         }
@@ -147,7 +176,7 @@ impl<'r> TraceStream<'r> {
         };
         let e = self.cursors[i].ahead.take()?;
         self.kept_total += 1;
-        let (name, parent) = ((self.symbol)(e.ip), (self.symbol)(e.parent.wrapping_sub(1)));
+        let (name, parent) = (self.symbols.name(e.ip), self.symbols.name(e.parent.wrapping_sub(1)));
         let mut line = String::new();
         if self.json {
             // One Chrome trace event: an instant event per traced call, thread = CPU.
@@ -171,37 +200,59 @@ impl<'r> TraceStream<'r> {
         String::from_utf8(core::mem::take(&mut self.pending)).unwrap_or_default()
     }
 
+    /// Bytes produced and not sent yet.
+    pub fn unsent(&self) -> usize {
+        self.pending.len() - self.sent
+    }
+
     /// Move up to `budget` bytes into the connection through `send` (which
-    /// takes what fits and returns how many bytes it took): lines, then the
-    /// trailer, each only ever taken from `pending`, so a send buffer that is
-    /// full when the snapshot ends loses nothing (the trailer waits like any
-    /// line). Returns (the body is complete, bytes taken).
+    /// takes what fits and returns how many bytes it took): lines made
+    /// `BATCH` bytes at a time, then the trailer, each only ever taken from
+    /// `pending`, so a send buffer that is full when the snapshot ends loses
+    /// nothing (the trailer waits like any line). Returns (the body is
+    /// complete, bytes taken).
     pub fn fill(&mut self, budget: usize, mut send: impl FnMut(&[u8]) -> usize) -> (bool, usize) {
         let mut accepted = 0;
         while accepted < budget {
-            if self.pending.is_empty() {
+            if self.unsent() == 0 {
+                self.pending.clear();
+                self.sent = 0;
                 if self.ended {
                     break;
                 }
-                match self.next_line() {
-                    Some(l) => self.pending.extend_from_slice(l.as_bytes()),
+                self.produce();
+                if self.pending.is_empty() {
                     // Following: nothing new yet, try again next poll.
-                    None if self.follow => break,
-                    None => {
-                        let t = self.trailer();
-                        self.pending.extend_from_slice(t.as_bytes());
-                        self.ended = true;
-                    }
+                    break;
                 }
             }
-            let n = send(&self.pending[..self.pending.len().min(budget - accepted)]);
+            let end = self.pending.len().min(self.sent + budget - accepted);
+            let n = send(&self.pending[self.sent..end]);
             accepted += n;
-            self.pending.drain(..n);
-            if !self.pending.is_empty() {
+            self.sent += n;
+            if self.sent < end {
                 break;
             }
         }
-        (self.ended && self.pending.is_empty(), accepted)
+        (self.ended && self.unsent() == 0, accepted)
+    }
+
+    /// Lines into `pending` up to `BATCH` bytes; the trailer after the last.
+    /// (`next_line` leaves its loss markers in `pending`: it is empty here.)
+    fn produce(&mut self) {
+        let mut out = core::mem::take(&mut self.pending);
+        while out.len() < BATCH {
+            match self.next_line() {
+                Some(l) => out.extend_from_slice(l.as_bytes()),
+                None if self.follow => break,
+                None => {
+                    out.extend_from_slice(self.trailer().as_bytes());
+                    self.ended = true;
+                    break;
+                }
+            }
+        }
+        self.pending = out;
     }
 
     /// What ends the download: the books (kept + lost = produced).
@@ -305,6 +356,27 @@ mod tests {
         assert_eq!(v["traceEvents"][4]["args"]["parent"], "0x9001");
     }
 
+    #[test]
+    fn the_symbol_cache_asks_once_per_address_and_keeps_answers_apart() {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        static ASKED: AtomicUsize = AtomicUsize::new(0);
+        fn counted(addr: u64) -> Option<&'static str> {
+            ASKED.fetch_add(1, Ordering::Relaxed);
+            names(addr)
+        }
+        let mut c = SymbolCache::new(counted);
+        for _ in 0..100 {
+            assert_eq!(c.name(0x1000), names(0x1000));
+            assert_eq!(c.name(0x9001), names(0x9001));
+        }
+        assert_eq!(ASKED.load(Ordering::Relaxed), 2, "two addresses, two lookups");
+        // Addresses that share a slot evict each other but never get each other's name.
+        for a in (0..5000u64).map(|i| 0x1000 + i * 0x40) {
+            assert_eq!(c.name(a), names(a), "{a:#x}");
+        }
+        assert_eq!(c.name(u64::MAX), names(u64::MAX), "the empty-slot marker is looked up too");
+    }
+
     /// The connection's send buffer is full exactly when the snapshot's last
     /// line has gone: the trailer waits in `pending` and goes once there is
     /// room, and the body is complete only then (a trailer sent into a full
@@ -323,7 +395,7 @@ mod tests {
                 polls += 1;
                 // A send buffer that takes 50 bytes a poll, and none on the
                 // first poll after the trailer was queued.
-                let full = t.ended && !t.pending.is_empty() && !refused;
+                let full = t.ended && t.unsent() > 0 && !refused;
                 refused |= full;
                 let mut room = if full { 0 } else { 50 };
                 let (done, n) = t.fill(4096, |b| {
