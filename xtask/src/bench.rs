@@ -117,20 +117,29 @@ fn run_for(port: u16, run: &mut qemu::Running, serial: &mut String, secs: f64) -
     }
 }
 
-fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, append: &str) -> Result<Vec<Figure>> {
+/// The other downloads, fetched in the boots that name them: their figure
+/// names' stem.
+const OTHER_DOWNLOADS: [(&str, &str); 3] = [("/trace", "trace_text"), ("/trace.json", "trace_json"), ("/trace.dat", "trace_dat")];
+
+fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, append: &str, others: bool) -> Result<Vec<Figure>> {
     let boot = format!("service-{name}");
-    let ((fetches, bytes), serial) = with_service(accel, nic, append, &dir.join(format!("{boot}.log")), |port, run, serial| {
+    let paths: Vec<(&str, &str)> = std::iter::once(("/trace.ctf.tar", "trace_ctf")).chain(OTHER_DOWNLOADS.into_iter().filter(|_| others)).collect();
+    let (got, serial) = with_service(accel, nic, append, &dir.join(format!("{boot}.log")), |port, run, serial| {
         // Full rings first: a few seconds of the patching loop and the workers.
         run_for(port, run, serial, 5.0)?;
-        let mut rates = Vec::new();
-        let mut size = 0;
-        for _ in 0..3 {
-            let (b, s) = fetch(port, "/trace.ctf.tar")?;
-            rates.push(b as f64 / s / 1e6);
-            size = b;
+        let mut got = Vec::new();
+        for (path, stem) in &paths {
+            let mut rates = Vec::new();
+            let mut size = 0;
+            for _ in 0..3 {
+                let (b, s) = fetch(port, path)?;
+                rates.push(b as f64 / s / 1e6);
+                size = b;
+            }
+            rates.sort_by(f64::total_cmp);
+            got.push((*stem, rates, size));
         }
-        rates.sort_by(f64::total_cmp);
-        Ok((rates, size))
+        Ok(got)
     })?;
     let mut f = Vec::new();
     if let Some(t) = stamp_of(&serial, "CPUs online") {
@@ -139,10 +148,12 @@ fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, app
     if let Some(t) = stamp_of(&serial, "net: listening") {
         f.push(fig("boot_to_network_ready", t * 1e3, "ms", &boot));
     }
-    f.push(fig("trace_ctf_fetch_bytes", bytes as f64, "B", &boot));
-    f.push(fig("trace_ctf_fetch_min", fetches[0], "MB/s", &boot));
-    f.push(fig("trace_ctf_fetch_median", fetches[1], "MB/s", &boot));
-    f.push(fig("trace_ctf_fetch_best", fetches[2], "MB/s", &boot));
+    for (stem, rates, bytes) in got {
+        f.push(fig(format!("{stem}_fetch_bytes"), bytes as f64, "B", &boot));
+        f.push(fig(format!("{stem}_fetch_min"), rates[0], "MB/s", &boot));
+        f.push(fig(format!("{stem}_fetch_median"), rates[1], "MB/s", &boot));
+        f.push(fig(format!("{stem}_fetch_best"), rates[2], "MB/s", &boot));
+    }
     Ok(f)
 }
 
@@ -192,6 +203,11 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
     }
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000-patching-no-workers") {
         f.push(fig("ratio_fetch_appliance_e1000_patching_no_workers_per_peer_flipping", a / m.fetch_flipping_mb_s[1], "", "ratio"));
+    }
+    for (_, stem) in OTHER_DOWNLOADS {
+        if let Some(a) = find(&format!("{stem}_fetch_median"), "service-e1000-patching-no-workers") {
+            f.push(fig(format!("ratio_fetch_{stem}_appliance_e1000_patching_no_workers_per_peer_flipping"), a / m.fetch_flipping_mb_s[1], "", "ratio"));
+        }
     }
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000-patch-off") {
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));
@@ -267,7 +283,7 @@ pub fn main(args: &BenchArgs) -> Result<()> {
         ("e1000-patch-off", "e1000", "patch=off"),
     ] {
         println!("== service boot with {name} ({append}): boot to network, /trace.ctf.tar fetch");
-        figs.extend(service_bench(accel, &dir, name, nic, append)?);
+        figs.extend(service_bench(accel, &dir, name, nic, append, name == "e1000-patching-no-workers")?);
     }
     let mut notes = Vec::new();
     if !args.no_peer {
