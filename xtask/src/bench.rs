@@ -117,6 +117,9 @@ fn run_for(port: u16, run: &mut qemu::Running, serial: &mut String, secs: f64) -
     }
 }
 
+/// Seconds over which the patching loop's pace is taken.
+const PACE_SECS: f64 = 4.0;
+
 /// The other downloads, fetched in the boots that name them: their figure
 /// names' stem.
 const OTHER_DOWNLOADS: [(&str, &str); 3] = [("/trace", "trace_text"), ("/trace.json", "trace_json"), ("/trace.dat", "trace_dat")];
@@ -127,6 +130,23 @@ fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, app
     let (got, serial) = with_service(accel, nic, append, &dir.join(format!("{boot}.log")), |port, run, serial| {
         // Full rings first: a few seconds of the patching loop and the workers.
         run_for(port, run, serial, 5.0)?;
+        // The patching loop's pace without a client, then while CTF
+        // downloads run back to back: batches (every site flipped once) per
+        // second of the guest's time.
+        let pace = |during: &mut dyn FnMut() -> std::result::Result<(), String>| -> std::result::Result<f64, String> {
+            let a = qemu::status(port)?;
+            during()?;
+            let b = qemu::status(port)?;
+            Ok((b.patching.batches - a.patching.batches) as f64 / ((b.uptime_ns - a.uptime_ns) as f64 / 1e9))
+        };
+        let idle = pace(&mut || run_for(port, run, serial, PACE_SECS))?;
+        let fetching = pace(&mut || {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs_f64(PACE_SECS) {
+                fetch(port, "/trace.ctf.tar")?;
+            }
+            Ok(())
+        })?;
         let mut got = Vec::new();
         for (path, stem) in &paths {
             let mut rates = Vec::new();
@@ -139,8 +159,9 @@ fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, app
             rates.sort_by(f64::total_cmp);
             got.push((*stem, rates, size));
         }
-        Ok(got)
+        Ok((got, idle, fetching))
     })?;
+    let (got, idle, fetching) = got;
     let mut f = Vec::new();
     if let Some(t) = stamp_of(&serial, "CPUs online") {
         f.push(fig("boot_to_smp_online", t * 1e3, "ms", &boot));
@@ -148,6 +169,8 @@ fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, app
     if let Some(t) = stamp_of(&serial, "net: listening") {
         f.push(fig("boot_to_network_ready", t * 1e3, "ms", &boot));
     }
+    f.push(fig("patch_batches_per_s_idle", idle, "1/s", &boot));
+    f.push(fig("patch_batches_per_s_fetching", fetching, "1/s", &boot));
     for (stem, rates, bytes) in got {
         f.push(fig(format!("{stem}_fetch_bytes"), bytes as f64, "B", &boot));
         f.push(fig(format!("{stem}_fetch_min"), rates[0], "MB/s", &boot));
