@@ -22,6 +22,9 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
+/// trace.dat's kallsyms text, made at the first `/trace.dat`.
+static KALLSYMS: spin::Once<String> = spin::Once::new();
+
 /// Largest request head accepted.
 const MAX_REQUEST: usize = appliance::http::MAX_HEAD;
 
@@ -643,8 +646,11 @@ pub fn poll() -> bool {
                     }
                     (Some("/trace.dat"), _) => {
                         let rings = crate::events::RINGS.get().map_or(&[][..], |r| r.as_slice());
-                        let syms = kernel::debug::backtrace::table().map(|t| (0..t.len()).filter_map(move |i| t.get(i)).map(|s| (s.addr, s.len, s.name)));
-                        let body = appliance::trace::dat::snapshot(rings, syms.into_iter().flatten());
+                        let kallsyms = KALLSYMS.call_once(|| {
+                            let syms = kernel::debug::backtrace::table().map(|t| (0..t.len()).filter_map(move |i| t.get(i)).map(|s| (s.addr, s.len, s.name)));
+                            appliance::trace::dat::kallsyms(syms.into_iter().flatten())
+                        });
+                        let body = appliance::trace::dat::snapshot(rings, kallsyms);
                         let mut out = alloc::format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
                         out.extend_from_slice(&body);
                         downloads += 1;

@@ -260,9 +260,26 @@ const OPTION_DONE: u16 = 0;
 const OPTION_CPUSTAT: u16 = 2;
 const OPTION_TRACECLOCK: u16 = 4;
 
-/// A trace.dat of per-CPU snapshots; `symbols` are `(address, length,
-/// name)` of the kernel's functions, for kallsyms.
-pub fn file<'a>(cpus: &[CpuSnapshot], symbols: impl Iterator<Item = (u64, u32, &'a str)>) -> Vec<u8> {
+/// The kallsyms section's text: `symbols` are `(address, length, name)` of
+/// the kernel's functions. The same for every download (the service makes
+/// it once: 10,000 formatted lines are most of a download's fixed cost).
+pub fn kallsyms<'a>(symbols: impl Iterator<Item = (u64, u32, &'a str)>) -> String {
+    let (mut kallsyms, mut last_end) = (String::new(), 0u64);
+    for (addr, len, name) in symbols {
+        // kallsyms lines split on white space: demangled names may hold some.
+        let _ = writeln!(kallsyms, "{addr:016x} T {}", name.replace([' ', '\t'], "_"));
+        last_end = last_end.max(addr + len as u64);
+    }
+    // Readers resolve an address to the symbol below it only when another
+    // follows: mark where the last function ends.
+    if last_end > 0 {
+        let _ = writeln!(kallsyms, "{last_end:016x} T __symbols_end");
+    }
+    kallsyms
+}
+
+/// A trace.dat of per-CPU snapshots, with the `kallsyms` section's text.
+pub fn file(cpus: &[CpuSnapshot], kallsyms: &str) -> Vec<u8> {
     let mut o = Out(Vec::new());
     o.bytes(&[0x17, 0x08, 0x44]);
     o.bytes(b"tracing6\0");
@@ -278,17 +295,6 @@ pub fn file<'a>(cpus: &[CpuSnapshot], symbols: impl Iterator<Item = (u64, u32, &
     o.u32(KINDS.len() as u32);
     for k in KINDS {
         o.sized(format(k).as_bytes(), 8);
-    }
-    let (mut kallsyms, mut last_end) = (String::new(), 0u64);
-    for (addr, len, name) in symbols {
-        // kallsyms lines split on white space: demangled names may hold some.
-        let _ = writeln!(kallsyms, "{addr:016x} T {}", name.replace([' ', '\t'], "_"));
-        last_end = last_end.max(addr + len as u64);
-    }
-    // Readers resolve an address to the symbol below it only when another
-    // follows: mark where the last function ends.
-    if last_end > 0 {
-        let _ = writeln!(kallsyms, "{last_end:016x} T __symbols_end");
     }
     o.sized(kallsyms.as_bytes(), 4);
     o.u32(0); // no trace_printk formats
@@ -324,9 +330,9 @@ pub fn file<'a>(cpus: &[CpuSnapshot], symbols: impl Iterator<Item = (u64, u32, &
 }
 
 /// A snapshot of every CPU's rings as a trace.dat.
-pub fn snapshot<'a>(rings: &[CpuRings], symbols: impl Iterator<Item = (u64, u32, &'a str)>) -> Vec<u8> {
+pub fn snapshot(rings: &[CpuRings], kallsyms: &str) -> Vec<u8> {
     let cpus: Vec<CpuSnapshot> = rings.iter().map(CpuRings::snapshot).collect();
-    file(&cpus, symbols)
+    file(&cpus, kallsyms)
 }
 
 #[cfg(test)]
@@ -406,7 +412,7 @@ mod tests {
             CpuSnapshot { events: std::vec![], lost_before: 0, lost_after: 4, produced: 4 },
         ];
         let syms = [(0x20_1000u64, 0x40, "appliance::traced::traced_0"), (0x20_1800, 0x10, "<a as b>::c")];
-        let f = file(&cpus, syms.iter().copied());
+        let f = file(&cpus, &kallsyms(syms.iter().copied()));
         assert_eq!(&f[..12], b"\x17\x08\x44tracing6\0");
         assert_eq!((f[12], f[13]), (0, 8), "little-endian, 8-byte longs");
         assert_eq!(u32::from_le_bytes(f[14..18].try_into().unwrap()), 4096);
