@@ -11,30 +11,80 @@ pub fn ctx_name(ctx: u8) -> &'static str {
     ["task", "irq", "nmi"].get(ctx as usize).copied().unwrap_or("?")
 }
 
+/// `v` in decimal, right-aligned in `width` columns filled with `fill`
+/// (`{:0w}` / `{:w}` of `core::fmt`, without its machinery: a trace
+/// download formats several numbers per event).
+pub fn push_dec(out: &mut String, v: u64, width: usize, fill: char) {
+    let mut digits = [0u8; 20];
+    let (mut n, mut at) = (v, digits.len());
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for _ in (digits.len() - at)..width {
+        out.push(fill);
+    }
+    // ASCII digits.
+    out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or("?"));
+}
+
+/// `v` as `{:#x}`.
+pub fn push_hex(out: &mut String, v: u64) {
+    let mut digits = [0u8; 16];
+    let (mut n, mut at) = (v, digits.len());
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str("0x");
+    out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or("?"));
+}
+
 /// `  [001] nmi       12.345678: func <-parent` (names, else hex addresses);
 /// other kinds: `  [000] task      1.000000: patch_batch sites=256 dur_ns=812000`.
 pub fn ftrace_line(out: &mut String, e: &Event, name: Option<&str>, parent: Option<&str>) {
-    let _ = write!(out, "  [{:03}] {:<4} {:6}.{:06}: ", e.cpu, ctx_name(e.ctx), e.ts_ns / 1_000_000_000, (e.ts_ns / 1000) % 1_000_000);
+    out.push_str("  [");
+    push_dec(out, e.cpu as u64, 3, '0');
+    out.push_str("] ");
+    let ctx = ctx_name(e.ctx);
+    out.push_str(ctx);
+    for _ in ctx.len()..4 {
+        out.push(' ');
+    }
+    out.push(' ');
+    push_dec(out, e.ts_ns / 1_000_000_000, 6, ' ');
+    out.push('.');
+    push_dec(out, (e.ts_ns / 1000) % 1_000_000, 6, '0');
+    out.push_str(": ");
     if e.kind != Kind::Function {
-        let _ = write!(out, "{} {}={}", e.kind.name(), arg_name(e.kind), e.arg);
+        out.push_str(e.kind.name());
+        out.push(' ');
+        out.push_str(arg_name(e.kind));
+        out.push('=');
+        push_dec(out, e.arg, 0, ' ');
         if e.dur_ns > 0 {
-            let _ = write!(out, " dur_ns={}", e.dur_ns);
+            out.push_str(" dur_ns=");
+            push_dec(out, e.dur_ns, 0, ' ');
         }
         out.push('\n');
         return;
     }
     match name {
         Some(n) => out.push_str(n),
-        None => {
-            let _ = write!(out, "{:#x}", e.ip);
-        }
+        None => push_hex(out, e.ip),
     }
     out.push_str(" <-");
     match parent {
         Some(n) => out.push_str(n),
-        None => {
-            let _ = write!(out, "{:#x}", e.parent);
-        }
+        None => push_hex(out, e.parent),
     }
     out.push('\n');
 }
@@ -47,16 +97,25 @@ pub fn lost_line(out: &mut String, cpu: usize, lost: u64) {
 /// A JSON string literal.
 pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    // Runs without a byte to escape go in whole (the escaped bytes are
+    // ASCII, so every run ends on a character boundary).
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            out.push_str(&s[run..i]);
+            match b {
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                c => {
+                    out.push_str("\\u00");
+                    out.push(char::from(b"0123456789abcdef"[(c >> 4) as usize]));
+                    out.push(char::from(b"0123456789abcdef"[(c & 15) as usize]));
+                }
             }
-            c => out.push(c),
+            run = i + 1;
         }
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -66,21 +125,37 @@ pub fn json_str(out: &mut String, s: &str) {
 pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
     out.push_str("{\"name\":");
     json_str(out, if e.kind == Kind::Function { name } else { e.kind.name() });
-    let _ = write!(out, ",\"cat\":\"{}\"", ctx_name(e.ctx));
+    out.push_str(",\"cat\":\"");
+    out.push_str(ctx_name(e.ctx));
+    out.push('"');
+    // Microseconds with three decimals.
+    let us = |out: &mut String, ns: u64| {
+        push_dec(out, ns / 1000, 0, ' ');
+        out.push('.');
+        push_dec(out, ns % 1000, 3, '0');
+    };
     if e.dur_ns > 0 {
-        let start = e.ts_ns.saturating_sub(e.dur_ns);
-        let _ = write!(out, ",\"ph\":\"X\",\"ts\":{}.{:03},\"dur\":{}.{:03}", start / 1000, start % 1000, e.dur_ns / 1000, e.dur_ns % 1000);
+        out.push_str(",\"ph\":\"X\",\"ts\":");
+        us(out, e.ts_ns.saturating_sub(e.dur_ns));
+        out.push_str(",\"dur\":");
+        us(out, e.dur_ns);
     } else {
-        let _ = write!(out, ",\"ph\":\"i\",\"s\":\"t\",\"ts\":{}.{:03}", e.ts_ns / 1000, e.ts_ns % 1000);
+        out.push_str(",\"ph\":\"i\",\"s\":\"t\",\"ts\":");
+        us(out, e.ts_ns);
     }
-    let _ = write!(out, ",\"pid\":0,\"tid\":{},\"args\":{{", e.cpu);
+    out.push_str(",\"pid\":0,\"tid\":");
+    push_dec(out, e.cpu as u64, 0, ' ');
+    out.push_str(",\"args\":{");
     match e.kind {
         Kind::Function => {
             out.push_str("\"parent\":");
             json_str(out, parent);
         }
         k => {
-            let _ = write!(out, "\"{}\":{}", arg_name(k), e.arg);
+            out.push('"');
+            out.push_str(arg_name(k));
+            out.push_str("\":");
+            push_dec(out, e.arg, 0, ' ');
         }
     }
     out.push_str("}}");
@@ -139,6 +214,24 @@ mod tests {
     }
 
     #[test]
+    fn numbers_as_core_fmt_writes_them() {
+        for v in [0u64, 1, 9, 10, 999, 1000, 123_456, 9_999_999, u32::MAX as u64, u64::MAX] {
+            for (width, fill) in [(0, ' '), (3, '0'), (6, ' '), (6, '0'), (25, ' ')] {
+                let mut s = String::new();
+                push_dec(&mut s, v, width, fill);
+                let want = if fill == '0' { std::format!("{v:0width$}") } else { std::format!("{v:width$}") };
+                assert_eq!(s, want, "{v} in {width} filled with {fill:?}");
+            }
+            let mut s = String::new();
+            push_hex(&mut s, v);
+            assert_eq!(s, std::format!("{v:#x}"));
+        }
+        let mut s = String::new();
+        ftrace_line(&mut s, &Event { cpu: 1234, ctx: 9, ts_ns: 1_234_567_000_000_001, ..ev() }, Some("f"), Some("g"));
+        assert_eq!(s, "  [1234] ?    1234567.000000: f <-g\n", "wider than the columns, an unknown context");
+    }
+
+    #[test]
     fn chrome_events_are_json() {
         let mut s = String::new();
         chrome_event(&mut s, &ev(), "a\"b", "c\\d\n");
@@ -146,6 +239,15 @@ mod tests {
             s,
             r#"{"name":"a\"b","cat":"nmi","ph":"i","s":"t","ts":12345678.901,"pid":0,"tid":1,"args":{"parent":"c\\d\u000a"}}"#
         );
+    }
+
+    #[test]
+    fn json_strings_round_trip() {
+        for text in ["", "plain", "é<core::fmt::Write>\u{1f}\"\\end", "\u{7f}ü\n\t"] {
+            let mut s = String::new();
+            json_str(&mut s, text);
+            assert_eq!(serde_json::from_str::<std::string::String>(&s).unwrap(), text, "{s}");
+        }
     }
 
     #[test]

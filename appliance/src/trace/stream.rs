@@ -138,6 +138,12 @@ impl<'r> TraceStream<'r> {
     /// the snapshot is extended to what was written since and the next call
     /// goes on). Call it once `pending` has been sent.
     pub fn next_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        self.next_into(&mut line).then_some(line)
+    }
+
+    /// `next_line`, appended to `out`; false when there was none.
+    fn next_into(&mut self, out: &mut String) -> bool {
         // Read ahead one event per ring; report overwritten ones as lost where they were.
         for k in 0..self.cursors.len() {
             let c = &mut self.cursors[k];
@@ -149,7 +155,8 @@ impl<'r> TraceStream<'r> {
                 if st.lost > 0 {
                     let cpu = c.cpu;
                     self.lost(cpu, st.lost);
-                    return Some(self.take_pending());
+                    out.push_str(&self.take_pending());
+                    return true;
                 }
             }
         }
@@ -172,27 +179,34 @@ impl<'r> TraceStream<'r> {
                     self.lost(cpu, n);
                 }
             }
-            return (!self.pending.is_empty()).then(|| self.take_pending());
+            let any = !self.pending.is_empty();
+            out.push_str(&self.take_pending());
+            return any;
         };
-        let e = self.cursors[i].ahead.take()?;
+        let Some(e) = self.cursors[i].ahead.take() else { return false };
         self.kept_total += 1;
         let (name, parent) = (self.symbols.name(e.ip), self.symbols.name(e.parent.wrapping_sub(1)));
-        let mut line = String::new();
         if self.json {
             // One Chrome trace event: an instant event per traced call, thread = CPU.
             if !self.first {
-                line.push_str(",\n");
+                out.push_str(",\n");
             }
             self.first = false;
             // Outside every function: the address, as the text trace shows it.
-            let hex = |a: u64| alloc::format!("{a:#x}");
-            let name = name.map_or_else(|| hex(e.ip), String::from);
-            let parent = parent.map_or_else(|| hex(e.parent), String::from);
-            encode::chrome_event(&mut line, &e, &name, &parent);
+            let (mut ip, mut from) = (String::new(), String::new());
+            let name = name.unwrap_or_else(|| {
+                encode::push_hex(&mut ip, e.ip);
+                &ip
+            });
+            let parent = parent.unwrap_or_else(|| {
+                encode::push_hex(&mut from, e.parent);
+                &from
+            });
+            encode::chrome_event(out, &e, name, parent);
         } else {
-            encode::ftrace_line(&mut line, &e, name, parent);
+            encode::ftrace_line(out, &e, name, parent);
         }
-        Some(line)
+        true
     }
 
     /// Lines produced by the accounting (markers), as one string.
@@ -240,19 +254,18 @@ impl<'r> TraceStream<'r> {
     /// Lines into `pending` up to `BATCH` bytes; the trailer after the last.
     /// (`next_line` leaves its loss markers in `pending`: it is empty here.)
     fn produce(&mut self) {
-        let mut out = core::mem::take(&mut self.pending);
+        // Empty: its allocation is reused.
+        let mut out = String::from_utf8(core::mem::take(&mut self.pending)).unwrap_or_default();
         while out.len() < BATCH {
-            match self.next_line() {
-                Some(l) => out.extend_from_slice(l.as_bytes()),
-                None if self.follow => break,
-                None => {
-                    out.extend_from_slice(self.trailer().as_bytes());
+            if !self.next_into(&mut out) {
+                if !self.follow {
+                    out.push_str(&self.trailer());
                     self.ended = true;
-                    break;
                 }
+                break;
             }
         }
-        self.pending = out;
+        self.pending = out.into_bytes();
     }
 
     /// What ends the download: the books (kept + lost = produced).
