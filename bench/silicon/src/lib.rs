@@ -45,6 +45,9 @@ pub struct Torn {
     pub bytes: [u8; 5],
 }
 
+/// Batches timed per batch size (odd: the median is one of them).
+pub const BATCH_REPETITIONS: usize = 9;
+
 /// What one run measured.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -68,8 +71,27 @@ pub struct Report {
     /// Calls the workers made, and calls that reached the trampoline.
     pub calls: u64,
     pub traced: u64,
-    /// (batch size, mean ns per batch) for 1, 10, ... sites.
-    pub batch_timings: Vec<(usize, u64)>,
+    /// Batch timings for 1, 10, ... sites.
+    pub batch_timings: Vec<BatchTiming>,
+}
+
+/// One batch size: each of `repetitions` batches (switching on and off in
+/// turn) timed alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchTiming {
+    pub sites: usize,
+    pub min_ns: u64,
+    pub median_ns: u64,
+    pub max_ns: u64,
+    pub repetitions: usize,
+}
+
+impl BatchTiming {
+    /// The timing of `sites`-site batches from their times (ns, any order; not empty).
+    pub fn of(sites: usize, mut ns: Vec<u64>) -> BatchTiming {
+        ns.sort_unstable();
+        BatchTiming { sites, min_ns: ns[0], median_ns: ns[ns.len() / 2], max_ns: ns[ns.len() - 1], repetitions: ns.len() }
+    }
 }
 
 // ---- state shared with the signal handlers (atomics only) ----
@@ -478,15 +500,19 @@ fn run_pinned(opts: &Options) -> std::io::Result<Report> {
             }
             apply(plat, opts.strategy, batch, workers).map_err(|e| std::io::Error::other(format!("{e:?}")))
         };
-        // Batch timings (on then off, a few times each).
+        // Batch timings: 9 batches of each size (on, off, on, ...), each timed alone.
         for &size in opts.batch_sizes.iter().filter(|&&k| k <= n) {
-            let reps = 5;
-            let t = Instant::now();
-            for _ in 0..reps {
-                flip(&mut plat, 0..size, true, &mut batch)?;
+            let mut ns = Vec::new();
+            for rep in 0..BATCH_REPETITIONS {
+                let t = Instant::now();
+                flip(&mut plat, 0..size, rep % 2 == 0, &mut batch)?;
+                ns.push(t.elapsed().as_nanos() as u64);
+            }
+            // Leave every site off, as the loop below expects.
+            if BATCH_REPETITIONS % 2 == 1 {
                 flip(&mut plat, 0..size, false, &mut batch)?;
             }
-            report.batch_timings.push((size, t.elapsed().as_nanos() as u64 / (2 * reps)));
+            report.batch_timings.push(BatchTiming::of(size, ns));
         }
         let (rounds0, ns0) = (plat.sync_rounds, plat.sync_ns);
         let start = Instant::now();
@@ -549,7 +575,11 @@ impl Report {
     pub fn to_json(&self) -> serde_json::Value {
         let torn: Vec<serde_json::Value> =
             self.torn_samples.iter().map(|t| serde_json::json!({"site": t.site_index, "signal": t.signal, "bytes": format!("{:02x?}", t.bytes)})).collect();
-        let timings: Vec<serde_json::Value> = self.batch_timings.iter().map(|(s, ns)| serde_json::json!({"sites": s, "ns_per_batch": ns})).collect();
+        let timings: Vec<serde_json::Value> = self
+            .batch_timings
+            .iter()
+            .map(|t| serde_json::json!({"sites": t.sites, "ns_per_batch": t.median_ns, "min_ns": t.min_ns, "max_ns": t.max_ns, "repetitions": t.repetitions}))
+            .collect();
         serde_json::json!({
             "strategy": self.strategy,
             "seconds": (self.seconds * 10.0).round() / 10.0,

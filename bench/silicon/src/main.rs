@@ -102,8 +102,11 @@ fn main() {
                     "{:<12} {:.0} s, {} CPUs: cycles={} sites={} batches={} sync_rounds={} ({} ns each) int3_emulations={} late_traps={} torn={} calls={} traced={}",
                     r.strategy, r.seconds, r.cpus, r.cycles, r.sites, r.batches, r.sync_rounds, r.sync_round_ns, r.int3_emulations, r.late_traps, r.torn, r.calls, r.traced
                 );
-                for (size, ns) in &r.batch_timings {
-                    println!("{:<12}   batch of {size:>5} sites: {ns:>10} ns ({} ns/site)", "", ns / *size as u64);
+                for t in &r.batch_timings {
+                    println!(
+                        "{:<12}   batch of {:>5} sites: {:>9} / {:>9} / {:>9} ns, min / median / max of {} ({} ns/site at the median)",
+                        "", t.sites, t.min_ns, t.median_ns, t.max_ns, t.repetitions, t.median_ns / t.sites as u64
+                    );
                 }
                 for t in &r.torn_samples {
                     println!("{:<12}   torn: site {} signal {} bytes {:02x?}", "", t.site_index, t.signal, t.bytes);

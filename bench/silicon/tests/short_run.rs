@@ -19,6 +19,9 @@ fn strategies_on_this_cpu() {
     assert_eq!(r.sync_rounds, 3 * r.batches, "three sync rounds per batch");
     assert!(r.traced > 0, "no call went through the trampoline");
     assert_eq!(r.batch_timings.len(), 2);
+    for t in &r.batch_timings {
+        assert!(t.repetitions == silicon::BATCH_REPETITIONS && t.min_ns <= t.median_ns && t.median_ns <= t.max_ns && t.min_ns > 0, "{t:?}");
+    }
 
     let r = run(&opts(Strategy::StopMachine)).expect("stop_machine run");
     assert_eq!(r.torn, 0, "torn executions with every worker parked: {:?}", r.torn_samples);
