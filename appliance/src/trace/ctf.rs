@@ -290,7 +290,8 @@ impl Archive {
             }
             Piece::Pad(f, n) => {
                 buf[..n].fill(0);
-                (n, if f < self.cpus.len() { Piece::Header(f + 1) } else { Piece::End(1024) })
+                // The file now ends on a block.
+                (n, after_file(f, 0))
             }
             Piece::End(left) => {
                 let n = left.min(512);

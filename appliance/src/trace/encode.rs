@@ -32,13 +32,16 @@ pub fn push_dec(out: &mut String, v: u64, width: usize, fill: char) {
     out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or("?"));
 }
 
+/// Lower-case hexadecimal digits.
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// `v` as `{:#x}`.
 pub fn push_hex(out: &mut String, v: u64) {
     let mut digits = [0u8; 16];
     let (mut n, mut at) = (v, digits.len());
     loop {
         at -= 1;
-        digits[at] = b"0123456789abcdef"[(n & 15) as usize];
+        digits[at] = HEX[(n & 15) as usize];
         n >>= 4;
         if n == 0 {
             break;
@@ -108,8 +111,8 @@ pub fn json_str(out: &mut String, s: &str) {
                 b'\\' => out.push_str("\\\\"),
                 c => {
                     out.push_str("\\u00");
-                    out.push(char::from(b"0123456789abcdef"[(c >> 4) as usize]));
-                    out.push(char::from(b"0123456789abcdef"[(c & 15) as usize]));
+                    out.push(char::from(HEX[(c >> 4) as usize]));
+                    out.push(char::from(HEX[(c & 15) as usize]));
                 }
             }
             run = i + 1;
