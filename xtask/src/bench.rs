@@ -99,6 +99,24 @@ fn fetch(port: u16, path: &str) -> std::result::Result<(usize, f64), String> {
     Ok((buf.len(), t.elapsed().as_secs_f64()))
 }
 
+/// MB/s of `n` fetches of `path` through `fetch` (>= 1), sorted, and the
+/// size of the last.
+pub(crate) fn fetch_rates(
+    fetch: impl Fn(u16, &str) -> std::result::Result<(usize, f64), String>,
+    port: u16,
+    path: &str,
+    n: usize,
+) -> std::result::Result<(Vec<f64>, usize), String> {
+    let (mut rates, mut size) = (Vec::new(), 0);
+    for _ in 0..n {
+        let (b, s) = fetch(port, path)?;
+        rates.push(b as f64 / s / 1e6);
+        size = b;
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok((rates, size))
+}
+
 fn status_nmis(port: u16) -> std::result::Result<(f64, Vec<u64>, u64), String> {
     let st = qemu::status(port)?;
     Ok((st.uptime_ns as f64 / 1e9, st.cpus.iter().map(|c| c.nmis).collect(), st.patching.cycles))
@@ -149,14 +167,7 @@ fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, app
         })?;
         let mut got = Vec::new();
         for (path, stem) in &paths {
-            let mut rates = Vec::new();
-            let mut size = 0;
-            for _ in 0..3 {
-                let (b, s) = fetch(port, path)?;
-                rates.push(b as f64 / s / 1e6);
-                size = b;
-            }
-            rates.sort_by(f64::total_cmp);
+            let (rates, size) = fetch_rates(fetch, port, path, 3)?;
             got.push((*stem, rates, size));
         }
         Ok((got, idle, fetching))

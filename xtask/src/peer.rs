@@ -262,13 +262,7 @@ pub fn measure(
     let (dd_off_ns, dd_on_ns, dd_events) = dd[DD_REPS / 2];
     // MB/s of `fetches` fetches of `path`, sorted.
     let rates_of = |path: &str, what: &str| -> Result<Vec<f64>> {
-        let mut rates = Vec::new();
-        for _ in 0..fetches {
-            let (b, s) = fetch(port, path).map_err(|e| format!("peer {path}{what}: {e}"))?;
-            rates.push(b as f64 / s / 1e6);
-        }
-        rates.sort_by(f64::total_cmp);
-        Ok(rates)
+        Ok(crate::bench::fetch_rates(&fetch, port, path, fetches).map_err(|e| format!("peer {path}{what}: {e}"))?.0)
     };
     let rates = rates_of("/file", "")?;
     let small = rates_of("/small", "")?;
