@@ -11,25 +11,35 @@ pub fn ctx_name(ctx: u8) -> &'static str {
     ["task", "irq", "nmi"].get(ctx as usize).copied().unwrap_or("?")
 }
 
+/// Append ASCII bytes to a string, in one copy.
+fn push_ascii(out: &mut String, bytes: &[u8]) {
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: every caller passes ASCII (digits, `0x`, ASCII fill), which
+    // is valid UTF-8 on its own: the string stays valid UTF-8.
+    unsafe { out.as_mut_vec() }.extend_from_slice(bytes);
+}
+
 /// `v` in decimal, right-aligned in `width` columns filled with `fill`
 /// (`{:0w}` / `{:w}` of `core::fmt`, without its machinery: a trace
-/// download formats several numbers per event).
-pub fn push_dec(out: &mut String, v: u64, width: usize, fill: char) {
-    let mut digits = [0u8; 20];
-    let (mut n, mut at) = (v, digits.len());
+/// download formats several numbers per event). `fill` is ASCII.
+pub fn push_dec(out: &mut String, v: u64, width: usize, fill: u8) {
+    assert!(fill.is_ascii(), "push_dec fills with ASCII");
+    // 20 digits hold u64::MAX; wider columns start with the rest of the fill.
+    const COLS: usize = 20;
+    for _ in COLS..width {
+        push_ascii(out, &[fill]);
+    }
+    let mut cols = [fill; COLS];
+    let (mut n, mut at) = (v, COLS);
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        cols[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    for _ in (digits.len() - at)..width {
-        out.push(fill);
-    }
-    // ASCII digits.
-    out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or("?"));
+    push_ascii(out, &cols[at.min(COLS.saturating_sub(width))..]);
 }
 
 /// Lower-case hexadecimal digits.
@@ -37,7 +47,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `v` as `{:#x}`.
 pub fn push_hex(out: &mut String, v: u64) {
-    let mut digits = [0u8; 16];
+    let mut digits = [0u8; 18];
     let (mut n, mut at) = (v, digits.len());
     loop {
         at -= 1;
@@ -47,15 +57,73 @@ pub fn push_hex(out: &mut String, v: u64) {
             break;
         }
     }
-    out.push_str("0x");
-    out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or("?"));
+    digits[at - 2..at].copy_from_slice(b"0x");
+    push_ascii(out, &digits[at - 2..]);
 }
 
 /// `  [001] nmi       12.345678: func <-parent` (names, else hex addresses);
 /// other kinds: `  [000] task      1.000000: patch_batch sites=256 dur_ns=812000`.
 pub fn ftrace_line(out: &mut String, e: &Event, name: Option<&str>, parent: Option<&str>) {
+    ftrace_head(out, e);
+    if e.kind == Kind::Function {
+        function_tail(out, e, name, parent);
+        return;
+    }
+    out.push_str(e.kind.name());
+    out.push(' ');
+    out.push_str(arg_name(e.kind));
+    out.push('=');
+    push_dec(out, e.arg, 0, b' ');
+    if e.dur_ns > 0 {
+        out.push_str(" dur_ns=");
+        push_dec(out, e.dur_ns, 0, b' ');
+    }
+    out.push('\n');
+}
+
+/// Where a text line's head has its fields when they fit their columns.
+const HEAD: &[u8; 28] = b"  [000] ctx_ ssssss.uuuuuu: ";
+const HEAD_CPU: core::ops::Range<usize> = 3..6;
+const HEAD_CTX: core::ops::Range<usize> = 8..12;
+const HEAD_SECS: core::ops::Range<usize> = 13..19;
+const HEAD_MICROS: core::ops::Range<usize> = 20..26;
+
+/// `v` in decimal, right-aligned in `cols` filled with `fill`; false
+/// (and `cols` garbage) when it does not fit.
+fn dec_in(cols: &mut [u8], mut v: u64, fill: u8) -> bool {
+    for i in (0..cols.len()).rev() {
+        cols[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            cols[..i].fill(fill);
+            return true;
+        }
+    }
+    false
+}
+
+/// A text line up to its body: `  [001] nmi       12.345678: `. Built in
+/// place in one buffer and appended in one copy (a download formats one per
+/// event); a CPU, context or time wider than its column takes the general way.
+pub fn ftrace_head(out: &mut String, e: &Event) {
+    let mut h = *HEAD;
+    let ctx = match e.ctx {
+        0 => Some(b"task"),
+        1 => Some(b"irq "),
+        2 => Some(b"nmi "),
+        _ => None,
+    };
+    if let Some(ctx) = ctx
+        && dec_in(&mut h[HEAD_CPU], e.cpu as u64, b'0')
+        && dec_in(&mut h[HEAD_SECS], e.ts_ns / 1_000_000_000, b' ')
+        && dec_in(&mut h[HEAD_MICROS], (e.ts_ns / 1000) % 1_000_000, b'0')
+    {
+        h[HEAD_CTX].copy_from_slice(ctx);
+        push_ascii(out, &h);
+        return;
+    }
     out.push_str("  [");
-    push_dec(out, e.cpu as u64, 3, '0');
+    push_dec(out, e.cpu as u64, 3, b'0');
     out.push_str("] ");
     let ctx = ctx_name(e.ctx);
     out.push_str(ctx);
@@ -63,23 +131,15 @@ pub fn ftrace_line(out: &mut String, e: &Event, name: Option<&str>, parent: Opti
         out.push(' ');
     }
     out.push(' ');
-    push_dec(out, e.ts_ns / 1_000_000_000, 6, ' ');
+    push_dec(out, e.ts_ns / 1_000_000_000, 6, b' ');
     out.push('.');
-    push_dec(out, (e.ts_ns / 1000) % 1_000_000, 6, '0');
+    push_dec(out, (e.ts_ns / 1000) % 1_000_000, 6, b'0');
     out.push_str(": ");
-    if e.kind != Kind::Function {
-        out.push_str(e.kind.name());
-        out.push(' ');
-        out.push_str(arg_name(e.kind));
-        out.push('=');
-        push_dec(out, e.arg, 0, ' ');
-        if e.dur_ns > 0 {
-            out.push_str(" dur_ns=");
-            push_dec(out, e.dur_ns, 0, ' ');
-        }
-        out.push('\n');
-        return;
-    }
+}
+
+/// A function event's body: `func <-parent` and the newline (names, else
+/// hex addresses: the event's `ip`, and its `parent` return address).
+pub fn function_tail(out: &mut String, e: &Event, name: Option<&str>, parent: Option<&str>) {
     match name {
         Some(n) => out.push_str(n),
         None => push_hex(out, e.ip),
@@ -133,9 +193,9 @@ pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
     out.push('"');
     // Microseconds with three decimals.
     let us = |out: &mut String, ns: u64| {
-        push_dec(out, ns / 1000, 0, ' ');
+        push_dec(out, ns / 1000, 0, b' ');
         out.push('.');
-        push_dec(out, ns % 1000, 3, '0');
+        push_dec(out, ns % 1000, 3, b'0');
     };
     if e.dur_ns > 0 {
         out.push_str(",\"ph\":\"X\",\"ts\":");
@@ -147,7 +207,7 @@ pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
         us(out, e.ts_ns);
     }
     out.push_str(",\"pid\":0,\"tid\":");
-    push_dec(out, e.cpu as u64, 0, ' ');
+    push_dec(out, e.cpu as u64, 0, b' ');
     out.push_str(",\"args\":{");
     match e.kind {
         Kind::Function => {
@@ -158,7 +218,7 @@ pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
             out.push('"');
             out.push_str(arg_name(k));
             out.push_str("\":");
-            push_dec(out, e.arg, 0, ' ');
+            push_dec(out, e.arg, 0, b' ');
         }
     }
     out.push_str("}}");
@@ -216,14 +276,31 @@ mod tests {
         assert_eq!(s, "CPU:3 [LOST 1554 EVENTS]\n");
     }
 
+    /// The head built in place and the general way, at and past the edges
+    /// of its columns, read the same as `core::fmt` writes them.
+    #[test]
+    fn line_heads_as_core_fmt_writes_them() {
+        for cpu in [0u16, 7, 999, 1000, 65535] {
+            for ctx in 0..4u8 {
+                for ts_ns in [0u64, 999, 1_000, 999_999_999, 1_000_000_000, 999_999_999_999_999, 1_000_000_000_000_000, u64::MAX] {
+                    let e = Event { cpu, ctx, ts_ns, ..ev() };
+                    let mut s = String::new();
+                    ftrace_head(&mut s, &e);
+                    let want = std::format!("  [{cpu:03}] {:<4} {:6}.{:06}: ", ["task", "irq", "nmi", "?"][ctx as usize], ts_ns / 1_000_000_000, ts_ns / 1000 % 1_000_000);
+                    assert_eq!(s, want);
+                }
+            }
+        }
+    }
+
     #[test]
     fn numbers_as_core_fmt_writes_them() {
         for v in [0u64, 1, 9, 10, 999, 1000, 123_456, 9_999_999, u32::MAX as u64, u64::MAX] {
-            for (width, fill) in [(0, ' '), (3, '0'), (6, ' '), (6, '0'), (25, ' ')] {
+            for (width, fill) in [(0, b' '), (3, b'0'), (6, b' '), (6, b'0'), (20, b'0'), (25, b' '), (25, b'0')] {
                 let mut s = String::new();
                 push_dec(&mut s, v, width, fill);
-                let want = if fill == '0' { std::format!("{v:0width$}") } else { std::format!("{v:width$}") };
-                assert_eq!(s, want, "{v} in {width} filled with {fill:?}");
+                let want = if fill == b'0' { std::format!("{v:0width$}") } else { std::format!("{v:width$}") };
+                assert_eq!(s, want, "{v} in {width} filled with {:?}", fill as char);
             }
             let mut s = String::new();
             push_hex(&mut s, v);

@@ -12,7 +12,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::encode;
-use super::ring::{CpuRings, Event};
+use super::ring::{CpuRings, Event, Kind};
 
 /// The function an address is in (the embedded symbol table on the machine).
 pub type Symbolizer = fn(u64) -> Option<&'static str>;
@@ -24,11 +24,17 @@ struct Cursor {
     /// Next index to read, and the end of the snapshot.
     pos: u64,
     end: u64,
-    /// The event read ahead.
-    ahead: Option<Event>,
+    /// Events read ahead, oldest first; `next` is the one to merge next.
+    ahead: Vec<Event>,
+    next: usize,
     /// Events the writer had dropped when they were last accounted.
     dropped: u64,
 }
+
+/// Events read from a ring at a time: one ring read serves several lines.
+const READ_AHEAD: usize = 16;
+/// The timestamp of a cursor with nothing read ahead (the merge skips it).
+const NO_EVENT: u64 = u64::MAX;
 
 /// Lines made at a time for `fill`: fewer, larger sends.
 const BATCH: usize = 4096;
@@ -61,10 +67,45 @@ impl SymbolCache {
     }
 }
 
+/// Function lines' bodies (`func <-parent` and the newline) the text form
+/// made last, direct-mapped by (address, return address): a trace repeats
+/// the same few calls, and a body made once is one copy after that.
+const CACHED_TAILS: usize = 256;
+const _: () = assert!(CACHED_TAILS.is_power_of_two());
+
+struct TailCache {
+    slots: Vec<Option<(u64, u64, String)>>,
+}
+
+impl TailCache {
+    fn new() -> TailCache {
+        TailCache { slots: alloc::vec![None; CACHED_TAILS] }
+    }
+
+    /// The body of function event `e`, its names from `symbols`.
+    fn tail(&mut self, e: &Event, symbols: &mut SymbolCache) -> &str {
+        let key = e.ip ^ e.parent.rotate_left(32);
+        let slot = &mut self.slots[(key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHED_TAILS.trailing_zeros())) as usize];
+        if !matches!(slot, Some((ip, parent, _)) if *ip == e.ip && *parent == e.parent) {
+            let mut t = slot.take().map(|(_, _, t)| t).unwrap_or_default();
+            t.clear();
+            encode::function_tail(&mut t, e, symbols.name(e.ip), symbols.name(e.parent.wrapping_sub(1)));
+            *slot = Some((e.ip, e.parent, t));
+        }
+        slot.as_ref().map_or("", |(_, _, t)| t)
+    }
+}
+
 /// A trace download in progress.
 pub struct TraceStream<'r> {
     rings: &'r [CpuRings],
     cursors: Vec<Cursor>,
+    /// Per cursor, the timestamp of its next event (`NO_EVENT`): the merge
+    /// picks the smallest from this dense array.
+    heads: Vec<u64>,
+    /// Cursors whose events read ahead are all merged and whose ring may
+    /// hold more: read again before the next pick (the last one first).
+    refill: Vec<usize>,
     /// Bytes produced; those from `sent` on are not sent yet.
     pending: Vec<u8>,
     sent: usize,
@@ -80,6 +121,7 @@ pub struct TraceStream<'r> {
     /// `?follow=1`: keep streaming new events until the client leaves.
     follow: bool,
     symbols: SymbolCache,
+    tails: TailCache,
     /// The trailer is in `pending`: once that drains, the body is complete.
     ended: bool,
 }
@@ -96,7 +138,7 @@ impl<'r> TraceStream<'r> {
                 produced_total += a.produced();
                 lost_at_start[cpu] += a.overwritten;
                 lost_at_end[cpu] += a.dropped;
-                cursors.push(Cursor { cpu, ctx, pos: a.written.saturating_sub(r.capacity()), end: a.written, ahead: None, dropped: a.dropped });
+                cursors.push(Cursor { cpu, ctx, pos: a.written.saturating_sub(r.capacity()), end: a.written, ahead: Vec::new(), next: 0, dropped: a.dropped });
             }
         }
         let mut pending = Vec::new();
@@ -112,7 +154,8 @@ impl<'r> TraceStream<'r> {
         } else {
             pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
         }
-        let mut t = TraceStream { rings, cursors, pending, sent: 0, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: !json, follow, symbols: SymbolCache::new(symbol), ended: false };
+        let (heads, refill) = (alloc::vec![NO_EVENT; cursors.len()], (0..cursors.len()).rev().collect());
+        let mut t = TraceStream { rings, cursors, heads, refill, pending, sent: 0, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: !json, follow, symbols: SymbolCache::new(symbol), tails: TailCache::new(), ended: false };
         for (cpu, n) in lost_at_start.into_iter().enumerate() {
             t.lost(cpu, n);
         }
@@ -147,23 +190,42 @@ impl<'r> TraceStream<'r> {
 
     /// `next_line`, appended to `out`; false when there was none.
     fn next_into(&mut self, out: &mut String) -> bool {
-        // Read ahead one event per ring; report overwritten ones as lost where they were.
-        for k in 0..self.cursors.len() {
+        // Read ahead where the events read are used up; report overwritten
+        // ones as lost where they were (before the events read after them).
+        while let Some(&k) = self.refill.last() {
             let c = &mut self.cursors[k];
-            while c.ahead.is_none() && c.pos < c.end {
-                let mut got = None;
-                let st = self.rings[c.cpu].rings[c.ctx].read_some(c.pos, c.end, 1, |_, e| got = Some(e));
-                c.pos = st.next;
-                c.ahead = got;
-                if st.lost > 0 {
-                    let cpu = c.cpu;
-                    self.lost(cpu, st.lost);
-                    out.push_str(&self.take_pending());
-                    return true;
-                }
+            if c.next < c.ahead.len() || c.pos >= c.end {
+                self.heads[k] = c.ahead.get(c.next).map_or(NO_EVENT, |e| e.ts_ns);
+                self.refill.pop();
+                continue;
+            }
+            // At most what is left (a short ring keeps a short buffer).
+            let want = READ_AHEAD.min((c.end - c.pos) as usize);
+            c.ahead.clear();
+            c.ahead.reserve_exact(want);
+            c.next = 0;
+            let ahead = &mut c.ahead;
+            let st = self.rings[c.cpu].rings[c.ctx].read_some(c.pos, c.end, want, |_, e| ahead.push(e));
+            c.pos = st.next;
+            if st.lost > 0 {
+                let cpu = c.cpu;
+                self.lost(cpu, st.lost);
+                out.push_str(&self.take_pending());
+                return true;
             }
         }
-        let Some(i) = self.cursors.iter().enumerate().filter_map(|(i, c)| c.ahead.map(|e| (i, e.ts_ns))).min_by_key(|&(_, ts)| ts).map(|(i, _)| i) else {
+        // The oldest event read ahead (the first cursor's on a tie); one at
+        // NO_EVENT's own time comes last, found by the search for any left.
+        let (mut i, mut oldest) = (usize::MAX, NO_EVENT);
+        for (k, &ts) in self.heads.iter().enumerate() {
+            if ts < oldest {
+                (i, oldest) = (k, ts);
+            }
+        }
+        if i == usize::MAX {
+            i = self.cursors.iter().position(|c| c.next < c.ahead.len()).unwrap_or(usize::MAX);
+        }
+        if i == usize::MAX {
             if self.follow {
                 // Everything up to the snapshot is out: extend it to what was
                 // written since, and report what was dropped since.
@@ -176,6 +238,7 @@ impl<'r> TraceStream<'r> {
                     let cpu = c.cpu;
                     self.lost(cpu, dropped);
                 }
+                self.refill.extend((0..self.cursors.len()).rev());
             } else {
                 for cpu in 0..self.lost_at_end.len() {
                     let n = core::mem::take(&mut self.lost_at_end[cpu]);
@@ -185,10 +248,18 @@ impl<'r> TraceStream<'r> {
             let any = !self.pending.is_empty();
             out.push_str(&self.take_pending());
             return any;
-        };
-        let Some(e) = self.cursors[i].ahead.take() else { return false };
+        }
+        let c = &mut self.cursors[i];
+        let e = c.ahead[c.next];
+        c.next += 1;
+        match c.ahead.get(c.next) {
+            Some(n) => self.heads[i] = n.ts_ns,
+            None => {
+                self.heads[i] = NO_EVENT;
+                self.refill.push(i);
+            }
+        }
         self.kept_total += 1;
-        let (name, parent) = (self.symbols.name(e.ip), self.symbols.name(e.parent.wrapping_sub(1)));
         if self.json {
             // One Chrome trace event: an instant event per traced call, thread = CPU.
             if !self.first {
@@ -197,17 +268,20 @@ impl<'r> TraceStream<'r> {
             self.first = false;
             // Outside every function: the address, as the text trace shows it.
             let (mut ip, mut from) = (String::new(), String::new());
-            let name = name.unwrap_or_else(|| {
+            let name = self.symbols.name(e.ip).unwrap_or_else(|| {
                 encode::push_hex(&mut ip, e.ip);
                 &ip
             });
-            let parent = parent.unwrap_or_else(|| {
+            let parent = self.symbols.name(e.parent.wrapping_sub(1)).unwrap_or_else(|| {
                 encode::push_hex(&mut from, e.parent);
                 &from
             });
             encode::chrome_event(out, &e, name, parent);
+        } else if e.kind == Kind::Function {
+            encode::ftrace_head(out, &e);
+            out.push_str(self.tails.tail(&e, &mut self.symbols));
         } else {
-            encode::ftrace_line(out, &e, name, parent);
+            encode::ftrace_line(out, &e, None, None);
         }
         true
     }
@@ -349,6 +423,56 @@ mod tests {
         assert!(lines[0].starts_with("  [001] nmi") && lines[0].ends_with("traced <-caller"), "{text}");
         assert!(lines[1].starts_with("  [000] irq") && lines[2].starts_with("  [000] task"), "{text}");
         assert_eq!(lines[3], "# end of snapshot, 0 events lost, 3 kept, 3 produced");
+    }
+
+    /// Many rings, each longer than a read-ahead, with timestamps that
+    /// interleave and tie, and more (function, caller) pairs than the line
+    /// cache holds: the lines are the events sorted by time (ties in ring
+    /// order), each naming its own function and caller.
+    #[test]
+    fn a_long_merge_is_a_sort_and_every_line_names_its_own_call() {
+        fn many(addr: u64) -> Option<&'static str> {
+            const NAMES: [&str; 7] = ["f0", "f1", "f2", "f3", "f4", "f5", "f6"];
+            (addr < 0x9000).then(|| NAMES[(addr % 7) as usize])
+        }
+        let rings: Vec<CpuRings> = (0..3).map(|_| CpuRings::new([128, 128, 128], Overflow::Overwrite)).collect();
+        let mut all: Vec<(usize, Event)> = Vec::new();
+        for (k, cr) in rings.iter().enumerate() {
+            for (ctx, r) in cr.rings.iter().enumerate() {
+                let (mut ts, step) = (k as u64, 1 + ((k * 3 + ctx) % 5) as u64);
+                for _ in 0..(40 + 30 * ctx) {
+                    ts += step;
+                    // Two calls of each function, from different callers.
+                    let n = all.len() as u64;
+                    let (ip, parent) = (0x1000 + n / 2 * 61, n * 37 % 0xa000 + 1);
+                    let e = Event { ts_ns: ts * 1000, ip, parent, ..ev(0, k as u16, ctx as u8) };
+                    r.push(&e);
+                    all.push((k * 3 + ctx, e));
+                }
+            }
+        }
+        all.sort_by_key(|&(ring, e)| (e.ts_ns, ring));
+        let text = drain(&mut TraceStream::new(&rings, false, false, many));
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("  [")).collect();
+        assert_eq!(lines.len(), all.len());
+        let mut pairs = std::collections::HashSet::new();
+        for (l, (_, e)) in lines.iter().zip(&all) {
+            let name = many(e.ip).map_or(format!("{:#x}", e.ip), String::from);
+            let parent = many(e.parent - 1).map_or(format!("{:#x}", e.parent), String::from);
+            let want = format!("  [{:03}] {:<4} {:6}.{:06}: {name} <-{parent}", e.cpu, ["task", "irq", "nmi"][e.ctx as usize], e.ts_ns / 1_000_000_000, e.ts_ns / 1000 % 1_000_000);
+            assert_eq!(*l, want);
+            pairs.insert((e.ip, e.parent));
+        }
+        assert!(pairs.len() > CACHED_TAILS, "the line cache is made to evict ({} pairs)", pairs.len());
+    }
+
+    #[test]
+    fn an_event_at_the_end_of_time_is_still_a_line() {
+        let rings: Vec<CpuRings> = (0..2).map(|_| CpuRings::new([8, 4, 4], Overflow::Overwrite)).collect();
+        rings[0].rings[0].push(&Event { ts_ns: u64::MAX, ..ev(1, 0, 0) });
+        rings[1].rings[0].push(&ev(5, 1, 0));
+        let b = TextBooks::read(&drain(&mut TraceStream::new(&rings, false, false, names))).unwrap();
+        assert_eq!((b.event_lines, b.kept, b.produced), (2, 2, 2));
     }
 
     #[test]
