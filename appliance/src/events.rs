@@ -37,6 +37,8 @@ fn push(kind: Kind, ip: u64, parent: u64, ctx: Context, arg: u64, dur_ns: u64) {
 /// find it and check that).
 #[unsafe(no_mangle)]
 #[inline(never)]
+// With the trampoline and the hook, in the event path's page (kernel.ld).
+#[unsafe(link_section = ".text.trace_hot")]
 fn appliance_record_function(site: u64, parent: u64, ctx: Context) {
     push(Kind::Function, site, parent, ctx, 0, 0);
 }

@@ -127,6 +127,7 @@ impl Registry {
 /// its calls. Returns nonzero when the slow path must run (the NMI warning,
 /// which formats text and may use any register the compiler likes).
 #[unsafe(no_mangle)]
+#[unsafe(link_section = ".text.trace_hot")]
 extern "C" fn trace_hook_fast(ret: u64, fp: u64) -> u64 {
     let cpu = this_cpu();
     let ctx = cpu.context();
@@ -301,6 +302,7 @@ pub fn check_trampoline() -> Result<(), alloc::string::String> {
 ///
 /// `check_trampoline` proves the contract at boot before tracing starts.
 #[unsafe(naked)]
+#[unsafe(link_section = ".text.trace_hot")]
 pub extern "C" fn trace_entry() {
     crate::trace_trampoline!(trace_hook_fast, trace_hook_slow)
 }
