@@ -487,11 +487,20 @@ impl smoltcp::phy::Device for Watch<'_> {
 /// A worker CPU's offer of time: a round of network work while a download
 /// runs. Under QEMU's single-threaded TCG the CPUs take turns on one host
 /// thread, so the serving CPU alone gets a quarter of it beside three busy
-/// CPUs; lent turns move the download on whichever CPU runs. On silicon the
-/// serving CPU mostly holds the service and the offer is one failed try_lock.
+/// CPUs; lent turns move the download on whichever CPU runs. When another
+/// CPU holds the service (the serving CPU, perhaps stopped mid-round by the
+/// emulator), the worker PAUSEs, as a CPU waiting for a lock's holder does:
+/// under single-threaded TCG that hands the turn on towards the holder
+/// (QEMU's `helper_pause`); on silicon, where the serving CPU mostly holds
+/// the service, the offer is one failed try_lock and tens of cycles.
 pub fn help_downloads() {
-    if DOWNLOADS.load(Ordering::Relaxed) > 0 && poll() {
+    if DOWNLOADS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    if poll() {
         LENT_POLLS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        core::hint::spin_loop();
     }
 }
 
