@@ -1362,7 +1362,43 @@ fn elf_vector_state_case(elf: &Path) -> std::result::Result<String, String> {
         return Err(format!("vector state beyond XMM0-XMM15 in {} instructions (the trace trampoline would not restore it): {:?}", bad.len(), &bad[..bad.len().min(5)]));
     }
     let fast = event_fast_path_free_of_vectors(&text)?;
-    Ok(format!("{count} instructions, none beyond SSE on XMM0-XMM15; the event fast path ({fast}) touches no vector register"))
+    let page = event_path_in_one_page(&text, fast.split(", "))?;
+    Ok(format!("{count} instructions, none beyond SSE on XMM0-XMM15; the event fast path ({fast}) touches no vector register and lies, with the trampoline, in the page at {page:#x}"))
+}
+
+/// The event path shares one page (`.text.trace_hot` in `kernel/kernel.ld`:
+/// under TCG a jump is chained only within a page): the trampoline
+/// `trace_entry` and every function of the fast path (`fast`, as
+/// `event_fast_path_free_of_vectors` found them). Returns the page.
+fn event_path_in_one_page<'a>(disassembly: &'a str, fast: impl Iterator<Item = &'a str>) -> std::result::Result<u64, String> {
+    // Each function's first and last instruction address.
+    let mut extent: std::collections::HashMap<&str, (u64, u64)> = std::collections::HashMap::new();
+    let mut current = None;
+    for line in disassembly.lines() {
+        if let Some(name) = objdump_function(line) {
+            current = Some(name);
+            continue;
+        }
+        let addr = line.split('\t').next().and_then(|a| a.trim().strip_suffix(':')).and_then(|a| u64::from_str_radix(a, 16).ok());
+        if let (Some(f), Some(a)) = (current, addr) {
+            let e = extent.entry(f).or_insert((a, a));
+            (e.0, e.1) = (e.0.min(a), e.1.max(a));
+        }
+    }
+    let trampoline = extent.keys().copied().find(|n| n.contains("4site11trace_entry")).ok_or("no `kernel::patch::site::trace_entry` in the image")?;
+    let page = extent[trampoline].0 >> 12;
+    let outside: Vec<String> = std::iter::once(trampoline)
+        .chain(fast)
+        .filter_map(|f| match extent.get(f) {
+            Some(&(start, end)) if start >> 12 == page && end >> 12 == page => None,
+            Some(&(start, end)) => Some(format!("{f} at {start:#x}-{end:#x}")),
+            None => Some(format!("{f}: not in the image")),
+        })
+        .collect();
+    if !outside.is_empty() {
+        return Err(format!("the event path leaves the trampoline's page {:#x} (put it in .text.trace_hot): {outside:?}", page << 12));
+    }
+    Ok(page << 12)
 }
 
 /// The function a line of `objdump -d` opens (`0000000000201000 <name>:`).
