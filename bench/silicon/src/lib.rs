@@ -330,6 +330,14 @@ impl Platform for Linux<'_> {
     }
 
     fn write(&mut self, addr: u64, bytes: &[u8]) {
+        // As the kernel's platform writes (`kernel::patch::machine`): a
+        // 4-byte tail in one store, anything else byte by byte.
+        if let Ok(word) = <[u8; 4]>::try_from(bytes) {
+            // SAFETY: the alias maps the text writable; only this thread
+            // writes. One (possibly unaligned) 4-byte store.
+            unsafe { (self.text.alias_of(addr) as *mut u32).write_unaligned(u32::from_le_bytes(word)) };
+            return;
+        }
         for (k, b) in bytes.iter().enumerate() {
             // SAFETY: the alias maps the text writable; only this thread writes.
             unsafe { self.text.alias_of(addr + k as u64).write_volatile(*b) };

@@ -91,14 +91,20 @@ fn alias(addr: u64) -> *mut u8 {
 }
 
 impl Machine {
-    /// Write 1 or 4 bytes with a single store.
+    /// Write 1 or 4 bytes with a single store (other lengths byte by byte).
     pub(super) fn write_atomic(&mut self, addr: u64, bytes: &[u8]) {
         match bytes.len() {
-            // SAFETY: as in `write`; one byte store.
+            // SAFETY: the alias maps the kernel text writable; only the
+            // patching CPU writes through it. One byte store.
             1 => unsafe { alias(addr).write_volatile(bytes[0]) },
-            // SAFETY: as in `write`; one (possibly unaligned) 4-byte store.
+            // SAFETY: as above; one (possibly unaligned) 4-byte store.
             4 => unsafe { (alias(addr) as *mut u32).write_unaligned(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])) },
-            _ => self.write(addr, bytes),
+            _ => {
+                for (i, b) in bytes.iter().enumerate() {
+                    // SAFETY: as above, one byte store at a time.
+                    unsafe { alias(addr + i as u64).write_volatile(*b) };
+                }
+            }
         }
     }
 }
@@ -109,11 +115,10 @@ impl Platform for Machine {
     }
 
     fn write(&mut self, addr: u64, bytes: &[u8]) {
-        for (i, b) in bytes.iter().enumerate() {
-            // SAFETY: the alias maps the kernel text writable; only the patching
-            // CPU writes through it, one byte store at a time.
-            unsafe { alias(addr + i as u64).write_volatile(*b) };
-        }
+        // A site's 4-byte tail in one store rather than four: under TCG each
+        // store to translated code takes QEMU's slow path, which looks for
+        // translated blocks to drop over the bytes written.
+        self.write_atomic(addr, bytes);
     }
 
     fn publish(&mut self, batch: Option<&[Patch]>) {
