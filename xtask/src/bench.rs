@@ -46,8 +46,10 @@ pub fn stamp_of(log: &str, needle: &str) -> Option<f64> {
 
 /// The bench boot (`test_exit bench`), its figures labelled `bench`; then the
 /// same with no CPU calling the traced functions (`patch_workers=0`), whose
-/// batch figures are labelled `bench-no-workers` (the like-for-like of
-/// Linux switching its tracer with its other CPUs idle).
+/// batch and call figures are labelled `bench-no-workers` (the like-for-like
+/// of Linux switching its tracer, and timing a traced call, with its other
+/// CPUs idle: under single-threaded TCG a busy worker's turns count in the
+/// timed CPU's wall time).
 fn kernel_bench(accel: Accel, dir: &std::path::Path) -> Result<Vec<Figure>> {
     let elf = crate::build::build_elf()?;
     let mut figs = Vec::new();
@@ -59,7 +61,7 @@ fn kernel_bench(accel: Accel, dir: &std::path::Path) -> Result<Vec<Figure>> {
         if out.exit != Some(qemu::EXIT_SUCCESS) || f.is_empty() {
             return Err(format!("the benchmark boot failed (exit {:?}); see {}", out.exit, dir.join(log).display()).into());
         }
-        figs.extend(f.into_iter().filter(|x| label == "bench" || x.name.starts_with("batch_")));
+        figs.extend(f.into_iter().filter(|x| label == "bench" || ["batch_", "event_cost", "call_"].iter().any(|p| x.name.starts_with(p))));
     }
     Ok(figs)
 }
@@ -247,9 +249,12 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle", a / m.fetch_mb_s[1], "", "ratio"));
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle_same_size", a / m.fetch_small_mb_s[1], "", "ratio"));
     }
+    let linux_ps = m.traced_call_ns[m.traced_call_ns.len() / 2] * 1000.0;
     if let Some(a) = find("event_cost_ps", "bench") {
-        let linux_ps = m.traced_call_ns[m.traced_call_ns.len() / 2] * 1000.0;
         f.push(fig("ratio_event_per_peer_traced_call", a / linux_ps, "", "ratio"));
+    }
+    if let Some(a) = find("event_cost_ps", "bench-no-workers") {
+        f.push(fig("ratio_event_no_workers_per_peer_traced_call", a / linux_ps, "", "ratio"));
     }
     if let Some(a) = find("batch_10000_int3_per_site", "bench") {
         f.push(fig("ratio_int3_per_site_busy_per_peer_per_function_busy", a / (m.tracer_on_busy_ns as f64 / m.functions.max(1) as f64), "", "ratio"));
