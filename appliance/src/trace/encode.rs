@@ -185,26 +185,28 @@ pub fn json_str(out: &mut String, s: &str) {
 /// One Chrome trace event (thread = CPU, category = context): an instant,
 /// or for an event with a duration (patch batches, sync rounds: recorded
 /// when they end) a complete event ("X") spanning it, its argument named.
+/// A function instant is `chrome_function_head`, the time, then
+/// `chrome_function_tail` (a download caches the two parts).
 pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
+    if e.kind == Kind::Function && e.dur_ns == 0 {
+        chrome_function_head(out, name, e.ctx);
+        push_us(out, e.ts_ns);
+        chrome_function_tail(out, e.cpu, parent);
+        return;
+    }
     out.push_str("{\"name\":");
     json_str(out, if e.kind == Kind::Function { name } else { e.kind.name() });
     out.push_str(",\"cat\":\"");
     out.push_str(ctx_name(e.ctx));
     out.push('"');
-    // Microseconds with three decimals.
-    let us = |out: &mut String, ns: u64| {
-        push_dec(out, ns / 1000, 0, b' ');
-        out.push('.');
-        push_dec(out, ns % 1000, 3, b'0');
-    };
     if e.dur_ns > 0 {
         out.push_str(",\"ph\":\"X\",\"ts\":");
-        us(out, e.ts_ns.saturating_sub(e.dur_ns));
+        push_us(out, e.ts_ns.saturating_sub(e.dur_ns));
         out.push_str(",\"dur\":");
-        us(out, e.dur_ns);
+        push_us(out, e.dur_ns);
     } else {
         out.push_str(",\"ph\":\"i\",\"s\":\"t\",\"ts\":");
-        us(out, e.ts_ns);
+        push_us(out, e.ts_ns);
     }
     out.push_str(",\"pid\":0,\"tid\":");
     push_dec(out, e.cpu as u64, 0, b' ');
@@ -221,6 +223,33 @@ pub fn chrome_event(out: &mut String, e: &Event, name: &str, parent: &str) {
             push_dec(out, e.arg, 0, b' ');
         }
     }
+    out.push_str("}}");
+}
+
+/// Nanoseconds as microseconds with three decimals (Chrome's `ts`).
+pub fn push_us(out: &mut String, ns: u64) {
+    push_dec(out, ns / 1000, 0, b' ');
+    out.push('.');
+    push_dec(out, ns % 1000, 3, b'0');
+}
+
+/// A function instant's Chrome JSON up to its time:
+/// `{"name":"f","cat":"task","ph":"i","s":"t","ts":`.
+pub fn chrome_function_head(out: &mut String, name: &str, ctx: u8) {
+    out.push_str("{\"name\":");
+    json_str(out, name);
+    out.push_str(",\"cat\":\"");
+    out.push_str(ctx_name(ctx));
+    out.push_str("\",\"ph\":\"i\",\"s\":\"t\",\"ts\":");
+}
+
+/// A function instant's Chrome JSON after its time:
+/// `,"pid":0,"tid":1,"args":{"parent":"g"}}`.
+pub fn chrome_function_tail(out: &mut String, cpu: u16, parent: &str) {
+    out.push_str(",\"pid\":0,\"tid\":");
+    push_dec(out, cpu as u64, 0, b' ');
+    out.push_str(",\"args\":{\"parent\":");
+    json_str(out, parent);
     out.push_str("}}");
 }
 

@@ -67,30 +67,33 @@ impl SymbolCache {
     }
 }
 
-/// Function lines' bodies (`func <-parent` and the newline) the text form
-/// made last, direct-mapped by (address, return address): a trace repeats
-/// the same few calls, and a body made once is one copy after that.
-const CACHED_TAILS: usize = 256;
-const _: () = assert!(CACHED_TAILS.is_power_of_two());
+/// Parts of lines made last, direct-mapped by a pair of numbers: a trace
+/// repeats the same few calls, and a part made once is one copy after that.
+/// The text form caches function lines' bodies (`func <-parent` and the
+/// newline) by (address, return address); the JSON form the part of a
+/// function event before its time by (address, context) and the part after
+/// by (return address, CPU).
+const CACHED_PARTS: usize = 256;
+const _: () = assert!(CACHED_PARTS.is_power_of_two());
 
-struct TailCache {
+struct PartCache {
     slots: Vec<Option<(u64, u64, String)>>,
 }
 
-impl TailCache {
-    fn new() -> TailCache {
-        TailCache { slots: alloc::vec![None; CACHED_TAILS] }
+impl PartCache {
+    fn new() -> PartCache {
+        PartCache { slots: alloc::vec![None; CACHED_PARTS] }
     }
 
-    /// The body of function event `e`, its names from `symbols`.
-    fn tail(&mut self, e: &Event, symbols: &mut SymbolCache) -> &str {
-        let key = e.ip ^ e.parent.rotate_left(32);
-        let slot = &mut self.slots[(key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHED_TAILS.trailing_zeros())) as usize];
-        if !matches!(slot, Some((ip, parent, _)) if *ip == e.ip && *parent == e.parent) {
+    /// The part for `key`, made by `make` (into an empty string) when not cached.
+    fn get(&mut self, key: (u64, u64), make: impl FnOnce(&mut String)) -> &str {
+        let hash = (key.0 ^ key.1.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = &mut self.slots[(hash >> (64 - CACHED_PARTS.trailing_zeros())) as usize];
+        if !matches!(slot, Some((a, b, _)) if (*a, *b) == key) {
             let mut t = slot.take().map(|(_, _, t)| t).unwrap_or_default();
             t.clear();
-            encode::function_tail(&mut t, e, symbols.name(e.ip), symbols.name(e.parent.wrapping_sub(1)));
-            *slot = Some((e.ip, e.parent, t));
+            make(&mut t);
+            *slot = Some((key.0, key.1, t));
         }
         slot.as_ref().map_or("", |(_, _, t)| t)
     }
@@ -121,7 +124,9 @@ pub struct TraceStream<'r> {
     /// `?follow=1`: keep streaming new events until the client leaves.
     follow: bool,
     symbols: SymbolCache,
-    tails: TailCache,
+    /// Line parts (`PartCache`): text bodies, or JSON heads and tails.
+    parts: PartCache,
+    json_tails: PartCache,
     /// The trailer is in `pending`: once that drains, the body is complete.
     ended: bool,
 }
@@ -155,7 +160,7 @@ impl<'r> TraceStream<'r> {
             pending.extend_from_slice(b"# tracer: function (trace appliance)\n#  CPU  CTX     TIMESTAMP  FUNCTION <-PARENT\n");
         }
         let (heads, refill) = (alloc::vec![NO_EVENT; cursors.len()], (0..cursors.len()).rev().collect());
-        let mut t = TraceStream { rings, cursors, heads, refill, pending, sent: 0, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: !json, follow, symbols: SymbolCache::new(symbol), tails: TailCache::new(), ended: false };
+        let mut t = TraceStream { rings, cursors, heads, refill, pending, sent: 0, lost_total: 0, produced_total, kept_total: 0, lost_at_end, json, first: !json, follow, symbols: SymbolCache::new(symbol), parts: PartCache::new(), json_tails: PartCache::new(), ended: false };
         for (cpu, n) in lost_at_start.into_iter().enumerate() {
             t.lost(cpu, n);
         }
@@ -260,6 +265,7 @@ impl<'r> TraceStream<'r> {
             }
         }
         self.kept_total += 1;
+        let symbols = &mut self.symbols;
         if self.json {
             // One Chrome trace event: an instant event per traced call, thread = CPU.
             if !self.first {
@@ -267,19 +273,32 @@ impl<'r> TraceStream<'r> {
             }
             self.first = false;
             // Outside every function: the address, as the text trace shows it.
-            let (mut ip, mut from) = (String::new(), String::new());
-            let name = self.symbols.name(e.ip).unwrap_or_else(|| {
-                encode::push_hex(&mut ip, e.ip);
-                &ip
-            });
-            let parent = self.symbols.name(e.parent.wrapping_sub(1)).unwrap_or_else(|| {
-                encode::push_hex(&mut from, e.parent);
-                &from
-            });
-            encode::chrome_event(out, &e, name, parent);
+            let mut name_of = |addr: u64, shown: u64, s: &mut String| match symbols.name(addr) {
+                Some(n) => s.push_str(n),
+                None => encode::push_hex(s, shown),
+            };
+            if e.kind == Kind::Function && e.dur_ns == 0 {
+                // `chrome_event`'s instant, from its two cached parts.
+                out.push_str(self.parts.get((e.ip, e.ctx as u64), |s| {
+                    let mut name = String::new();
+                    name_of(e.ip, e.ip, &mut name);
+                    encode::chrome_function_head(s, &name, e.ctx);
+                }));
+                encode::push_us(out, e.ts_ns);
+                out.push_str(self.json_tails.get((e.parent, e.cpu as u64), |s| {
+                    let mut parent = String::new();
+                    name_of(e.parent.wrapping_sub(1), e.parent, &mut parent);
+                    encode::chrome_function_tail(s, e.cpu, &parent);
+                }));
+            } else {
+                let (mut name, mut parent) = (String::new(), String::new());
+                name_of(e.ip, e.ip, &mut name);
+                name_of(e.parent.wrapping_sub(1), e.parent, &mut parent);
+                encode::chrome_event(out, &e, &name, &parent);
+            }
         } else if e.kind == Kind::Function {
             encode::ftrace_head(out, &e);
-            out.push_str(self.tails.tail(&e, &mut self.symbols));
+            out.push_str(self.parts.get((e.ip, e.parent), |s| encode::function_tail(s, &e, symbols.name(e.ip), symbols.name(e.parent.wrapping_sub(1)))));
         } else {
             encode::ftrace_line(out, &e, None, None);
         }
@@ -442,9 +461,10 @@ mod tests {
                 let (mut ts, step) = (k as u64, 1 + ((k * 3 + ctx) % 5) as u64);
                 for _ in 0..(40 + 30 * ctx) {
                     ts += step;
-                    // Two calls of each function, from different callers.
+                    // 211 functions and 50 callers, each on every CPU and
+                    // in every context; some outside every symbol.
                     let n = all.len() as u64;
-                    let (ip, parent) = (0x1000 + n / 2 * 61, n * 37 % 0xa000 + 1);
+                    let (ip, parent) = (0x1000 + n % 211 * 200, n % 50 * 900 + 1);
                     let e = Event { ts_ns: ts * 1000, ip, parent, ..ev(0, k as u16, ctx as u8) };
                     r.push(&e);
                     all.push((k * 3 + ctx, e));
@@ -463,7 +483,18 @@ mod tests {
             assert_eq!(*l, want);
             pairs.insert((e.ip, e.parent));
         }
-        assert!(pairs.len() > CACHED_TAILS, "the line cache is made to evict ({} pairs)", pairs.len());
+        assert!(pairs.len() > CACHED_PARTS, "the line cache is made to evict ({} pairs)", pairs.len());
+        // The same in Chrome JSON, read back by a JSON parser.
+        let json: serde_json::Value = serde_json::from_str(&drain(&mut TraceStream::new(&rings, true, false, many))).unwrap();
+        let events: Vec<&serde_json::Value> = json["traceEvents"].as_array().unwrap().iter().filter(|v| v["ph"] == "i").collect();
+        assert_eq!(events.len(), all.len());
+        for (v, (_, e)) in events.iter().zip(&all) {
+            let name = many(e.ip).map_or(format!("{:#x}", e.ip), String::from);
+            let parent = many(e.parent - 1).map_or(format!("{:#x}", e.parent), String::from);
+            assert_eq!((v["name"].as_str(), v["args"]["parent"].as_str()), (Some(name.as_str()), Some(parent.as_str())), "{v}");
+            assert_eq!((v["tid"].as_u64(), v["cat"].as_str()), (Some(e.cpu as u64), Some(["task", "irq", "nmi"][e.ctx as usize])), "{v}");
+            assert_eq!(v["ts"].as_f64(), Some(e.ts_ns as f64 / 1000.0), "{v}");
+        }
     }
 
     #[test]
