@@ -90,9 +90,16 @@ fn alias(addr: u64) -> *mut u8 {
     (TEXT_ALIAS + (addr - start)) as *mut u8
 }
 
-impl Machine {
-    /// Write 1 or 4 bytes with a single store (other lengths byte by byte).
-    pub(super) fn write_atomic(&mut self, addr: u64, bytes: &[u8]) {
+impl Platform for Machine {
+    fn read(&self, site: u64) -> [u8; 5] {
+        read_site(site)
+    }
+
+    /// 1 or 4 bytes with a single store (the naive strategy relies on it),
+    /// other lengths byte by byte. A site's 4-byte tail in one store rather
+    /// than four also matters under TCG: each store to translated code takes
+    /// QEMU's slow path, which looks for translated blocks to drop.
+    fn write(&mut self, addr: u64, bytes: &[u8]) {
         match bytes.len() {
             // SAFETY: the alias maps the kernel text writable; only the
             // patching CPU writes through it. One byte store.
@@ -106,19 +113,6 @@ impl Machine {
                 }
             }
         }
-    }
-}
-
-impl Platform for Machine {
-    fn read(&self, site: u64) -> [u8; 5] {
-        read_site(site)
-    }
-
-    fn write(&mut self, addr: u64, bytes: &[u8]) {
-        // A site's 4-byte tail in one store rather than four: under TCG each
-        // store to translated code takes QEMU's slow path, which looks for
-        // translated blocks to drop over the bytes written.
-        self.write_atomic(addr, bytes);
     }
 
     fn publish(&mut self, batch: Option<&[Patch]>) {

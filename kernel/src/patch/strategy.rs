@@ -85,11 +85,11 @@ fn apply_naive(m: &mut Machine, batch: &mut [Patch]) -> Result<BatchStats, proto
     let gap = NAIVE_GAP_NS.load(Ordering::Relaxed);
     for p in batch.iter() {
         let [(a1, r1), (a2, r2)] = protocol::naive_stores(p);
-        m.write_atomic(a1, &p.new[r1]);
+        m.write(a1, &p.new[r1]);
         if gap > 0 && guarded(p.site) {
             clock::delay_ns(gap);
         }
-        m.write_atomic(a2, &p.new[r2]);
+        m.write(a2, &p.new[r2]);
     }
     Ok(BatchStats { sites: batch.len(), sync_rounds: 0 })
 }
