@@ -489,10 +489,9 @@ impl smoltcp::phy::Device for Watch<'_> {
 /// thread, so the serving CPU alone gets a quarter of it beside three busy
 /// CPUs; lent turns move the download on whichever CPU runs. When another
 /// CPU holds the service (the serving CPU, perhaps stopped mid-round by the
-/// emulator), the worker PAUSEs, as a CPU waiting for a lock's holder does:
-/// under single-threaded TCG that hands the turn on towards the holder
-/// (QEMU's `helper_pause`); on silicon, where the serving CPU mostly holds
-/// the service, the offer is one failed try_lock and tens of cycles.
+/// emulator), the worker waits on it (`pause_for_others`: under TCG the turn
+/// goes on towards the holder); on silicon, where the serving CPU mostly
+/// holds the service, the offer is one failed try_lock and tens of cycles.
 pub fn help_downloads() {
     if DOWNLOADS.load(Ordering::Relaxed) == 0 {
         return;
@@ -500,7 +499,7 @@ pub fn help_downloads() {
     if poll() {
         LENT_POLLS.fetch_add(1, Ordering::Relaxed);
     } else {
-        core::hint::spin_loop();
+        kernel::arch::cpu::pause_for_others();
     }
 }
 

@@ -69,6 +69,16 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// PAUSE where this CPU's progress waits on another CPU's (SDM Vol. 2B,
+/// PAUSE: a spin-wait hint; tens of cycles on silicon). Under QEMU's
+/// single-threaded TCG it also ends this virtual CPU's turn on the one host
+/// thread (`helper_pause`, "just let another CPU run",
+/// target/i386/tcg/misc_helper.c), so the CPU waited for runs sooner.
+#[inline]
+pub fn pause_for_others() {
+    core::hint::spin_loop();
+}
+
 /// Execute CPUID as a serializing instruction (SDM Vol. 3A §9.3 "Serializing Instructions").
 #[inline]
 pub fn serialize_cpuid() {

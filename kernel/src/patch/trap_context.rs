@@ -65,17 +65,14 @@ fn on_breakpoint(frame: &mut TrapFrame) -> Disposition {
     let cpu = this_cpu();
     cpu.int3_by_ctx[cpu.context() as usize].fetch_add(1, Ordering::Relaxed);
     cpu.int3_emulated.fetch_add(1, Ordering::Relaxed);
-    // This CPU hit a site the patching CPU is changing: PAUSE, as a CPU
-    // does when another holds what it needs. On silicon it adds tens of
-    // cycles to an exception that costs about a thousand, and only while a
-    // batch is under way. Under single-threaded TCG it ends this virtual
-    // CPU's turn (QEMU's `helper_pause`), so the host thread goes to the
-    // patching CPU and the window in which every call of a changing site
-    // traps closes sooner: with three workers calling the 10,000 sites,
-    // an int3 batch took 780-810 ms of guest time without it and 160-183 ms
-    // with it (`batch_10000_int3`, `cargo xtask bench`). The workers' calls
-    // during a batch slow down under TCG by as much.
-    core::hint::spin_loop();
+    // This CPU hit a site the patching CPU is changing: let it finish. On
+    // silicon that adds tens of cycles to an exception that costs about a
+    // thousand, only during a batch. Under TCG the window in which every
+    // call of a changing site traps closes sooner: with three workers calling
+    // the 10,000 sites, an int3 batch took 780-810 ms of guest time without
+    // it and 160-183 ms with it (`batch_10000_int3`, `cargo xtask bench`);
+    // the workers' calls during a batch slow down by as much.
+    crate::arch::cpu::pause_for_others();
     Disposition::Resume
 }
 

@@ -76,14 +76,11 @@ fn handler(_frame: &mut TrapFrame) -> Disposition {
     crate::trace_site!();
     serve();
     lapic::eoi();
-    // The caller waits for the acknowledgement stored above. PAUSE costs
-    // tens of cycles on silicon, once per call. Under single-threaded TCG it
-    // ends this virtual CPU's turn (QEMU's `helper_pause`, "just let another
-    // CPU run", target/i386/tcg/misc_helper.c), so the round-robin moves on
-    // at once instead of when the turn runs out: a one-site int3 batch
-    // (three sync rounds) with the workers busy took 4.3-6.3 ms without it
-    // and 1.3-1.4 ms with it (`batch_1_int3`, `cargo xtask bench`).
-    core::hint::spin_loop();
+    // The caller waits for the acknowledgement stored above. A one-site int3
+    // batch (three sync rounds) with the workers busy took 4.3-6.3 ms of
+    // TCG guest time without this and 1.3-1.4 ms with it (`batch_1_int3`,
+    // `cargo xtask bench`).
+    crate::arch::cpu::pause_for_others();
     Disposition::Resume
 }
 
