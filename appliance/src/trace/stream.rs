@@ -43,6 +43,14 @@ const BATCH: usize = 4096;
 const CACHED_SYMBOLS: usize = 1024;
 const _: () = assert!(CACHED_SYMBOLS.is_power_of_two());
 
+/// The slot of `key` in a direct-mapped cache of `slots` (a power of two)
+/// entries. Fibonacci hashing (Knuth, TAOCP vol. 3 §6.4): the top bits of
+/// key * 2^64/phi.
+fn slot_of(key: u64, slots: usize) -> usize {
+    debug_assert!(slots.is_power_of_two());
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - slots.trailing_zeros())) as usize
+}
+
 /// The symbolizer's recent answers, direct-mapped by address: a trace names
 /// the same few functions and return addresses over and over, and each
 /// symbol-table lookup is a binary search over every symbol.
@@ -58,8 +66,7 @@ impl SymbolCache {
     }
 
     fn name(&mut self, addr: u64) -> Option<&'static str> {
-        // Fibonacci hashing (Knuth, TAOCP vol. 3 §6.4): the top bits of addr * 2^64/phi.
-        let slot = &mut self.slots[(addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHED_SYMBOLS.trailing_zeros())) as usize];
+        let slot = &mut self.slots[slot_of(addr, CACHED_SYMBOLS)];
         if slot.0 != addr {
             *slot = (addr, (self.symbol)(addr));
         }
@@ -87,8 +94,7 @@ impl PartCache {
 
     /// The part for `key`, made by `make` (into an empty string) when not cached.
     fn get(&mut self, key: (u64, u64), make: impl FnOnce(&mut String)) -> &str {
-        let hash = (key.0 ^ key.1.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let slot = &mut self.slots[(hash >> (64 - CACHED_PARTS.trailing_zeros())) as usize];
+        let slot = &mut self.slots[slot_of(key.0 ^ key.1.rotate_left(32), CACHED_PARTS)];
         if !matches!(slot, Some((a, b, _)) if (*a, *b) == key) {
             let mut t = slot.take().map(|(_, _, t)| t).unwrap_or_default();
             t.clear();
@@ -291,9 +297,12 @@ impl<'r> TraceStream<'r> {
                     encode::chrome_function_tail(s, e.cpu, &parent);
                 }));
             } else {
+                // Other kinds are named by their kind, and have no parent.
                 let (mut name, mut parent) = (String::new(), String::new());
-                name_of(e.ip, e.ip, &mut name);
-                name_of(e.parent.wrapping_sub(1), e.parent, &mut parent);
+                if e.kind == Kind::Function {
+                    name_of(e.ip, e.ip, &mut name);
+                    name_of(e.parent.wrapping_sub(1), e.parent, &mut parent);
+                }
                 encode::chrome_event(out, &e, &name, &parent);
             }
         } else if e.kind == Kind::Function {
