@@ -218,6 +218,7 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
     let m = crate::peer::measure(&peer, accel, "4", &dir.join("linux-peer.log"), FETCHES, fetch)?;
     let ([fetch_min, fetch_median, fetch_best], [small_min, small_median, small_best]) = (spread(&m.fetch_mb_s), spread(&m.fetch_small_mb_s));
     let [flipping_min, flipping_median, flipping_best] = spread(&m.fetch_flipping_mb_s);
+    let [busy_min, busy_median, busy_best] = spread(&m.fetch_flipping_busy_mb_s);
     let boot = format!("linux-peer {}", peer.version);
     let mut f = vec![
         fig("peer_ftrace_functions", m.functions as f64, "", &boot),
@@ -246,11 +247,24 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         fig("peer_flipping_fetches_start", m.flip_fetch_window_s.0, "s", &boot),
         fig("peer_flipping_fetches_end", m.flip_fetch_window_s.1, "s", &boot),
         fig("peer_flipping_first_cycle_end", m.flip_first_cycle_s, "s", &boot),
+        fig("peer_http_fetch_flipping_busy_min", busy_min, "MB/s", &boot),
+        fig("peer_http_fetch_flipping_busy_median", busy_median, "MB/s", &boot),
+        fig("peer_http_fetch_flipping_busy_best", busy_best, "MB/s", &boot),
+        fig("peer_flipping_busy_cpus", m.busy_cpus as f64, "", &boot),
+        fig("peer_flip_cycles_before_busy_fetches", m.busy_flip_cycles.0 as f64, "", &boot),
+        fig("peer_flip_cycles_after_busy_fetches", m.busy_flip_cycles.1 as f64, "", &boot),
     ];
     // Ratios: appliance / Linux (above 1: the appliance is faster for rates, slower for times).
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000") {
         f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_idle", a / fetch_median, "", "ratio"));
         f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_flipping", a / flipping_median, "", "ratio"));
+        // Like for like: two CPUs calling traced functions on each side.
+        f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_flipping_busy", a / busy_median, "", "ratio"));
+    }
+    for (_, stem) in OTHER_DOWNLOADS {
+        if let Some(a) = find(&format!("{stem}_fetch_median"), "service-e1000") {
+            f.push(fig(format!("ratio_fetch_{stem}_appliance_e1000_patching_per_peer_flipping_busy"), a / busy_median, "", "ratio"));
+        }
     }
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000-patching-no-workers") {
         f.push(fig("ratio_fetch_appliance_e1000_patching_no_workers_per_peer_flipping", a / flipping_median, "", "ratio"));
@@ -337,7 +351,9 @@ pub fn main(args: &BenchArgs) -> Result<()> {
         ("e1000-patch-off", "e1000", "patch=off"),
     ] {
         println!("== service boot with {name} ({append}): boot to network, /trace.ctf.tar fetch");
-        figs.extend(service_bench(accel, &dir, name, nic, append, name == "e1000-patching-no-workers")?);
+        // Every download where a peer figure compares with it: e1000 with
+        // and without workers.
+        figs.extend(service_bench(accel, &dir, name, nic, append, matches!(name, "e1000" | "e1000-patching-no-workers"))?);
     }
     let mut notes = Vec::new();
     if !args.no_peer {

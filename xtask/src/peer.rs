@@ -18,7 +18,11 @@
 //!   with nothing patching, `/small`), then while the function tracer is switched on
 //!   and off in a loop (Linux's live patching: every switch rewrites the
 //!   call sites of all its functions with the int3 + IPI protocol). A CGI
-//!   script (`/cgi-bin/flip`) starts that loop when the host asks.
+//!   script (`/cgi-bin/flip`) starts that loop when the host asks;
+//! - the same download while the loop switches and two CPUs call traced
+//!   functions, as the appliance's two workers do: a `dd bs=1` loop pinned
+//!   to each CPU from cpu2 up (`/cgi-bin/busy`), one read and one write
+//!   system call per byte, every one through traced kernel functions.
 //!
 //! The kernel and busybox-static come from Debian (`apt-get download` into
 //! `target/peer/`, unpacked with `dpkg-deb`); the initramfs (cpio "newc")
@@ -92,6 +96,21 @@ echo "peer: flipping" > /dev/console
 echo flipping
 "#;
 
+/// The CGI script that pins a `dd bs=1` loop to each CPU from cpu2 up
+/// (cpu0 and cpu1 are left to the switching loop and httpd, as the
+/// appliance leaves its patching and serving CPUs), each printing a line
+/// per pass so that the host sees them run.
+const BUSY_CGI: &str = r#"#!/bin/sh
+echo "Content-Type: text/plain"
+echo ""
+n=$(nproc)
+for c in $(seq 2 $((n - 1))); do
+(k=0; while :; do taskset $(printf %x $((1 << c))) dd if=/dev/zero of=/dev/null bs=1 count=20000 2>/dev/null; k=$((k + 1)); echo "peer: busy cpu$c pass $k" > /dev/console; done) </dev/null >/dev/null 2>&1 &
+done
+echo "peer: busy $((n - 2)) cpus" > /dev/console
+echo busy
+"#;
+
 fn initramfs(busybox: &[u8], e1000: &[u8], timewrite: &[u8], file_bytes: usize, small_bytes: usize) -> Vec<u8> {
     let init = format!(
         r#"#!/bin/busybox sh
@@ -144,6 +163,7 @@ while :; do sleep 3600; done
         add(&mut out, d, 0o040755, (0, 0), &[]);
     }
     add(&mut out, "www/cgi-bin/flip", 0o100755, (0, 0), FLIP_CGI.as_bytes());
+    add(&mut out, "www/cgi-bin/busy", 0o100755, (0, 0), BUSY_CGI.as_bytes());
     // The console the kernel opens for init before devtmpfs is mounted.
     add(&mut out, "dev/console", 0o020600, (5, 1), &[]);
     add(&mut out, "bin/busybox", 0o100755, (0, 0), busybox);
@@ -215,6 +235,13 @@ pub struct Measured {
     /// the end of its first on-and-off cycle (host clock).
     pub flip_fetch_window_s: (f64, f64),
     pub flip_first_cycle_s: f64,
+    /// The same fetch while the loop switches and `busy_cpus` CPUs run
+    /// `dd bs=1` loops.
+    pub fetch_flipping_busy_mb_s: Vec<f64>,
+    pub busy_cpus: u64,
+    /// The switching loop's on-and-off cycles completed before the busy
+    /// fetches and after them.
+    pub busy_flip_cycles: (u64, u64),
 }
 
 /// Boot the peer with `cpu`/`smp` under `accel`, take its timings and
@@ -281,6 +308,24 @@ pub fn measure(
     run.wait_line(run.started.elapsed() + Duration::from_secs(120), &mut serial, |l| l.contains("peer: flipped 1"))
         .ok_or_else(|| format!("the peer's tracer never completed a switch on and off; see {}", log.display()))?;
     let flip_first_cycle_s = flip_start.elapsed().as_secs_f64();
+    // Two CPUs calling traced functions beside the switching loop; each
+    // must be seen to finish a pass (the loops started and run).
+    let (_, _) = fetch(port, "/cgi-bin/busy").map_err(|e| format!("peer /cgi-bin/busy: {e}"))?;
+    run.wait_line(run.started.elapsed() + Duration::from_secs(30), &mut serial, |l| l.contains("peer: busy ") && l.contains(" cpus"))
+        .ok_or_else(|| format!("the peer's busy loops did not start; see {}", log.display()))?;
+    let busy_cpus = serial
+        .lines()
+        .find_map(|l| l.split("peer: busy ").nth(1)?.strip_suffix(" cpus")?.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("the peer did not say how many CPUs it made busy; see {}", log.display()))?;
+    let cycles = |serial: &str| serial.lines().filter_map(|l| l.split("peer: flipped ").nth(1)?.trim().parse::<u64>().ok()).max().unwrap_or(0);
+    let cycles_before = cycles(&serial);
+    let flipping_busy = rates_of("/file", " while flipping, with busy CPUs")?;
+    for c in 2..2 + busy_cpus {
+        let pass = format!("peer: busy cpu{c} pass ");
+        run.wait_line(run.started.elapsed() + Duration::from_secs(60), &mut serial, |l| l.contains(&pass))
+            .ok_or_else(|| format!("the peer's busy loop on cpu{c} never finished a pass; see {}", log.display()))?;
+    }
+    let cycles_after = cycles(&serial);
     Ok(Measured {
         tracer_on_idle_ns: idle,
         tracer_on_busy_ns: busy,
@@ -294,6 +339,9 @@ pub fn measure(
         fetch_flipping_mb_s: flipping,
         flip_fetch_window_s: (fetch_start, fetch_end),
         flip_first_cycle_s,
+        fetch_flipping_busy_mb_s: flipping_busy,
+        busy_cpus,
+        busy_flip_cycles: (cycles_before, cycles_after),
     })
 }
 
@@ -318,5 +366,6 @@ mod tests {
         let text = String::from_utf8_lossy(&image);
         assert!(text.contains("dev/console") && text.contains("TRAILER!!!") && text.contains("head -c 1000 /dev/urandom > /www/file"));
         assert!(text.contains("head -c 300 /dev/urandom > /www/small") && text.contains("www/cgi-bin/flip"));
+        assert!(text.contains("www/cgi-bin/busy") && text.contains("taskset $(printf %x $((1 << c))) dd"));
     }
 }
