@@ -74,25 +74,37 @@ pub fn run(k: &Kernel, reg: &'static Registry) {
             report(&alloc::format!("sync_round_{name}_per_raw_ipi_x1000"), ns * 1000 / raw, "");
         }
     }
-    // Batches: time of one batch (turning sites on), sync rounds, per site; int3 vs stop_machine.
+    // Batches: time of one batch (turning sites on), sync rounds, per site;
+    // int3 vs stop_machine. BATCH_REPS batches of each (each followed by
+    // the batch turning them off again, not timed): the median, with the
+    // min and max.
+    const BATCH_REPS: usize = 5;
     let n = reg.sites.len();
     for size in [1usize, 10, 100, 1000, 10_000].into_iter().filter(|&s| s <= n) {
         let mut per = [0u64; 2];
         for (i, s) in [Strategy::Int3, Strategy::StopMachine].into_iter().enumerate() {
-            let (mut t, mut rounds) = (0, 0);
-            for _ in 0..3 {
+            let (mut ns, mut rounds) = (alloc::vec::Vec::new(), 0);
+            for _ in 0..BATCH_REPS {
                 match (bench::flip_batch(reg, 0..size, true, s), bench::flip_batch(reg, 0..size, false, s)) {
                     (Ok((a, r)), Ok(_)) => {
-                        t += a;
+                        ns.push(ticks_to_ns(a));
                         rounds = r;
                     }
                     _ => warn!("bench: batch of {size} with {} failed", s.name()),
                 }
             }
-            per[i] = ticks_to_ns(t) / 3;
-            report(&alloc::format!("batch_{size}_{}", s.name()), per[i], "ns");
-            report(&alloc::format!("batch_{size}_{}_sync_rounds", s.name()), rounds, "");
-            report(&alloc::format!("batch_{size}_{}_per_site", s.name()), per[i] / size as u64, "ns");
+            if ns.is_empty() {
+                continue;
+            }
+            ns.sort_unstable();
+            per[i] = ns[ns.len() / 2];
+            let name = s.name();
+            report(&alloc::format!("batch_{size}_{name}"), per[i], "ns");
+            report(&alloc::format!("batch_{size}_{name}_min"), ns[0], "ns");
+            report(&alloc::format!("batch_{size}_{name}_max"), ns[ns.len() - 1], "ns");
+            report(&alloc::format!("batch_{size}_{name}_repetitions"), ns.len() as u64, "");
+            report(&alloc::format!("batch_{size}_{name}_sync_rounds"), rounds, "");
+            report(&alloc::format!("batch_{size}_{name}_per_site"), per[i] / size as u64, "ns");
         }
         report(&alloc::format!("batch_{size}_stop_machine_per_int3_x1000"), per[1] * 1000 / per[0].max(1), "");
     }

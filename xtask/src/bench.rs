@@ -218,14 +218,24 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
     let m = crate::peer::measure(&peer, accel, "4", &dir.join("linux-peer.log"), FETCHES, fetch)?;
     let ([fetch_min, fetch_median, fetch_best], [small_min, small_median, small_best]) = (spread(&m.fetch_mb_s), spread(&m.fetch_small_mb_s));
     let [flipping_min, flipping_median, flipping_best] = spread(&m.fetch_flipping_mb_s);
-    let [busy_min, busy_median, busy_best] = spread(&m.fetch_flipping_busy_mb_s);
+    let [flip_busy_min, flip_busy_median, flip_busy_best] = spread(&m.fetch_flipping_busy_mb_s);
     let boot = format!("linux-peer {}", peer.version);
+    let ms = |v: &[u64]| spread(&v.iter().map(|&x| x as f64 / 1e6).collect::<Vec<f64>>());
+    let ([idle_min, idle_ms, idle_max], [busy_min, busy_ms, busy_max]) = (ms(&m.tracer_on_idle_ns), ms(&m.tracer_on_busy_ns));
+    // ns per function of the median switch-on.
+    let per_function = |ms: f64| ms * 1e6 / m.functions.max(1) as f64;
     let mut f = vec![
         fig("peer_ftrace_functions", m.functions as f64, "", &boot),
-        fig("peer_tracer_on_idle_per_function", m.tracer_on_idle_ns as f64 / m.functions.max(1) as f64, "ns", &boot),
-        fig("peer_tracer_on_busy_per_function", m.tracer_on_busy_ns as f64 / m.functions.max(1) as f64, "ns", &boot),
-        fig("peer_tracer_on_idle", m.tracer_on_idle_ns as f64 / 1e6, "ms", &boot),
-        fig("peer_tracer_on_busy", m.tracer_on_busy_ns as f64 / 1e6, "ms", &boot),
+        fig("peer_tracer_on_idle_per_function", per_function(idle_ms), "ns", &boot),
+        fig("peer_tracer_on_busy_per_function", per_function(busy_ms), "ns", &boot),
+        fig("peer_tracer_on_idle", idle_ms, "ms", &boot),
+        fig("peer_tracer_on_idle_min", idle_min, "ms", &boot),
+        fig("peer_tracer_on_idle_max", idle_max, "ms", &boot),
+        fig("peer_tracer_on_idle_repetitions", m.tracer_on_idle_ns.len() as f64, "", &boot),
+        fig("peer_tracer_on_busy", busy_ms, "ms", &boot),
+        fig("peer_tracer_on_busy_min", busy_min, "ms", &boot),
+        fig("peer_tracer_on_busy_max", busy_max, "ms", &boot),
+        fig("peer_tracer_on_busy_repetitions", m.tracer_on_busy_ns.len() as f64, "", &boot),
         fig("peer_dd_bs1_tracer_off", m.dd_off_ns as f64 / 1e6, "ms", &boot),
         fig("peer_dd_bs1_tracer_on", m.dd_on_ns as f64 / 1e6, "ms", &boot),
         fig("peer_dd_bs1_traced_calls", m.dd_events as f64, "", &boot),
@@ -247,9 +257,9 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         fig("peer_flipping_fetches_start", m.flip_fetch_window_s.0, "s", &boot),
         fig("peer_flipping_fetches_end", m.flip_fetch_window_s.1, "s", &boot),
         fig("peer_flipping_first_cycle_end", m.flip_first_cycle_s, "s", &boot),
-        fig("peer_http_fetch_flipping_busy_min", busy_min, "MB/s", &boot),
-        fig("peer_http_fetch_flipping_busy_median", busy_median, "MB/s", &boot),
-        fig("peer_http_fetch_flipping_busy_best", busy_best, "MB/s", &boot),
+        fig("peer_http_fetch_flipping_busy_min", flip_busy_min, "MB/s", &boot),
+        fig("peer_http_fetch_flipping_busy_median", flip_busy_median, "MB/s", &boot),
+        fig("peer_http_fetch_flipping_busy_best", flip_busy_best, "MB/s", &boot),
         fig("peer_flipping_busy_cpus", m.busy_cpus as f64, "", &boot),
         fig("peer_flip_cycles_before_busy_fetches", m.busy_flip_cycles.0 as f64, "", &boot),
         fig("peer_flip_cycles_after_busy_fetches", m.busy_flip_cycles.1 as f64, "", &boot),
@@ -259,11 +269,11 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_idle", a / fetch_median, "", "ratio"));
         f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_flipping", a / flipping_median, "", "ratio"));
         // Like for like: two CPUs calling traced functions on each side.
-        f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_flipping_busy", a / busy_median, "", "ratio"));
+        f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_flipping_busy", a / flip_busy_median, "", "ratio"));
     }
     for (_, stem) in OTHER_DOWNLOADS {
         if let Some(a) = find(&format!("{stem}_fetch_median"), "service-e1000") {
-            f.push(fig(format!("ratio_fetch_{stem}_appliance_e1000_patching_per_peer_flipping_busy"), a / busy_median, "", "ratio"));
+            f.push(fig(format!("ratio_fetch_{stem}_appliance_e1000_patching_per_peer_flipping_busy"), a / flip_busy_median, "", "ratio"));
         }
     }
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000-patching-no-workers") {
@@ -286,11 +296,11 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         f.push(fig("ratio_event_no_workers_per_peer_traced_call", a / linux_ps, "", "ratio"));
     }
     if let Some(a) = find("batch_10000_int3_per_site", "bench") {
-        f.push(fig("ratio_int3_per_site_busy_per_peer_per_function_busy", a / (m.tracer_on_busy_ns as f64 / m.functions.max(1) as f64), "", "ratio"));
-        f.push(fig("ratio_int3_per_site_busy_per_peer_per_function_idle", a / (m.tracer_on_idle_ns as f64 / m.functions.max(1) as f64), "", "ratio"));
+        f.push(fig("ratio_int3_per_site_busy_per_peer_per_function_busy", a / per_function(busy_ms), "", "ratio"));
+        f.push(fig("ratio_int3_per_site_busy_per_peer_per_function_idle", a / per_function(idle_ms), "", "ratio"));
     }
     if let Some(a) = find("batch_10000_int3_per_site", "bench-no-workers") {
-        f.push(fig("ratio_int3_per_site_no_workers_per_peer_per_function_idle", a / (m.tracer_on_idle_ns as f64 / m.functions.max(1) as f64), "", "ratio"));
+        f.push(fig("ratio_int3_per_site_no_workers_per_peer_per_function_idle", a / per_function(idle_ms), "", "ratio"));
     }
     Ok(f)
 }
@@ -397,12 +407,14 @@ pub fn main(args: &BenchArgs) -> Result<()> {
     }
     let json: Vec<serde_json::Value> =
         figs.iter().map(|f| serde_json::json!({"name": f.name, "value": f.value, "unit": f.unit, "boot": f.boot})).collect();
+    let commands = boot_commands(&dir, &figs);
+    let boots: Vec<serde_json::Value> = commands.iter().map(|(b, c)| serde_json::json!({"boot": b, "command": c})).collect();
     let host = crate::host_cpu();
     std::fs::write(
         dir.join("kernel.json"),
-        serde_json::to_string_pretty(&serde_json::json!({"accel": why, "host": host, "results": json, "notes": notes}))?,
+        serde_json::to_string_pretty(&serde_json::json!({"accel": why, "host": host, "results": json, "boots": boots, "notes": notes}))?,
     )?;
-    std::fs::write(dir.join("report.md"), report_md(&figs, &why, &host, &notes))?;
+    std::fs::write(dir.join("report.md"), report_md(&figs, &why, &host, &notes, &commands))?;
     for n in &notes {
         println!("note: {n}");
     }
@@ -423,12 +435,46 @@ pub fn main(args: &BenchArgs) -> Result<()> {
     crate::silicon(&["--events".into(), "--json".into(), events.display().to_string(), "--dir".into(), dir.join("silicon-events").display().to_string()])
 }
 
+/// The console log a boot's figures came from, in the bench's directory
+/// (None: figures computed from other boots').
+fn log_of(boot: &str) -> Option<String> {
+    match boot {
+        "bench" => Some("kernel.log".into()),
+        "bench-no-workers" => Some("kernel-no-workers.log".into()),
+        b if b.starts_with("linux-peer") => Some("linux-peer.log".into()),
+        b if b.starts_with("service-") || (b.starts_with("nmi-") && b.ends_with("hz")) => Some(format!("{b}.log")),
+        _ => None,
+    }
+}
+
+/// Each boot of `figs` (in order of first appearance) with the QEMU
+/// command line its log starts with (`qemu::spawn` writes it there).
+fn boot_commands(dir: &std::path::Path, figs: &[Figure]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for f in figs {
+        if out.iter().any(|(b, _)| *b == f.boot) {
+            continue;
+        }
+        let Some(log) = log_of(&f.boot) else { continue };
+        let first = std::fs::read_to_string(dir.join(&log)).ok().and_then(|t| t.lines().next().map(str::to_string));
+        let command = first.and_then(|l| l.strip_prefix("# ").map(str::to_string)).unwrap_or_else(|| format!("(no command line in {log})"));
+        out.push((f.boot.clone(), command));
+    }
+    out
+}
+
 /// The figures as a Markdown table (for bench/README.md and the README),
-/// ratios to the same boot's raw IPI round trip where they apply.
-pub fn report_md(figs: &[Figure], accel: &str, host: &str, notes: &[String]) -> String {
+/// ratios to the same boot's raw IPI round trip where they apply, and each
+/// boot's command line.
+pub fn report_md(figs: &[Figure], accel: &str, host: &str, notes: &[String], commands: &[(String, String)]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "Accelerator: {accel}. Host: {host}. `--smp 4`.\n");
+    let _ = writeln!(s, "Made by `cargo xtask bench`. Accelerator: {accel}. Host: {host}. `--smp 4`.\n");
+    let _ = writeln!(
+        s,
+        "Downloads: `GET` over TCP to the guest's forwarded port, one untimed then {FETCHES} timed (min, median, best MB/s). \
+         The peer's figures come from its `/init` and CGI scripts (`xtask/src/peer.rs`); each boot's command line is at the end.\n"
+    );
     let _ = writeln!(s, "| figure | value | unit | boot |");
     let _ = writeln!(s, "|---|---|---|---|");
     for f in figs {
@@ -439,12 +485,18 @@ pub fn report_md(figs: &[Figure], accel: &str, host: &str, notes: &[String]) -> 
         let _ = writeln!(s, "\nRatios to the raw IPI round trip ({} ns) of the same boot:\n", trim(raw));
         let _ = writeln!(s, "| figure | ratio |");
         let _ = writeln!(s, "|---|---|");
-        for f in figs.iter().filter(|f| f.boot == "bench" && f.unit == "ns" && f.name != "ipi_round_trip_all_cpus") {
+        for f in figs.iter().filter(|f| f.boot == "bench" && f.unit == "ns" && f.name != "ipi_round_trip_all_cpus" && !f.name.ends_with("_min") && !f.name.ends_with("_max")) {
             let _ = writeln!(s, "| {} | {:.2} |", f.name, f.value / raw);
         }
     }
     for n in notes {
         let _ = writeln!(s, "\nNote: {n}");
+    }
+    if !commands.is_empty() {
+        let _ = writeln!(s, "\nBoots and their command lines:\n");
+        for (boot, command) in commands {
+            let _ = writeln!(s, "- {boot}: `{command}`");
+        }
     }
     s
 }
@@ -456,6 +508,37 @@ fn trim(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_boot_is_reported_with_the_command_line_its_log_starts_with() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-commands-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("kernel.log"), "# qemu-system-x86_64 -kernel a.elf -append test_exit bench\n[ 0.1] x\n").unwrap();
+        std::fs::write(dir.join("service-e1000.log"), "# qemu-system-x86_64 -device e1000\n").unwrap();
+        std::fs::write(dir.join("linux-peer.log"), "no header\n").unwrap();
+        let figs = [
+            fig("a", 1.0, "ns", "bench"),
+            fig("b", 2.0, "MB/s", "service-e1000"),
+            fig("c", 3.0, "ns", "bench"),
+            fig("d", 4.0, "", "ratio"),
+            fig("e", 5.0, "ns", "linux-peer 6.1.0-57-amd64"),
+            fig("f", 6.0, "1/s", "nmi-*"),
+        ];
+        let got = boot_commands(&dir, &figs);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("bench".to_string(), "qemu-system-x86_64 -kernel a.elf -append test_exit bench".to_string()),
+                ("service-e1000".to_string(), "qemu-system-x86_64 -device e1000".to_string()),
+                ("linux-peer 6.1.0-57-amd64".to_string(), "(no command line in linux-peer.log)".to_string()),
+            ]
+        );
+        assert_eq!(log_of("nmi-1000hz").as_deref(), Some("nmi-1000hz.log"));
+        let md = report_md(&figs, "tcg", "host", &[], &got);
+        assert!(md.contains("- service-e1000: `qemu-system-x86_64 -device e1000`"), "{md}");
+        assert!(md.starts_with("Made by `cargo xtask bench`."), "{md}");
+    }
 
     #[test]
     fn the_kvm_download_aim_is_judged_only_under_kvm() {

@@ -44,6 +44,9 @@ const BUSYBOX: &str = "busybox-static";
 const DD_BYTES: usize = 20_000;
 /// Repetitions of the traced-call measurement (the median is reported).
 const DD_REPS: usize = 3;
+/// Repetitions of switching the function tracer on, with the CPUs idle
+/// and with three busy (min, median and max are reported).
+const TRACER_REPS: usize = 3;
 
 /// A booted-ready peer: kernel, initramfs.
 pub struct Peer {
@@ -130,8 +133,10 @@ head -c {small_bytes} /dev/urandom > /www/small
 httpd -p 80 -h /www
 cd /sys/kernel/tracing
 echo "peer: filter $(grep -vc '^__ftrace_invalid_address__' available_filter_functions) functions"
+for r in $(seq 1 {TRACER_REPS}); do
 echo "peer: tracer_on_idle_ns $(/timewrite current_tracer function)"
 echo nop > current_tracer
+done
 # The traced call: dd bs=1 on cpu0 (a read and a write per byte) without
 # and with the function tracer; the events it recorded on cpu0 (kept and
 # overwritten) count the traced calls. {DD_REPS} repetitions.
@@ -146,8 +151,10 @@ echo "peer: dd_off_ns $off dd_on_ns $on events $events"
 done
 n=$(nproc)
 for i in $(seq 2 $n); do while :; do :; done & done
+for r in $(seq 1 {TRACER_REPS}); do
 echo "peer: tracer_on_busy_ns $(/timewrite current_tracer function) busy $((n - 1))"
 echo nop > current_tracer
+done
 kill $(jobs -p) 2>/dev/null
 echo "peer: ready"
 while :; do sleep 3600; done
@@ -216,8 +223,9 @@ pub fn prepare(file_bytes: usize, small_bytes: usize) -> Result<Peer> {
 
 /// What one boot of the peer measured.
 pub struct Measured {
-    pub tracer_on_idle_ns: u64,
-    pub tracer_on_busy_ns: u64,
+    /// Each switch-on's time, sorted, with the other CPUs idle and busy.
+    pub tracer_on_idle_ns: Vec<u64>,
+    pub tracer_on_busy_ns: Vec<u64>,
     pub functions: u64,
     /// `dd bs=1` on cpu0 without and with the function tracer, and the
     /// function events recorded on cpu0 meanwhile.
@@ -270,7 +278,18 @@ pub fn measure(
             .find_map(|l| l.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()))
             .ok_or_else(|| format!("the peer printed no `{key}`; see {}", log.display()).into())
     };
-    let (idle, busy, functions) = (num("peer: tracer_on_idle_ns ")?, num("peer: tracer_on_busy_ns ")?, num("peer: filter ")?);
+    let functions = num("peer: filter ")?;
+    // Every repetition's value of `key`, sorted; TRACER_REPS of them.
+    let all = |key: &str| -> Result<Vec<u64>> {
+        let mut v: Vec<u64> =
+            serial.lines().filter_map(|l| l.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok())).collect();
+        if v.len() != TRACER_REPS {
+            return Err(format!("the peer printed {} `{key}` lines, expected {TRACER_REPS}; see {}", v.len(), log.display()).into());
+        }
+        v.sort_unstable();
+        Ok(v)
+    };
+    let (idle, busy) = (all("peer: tracer_on_idle_ns ")?, all("peer: tracer_on_busy_ns ")?);
     // Each repetition's (tracer off, tracer on, events); the one with the median cost per call is reported.
     let mut dd: Vec<(u64, u64, u64)> = Vec::new();
     for line in serial.lines().filter(|l| l.starts_with("peer: dd_off_ns ")) {
