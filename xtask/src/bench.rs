@@ -256,10 +256,11 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         fig("peer_http_fetch_flipping_best", flipping_best, "MB/s", &boot),
         fig("peer_flipping_fetches_start", m.flip_fetch_window_s.0, "s", &boot),
         fig("peer_flipping_fetches_end", m.flip_fetch_window_s.1, "s", &boot),
-        fig("peer_flipping_first_cycle_end", m.flip_first_cycle_s, "s", &boot),
+        fig("peer_http_fetch_flipping_repetitions", m.fetch_flipping_mb_s.len() as f64, "", &boot),
         fig("peer_http_fetch_flipping_busy_min", flip_busy_min, "MB/s", &boot),
         fig("peer_http_fetch_flipping_busy_median", flip_busy_median, "MB/s", &boot),
         fig("peer_http_fetch_flipping_busy_best", flip_busy_best, "MB/s", &boot),
+        fig("peer_http_fetch_flipping_busy_repetitions", m.fetch_flipping_busy_mb_s.len() as f64, "", &boot),
         fig("peer_flipping_busy_cpus", m.busy_cpus as f64, "", &boot),
         fig("peer_flip_cycles_before_busy_fetches", m.busy_flip_cycles.0 as f64, "", &boot),
         fig("peer_flip_cycles_after_busy_fetches", m.busy_flip_cycles.1 as f64, "", &boot),
@@ -353,6 +354,9 @@ pub struct BenchArgs {
     /// Skip the Linux peer (a Debian kernel and busybox under the same QEMU)
     #[arg(long)]
     no_peer: bool,
+    /// Only the Linux peer (its figures, without ratios to the appliance's)
+    #[arg(long, conflicts_with_all = ["no_peer", "nics_only"])]
+    peer_only: bool,
 }
 
 pub fn main(args: &BenchArgs) -> Result<()> {
@@ -362,7 +366,8 @@ pub fn main(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let (accel, why) = qemu::choose_accel(Accel::Auto)?;
     println!("== appliance benchmarks ({why}), --smp 4");
-    let mut figs = if args.nics_only { Vec::new() } else { kernel_bench(accel, &dir)? };
+    let appliance = !args.peer_only;
+    let mut figs = if args.nics_only || !appliance { Vec::new() } else { kernel_bench(accel, &dir)? };
     for (name, nic, append) in [
         ("virtio-net", "virtio-net-pci", "patch=on"),
         ("e1000", "e1000", "patch=on"),
@@ -375,7 +380,10 @@ pub fn main(args: &BenchArgs) -> Result<()> {
         ("e1000-patching-no-workers", "e1000", "patch=on patch_workers=0"),
         // Nothing patching: the rings hold NMI ticks and little else.
         ("e1000-patch-off", "e1000", "patch=off"),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| appliance)
+    {
         println!("== service boot with {name} ({append}): boot to network, /trace.ctf.tar fetch");
         // Every download where a peer figure compares with it: e1000 with
         // and without workers.
@@ -389,7 +397,7 @@ pub fn main(args: &BenchArgs) -> Result<()> {
             Err(e) => notes.push(format!("the Linux peer did not run: {e}")),
         }
     }
-    let rates: &[u32] = if args.nics_only { &[] } else { &[1000, 10_000, 50_000, 100_000] };
+    let rates: &[u32] = if args.nics_only || !appliance { &[] } else { &[1000, 10_000, 50_000, 100_000] };
     for &hz in rates {
         println!("== NMI rate with the patching loop running, watchdog at {hz} Hz");
         match nmi_rate(accel, &dir, hz) {
@@ -398,7 +406,7 @@ pub fn main(args: &BenchArgs) -> Result<()> {
             Err(e) => notes.push(format!("watchdog at {hz} Hz not sustained: {e}")),
         }
     }
-    if !args.nics_only {
+    if !args.nics_only && appliance {
         let best = figs.iter().filter(|f| f.name.ends_with("hz_min_cpu")).map(|f| f.value).fold(0.0, f64::max);
         figs.push(fig("nmi_rate_highest_sustained_per_cpu", best, "1/s", "nmi-*"));
     }
@@ -419,7 +427,7 @@ pub fn main(args: &BenchArgs) -> Result<()> {
         println!("note: {n}");
     }
     println!("wrote {} and report.md", dir.join("kernel.json").display());
-    if args.nics_only {
+    if args.nics_only || !appliance {
         return Ok(());
     }
     let json = dir.join("silicon.json");

@@ -17,12 +17,14 @@
 //!   with nothing patching (also a file the size of the appliance's snapshot
 //!   with nothing patching, `/small`), then while the function tracer is switched on
 //!   and off in a loop (Linux's live patching: every switch rewrites the
-//!   call sites of all its functions with the int3 + IPI protocol). A CGI
-//!   script (`/cgi-bin/flip`) starts that loop when the host asks;
+//!   call sites of all its functions with the int3 + IPI protocol), fetched
+//!   again and again through the loop's whole first cycle. A CGI script
+//!   (`/cgi-bin/flip`) starts that loop when the host asks;
 //! - the same download while the loop switches and two CPUs call traced
 //!   functions, as the appliance's two workers do: a `dd bs=1` loop pinned
 //!   to each CPU from cpu2 up (`/cgi-bin/busy`), one read and one write
-//!   system call per byte, every one through traced kernel functions.
+//!   system call per byte, every one through traced kernel functions;
+//!   fetched through a whole cycle of the loop run with them busy.
 //!
 //! The kernel and busybox-static come from Debian (`apt-get download` into
 //! `target/peer/`, unpacked with `dpkg-deb`); the initramfs (cpio "newc")
@@ -239,17 +241,52 @@ pub struct Measured {
     pub fetch_small_mb_s: Vec<f64>,
     /// The same fetch while the tracer is switched on and off in a loop.
     pub fetch_flipping_mb_s: Vec<f64>,
-    /// Seconds from the loop's start to the fetches' start and end, and to
-    /// the end of its first on-and-off cycle (host clock).
+    /// Seconds from the loop's start to the fetches' start and end (host
+    /// clock); they end after its first on-and-off cycle.
     pub flip_fetch_window_s: (f64, f64),
-    pub flip_first_cycle_s: f64,
     /// The same fetch while the loop switches and `busy_cpus` CPUs run
-    /// `dd bs=1` loops.
+    /// `dd bs=1` loops, through a whole cycle run with them busy.
     pub fetch_flipping_busy_mb_s: Vec<f64>,
     pub busy_cpus: u64,
     /// The switching loop's on-and-off cycles completed before the busy
     /// fetches and after them.
     pub busy_flip_cycles: (u64, u64),
+}
+
+/// The switching loop's on-and-off cycles completed, as its console lines
+/// (`peer: flipped N`) say.
+fn flip_cycles(serial: &str) -> u64 {
+    serial.lines().filter_map(|l| l.split("peer: flipped ").nth(1)?.trim().parse::<u64>().ok()).max().unwrap_or(0)
+}
+
+/// Longest the fetches through a switching cycle may take.
+const CYCLE_FETCH_LIMIT: Duration = Duration::from_secs(240);
+
+/// Timed fetches of `/file` until the switching loop has completed `cycles`
+/// on-and-off cycles and at least `fetches` were timed, after one untimed
+/// fetch (as `bench::fetch_rates` does): MB/s, sorted.
+fn fetch_through_cycle(
+    run: &mut qemu::Running,
+    serial: &mut String,
+    port: u16,
+    fetches: usize,
+    cycles: u64,
+    fetch: &impl Fn(u16, &str) -> std::result::Result<(usize, f64), String>,
+) -> std::result::Result<Vec<f64>, String> {
+    let start = std::time::Instant::now();
+    fetch(port, "/file")?;
+    let mut rates = Vec::new();
+    while rates.len() < fetches || flip_cycles(serial) < cycles {
+        if start.elapsed() > CYCLE_FETCH_LIMIT {
+            return Err(format!("the switching loop did not reach cycle {cycles} in {} s", CYCLE_FETCH_LIMIT.as_secs()));
+        }
+        let (b, s) = fetch(port, "/file")?;
+        rates.push(b as f64 / s / 1e6);
+        // Take the console lines that came meanwhile (a millisecond's wait).
+        let _ = run.wait_line(run.started.elapsed() + Duration::from_millis(1), serial, |_| false);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates)
 }
 
 /// Boot the peer with `cpu`/`smp` under `accel`, take its timings and
@@ -318,15 +355,12 @@ pub fn measure(
     // (wait_line's timeout counts from QEMU's start.)
     run.wait_line(run.started.elapsed() + Duration::from_secs(30), &mut serial, |l| l.contains("peer: flipping"))
         .ok_or_else(|| format!("the peer's tracer switching loop did not start; see {}", log.display()))?;
+    // Linux's rate moves with where in the switching a fetch falls (0.3 to
+    // 38 MB/s within one run): fetches go on through the loop's whole first
+    // on-and-off cycle.
     let fetch_start = flip_start.elapsed().as_secs_f64();
-    let flipping = rates_of("/file", " while flipping")?;
+    let flipping = fetch_through_cycle(&mut run, &mut serial, port, fetches, 1, &fetch).map_err(|e| format!("peer /file while flipping: {e}; see {}", log.display()))?;
     let fetch_end = flip_start.elapsed().as_secs_f64();
-    // The loop really switched: its first on-and-off cycle ends (the report
-    // shows whether that was after the fetches, which then all ran during
-    // the first switch).
-    run.wait_line(run.started.elapsed() + Duration::from_secs(120), &mut serial, |l| l.contains("peer: flipped 1"))
-        .ok_or_else(|| format!("the peer's tracer never completed a switch on and off; see {}", log.display()))?;
-    let flip_first_cycle_s = flip_start.elapsed().as_secs_f64();
     // Two CPUs calling traced functions beside the switching loop; each
     // must be seen to finish a pass (the loops started and run).
     let (_, _) = fetch(port, "/cgi-bin/busy").map_err(|e| format!("peer /cgi-bin/busy: {e}"))?;
@@ -336,15 +370,20 @@ pub fn measure(
         .lines()
         .find_map(|l| l.split("peer: busy ").nth(1)?.strip_suffix(" cpus")?.trim().parse::<u64>().ok())
         .ok_or_else(|| format!("the peer did not say how many CPUs it made busy; see {}", log.display()))?;
-    let cycles = |serial: &str| serial.lines().filter_map(|l| l.split("peer: flipped ").nth(1)?.trim().parse::<u64>().ok()).max().unwrap_or(0);
-    let cycles_before = cycles(&serial);
-    let flipping_busy = rates_of("/file", " while flipping, with busy CPUs")?;
+    // Through a whole cycle run with the CPUs busy: until the one under way
+    // when they started and the next have ended.
+    let cycles_before = flip_cycles(&serial);
+    let flipping_busy = fetch_through_cycle(&mut run, &mut serial, port, fetches, cycles_before + 2, &fetch)
+        .map_err(|e| format!("peer /file while flipping, with busy CPUs: {e}; see {}", log.display()))?;
     for c in 2..2 + busy_cpus {
         let pass = format!("peer: busy cpu{c} pass ");
+        if serial.contains(&pass) {
+            continue;
+        }
         run.wait_line(run.started.elapsed() + Duration::from_secs(60), &mut serial, |l| l.contains(&pass))
             .ok_or_else(|| format!("the peer's busy loop on cpu{c} never finished a pass; see {}", log.display()))?;
     }
-    let cycles_after = cycles(&serial);
+    let cycles_after = flip_cycles(&serial);
     Ok(Measured {
         tracer_on_idle_ns: idle,
         tracer_on_busy_ns: busy,
@@ -357,7 +396,6 @@ pub fn measure(
         fetch_small_mb_s: small,
         fetch_flipping_mb_s: flipping,
         flip_fetch_window_s: (fetch_start, fetch_end),
-        flip_first_cycle_s,
         fetch_flipping_busy_mb_s: flipping_busy,
         busy_cpus,
         busy_flip_cycles: (cycles_before, cycles_after),
