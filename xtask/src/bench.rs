@@ -202,6 +202,7 @@ fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, app
         f.push(fig(format!("{stem}_fetch_min"), min, "MB/s", &boot));
         f.push(fig(format!("{stem}_fetch_median"), median, "MB/s", &boot));
         f.push(fig(format!("{stem}_fetch_best"), best, "MB/s", &boot));
+        f.push(fig(format!("{stem}_fetch_repetitions"), rates.len() as f64, "", &boot));
     }
     Ok(f)
 }
@@ -247,10 +248,12 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         fig("peer_http_fetch_min", fetch_min, "MB/s", &boot),
         fig("peer_http_fetch_median", fetch_median, "MB/s", &boot),
         fig("peer_http_fetch_best", fetch_best, "MB/s", &boot),
+        fig("peer_http_fetch_repetitions", m.fetch_mb_s.len() as f64, "", &boot),
         fig("peer_http_small_fetch_bytes", small as f64, "B", &boot),
         fig("peer_http_small_fetch_min", small_min, "MB/s", &boot),
         fig("peer_http_small_fetch_median", small_median, "MB/s", &boot),
         fig("peer_http_small_fetch_best", small_best, "MB/s", &boot),
+        fig("peer_http_small_fetch_repetitions", m.fetch_small_mb_s.len() as f64, "", &boot),
         fig("peer_http_fetch_flipping_min", flipping_min, "MB/s", &boot),
         fig("peer_http_fetch_flipping_median", flipping_median, "MB/s", &boot),
         fig("peer_http_fetch_flipping_best", flipping_best, "MB/s", &boot),
