@@ -483,7 +483,8 @@ pub fn report_md(figs: &[Figure], accel: &str, host: &str, notes: &[String], com
     let _ = writeln!(s, "Made by `cargo xtask bench`. Accelerator: {accel}. Host: {host}. `--smp 4`.\n");
     let _ = writeln!(
         s,
-        "Downloads: `GET` over TCP to the guest's forwarded port, one untimed then {FETCHES} timed (min, median, best MB/s). \
+        "Downloads: `GET` over TCP to the guest's forwarded port, one untimed then {FETCHES} timed (min, median, best MB/s); \
+         the peer's while its tracer switches, through a whole switching cycle (at least {FETCHES}; `_repetitions` says how many). \
          The peer's figures come from its `/init` and CGI scripts (`xtask/src/peer.rs`); each boot's command line is at the end.\n"
     );
     let _ = writeln!(s, "| figure | value | unit | boot |");
