@@ -407,6 +407,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn switching_cycles_are_counted_from_the_console() {
+        assert_eq!(flip_cycles(""), 0);
+        let log = "peer: flipping\npeer: flipped 1\npeer: busy cpu2 pass 1\n[  12.5] peer: flipped 2\npeer: flipped x\n";
+        assert_eq!(flip_cycles(log), 2);
+        assert_eq!(flip_cycles("peer: flipped 10\npeer: flipped 9\n"), 10);
+    }
+
+    #[test]
     fn cpio_newc_entries_are_aligned_and_named() {
         let mut out = Vec::new();
         cpio_entry(&mut out, 1, "init", 0o100755, (0, 0), b"#!x");
