@@ -131,6 +131,30 @@ pub(crate) fn spread(v: &[f64]) -> [f64; 3] {
     [v[0], v[v.len() / 2], v[v.len() - 1]]
 }
 
+/// `{stem}_min`, `_median`, `_best` and `_repetitions` of sorted, non-empty
+/// download rates (MB/s).
+fn rate_figs(stem: &str, rates: &[f64], boot: &str) -> [Figure; 4] {
+    let [min, median, best] = spread(rates);
+    [
+        fig(format!("{stem}_min"), min, "MB/s", boot),
+        fig(format!("{stem}_median"), median, "MB/s", boot),
+        fig(format!("{stem}_best"), best, "MB/s", boot),
+        fig(format!("{stem}_repetitions"), rates.len() as f64, "", boot),
+    ]
+}
+
+/// `{stem}` (the median), `{stem}_min`, `_max` and `_repetitions` of
+/// sorted, non-empty timings in `unit`.
+fn timing_figs(stem: &str, v: &[f64], unit: &str, boot: &str) -> [Figure; 4] {
+    let [min, median, max] = spread(v);
+    [
+        fig(stem, median, unit, boot),
+        fig(format!("{stem}_min"), min, unit, boot),
+        fig(format!("{stem}_max"), max, unit, boot),
+        fig(format!("{stem}_repetitions"), v.len() as f64, "", boot),
+    ]
+}
+
 fn status_nmis(port: u16) -> std::result::Result<(f64, Vec<u64>, u64), String> {
     let st = qemu::status(port)?;
     Ok((st.uptime_ns as f64 / 1e9, st.cpus.iter().map(|c| c.nmis).collect(), st.patching.cycles))
@@ -198,11 +222,7 @@ fn service_bench(accel: Accel, dir: &std::path::Path, name: &str, nic: &str, app
     f.push(fig("patch_batches_per_s_fetching", fetching, "1/s", &boot));
     for (stem, rates, bytes) in got {
         f.push(fig(format!("{stem}_fetch_bytes"), bytes as f64, "B", &boot));
-        let [min, median, best] = spread(&rates);
-        f.push(fig(format!("{stem}_fetch_min"), min, "MB/s", &boot));
-        f.push(fig(format!("{stem}_fetch_median"), median, "MB/s", &boot));
-        f.push(fig(format!("{stem}_fetch_best"), best, "MB/s", &boot));
-        f.push(fig(format!("{stem}_fetch_repetitions"), rates.len() as f64, "", &boot));
+        f.extend(rate_figs(&format!("{stem}_fetch"), &rates, &boot));
     }
     Ok(f)
 }
@@ -217,57 +237,41 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
     let small = find("trace_ctf_fetch_bytes", "service-e1000-patch-off").unwrap_or(200_000.0) as usize;
     let peer = crate::peer::prepare(size, small)?;
     let m = crate::peer::measure(&peer, accel, "4", &dir.join("linux-peer.log"), FETCHES, fetch)?;
-    let ([fetch_min, fetch_median, fetch_best], [small_min, small_median, small_best]) = (spread(&m.fetch_mb_s), spread(&m.fetch_small_mb_s));
-    let [flipping_min, flipping_median, flipping_best] = spread(&m.fetch_flipping_mb_s);
-    let [flip_busy_min, flip_busy_median, flip_busy_best] = spread(&m.fetch_flipping_busy_mb_s);
+    let median = |v: &[f64]| spread(v)[1];
+    let (fetch_median, small_median) = (median(&m.fetch_mb_s), median(&m.fetch_small_mb_s));
+    let (flipping_median, flip_busy_median) = (median(&m.fetch_flipping_mb_s), median(&m.fetch_flipping_busy_mb_s));
     let boot = format!("linux-peer {}", peer.version);
-    let ms = |v: &[u64]| spread(&v.iter().map(|&x| x as f64 / 1e6).collect::<Vec<f64>>());
-    let ([idle_min, idle_ms, idle_max], [busy_min, busy_ms, busy_max]) = (ms(&m.tracer_on_idle_ns), ms(&m.tracer_on_busy_ns));
+    let ms = |v: &[u64]| v.iter().map(|&x| x as f64 / 1e6).collect::<Vec<f64>>();
+    let (idle, busy) = (ms(&m.tracer_on_idle_ns), ms(&m.tracer_on_busy_ns));
+    let (idle_ms, busy_ms) = (median(&idle), median(&busy));
     // ns per function of the median switch-on.
     let per_function = |ms: f64| ms * 1e6 / m.functions.max(1) as f64;
     let mut f = vec![
         fig("peer_ftrace_functions", m.functions as f64, "", &boot),
         fig("peer_tracer_on_idle_per_function", per_function(idle_ms), "ns", &boot),
         fig("peer_tracer_on_busy_per_function", per_function(busy_ms), "ns", &boot),
-        fig("peer_tracer_on_idle", idle_ms, "ms", &boot),
-        fig("peer_tracer_on_idle_min", idle_min, "ms", &boot),
-        fig("peer_tracer_on_idle_max", idle_max, "ms", &boot),
-        fig("peer_tracer_on_idle_repetitions", m.tracer_on_idle_ns.len() as f64, "", &boot),
-        fig("peer_tracer_on_busy", busy_ms, "ms", &boot),
-        fig("peer_tracer_on_busy_min", busy_min, "ms", &boot),
-        fig("peer_tracer_on_busy_max", busy_max, "ms", &boot),
-        fig("peer_tracer_on_busy_repetitions", m.tracer_on_busy_ns.len() as f64, "", &boot),
+    ];
+    f.extend(timing_figs("peer_tracer_on_idle", &idle, "ms", &boot));
+    f.extend(timing_figs("peer_tracer_on_busy", &busy, "ms", &boot));
+    f.extend([
         fig("peer_dd_bs1_tracer_off", m.dd_off_ns as f64 / 1e6, "ms", &boot),
         fig("peer_dd_bs1_tracer_on", m.dd_on_ns as f64 / 1e6, "ms", &boot),
         fig("peer_dd_bs1_traced_calls", m.dd_events as f64, "", &boot),
-        fig("peer_traced_call", m.traced_call_ns[m.traced_call_ns.len() / 2], "ns", &boot),
-        fig("peer_traced_call_min", m.traced_call_ns[0], "ns", &boot),
-        fig("peer_traced_call_max", m.traced_call_ns[m.traced_call_ns.len() - 1], "ns", &boot),
-        fig("peer_traced_call_repetitions", m.traced_call_ns.len() as f64, "", &boot),
-        fig("peer_http_fetch_bytes", size as f64, "B", &boot),
-        fig("peer_http_fetch_min", fetch_min, "MB/s", &boot),
-        fig("peer_http_fetch_median", fetch_median, "MB/s", &boot),
-        fig("peer_http_fetch_best", fetch_best, "MB/s", &boot),
-        fig("peer_http_fetch_repetitions", m.fetch_mb_s.len() as f64, "", &boot),
-        fig("peer_http_small_fetch_bytes", small as f64, "B", &boot),
-        fig("peer_http_small_fetch_min", small_min, "MB/s", &boot),
-        fig("peer_http_small_fetch_median", small_median, "MB/s", &boot),
-        fig("peer_http_small_fetch_best", small_best, "MB/s", &boot),
-        fig("peer_http_small_fetch_repetitions", m.fetch_small_mb_s.len() as f64, "", &boot),
-        fig("peer_http_fetch_flipping_min", flipping_min, "MB/s", &boot),
-        fig("peer_http_fetch_flipping_median", flipping_median, "MB/s", &boot),
-        fig("peer_http_fetch_flipping_best", flipping_best, "MB/s", &boot),
+    ]);
+    f.extend(timing_figs("peer_traced_call", &m.traced_call_ns, "ns", &boot));
+    f.push(fig("peer_http_fetch_bytes", size as f64, "B", &boot));
+    f.extend(rate_figs("peer_http_fetch", &m.fetch_mb_s, &boot));
+    f.push(fig("peer_http_small_fetch_bytes", small as f64, "B", &boot));
+    f.extend(rate_figs("peer_http_small_fetch", &m.fetch_small_mb_s, &boot));
+    f.extend(rate_figs("peer_http_fetch_flipping", &m.fetch_flipping_mb_s, &boot));
+    f.extend(rate_figs("peer_http_fetch_flipping_busy", &m.fetch_flipping_busy_mb_s, &boot));
+    f.extend([
         fig("peer_flipping_fetches_start", m.flip_fetch_window_s.0, "s", &boot),
         fig("peer_flipping_fetches_end", m.flip_fetch_window_s.1, "s", &boot),
-        fig("peer_http_fetch_flipping_repetitions", m.fetch_flipping_mb_s.len() as f64, "", &boot),
-        fig("peer_http_fetch_flipping_busy_min", flip_busy_min, "MB/s", &boot),
-        fig("peer_http_fetch_flipping_busy_median", flip_busy_median, "MB/s", &boot),
-        fig("peer_http_fetch_flipping_busy_best", flip_busy_best, "MB/s", &boot),
-        fig("peer_http_fetch_flipping_busy_repetitions", m.fetch_flipping_busy_mb_s.len() as f64, "", &boot),
         fig("peer_flipping_busy_cpus", m.busy_cpus as f64, "", &boot),
         fig("peer_flip_cycles_before_busy_fetches", m.busy_flip_cycles.0 as f64, "", &boot),
         fig("peer_flip_cycles_after_busy_fetches", m.busy_flip_cycles.1 as f64, "", &boot),
-    ];
+    ]);
     // Ratios: appliance / Linux (above 1: the appliance is faster for rates, slower for times).
     if let Some(a) = find("trace_ctf_fetch_median", "service-e1000") {
         f.push(fig("ratio_fetch_appliance_e1000_patching_per_peer_idle", a / fetch_median, "", "ratio"));
@@ -292,7 +296,7 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle", a / fetch_median, "", "ratio"));
         f.push(fig("ratio_fetch_appliance_e1000_idle_per_peer_idle_same_size", a / small_median, "", "ratio"));
     }
-    let linux_ps = m.traced_call_ns[m.traced_call_ns.len() / 2] * 1000.0;
+    let linux_ps = median(&m.traced_call_ns) * 1000.0;
     if let Some(a) = find("event_cost_ps", "bench") {
         f.push(fig("ratio_event_per_peer_traced_call", a / linux_ps, "", "ratio"));
     }
@@ -550,6 +554,16 @@ mod tests {
         let md = report_md(&figs, "tcg", "host", &[], &got);
         assert!(md.contains("- service-e1000: `qemu-system-x86_64 -device e1000`"), "{md}");
         assert!(md.starts_with("Made by `cargo xtask bench`."), "{md}");
+    }
+
+    #[test]
+    fn repeated_figures_carry_their_spread_and_count() {
+        let r = rate_figs("x_fetch", &[1.0, 2.0, 5.0], "b");
+        let got: Vec<(&str, f64)> = r.iter().map(|f| (f.name.as_str(), f.value)).collect();
+        assert_eq!(got, [("x_fetch_min", 1.0), ("x_fetch_median", 2.0), ("x_fetch_best", 5.0), ("x_fetch_repetitions", 3.0)]);
+        let t = timing_figs("t", &[3.0, 4.0, 9.0, 10.0], "ms", "b");
+        let got: Vec<(&str, f64, &str)> = t.iter().map(|f| (f.name.as_str(), f.value, f.unit.as_str())).collect();
+        assert_eq!(got, [("t", 9.0, "ms"), ("t_min", 3.0, "ms"), ("t_max", 10.0, "ms"), ("t_repetitions", 4.0, "")]);
     }
 
     #[test]
