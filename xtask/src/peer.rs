@@ -253,10 +253,16 @@ pub struct Measured {
     pub busy_flip_cycles: (u64, u64),
 }
 
+/// The numbers that follow `key` on the console's lines, in order (lines
+/// where no number follows it are skipped).
+fn values<'a>(serial: &'a str, key: &'a str) -> impl Iterator<Item = u64> + 'a {
+    serial.lines().filter_map(move |l| l.split(key).nth(1)?.split_whitespace().next()?.parse().ok())
+}
+
 /// The switching loop's on-and-off cycles completed, as its console lines
 /// (`peer: flipped N`) say.
 fn flip_cycles(serial: &str) -> u64 {
-    serial.lines().filter_map(|l| l.split("peer: flipped ").nth(1)?.trim().parse::<u64>().ok()).max().unwrap_or(0)
+    values(serial, "peer: flipped ").max().unwrap_or(0)
 }
 
 /// Longest the fetches through a switching cycle may take.
@@ -264,7 +270,7 @@ const CYCLE_FETCH_LIMIT: Duration = Duration::from_secs(240);
 
 /// Timed fetches of `/file` until the switching loop has completed `cycles`
 /// on-and-off cycles and at least `fetches` were timed, after one untimed
-/// fetch (as `bench::fetch_rates` does): MB/s, sorted.
+/// fetch (`bench::fetch_rates_while`): MB/s, sorted.
 fn fetch_through_cycle(
     run: &mut qemu::Running,
     serial: &mut String,
@@ -274,19 +280,18 @@ fn fetch_through_cycle(
     fetch: &impl Fn(u16, &str) -> std::result::Result<(usize, f64), String>,
 ) -> std::result::Result<Vec<f64>, String> {
     let start = std::time::Instant::now();
-    fetch(port, "/file")?;
-    let mut rates = Vec::new();
-    while rates.len() < fetches || flip_cycles(serial) < cycles {
+    let more = |timed: usize| {
+        // Take the console lines that came meanwhile (a millisecond's wait).
+        let _ = run.wait_line(run.started.elapsed() + Duration::from_millis(1), serial, |_| false);
+        if timed >= fetches && flip_cycles(serial) >= cycles {
+            return Ok(false);
+        }
         if start.elapsed() > CYCLE_FETCH_LIMIT {
             return Err(format!("the switching loop did not reach cycle {cycles} in {} s", CYCLE_FETCH_LIMIT.as_secs()));
         }
-        let (b, s) = fetch(port, "/file")?;
-        rates.push(b as f64 / s / 1e6);
-        // Take the console lines that came meanwhile (a millisecond's wait).
-        let _ = run.wait_line(run.started.elapsed() + Duration::from_millis(1), serial, |_| false);
-    }
-    rates.sort_by(f64::total_cmp);
-    Ok(rates)
+        Ok(true)
+    };
+    Ok(crate::bench::fetch_rates_while(fetch, port, "/file", more)?.0)
 }
 
 /// Boot the peer with `cpu`/`smp` under `accel`, take its timings and
@@ -309,17 +314,13 @@ pub fn measure(
     let mut serial = String::new();
     run.wait_line(Duration::from_secs(300), &mut serial, |l| l.contains("peer: ready"))
         .ok_or_else(|| format!("the Linux peer never became ready; see {}", log.display()))?;
-    let num = |key: &str| -> Result<u64> {
-        serial
-            .lines()
-            .find_map(|l| l.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()))
-            .ok_or_else(|| format!("the peer printed no `{key}`; see {}", log.display()).into())
+    let num = |serial: &str, key: &str| -> Result<u64> {
+        values(serial, key).next().ok_or_else(|| format!("the peer printed no `{key}`; see {}", log.display()).into())
     };
-    let functions = num("peer: filter ")?;
+    let functions = num(&serial, "peer: filter ")?;
     // Every repetition's value of `key`, sorted; TRACER_REPS of them.
     let all = |key: &str| -> Result<Vec<u64>> {
-        let mut v: Vec<u64> =
-            serial.lines().filter_map(|l| l.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok())).collect();
+        let mut v: Vec<u64> = values(&serial, key).collect();
         if v.len() != TRACER_REPS {
             return Err(format!("the peer printed {} `{key}` lines, expected {TRACER_REPS}; see {}", v.len(), log.display()).into());
         }
@@ -366,10 +367,8 @@ pub fn measure(
     let (_, _) = fetch(port, "/cgi-bin/busy").map_err(|e| format!("peer /cgi-bin/busy: {e}"))?;
     run.wait_line(run.started.elapsed() + Duration::from_secs(30), &mut serial, |l| l.contains("peer: busy ") && l.contains(" cpus"))
         .ok_or_else(|| format!("the peer's busy loops did not start; see {}", log.display()))?;
-    let busy_cpus = serial
-        .lines()
-        .find_map(|l| l.split("peer: busy ").nth(1)?.strip_suffix(" cpus")?.trim().parse::<u64>().ok())
-        .ok_or_else(|| format!("the peer did not say how many CPUs it made busy; see {}", log.display()))?;
+    // (`peer: busy 2 cpus`; a loop's `peer: busy cpu2 pass 1` has no number there.)
+    let busy_cpus = num(&serial, "peer: busy ")?;
     // Through a whole cycle run with the CPUs busy: until the one under way
     // when they started and the next have ended.
     let cycles_before = flip_cycles(&serial);
@@ -412,6 +411,10 @@ mod tests {
         let log = "peer: flipping\npeer: flipped 1\npeer: busy cpu2 pass 1\n[  12.5] peer: flipped 2\npeer: flipped x\n";
         assert_eq!(flip_cycles(log), 2);
         assert_eq!(flip_cycles("peer: flipped 10\npeer: flipped 9\n"), 10);
+        // The busy loops' pass lines carry no number after `peer: busy `.
+        let busy = "peer: busy cpu2 pass 1\npeer: tracer_on_busy_ns 5 busy 3\npeer: busy 2 cpus\n";
+        assert_eq!(values(busy, "peer: busy ").collect::<Vec<_>>(), [2]);
+        assert_eq!(values(busy, "peer: tracer_on_busy_ns ").collect::<Vec<_>>(), [5]);
     }
 
     #[test]
