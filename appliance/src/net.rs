@@ -491,12 +491,14 @@ impl smoltcp::phy::Device for Watch<'_> {
 /// CPU holds the service (the serving CPU, perhaps stopped mid-round by the
 /// emulator), the worker waits on it (`pause_for_others`: under TCG the turn
 /// goes on towards the holder); on silicon, where the serving CPU mostly
-/// holds the service, the offer is one failed try_lock and tens of cycles.
+/// holds the service, the offer is one read of the lock and tens of cycles.
 pub fn help_downloads() {
     if DOWNLOADS.load(Ordering::Relaxed) == 0 {
         return;
     }
-    if poll() {
+    // A read first: an offer made while the service is held leaves the
+    // lock's cache line shared instead of taking it from the holder.
+    if !SERVICE.is_locked() && poll() {
         LENT_POLLS.fetch_add(1, Ordering::Relaxed);
     } else {
         kernel::arch::cpu::pause_for_others();
