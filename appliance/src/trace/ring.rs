@@ -383,6 +383,8 @@ impl CpuRings {
         let mut s = CpuSnapshot::default();
         let mut per: [Vec<Event>; 3] = Default::default();
         for (r, v) in self.rings.iter().zip(per.iter_mut()) {
+            // Room for all it may read, so the copy never moves.
+            v.reserve(r.account().written.min(r.capacity()) as usize);
             let st = r.snapshot(|_, e| v.push(e));
             s.lost_before += st.lost_before();
             s.lost_after += st.lost_after();
@@ -394,15 +396,27 @@ impl CpuRings {
 }
 
 /// Merge time-ordered event lists into one time-ordered list (stable: on
-/// equal timestamps, the earlier list's event first).
+/// equal timestamps, the earlier list's event first). The events go out in
+/// runs: once a list's next event is the first, its events follow it for as
+/// long as each still comes before every other list's next one, and the run
+/// is copied whole. A CPU's task ring holds most of its events, so the runs
+/// are long; under TCG a snapshot of 16,000 events spent most of its time
+/// merging them one by one.
 pub fn merge_by_time<const N: usize>(lists: [Vec<Event>; N]) -> Vec<Event> {
     let mut out = Vec::with_capacity(lists.iter().map(Vec::len).sum());
     let mut at = [0usize; N];
     loop {
         let next = (0..N).filter(|&k| at[k] < lists[k].len()).min_by_key(|&k| (lists[k][at[k]].ts_ns, k));
         let Some(k) = next else { break };
-        out.push(lists[k][at[k]]);
-        at[k] += 1;
+        // Another list's next event comes first if it is earlier, or as
+        // early and from an earlier list.
+        let head = |j: usize| lists[j].get(at[j]).map(|e| e.ts_ns);
+        let before = (0..k).filter_map(head).min();
+        let after = (k + 1..N).filter_map(head).min();
+        let run = &lists[k][at[k]..];
+        let n = run.iter().take_while(|e| before.is_none_or(|t| e.ts_ns < t) && after.is_none_or(|t| e.ts_ns <= t)).count().max(1);
+        out.extend_from_slice(&run[..n]);
+        at[k] += n;
     }
     out
 }
@@ -550,6 +564,31 @@ mod tests {
         let mut flat: Vec<Event> = lists.iter().flatten().copied().collect();
         flat.sort_by_key(|x| x.ts_ns);
         assert_eq!(merge_by_time(lists), flat);
+        // Long runs and ties across lists, as a CPU's rings give: a long
+        // task list, sparse irq and nmi lists, equal timestamps in every list,
+        // and the end of time.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for round in 0..50 {
+            let lens = [rand(400) as usize, rand(20) as usize, rand(5) as usize];
+            let step = if round % 2 == 0 { 3 } else { 1 };
+            let lists: [Vec<Event>; 3] = core::array::from_fn(|k| {
+                let mut l: Vec<Event> = (0..lens[k]).map(|i| Event { arg: i as u64, ..e(rand(200) * step, k as u8) }).collect();
+                if round % 5 == 0 && !l.is_empty() {
+                    l[0].ts_ns = u64::MAX;
+                }
+                l.sort_by_key(|x| x.ts_ns);
+                l
+            });
+            let mut flat: Vec<Event> = lists.iter().flatten().copied().collect();
+            flat.sort_by_key(|x| x.ts_ns);
+            assert_eq!(merge_by_time(lists), flat, "round {round}");
+        }
     }
 
     #[test]
