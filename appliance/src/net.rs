@@ -643,6 +643,12 @@ pub fn poll() -> bool {
                     *conn = Conn::idle();
                     continue;
                 }
+                if download.is_some() {
+                    // Published before the rings are read (milliseconds under
+                    // TCG): the workers lend their turns from here on.
+                    downloads += 1;
+                    DOWNLOADS.store(downloads as u64, Ordering::Relaxed);
+                }
                 match (download, &parsed) {
                     (Some("/trace.ctf.tar"), _) => {
                         // The rings are read now; the archive is made as the client takes it.
@@ -650,7 +656,6 @@ pub fn poll() -> bool {
                         let t = alloc::boxed::Box::new(TarStream::new(rings, "trace-appliance"));
                         let head = alloc::format!("HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", t.len());
                         let _ = sock.send_slice(head.as_bytes());
-                        downloads += 1;
                         *conn = Conn::Tar { t, stall: Stall::new(now_ns) };
                         continue;
                     }
@@ -663,7 +668,6 @@ pub fn poll() -> bool {
                         let body = appliance::trace::dat::snapshot(rings, kallsyms);
                         let mut out = alloc::format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
                         out.extend_from_slice(&body);
-                        downloads += 1;
                         *conn = Conn::Blob { data: out, pos: 0, stall: Stall::new(now_ns) };
                         continue;
                     }
@@ -674,7 +678,6 @@ pub fn poll() -> bool {
                         let _ = sock.send_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
                         let _ = sock.send_slice(ctype);
                         let _ = sock.send_slice(b"\r\nConnection: close\r\n\r\n");
-                        downloads += 1;
                         let rings = crate::events::RINGS.get().map_or(&[][..], |r| r.as_slice());
                         *conn = Conn::Trace { t: alloc::boxed::Box::new(TraceStream::new(rings, json, follow, symbol)), stall: Stall::new(now_ns) };
                         continue;
