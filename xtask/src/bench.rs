@@ -293,6 +293,7 @@ fn peer_bench(accel: Accel, dir: &std::path::Path, figs: &[Figure]) -> Result<Ve
     }
     for (_, stem) in OTHER_DOWNLOADS {
         if let Some(a) = find(&format!("{stem}_fetch_median"), "service-e1000") {
+            f.push(fig(format!("ratio_fetch_{stem}_appliance_e1000_patching_per_peer_flipping"), a / flipping_median, "", "ratio"));
             f.push(fig(format!("ratio_fetch_{stem}_appliance_e1000_patching_per_peer_flipping_busy"), a / flip_busy_median, "", "ratio"));
         }
     }
