@@ -94,6 +94,10 @@ pub trait Platform {
     fn publish(&mut self, batch: Option<&[Patch]>);
     /// One sync round on every other CPU.
     fn sync(&mut self) -> Result<(), Error>;
+    /// Called after each store of a phase of the int3 protocol, when no
+    /// other CPU is waited on: the platform may let the other CPUs run.
+    /// Nothing by default.
+    fn after_store(&mut self) {}
 }
 
 /// Counters of one batch.
@@ -135,14 +139,17 @@ pub fn apply_int3(platform: &mut impl Platform, batch: &mut [Patch]) -> Result<B
     // for every CPU; the platform reports each failure.
     for p in batch.iter() {
         platform.write(p.site, &[INT3]);
+        platform.after_store();
     }
     sync_until_done(platform, &mut stats);
     for p in batch.iter() {
         platform.write(p.site + 1, &p.new[1..]);
+        platform.after_store();
     }
     sync_until_done(platform, &mut stats);
     for p in batch.iter() {
         platform.write(p.site, &p.new[..1]);
+        platform.after_store();
     }
     sync_until_done(platform, &mut stats);
     platform.publish(None);
@@ -352,6 +359,9 @@ mod tests {
         published: bool,
         syncs: u32,
         writes: u32,
+        /// `after_store` calls, and the writes seen by the last of them.
+        after_stores: u32,
+        writes_at_last_after_store: u32,
         fail_sync_at: Option<u32>,
         /// Check that every sync round runs with the batch published.
         published_during_syncs: bool,
@@ -365,7 +375,7 @@ mod tests {
                     mem.insert(a + i as u64, *x);
                 }
             }
-            Sim { mem, watch: Vec::new(), published: false, syncs: 0, writes: 0, fail_sync_at: None, published_during_syncs: false }
+            Sim { mem, watch: Vec::new(), published: false, syncs: 0, writes: 0, after_stores: 0, writes_at_last_after_store: 0, fail_sync_at: None, published_during_syncs: false }
         }
     }
 
@@ -396,6 +406,11 @@ mod tests {
                 assert!(self.published, "a sync round ran with the batch withdrawn");
             }
             if self.fail_sync_at == Some(self.syncs) { Err(Error::Sync) } else { Ok(()) }
+        }
+        fn after_store(&mut self) {
+            assert_eq!(self.writes, self.writes_at_last_after_store + 1, "after_store once after each store");
+            self.after_stores += 1;
+            self.writes_at_last_after_store = self.writes;
         }
     }
 
@@ -431,6 +446,7 @@ mod tests {
             let stats = apply_int3(&mut sim, &mut batch).unwrap();
             assert_eq!(stats, BatchStats { sites: n as usize, sync_rounds: 3 });
             assert_eq!(sim.syncs, 3);
+            assert_eq!(sim.after_stores, 3 * n as u32, "each store is followed by after_store");
             assert!(!sim.published, "batch withdrawn after the last sync");
             for p in &batch {
                 assert_eq!(decode(p.site, sim.read(p.site)), Some(Insn::Call { target: TRAMPOLINE }));

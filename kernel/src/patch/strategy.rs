@@ -96,7 +96,7 @@ fn apply_naive(m: &mut Machine, batch: &mut [Patch]) -> Result<BatchStats, proto
 
 /// Apply one batch with the strategy in force.
 pub fn apply(batch: &mut [Patch]) -> Result<BatchStats, protocol::Error> {
-    let mut m = Machine { sync: sync_mode() };
+    let mut m = Machine::new(sync_mode());
     let t = crate::arch::cpu::rdtsc();
     let r = match strategy() {
         Strategy::Int3 => protocol::apply_int3(&mut m, batch),
