@@ -20,7 +20,7 @@ pub static WORK: AtomicU64 = AtomicU64::new(0);
 /// Calls between two offers of a worker's time to the network (`worker`).
 /// An offer with no download running is one relaxed load. Under TCG with
 /// two workers, 16 instead of 256 took the default appliance's
-/// `/trace.ctf.tar` from medians of 17-21 to 21-25 MB/s (`bench/README.md`).
+/// `/trace.ctf.tar` from medians of 15-19 to 21.5-23 MB/s (`bench/README.md`).
 const CALLS_PER_HELP: usize = 16;
 
 /// Call every generated function, forever, with interrupts on (the timer

@@ -88,7 +88,7 @@ pub fn read_site(site: u64) -> [u8; 5] {
 /// (`bench/README.md`), a PAUSE every 100 us of stores took sites emulated
 /// under change from about 700 to 4,400 a second, traced calls from about
 /// 420,000 to 750,000 a second and e1000 `/trace.ctf.tar` medians from
-/// 24.5-28 to 34.5-40.5 MB/s; the loop's batches went from 108 to 53 a
+/// 24-28 to 32.5-40.5 MB/s; the loop's batches went from 108 to 53 a
 /// second. A batch whose stores take less never pauses (on silicon, several
 /// thousand sites); one that pauses waits for the other CPUs' turns (with
 /// busy workers the bench's 1,000-site batch went from 0.18 to 24 ms, its
