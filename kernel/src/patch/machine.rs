@@ -90,9 +90,9 @@ pub fn read_site(site: u64) -> [u8; 5] {
 /// 420,000 to 750,000 a second and e1000 `/trace.ctf.tar` medians from
 /// 24-28 to 32.5-40.5 MB/s; the loop's batches went from 108 to 53 a
 /// second. A batch whose stores take less never pauses (on silicon, several
-/// thousand sites); one that pauses waits for the other CPUs' turns (with
-/// busy workers the bench's 1,000-site batch went from 0.18 to 24 ms, its
-/// 10,000-site batch from 219 to 228 ms).
+/// thousand sites); one that pauses waits for the other CPUs' turns (the
+/// bench's 10,000-site batch with busy workers: 187-201 ms in four runs
+/// before, 189-196 ms in two after).
 const LET_OTHERS_RUN_NS: u64 = 100_000;
 /// Stores between two looks at the clock.
 const STORES_PER_CLOCK_READ: u32 = 4;
