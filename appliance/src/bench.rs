@@ -28,6 +28,12 @@ fn sync_mean(mode: Option<SyncMode>) -> Option<u64> {
     Some(ticks_to_ns(total) / ROUNDS)
 }
 
+/// The min, median and max of some repetitions (None: there were none).
+fn spread(mut v: alloc::vec::Vec<u64>) -> Option<[u64; 3]> {
+    v.sort_unstable();
+    Some([*v.first()?, v[v.len() / 2], *v.last()?])
+}
+
 /// ns per call of `f` over `n` calls.
 fn per_call(f: fn(u64) -> u64, n: u64) -> u64 {
     let mut acc = 1u64;
@@ -93,16 +99,14 @@ pub fn run(k: &Kernel, reg: &'static Registry) {
                     _ => warn!("bench: batch of {size} with {} failed", s.name()),
                 }
             }
-            if ns.is_empty() {
-                continue;
-            }
-            ns.sort_unstable();
-            per[i] = ns[ns.len() / 2];
+            let reps = ns.len() as u64;
+            let Some([min, median, max]) = spread(ns) else { continue };
+            per[i] = median;
             let name = s.name();
-            report(&alloc::format!("batch_{size}_{name}"), per[i], "ns");
-            report(&alloc::format!("batch_{size}_{name}_min"), ns[0], "ns");
-            report(&alloc::format!("batch_{size}_{name}_max"), ns[ns.len() - 1], "ns");
-            report(&alloc::format!("batch_{size}_{name}_repetitions"), ns.len() as u64, "");
+            report(&alloc::format!("batch_{size}_{name}"), median, "ns");
+            report(&alloc::format!("batch_{size}_{name}_min"), min, "ns");
+            report(&alloc::format!("batch_{size}_{name}_max"), max, "ns");
+            report(&alloc::format!("batch_{size}_{name}_repetitions"), reps, "");
             report(&alloc::format!("batch_{size}_{name}_sync_rounds"), rounds, "");
             report(&alloc::format!("batch_{size}_{name}_per_site"), per[i] / size as u64, "ns");
         }
@@ -129,13 +133,13 @@ pub fn run(k: &Kernel, reg: &'static Registry) {
             ons.push(on);
             events.push(on.saturating_sub(off));
         }
-        ons.sort_unstable();
-        events.sort_unstable();
-        report("call_site_on_ps", ons[EVENT_REPS / 2], "ps");
-        report("event_cost_ps", events[EVENT_REPS / 2], "ps");
-        report("event_cost_min_ps", events[0], "ps");
-        report("event_cost_max_ps", events[EVENT_REPS - 1], "ps");
-        report("event_cost_repetitions", EVENT_REPS as u64, "");
+        if let (Some([_, on, _]), Some([min, median, max])) = (spread(ons), spread(events)) {
+            report("call_site_on_ps", on, "ps");
+            report("event_cost_ps", median, "ps");
+            report("event_cost_min_ps", min, "ps");
+            report("event_cost_max_ps", max, "ps");
+            report("event_cost_repetitions", EVENT_REPS as u64, "");
+        }
     }
     // NMI handler cost (the watchdog's handler, all NMIs so far).
     let (mut nmis, mut cycles) = (0u64, 0u64);
