@@ -54,6 +54,9 @@ pub struct HttpStatus {
     pub cut_stalled: u64,
     /// Rounds of network work worker CPUs did while a download ran.
     pub lent_polls: u64,
+    /// Rounds of network work done by a CPU standing in for the service's
+    /// owner, which had not polled it for 200 ms (stuck).
+    pub rescued_polls: u64,
 }
 
 /// The network as the service sees it.
@@ -96,6 +99,12 @@ pub struct CpuStatus {
     pub missed_while_on: u64,
     /// Hard lockups reported on this CPU.
     pub lockups: u64,
+    /// Cross-CPU calls (sync rounds) this CPU did not answer in time,
+    /// counted once per stall; how long the stall in progress has lasted
+    /// (0: none); NMI backtraces it wrote on request.
+    pub stalled_xcalls: u64,
+    pub xcall_stalled_ms: u64,
+    pub nmi_backtraces: u64,
     /// Traced calls made in NMI context.
     pub nmi_site_calls: u64,
     /// Trace events produced on this CPU, and lost (overwritten in a full
@@ -126,6 +135,8 @@ pub struct WatchdogStatus {
     pub unknown: u64,
     /// CPUs whose counter never raised an NMI, on watchdog IPIs instead.
     pub ipi_fallback_cpus: u64,
+    /// Rounds of watchdog IPIs sent by another CPU while CPU 0's had stopped.
+    pub takeover_rounds: u64,
     pub lockups: u64,
     pub nested: u64,
     pub exceptions_in_nmi: u64,
@@ -254,6 +265,9 @@ impl CpuStatus {
             .num("traced_while_off", self.traced_while_off)
             .num("missed_while_on", self.missed_while_on)
             .num("lockups", self.lockups)
+            .num("stalled_xcalls", self.stalled_xcalls)
+            .num("xcall_stalled_ms", self.xcall_stalled_ms)
+            .num("nmi_backtraces", self.nmi_backtraces)
             .num("nmi_site_calls", self.nmi_site_calls)
             .num("events", self.events)
             .num("lost", self.lost)
@@ -289,6 +303,7 @@ impl Status {
             .num("late_pmi", w.late_pmi)
             .num("unknown", w.unknown)
             .num("ipi_fallback_cpus", w.ipi_fallback_cpus)
+            .num("takeover_rounds", w.takeover_rounds)
             .num("lockups", w.lockups)
             .num("nested", w.nested)
             .num("exceptions_in_nmi", w.exceptions_in_nmi)
@@ -340,7 +355,8 @@ impl Status {
             .num("timeouts", h.timeouts)
             .num("refused_busy", h.refused_busy)
             .num("cut_stalled", h.cut_stalled)
-            .num("lent_polls", h.lent_polls);
+            .num("lent_polls", h.lent_polls)
+            .num("rescued_polls", h.rescued_polls);
         ho.close();
         o.num("heap_used", self.heap_used).num("heap_free", self.heap_free).num("uptime_ns", self.uptime_ns).str("cmdline", &self.cmdline);
         o.close();
@@ -352,12 +368,14 @@ impl Status {
     pub fn to_metrics(&self) -> String {
         let mut o = String::with_capacity(4096);
         type PerCpuCounter = (&'static str, &'static str, fn(&CpuStatus) -> u64);
-        let per_cpu: [PerCpuCounter; 5] = [
+        let per_cpu: [PerCpuCounter; 7] = [
             ("appliance_nmis_total", "NMIs taken", |c| c.nmis),
             ("appliance_timer_ticks_total", "local-APIC timer interrupts", |c| c.timer_ticks),
             ("appliance_int3_emulated_total", "int3 traps on sites under modification, emulated", |c| c.int3_emulated),
             ("appliance_torn_total", "torn executions caught by the oracle", |c| c.torn),
             ("appliance_lockups_total", "hard lockups reported", |c| c.lockups),
+            ("appliance_stalled_xcalls_total", "cross-CPU calls not answered in time, once per stall", |c| c.stalled_xcalls),
+            ("appliance_nmi_backtraces_total", "NMI backtraces written on another CPU's request", |c| c.nmi_backtraces),
         ];
         for (name, help, f) in per_cpu {
             prometheus_counter(&mut o, name, help, self.cpus.iter().map(|c| (alloc::format!("cpu=\"{}\",apic_id=\"{}\"", c.cpu, c.apic_id), f(c))));
@@ -392,6 +410,10 @@ impl Status {
                 .map(|(k, v)| (alloc::format!("source=\"{k}\""), v)),
         );
         let _ = writeln!(o, "# HELP appliance_tsc_hertz the TSC frequency\n# TYPE appliance_tsc_hertz gauge\nappliance_tsc_hertz{{reference=\"{}\"}} {}", self.clock.reference, self.clock.tsc_hz);
+        let _ = writeln!(o, "# HELP appliance_xcall_stalled_seconds how long a CPU has not answered a cross-CPU call (0: it answers)\n# TYPE appliance_xcall_stalled_seconds gauge");
+        for c in &self.cpus {
+            let _ = writeln!(o, "appliance_xcall_stalled_seconds{{cpu=\"{}\",apic_id=\"{}\"}} {}.{:03}", c.cpu, c.apic_id, c.xcall_stalled_ms / 1000, c.xcall_stalled_ms % 1000);
+        }
         let _ = writeln!(o, "# HELP appliance_cpus_online CPUs online\n# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", self.cpus.len());
         let h = &self.http;
         for (name, help, v) in [
@@ -400,6 +422,8 @@ impl Status {
             ("appliance_http_refused_busy_total", "downloads refused while long downloads held their sockets (503)", h.refused_busy),
             ("appliance_http_cut_stalled_total", "downloads cut because the client stopped reading", h.cut_stalled),
             ("appliance_http_lent_polls_total", "rounds of network work worker CPUs did while a download ran", h.lent_polls),
+            ("appliance_http_rescued_polls_total", "rounds of network work done for a stuck owner of the service", h.rescued_polls),
+            ("appliance_nmi_takeover_rounds_total", "watchdog NMI rounds another CPU sent while CPU 0's had stopped", self.watchdog.takeover_rounds),
         ] {
             prometheus_counter(&mut o, name, help, [(String::new(), v)]);
         }
@@ -598,6 +622,9 @@ mod tests {
                     traced_while_off: 0,
                     missed_while_on: 1,
                     lockups: i as u64,
+                    stalled_xcalls: i as u64,
+                    xcall_stalled_ms: 1500 * i as u64,
+                    nmi_backtraces: 2 * i as u64,
                     nmi_site_calls: 7,
                     events: 12345,
                     lost: 9,
@@ -615,6 +642,7 @@ mod tests {
                 late_pmi: 0,
                 unknown: 0,
                 ipi_fallback_cpus: 0,
+                takeover_rounds: 6,
                 lockups: 1,
                 nested: 0,
                 exceptions_in_nmi: 3,
@@ -641,7 +669,7 @@ mod tests {
                 link_changes: 2,
                 warnings: alloc::vec![String::from("gateway 10.0.2.2 is not in the subnet of \"192.168.50.10/24\"")],
             },
-            http: HttpStatus { sockets: 64, busy: 3, downloads: 1, buffer_bytes: 64 * 68 * 1024, requests: 1000, timeouts: 7, refused_busy: 2, cut_stalled: 1, lent_polls: 5 },
+            http: HttpStatus { sockets: 64, busy: 3, downloads: 1, buffer_bytes: 64 * 68 * 1024, requests: 1000, timeouts: 7, refused_busy: 2, cut_stalled: 1, lent_polls: 5, rescued_polls: 4 },
             heap_used: 1 << 20,
             heap_free: 63 << 20,
             uptime_ns: 123_456_789,
@@ -673,6 +701,9 @@ mod tests {
         let m = status().to_metrics();
         assert!(m.contains("appliance_nmis_total{cpu=\"1\",apic_id=\"2\"} 101\n"), "{m}");
         assert!(m.contains("appliance_lockups_total{cpu=\"1\",apic_id=\"2\"} 1\n"), "{m}");
+        assert!(m.contains("appliance_stalled_xcalls_total{cpu=\"1\",apic_id=\"2\"} 1\n"), "{m}");
+        assert!(m.contains("appliance_xcall_stalled_seconds{cpu=\"1\",apic_id=\"2\"} 1.500\n"), "{m}");
+        assert!(m.contains("appliance_nmi_takeover_rounds_total 6\n"), "{m}");
         assert!(m.contains("appliance_patch_sync_rounds_total 270\n"), "{m}");
         assert!(m.contains("appliance_cpus_online 2\n"), "{m}");
         assert!(m.contains("appliance_heap_bytes{state=\"free\"} 66060288\n") && m.contains("appliance_net_link_up 1\n"), "{m}");

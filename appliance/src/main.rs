@@ -88,7 +88,14 @@ fn work(index: u32, opts: &Options, reg: Option<&'static Registry>) -> ! {
         info!("appliance: cpu{index} idles (patch_workers={n})");
         serve_idle()
     }
-    traced::worker(reg, net::help_downloads)
+    traced::worker(reg, worker_help)
+}
+
+/// What a worker does every few calls: stall if `selftest=lockup` chose it,
+/// lend its time to a download, or stand in for a stuck serving CPU.
+fn worker_help() {
+    kernel::nmi::lockup_selftest::maybe_stall();
+    net::help_downloads();
 }
 
 /// A worker CPU's place among the workers (CPUs in index order, without the
@@ -124,12 +131,17 @@ fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
         Some(n) => {
             NET_CPU.store(n, Ordering::Release);
             info!("net: served by cpu{n}, polling without pause");
-            // The patching loop still prints the NMI log; the screen is the serving CPU's too.
+            // The patching loop still prints the NMI log, and serves when
+            // the serving CPU stops polling; the screen is the serving CPU's too.
+            kernel::patch::run::set_poll_hook(net::poll_if_unserved);
         }
         None => kernel::patch::run::set_poll_hook(poll_services),
     }
     LOOP_ARGS.call_once(|| (k.options.clone(), sites));
     LOOP_GO.store(true, Ordering::Release);
+    if let Some(kernel::boot::cmdline::Selftest::Lockup { secs }) = k.options.selftest {
+        kernel::nmi::lockup_selftest::arm(k.options.selftest_cpu, secs);
+    }
     let k = KERNEL.call_once(|| k);
     if cpu == 0 {
         patch_loop(&k.options, sites)
@@ -151,8 +163,16 @@ fn poll_services() {
 /// with interrupts on.
 fn serve_busy() -> ! {
     x86_64::instructions::interrupts::enable();
+    let mut next_drain = 0;
     loop {
+        kernel::nmi::lockup_selftest::maybe_stall();
         poll_services();
+        // The patching loop prints the NMI log; so does this CPU, in case
+        // the patching CPU is the one stuck (every 100 ms: one CPU at a time).
+        if kernel::arch::cpu::rdtsc() >= next_drain {
+            kernel::nmi::watchdog::drain_to_console();
+            next_drain = kernel::time::clock::deadline_after_ns(100_000_000);
+        }
         core::hint::spin_loop();
     }
 }
@@ -162,7 +182,9 @@ fn serve_busy() -> ! {
 fn serve_idle() -> ! {
     x86_64::instructions::interrupts::enable();
     loop {
+        kernel::nmi::lockup_selftest::maybe_stall();
         poll_services();
+        kernel::nmi::watchdog::drain_to_console();
         kernel::arch::cpu::idle_wait();
     }
 }
@@ -171,6 +193,7 @@ fn serve_idle() -> ! {
 /// network and the screen, wait for the next interrupt.
 fn serve_forever() -> ! {
     loop {
+        kernel::nmi::lockup_selftest::maybe_stall();
         kernel::nmi::watchdog::drain_to_console();
         poll_services();
         kernel::arch::cpu::idle_wait();
@@ -183,9 +206,11 @@ fn serve_forever() -> ! {
 fn watch_only(opts: &Options) -> ! {
     if opts.test_exit {
         health::nmi_rate_report(2_000_000_000);
-        if opts.selftest == Some(kernel::boot::cmdline::Selftest::Lockup) {
+        if let Some(kernel::boot::cmdline::Selftest::Lockup { .. }) = opts.selftest {
             let deadline = kernel::time::clock::deadline_after_ns((opts.nmi.thresh_secs as u64 + 10) * 1_000_000_000);
             while kernel::nmi::watchdog::totals().lockups == 0 && kernel::arch::cpu::rdtsc() < deadline {
+                kernel::nmi::lockup_selftest::maybe_stall();
+                poll_services();
                 kernel::nmi::watchdog::drain_to_console();
                 kernel::arch::cpu::idle_wait();
             }

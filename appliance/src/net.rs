@@ -79,6 +79,7 @@ pub fn http_status() -> HttpStatus {
         refused_busy: n(&REFUSED_BUSY),
         cut_stalled: n(&CUT_STALLED),
         lent_polls: n(&LENT_POLLS),
+        rescued_polls: n(&RESCUED_POLLS),
     }
 }
 
@@ -292,6 +293,9 @@ pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) 
     info!("net: {} HTTP connections, {} KiB of socket buffers", serve::SOCKETS, serve::buffer_bytes() / 1024);
     info!("net: {model} at {df} MAC {mac}, {}", if dhcp.is_some() { "DHCPv4" } else { "static address" });
     STATE.store(1, Ordering::Relaxed);
+    // The owner's first poll is due now: from here on, a service nobody
+    // polls is rescued (`poll_if_unserved`).
+    LAST_POLL_NS.store(kernel::time::clock::now_ns(), Ordering::Relaxed);
     *SERVICE.lock() = Cell(Some(Service {
         dev,
         mac: mac.0,
@@ -494,6 +498,7 @@ impl smoltcp::phy::Device for Watch<'_> {
 /// holds the service, the offer is one read of the lock and tens of cycles.
 pub fn help_downloads() {
     if DOWNLOADS.load(Ordering::Relaxed) == 0 {
+        poll_if_unserved();
         return;
     }
     // A read first: an offer made while the service is held leaves the
@@ -505,13 +510,46 @@ pub fn help_downloads() {
     }
 }
 
+/// When the service was last polled (ns; 0: not yet).
+static LAST_POLL_NS: AtomicU64 = AtomicU64::new(0);
+/// How long the service may go unpolled before any CPU steps in: its
+/// owner (the serving CPU, or the patching loop between batches) is stuck.
+/// Far above a round of the loop (tens of ms under TCG), far below a
+/// client's patience.
+pub const UNSERVED_NS: u64 = 200_000_000;
+/// Polls made by a CPU that found the service unpolled for `UNSERVED_NS`.
+static RESCUED_POLLS: AtomicU64 = AtomicU64::new(0);
+
+/// Poll the service (and print the NMI log) if nobody has for
+/// `UNSERVED_NS`: a worker's or an idle CPU's duty when the CPU that owns
+/// the service is stuck (issue 28: `/status` answers while a CPU is stuck
+/// with interrupts off, whichever CPU it is).
+pub fn poll_if_unserved() {
+    let last = LAST_POLL_NS.load(Ordering::Relaxed);
+    // A rescue does not count as the owner's poll: once the owner is
+    // stuck, every offer polls until it comes back.
+    if last != 0 && kernel::time::clock::now_ns().saturating_sub(last) >= UNSERVED_NS && poll_round(false) {
+        RESCUED_POLLS.fetch_add(1, Ordering::Relaxed);
+        kernel::nmi::watchdog::drain_to_console();
+    }
+}
+
 /// One round of network work, if no other CPU is doing it (false then). A
 /// traced path.
 #[inline(never)]
 pub fn poll() -> bool {
     kernel::trace_site!();
+    poll_round(true)
+}
+
+/// [`poll`]; `served` marks the service as polled by its owner (or a CPU
+/// that polls it all the time), which a rescue does not.
+fn poll_round(served: bool) -> bool {
     let Some(mut guard) = SERVICE.try_lock() else { return false };
     let Some(s) = guard.0.as_mut() else { return false };
+    if served {
+        LAST_POLL_NS.store(kernel::time::clock::now_ns(), Ordering::Relaxed);
+    }
     let ts = now();
     let now_ns = kernel::time::clock::now_ns();
     check_link(s, now_ns);

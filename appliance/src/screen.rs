@@ -27,7 +27,7 @@ pub fn refresh() {
     let per_cpu: Vec<CpuRow> = st
         .cpus
         .iter()
-        .map(|c| CpuRow { cpu: c.cpu as usize, apic_id: c.apic_id, nmis: c.nmis, int3: c.int3_emulated, torn: c.torn, events: c.events, lost: c.lost })
+        .map(|c| CpuRow { cpu: c.cpu as usize, apic_id: c.apic_id, nmis: c.nmis, int3: c.int3_emulated, torn: c.torn, events: c.events, lost: c.lost, stalled_ms: c.xcall_stalled_ms })
         .collect();
     let log = &kernel::nmi::watchdog::NMI_LOG;
     let last = log.len().checked_sub(1).and_then(|i| log.get(i)).and_then(|t| t.lines().next());

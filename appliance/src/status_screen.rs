@@ -29,6 +29,8 @@ pub struct CpuRow {
     pub torn: u64,
     pub events: u64,
     pub lost: u64,
+    /// How long this CPU has not answered a cross-CPU call (0: it answers).
+    pub stalled_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +93,12 @@ pub fn rows(v: &View) -> Vec<(String, Tone)> {
         format!("NMIs {nmis}   lockups {}   NMI warnings {}", v.lockups, v.nmi_warnings),
         if v.lockups == 0 { Tone::Normal } else { Tone::Bad },
     ));
+    for c in v.per_cpu.iter().filter(|c| c.stalled_ms > 0) {
+        r.push((
+            format!("sync stalled: cpu{} has not answered for {}.{} s", c.cpu, c.stalled_ms / 1000, c.stalled_ms % 1000 / 100),
+            Tone::Bad,
+        ));
+    }
     r.push((format!("events {events}   lost {lost}"), Tone::Normal));
     r.push(match v.ftrace_off {
         None => (String::from("ftrace: on"), Tone::Normal),
@@ -141,8 +149,8 @@ mod tests {
     #[test]
     fn rows_name_the_machine_the_url_and_sum_the_cpus() {
         let cpus = [
-            CpuRow { cpu: 0, apic_id: 0, nmis: 10, int3: 1, torn: 0, events: 100, lost: 0 },
-            CpuRow { cpu: 1, apic_id: 2, nmis: 11, int3: 2, torn: 0, events: 50, lost: 7 },
+            CpuRow { cpu: 0, apic_id: 0, nmis: 10, int3: 1, torn: 0, events: 100, lost: 0, stalled_ms: 0 },
+            CpuRow { cpu: 1, apic_id: 2, nmis: 11, int3: 2, torn: 0, events: 50, lost: 7, stalled_ms: 0 },
         ];
         let r = rows(&view(&cpus));
         let text: Vec<&str> = r.iter().map(|(t, _)| t.as_str()).collect();
@@ -156,6 +164,15 @@ mod tests {
         assert!(r.contains(&(String::from("torn executions 0"), Tone::Good)));
         assert_eq!(text.last().unwrap(), &"   1    2         11          2     0          50        7");
         assert!(text.iter().all(|l| l.len() <= 60), "rows fit 60 columns: {text:?}");
+        assert!(!text.iter().any(|l| l.contains("stalled")));
+    }
+
+    #[test]
+    fn a_cpu_that_does_not_answer_is_shown() {
+        let cpus = [CpuRow { cpu: 0, ..Default::default() }, CpuRow { cpu: 2, stalled_ms: 12_345, ..Default::default() }];
+        let r = rows(&view(&cpus));
+        assert!(r.contains(&(String::from("sync stalled: cpu2 has not answered for 12.3 s"), Tone::Bad)), "{r:?}");
+        assert!(r.iter().all(|(l, _)| l.len() <= 60));
     }
 
     #[test]

@@ -156,6 +156,19 @@ pub struct PerCpu {
     pub spurious: AtomicU64,
     /// Last cross-CPU call sequence number this CPU completed.
     pub xcall_done: AtomicU64,
+    /// Cross-CPU calls this CPU did not answer in time (`smp::stall`):
+    /// stalls (each counted once, however many rounds it lasts), timed-out
+    /// rounds of the stall in progress (0: none), and when it began (ns).
+    pub stalled_xcalls: AtomicU64,
+    pub xcall_stall_rounds: AtomicU64,
+    pub xcall_stall_since_ns: AtomicU64,
+    /// Another CPU asked this one for its registers and call trace from its
+    /// next NMI (`nmi::cpu_backtrace`): how long it had waited (ms), and the
+    /// stall's number; 0 when no request is pending.
+    pub backtrace_waited_ms: AtomicU64,
+    pub backtrace_stall: AtomicU64,
+    /// NMI backtraces this CPU wrote on request.
+    pub backtraces: AtomicU64,
     pub tss: UnsafeCell<TaskStateSegment>,
     pub gdt: UnsafeCell<GlobalDescriptorTable>,
     pub stacks: UnsafeCell<Stacks>,
@@ -216,6 +229,12 @@ impl PerCpu {
             exceptions: AtomicU64::new(0),
             spurious: AtomicU64::new(0),
             xcall_done: AtomicU64::new(0),
+            stalled_xcalls: AtomicU64::new(0),
+            xcall_stall_rounds: AtomicU64::new(0),
+            xcall_stall_since_ns: AtomicU64::new(0),
+            backtrace_waited_ms: AtomicU64::new(0),
+            backtrace_stall: AtomicU64::new(0),
+            backtraces: AtomicU64::new(0),
             tss: UnsafeCell::new(TaskStateSegment::new()),
             gdt: UnsafeCell::new(GlobalDescriptorTable::new()),
             stacks: UnsafeCell::new(Stacks {

@@ -267,7 +267,11 @@ pub fn write_dump(out: &mut impl Write, frame: &TrapFrame) -> fmt::Result {
         Cr3::read_raw().0.start_address().as_u64(),
         Cr4::read_raw()
     )?;
-    crate::debug::backtrace::write_call_trace(out, frame.rip, frame.rbp)
+    if cpu.nmi_depth.load(Ordering::Relaxed) > 0 {
+        crate::debug::backtrace::write_nmi_call_trace(out, frame.rip, frame.rbp)
+    } else {
+        crate::debug::backtrace::write_call_trace(out, frame.rip, frame.rbp)
+    }
 }
 
 /// Report an exception nobody handled and stop this CPU.

@@ -42,8 +42,10 @@ pub enum Selftest {
     XcallTimeout,
     /// Execute an int3 that is no trace site: must be reported as a real breakpoint.
     Breakpoint,
-    /// Spin the last CPU with interrupts off: the NMI watchdog must report a hard lockup.
-    Lockup,
+    /// Spin one CPU (the last, or `selftest_cpu=`) with interrupts off, for
+    /// good or for `secs` seconds (`lockup:SECS`): the NMI watchdog must
+    /// report a hard lockup, and the rest must keep working.
+    Lockup { secs: u32 },
     /// Hold CPU 1's watchdog NMI handler for ten watchdog periods, 20
     /// times: IPIs sent meanwhile latch one NMI that finds nothing new. The
     /// NMI ledger must swallow it: no unknown NMI.
@@ -132,6 +134,8 @@ pub enum ServeCpu {
 pub struct Options {
     pub loglevel: LogLevel,
     pub selftest: Option<Selftest>,
+    /// The CPU `selftest=lockup` stalls (`selftest_cpu=N`; default the last).
+    pub selftest_cpu: Option<u32>,
     /// Exit QEMU through isa-debug-exit when boot is complete (or on a fatal
     /// error), so a test gets a verdict from the exit code.
     pub test_exit: bool,
@@ -170,6 +174,7 @@ impl Default for Options {
         Options {
             loglevel: LogLevel::Info,
             selftest: None,
+            selftest_cpu: None,
             test_exit: false,
             timer_hz: 100,
             smp_timeout_ms: 1000,
@@ -320,18 +325,20 @@ fn apply(p: &mut Parsed, word: &str, key: &str, value: Option<&str>) {
             "trace" => Some(LogLevel::Trace),
             _ => None,
         }, |o, x| o.loglevel = x),
-        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup|nmi_race|irq_hygiene", |v| match v {
+        "selftest" => valued!(p, word, key, value, "exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup|lockup:SECS|nmi_race|irq_hygiene", |v| match v {
             "exception" => Some(Selftest::Exception),
             "pagefault" => Some(Selftest::PageFault),
             "write_text" => Some(Selftest::WriteText),
             "panic" => Some(Selftest::Panic),
             "xcall_timeout" => Some(Selftest::XcallTimeout),
             "breakpoint" => Some(Selftest::Breakpoint),
-            "lockup" => Some(Selftest::Lockup),
+            "lockup" => Some(Selftest::Lockup { secs: 0 }),
             "nmi_race" => Some(Selftest::NmiRace),
             "irq_hygiene" => Some(Selftest::IrqHygiene),
-            _ => None,
+            v => v.strip_prefix("lockup:").and_then(|n| parse_u32(n, 1, 3600)).map(|secs| Selftest::Lockup { secs }),
         }, |o, x| o.selftest = Some(x)),
+        "selftest_cpu" => valued!(p, word, key, value, "an integer 0..=4095", |v| parse_u32(v, 0, 4095),
+            |o, x| o.selftest_cpu = Some(x)),
         "timer_hz" => valued!(p, word, key, value, "an integer 1..=10000", |v| parse_u32(v, 1, 10_000),
             |o, x| o.timer_hz = x),
         "smp_timeout_ms" => valued!(p, word, key, value, "an integer 1..=60000", |v| parse_u32(v, 1, 60_000),
@@ -456,7 +463,7 @@ mod tests {
                 ("timer_hz=0", Problem::BadValue("an integer 1..=10000")),
                 ("timer_hz=abc", Problem::BadValue("an integer 1..=10000")),
                 ("loglevel", Problem::MissingValue),
-                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup|nmi_race|irq_hygiene")),
+                ("selftest=nope", Problem::BadValue("exception|pagefault|write_text|panic|xcall_timeout|breakpoint|lockup|lockup:SECS|nmi_race|irq_hygiene")),
                 ("test_exit", Problem::UnexpectedValue),
             ]
         );
@@ -489,7 +496,13 @@ mod tests {
         let o = p.options;
         assert_eq!((o.nmi.hz, o.nmi.thresh_secs, o.nmi.source), (10_000, 2, NmiSourceChoice::Ipi));
         assert!(o.patch.trace_nmi_path && o.patch.ftrace_keep_on_nmi && o.nmi.enabled);
-        assert_eq!(o.selftest, Some(Selftest::Lockup));
+        assert_eq!(o.selftest, Some(Selftest::Lockup { secs: 0 }));
+        let p = parse("selftest=lockup:15 selftest_cpu=0");
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        assert_eq!((p.options.selftest, p.options.selftest_cpu), (Some(Selftest::Lockup { secs: 15 }), Some(0)));
+        for bad in ["selftest=lockup:0", "selftest=lockup:x", "selftest=lockup:", "selftest_cpu=-1"] {
+            assert_eq!(parse(bad).diagnostics.len(), 1, "{bad}");
+        }
         let d = parse("nmi_watchdog_hz=0 trace_nmi_path=1").diagnostics;
         assert_eq!(d[0].problem, Problem::BadValue("an integer 1..=100000"));
         assert_eq!(d[1].problem, Problem::UnexpectedValue);

@@ -112,6 +112,44 @@ pub fn write_call_trace(out: &mut impl Write, rip: u64, rbp: u64) -> fmt::Result
     Ok(())
 }
 
+/// In NMI context: `Call Trace:` with the NMI handler's own frames between
+/// `<NMI>` and `</NMI>` (as Linux marks them, `arch/x86/kernel/dumpstack.c`),
+/// then the interrupted code's from `rip` and `rbp`.
+#[inline(never)]
+pub fn write_nmi_call_trace(out: &mut impl Write, rip: u64, rbp: u64) -> fmt::Result {
+    writeln!(out, "Call Trace:")?;
+    writeln!(out, " <NMI>")?;
+    let here: u64;
+    // SAFETY: reads rbp (this function's frame, built with frame pointers); no side effects.
+    unsafe { core::arch::asm!("mov {}, rbp", out(reg) here, options(nomem, nostack, preserves_flags)) };
+    let nmi_stack = this_cpu().stacks().ist[crate::arch::percpu::ist::NMI];
+    let mut fp = here;
+    for _ in 0..MAX_FRAMES {
+        if fp == 0 || !fp.is_multiple_of(8) || !nmi_stack.contains(fp) || !nmi_stack.contains(fp + 15) {
+            break;
+        }
+        // SAFETY: fp and fp+8 lie on this CPU's NMI stack, mapped (checked above).
+        let (next, ret) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
+        if ret == 0 {
+            break;
+        }
+        write!(out, " [<{ret:016x}>] ")?;
+        write_return_symbol(out, ret)?;
+        writeln!(out)?;
+        fp = next;
+    }
+    writeln!(out, " </NMI>")?;
+    write!(out, " [<{rip:016x}>] ")?;
+    write_symbol(out, rip)?;
+    writeln!(out)?;
+    for ret in return_addresses(rbp) {
+        write!(out, " [<{ret:016x}>] ")?;
+        write_return_symbol(out, ret)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 /// Call trace from the caller of this function.
 #[inline(never)]
 pub fn write_here(out: &mut impl Write) -> fmt::Result {

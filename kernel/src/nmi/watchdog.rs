@@ -4,7 +4,9 @@
 //! the LVT performance-counter entry as NMI (Intel architectural perfmon, AMD
 //! counters), where it really counts; else NMI IPIs that CPU 0's local-APIC
 //! timer broadcasts to every CPU, itself included (the LVT timer entry cannot
-//! deliver NMIs, an IPI can). The NMI handler identifies the source (the
+//! deliver NMIs, an IPI can). When CPU 0's rounds stop (it is stuck with
+//! interrupts off), any other CPU whose timer ticks sends them (`round.rs`):
+//! no CPU is a single point of failure. The NMI handler identifies the source (the
 //! per-CPU IPI ledger, `ledger.rs`, the counter's overflow, port 0x61's
 //! SERR/IOCHK for external NMIs, else unknown), counts it, re-arms the
 //! counter, and runs [`lapic_wd_event`], which detects hard lockups: a CPU
@@ -23,6 +25,8 @@ use super::ledger;
 use super::log::NmiLog;
 use super::pmu::{self, Counter, Source};
 use super::pmu_driver;
+use super::round;
+use super::cpu_backtrace;
 use crate::apic::lapic::{self, Dest, icr};
 use crate::arch::idt::vector;
 use crate::arch::msr;
@@ -260,18 +264,38 @@ pub fn correct_rate(nmis: u64, window_ns: u64) {
     );
 }
 
-/// Called from CPU 0's timer interrupt: one round of watchdog NMIs to every
-/// online CPU, itself included. One IPI per CPU, not the "all" shorthand: a
-/// processor not started yet (or parked by a failed start) sits in firmware
-/// code, whose handlers an NMI would crash.
+/// When the last round of watchdog IPIs went out (ns), from any CPU.
+static LAST_ROUND_NS: AtomicU64 = AtomicU64::new(0);
+/// Rounds sent by a CPU other than the primary (CPU 0), because the
+/// primary's had stopped.
+static TAKEOVER_ROUNDS: AtomicU64 = AtomicU64::new(0);
+
+/// Rounds another CPU sent while CPU 0's had stopped.
+pub fn takeover_rounds() -> u64 {
+    TAKEOVER_ROUNDS.load(Ordering::Relaxed)
+}
+
+/// Called from every CPU's timer interrupt: one round of watchdog NMIs to
+/// every online CPU, itself included, on each of CPU 0's ticks, and on
+/// another CPU's tick when CPU 0's rounds have stopped (`round.rs`). One
+/// IPI per CPU, not the "all" shorthand: a processor not started yet (or
+/// parked by a failed start) sits in firmware code, whose handlers an NMI
+/// would crash.
 pub fn timer_tick(cpu: &PerCpu) {
     let all = match source() {
         Source::IpiBroadcast(_) => true,
         Source::PerfCounter(_) => false,
         Source::Off => return,
     };
-    if cpu.index() != 0 {
-        return;
+    let now = clock::now_ns();
+    if cpu.index() == 0 {
+        LAST_ROUND_NS.store(now, Ordering::Relaxed);
+    } else {
+        let last = LAST_ROUND_NS.load(Ordering::Relaxed);
+        if !round::due(false, now, last, hz()) || LAST_ROUND_NS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
+        TAKEOVER_ROUNDS.fetch_add(1, Ordering::Relaxed);
     }
     for c in percpu::all().iter().filter(|c| c.online.load(Ordering::Relaxed) && (all || c.wd_ipi_fallback.load(Ordering::Relaxed))) {
         // Count before raising: the target's handler reads the count (see `ledger`).
@@ -311,6 +335,8 @@ fn on_nmi(frame: &mut TrapFrame) -> Disposition {
     {
         clock::delay_ns(RACE_NS.load(Ordering::Relaxed));
     }
+    // Another CPU waiting for this one asked for its state.
+    cpu_backtrace::on_nmi(cpu, frame);
     let mut ours = false;
     // The IPI ledger: counts, so a latched or late duplicate is never "unknown".
     let state = ledger::State {
@@ -452,7 +478,7 @@ pub extern "C" fn wd_check_lockup(frame: &TrapFrame) {
     if stuck >= THRESH_NS.load(Ordering::Relaxed) && !cpu.wd_reported.swap(true, Ordering::Relaxed) {
         cpu.lockups.fetch_add(1, Ordering::Relaxed);
         let rec = NMI_LOG.push(|r| {
-            let _ = writeln!(r, "NMI watchdog: hard LOCKUP on cpu {} (no timer interrupt for {} ms)", cpu.index(), stuck / 1_000_000);
+            let _ = writeln!(r, "NMI watchdog: hard LOCKUP on cpu{} (no timer interrupt for {} ms)", cpu.index(), stuck / 1_000_000);
             let _ = trap::write_dump(r, frame);
         });
         if let Some(i) = rec {
@@ -461,8 +487,14 @@ pub extern "C" fn wd_check_lockup(frame: &TrapFrame) {
     }
 }
 
-/// Print NMI log records not printed yet (not from NMI context: takes the console lock).
+/// One CPU drains at a time (others skip: the records are printed once).
+static DRAINING: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Print NMI log records not printed yet (not from NMI context: takes the
+/// console lock). Any CPU may call it; one that finds another draining
+/// returns at once.
 pub fn drain_to_console() {
+    let Some(_one) = DRAINING.try_lock() else { return };
     trap::report_unexpected();
     let mut printed = PRINTED.load(Ordering::Relaxed);
     while let Some(text) = NMI_LOG.get(printed) {

@@ -165,7 +165,13 @@ impl Platform for Machine {
         crate::events::record_span(EventKind::SyncRound, r.is_err() as u64, clock::ticks_to_ns(crate::arch::cpu::rdtsc() - t0));
         r.map_err(|e| {
             STATS.sync_failures.fetch_add(1, Ordering::Relaxed);
-            error!("patch: sync round failed: {e}");
+            error!("patch: sync round failed: {e}; the batch stays published and the round is tried again");
+            // The round is tried again until every CPU answers, with the
+            // batch published (the other CPUs keep emulating its sites).
+            // Meanwhile this CPU keeps its other duties: the NMI log (the
+            // silent CPU's backtrace) and the services it polls.
+            crate::nmi::watchdog::drain_to_console();
+            super::run::poll_hook();
             protocol::Error::Sync
         })
     }

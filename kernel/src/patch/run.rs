@@ -33,7 +33,9 @@ pub fn set_poll_hook(f: fn()) {
     POLL_HOOK.store(f as usize, Ordering::Release);
 }
 
-fn poll_hook() {
+/// Run the services' poll hook, if one is set (between batches, and between
+/// the tries of a sync round that a CPU did not answer).
+pub(super) fn poll_hook() {
     let h = POLL_HOOK.load(Ordering::Acquire);
     if h != 0 {
         // SAFETY: only `set_poll_hook` stores here, from a `fn()`.
@@ -203,6 +205,7 @@ pub fn run_loop(cfg: &Config, reg: &'static Registry) -> LoopReport {
             }
             crate::nmi::watchdog::drain_to_console();
             poll_hook();
+            crate::nmi::lockup_selftest::maybe_stall();
             if control::disable_requested().is_some() {
                 break;
             }

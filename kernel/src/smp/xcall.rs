@@ -93,9 +93,15 @@ pub fn init() {
 /// after `timeout_ns` with the APIC ids that did not. Interrupts may be on or
 /// off on the caller; never call from NMI context.
 pub fn call_others(f: XcallFn, arg: usize, timeout_ns: u64) -> Result<(), Timeout> {
-    // Interrupts off: our own IPI handler must not serve a request while the
-    // lock loop below is serving the same one.
-    x86_64::instructions::interrupts::without_interrupts(|| start_others(f, arg).wait(timeout_ns))
+    // Interrupts off while taking the lock and sending: our own IPI handler
+    // must not serve a request while the lock loop is serving the same one.
+    // The wait runs with the caller's interrupt state, so a caller that had
+    // them on keeps taking its timer interrupts while another CPU is slow
+    // to answer: its own lockup detector sees it alive, and its timer goes
+    // on sending watchdog NMIs (issue 28: a CPU stuck with interrupts off
+    // had stopped CPU 0's timer, and with it the watchdog, through the
+    // patching loop's sync rounds).
+    x86_64::instructions::interrupts::without_interrupts(|| start_others(f, arg)).wait(timeout_ns)
 }
 
 /// A call in flight, started by [`start_others`]: the caller holds the
@@ -134,6 +140,31 @@ pub fn other_online() -> usize {
     targets(this_cpu().index()).count()
 }
 
+/// `c` missed a round that timed out after `timeout_ns`: count its stall,
+/// and show it (a console line here, its registers and call trace from an
+/// NMI there) on the stall's first timed-out round and then with a back-off
+/// (`nmi::stall`), as Linux's CSD-lock debugging does.
+fn note_stall(c: &percpu::PerCpu, me: usize, timeout_ns: u64) {
+    let now = clock::now_ns();
+    let m = crate::nmi::stall::missed(c.xcall_stall_rounds.load(Ordering::Relaxed));
+    c.xcall_stall_rounds.store(m.rounds, Ordering::Relaxed);
+    if m.new_stall {
+        c.stalled_xcalls.fetch_add(1, Ordering::Relaxed);
+        c.xcall_stall_since_ns.store(now.saturating_sub(timeout_ns).max(1), Ordering::Relaxed);
+    }
+    if m.report {
+        let waited_ms = now.saturating_sub(c.xcall_stall_since_ns.load(Ordering::Relaxed)) / 1_000_000;
+        let stall = c.stalled_xcalls.load(Ordering::Relaxed);
+        log::warn!(
+            "csd: cpu{me} waited {waited_ms} ms for cpu{} (APIC id {}) to answer a cross-CPU call (stall #{stall}, timed-out round {}): NMI backtrace requested",
+            c.index(),
+            c.apic_id(),
+            m.rounds
+        );
+        crate::nmi::cpu_backtrace::request(c, waited_ms, stall);
+    }
+}
+
 impl Pending {
     /// Wait until every target acknowledged, or `timeout_ns`; releases the lock.
     pub fn wait(self, timeout_ns: u64) -> Result<(), Timeout> {
@@ -156,6 +187,12 @@ impl Pending {
                 }
             }
             if all {
+                for c in targets(self.me) {
+                    if c.xcall_stall_rounds.load(Ordering::Relaxed) != 0 {
+                        c.xcall_stall_rounds.store(0, Ordering::Relaxed);
+                        c.xcall_stall_since_ns.store(0, Ordering::Relaxed);
+                    }
+                }
                 break Ok(());
             }
             if crate::arch::cpu::rdtsc() >= deadline {
@@ -164,6 +201,7 @@ impl Pending {
                     if t.missing.push(c.apic_id()).is_err() {
                         t.more += 1;
                     }
+                    note_stall(c, self.me, timeout_ns);
                 }
                 break Err(t);
             }
