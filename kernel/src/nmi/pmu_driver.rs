@@ -352,6 +352,32 @@ mod tests {
         }
     }
 
+    /// Issue 28: with the counter source no CPU depends on another for its
+    /// NMIs. Three CPUs' PMUs: CPU 0 stops counting (halted: unhalted-cycle
+    /// events stop), CPU 1 spins with interrupts off (it still counts
+    /// cycles), CPU 2 runs on. CPUs 1 and 2 take one claimed NMI a period
+    /// each, whatever CPU 0 does; CPU 0 resumes at its next period.
+    #[test]
+    fn each_cpus_counter_is_its_own_nmi_source() {
+        for (counter, width) in [(Counter::IntelArch { version: 4 }, 48), (Counter::AmdPerfMonV2, 48)] {
+            let mut cpus: Vec<Sim> = (0..3).map(|_| Sim::new(counter, width, 4)).collect();
+            let armed: Vec<Armed> = cpus.iter_mut().map(|s| armed(s, 4)).collect();
+            for period in 0..50 {
+                for (i, (sim, a)) in cpus.iter_mut().zip(&armed).enumerate() {
+                    if i == 0 && period >= 10 {
+                        continue; // CPU 0 halted or gone: its counter stands still.
+                    }
+                    sim.run(P);
+                    assert_eq!(sim.pending, 1, "{counter:?}: cpu{i} in period {period}");
+                    assert!(sim.take(a));
+                }
+            }
+            assert_eq!(cpus[0].pending, 0);
+            cpus[0].run(P);
+            assert!(cpus[0].pending == 1 && cpus[0].take(&armed[0]), "{counter:?}: CPU 0 counts again");
+        }
+    }
+
     /// PerfMonV2 counts only with the global enable: arming must set it.
     #[test]
     fn perfmon_v2_needs_its_global_enable() {
