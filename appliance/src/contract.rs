@@ -57,6 +57,9 @@ pub struct HttpStatus {
     /// Rounds of network work done by a CPU standing in for the service's
     /// owner, which had not polled it for 200 ms (stuck).
     pub rescued_polls: u64,
+    /// Incomplete requests reset so that a newcomer found a socket (every
+    /// socket taken, the oldest half-sent request gave its up).
+    pub evicted: u64,
 }
 
 /// The network as the service sees it.
@@ -356,7 +359,8 @@ impl Status {
             .num("refused_busy", h.refused_busy)
             .num("cut_stalled", h.cut_stalled)
             .num("lent_polls", h.lent_polls)
-            .num("rescued_polls", h.rescued_polls);
+            .num("rescued_polls", h.rescued_polls)
+            .num("evicted", h.evicted);
         ho.close();
         o.num("heap_used", self.heap_used).num("heap_free", self.heap_free).num("uptime_ns", self.uptime_ns).str("cmdline", &self.cmdline);
         o.close();
@@ -423,6 +427,7 @@ impl Status {
             ("appliance_http_cut_stalled_total", "downloads cut because the client stopped reading", h.cut_stalled),
             ("appliance_http_lent_polls_total", "rounds of network work worker CPUs did while a download ran", h.lent_polls),
             ("appliance_http_rescued_polls_total", "rounds of network work done for a stuck owner of the service", h.rescued_polls),
+            ("appliance_http_evicted_total", "incomplete requests reset so that a new client found a socket", h.evicted),
             ("appliance_nmi_takeover_rounds_total", "watchdog NMI rounds another CPU sent while CPU 0's had stopped", self.watchdog.takeover_rounds),
         ] {
             prometheus_counter(&mut o, name, help, [(String::new(), v)]);
@@ -669,7 +674,7 @@ mod tests {
                 link_changes: 2,
                 warnings: alloc::vec![String::from("gateway 10.0.2.2 is not in the subnet of \"192.168.50.10/24\"")],
             },
-            http: HttpStatus { sockets: 64, busy: 3, downloads: 1, buffer_bytes: 64 * 68 * 1024, requests: 1000, timeouts: 7, refused_busy: 2, cut_stalled: 1, lent_polls: 5, rescued_polls: 4 },
+            http: HttpStatus { sockets: 64, busy: 3, downloads: 1, buffer_bytes: 64 * 68 * 1024, requests: 1000, timeouts: 7, refused_busy: 2, cut_stalled: 1, lent_polls: 5, rescued_polls: 4, evicted: 3 },
             heap_used: 1 << 20,
             heap_free: 63 << 20,
             uptime_ns: 123_456_789,

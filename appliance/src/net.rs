@@ -64,6 +64,8 @@ static CUT_STALLED: AtomicU64 = AtomicU64::new(0);
 static BUSY: AtomicU64 = AtomicU64::new(0);
 static DOWNLOADS: AtomicU64 = AtomicU64::new(0);
 static LENT_POLLS: AtomicU64 = AtomicU64::new(0);
+/// Incomplete requests whose socket went to a newcomer (`serve::evict`).
+static EVICTED: AtomicU64 = AtomicU64::new(0);
 
 /// The HTTP service as `/status` reports it.
 pub fn http_status() -> HttpStatus {
@@ -80,6 +82,7 @@ pub fn http_status() -> HttpStatus {
         cut_stalled: n(&CUT_STALLED),
         lent_polls: n(&LENT_POLLS),
         rescued_polls: n(&RESCUED_POLLS),
+        evicted: n(&EVICTED),
     }
 }
 
@@ -328,6 +331,21 @@ impl Service {
         listen(&mut self.sockets, &mut self.http, &mut self.spare, self.port);
         while self.iface.poll_ingress_single(ts, &mut dev, &mut self.sockets) != PollIngressSingleResult::None {
             listen(&mut self.sockets, &mut self.http, &mut self.spare, self.port);
+            // Every socket taken and none listening: the slowest incomplete
+            // request gives its socket up (reset), which listens at once.
+            if self.spare.is_empty() && listening(&self.sockets, &self.http) == 0 {
+                let now_ns = kernel::time::clock::now_ns();
+                let reading = self.http.iter().map(|(_, c)| match c {
+                    Conn::Reading { since, .. } => Some(*since),
+                    _ => None,
+                });
+                if let Some(k) = serve::evict(reading, now_ns) {
+                    self.sockets.get_mut::<tcp::Socket>(self.http[k].0).abort();
+                    EVICTED.fetch_add(1, Ordering::Relaxed);
+                    while self.iface.poll_egress(ts, &mut dev, &mut self.sockets) != PollResult::None {}
+                    release_closed(&mut self.sockets, &mut self.http, &mut self.spare, self.port);
+                }
+            }
         }
         while self.iface.poll_egress(ts, &mut dev, &mut self.sockets) != PollResult::None {}
         seen.load(Ordering::Relaxed)

@@ -57,6 +57,26 @@ pub fn request_expired(since: u64, received: usize, now: u64) -> bool {
     t >= REQUEST_NS || (received == 0 && t >= FIRST_BYTE_NS)
 }
 
+/// A connection may be given up for a newcomer once it has been sending
+/// its request this long without completing it.
+pub const EVICT_AFTER_NS: u64 = 500_000_000;
+
+/// Every socket is taken and none listens: which connection gives its
+/// socket up, so that the next client (a user's `/status` among hundreds of
+/// slowloris connections, issue 28) finds a listener? The one that has been
+/// sending an incomplete request longest, if for at least `EVICT_AFTER_NS`
+/// (`reading_since[i]`: when connection `i` began its request, None for a
+/// connection not reading one: a download, a response being sent). A
+/// client that sends a request completes it in milliseconds; one that holds
+/// a socket with half a request is the attack's, or too slow to serve.
+pub fn evict(reading_since: impl Iterator<Item = Option<u64>>, now: u64) -> Option<usize> {
+    reading_since
+        .enumerate()
+        .filter_map(|(i, s)| s.filter(|&since| since != 0 && now.saturating_sub(since) >= EVICT_AFTER_NS).map(|since| (since, i)))
+        .min()
+        .map(|(_, i)| i)
+}
+
 /// May another long download start while `streams` are running?
 pub fn admit_download(streams: usize) -> bool {
     streams < SOCKETS - RESERVED_FOR_SHORT
@@ -89,6 +109,19 @@ impl Stall {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_oldest_incomplete_request_gives_its_socket_up() {
+        let ms = 1_000_000;
+        let now = 10_000 * ms;
+        // Downloads (None) and clients that have not started (0) are never chosen.
+        let conns = [None, Some(0), Some(now - 900 * ms), Some(now - 3000 * ms), Some(now - 100 * ms)];
+        assert_eq!(evict(conns.into_iter(), now), Some(3));
+        // Nobody has been at it for EVICT_AFTER_NS: nobody gives up.
+        assert_eq!(evict([Some(now - 499 * ms), None].into_iter(), now), None);
+        assert_eq!(evict(core::iter::empty(), now), None);
+    }
+
     use super::*;
 
     const S: u64 = 1_000_000_000;

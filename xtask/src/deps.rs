@@ -38,6 +38,10 @@ fn present(tool: &str) -> bool {
 
 /// What only `cargo xtask bench` needs: the silicon harness's LTTng-UST
 /// comparison builds a tracepoint provider and records it in a session.
+/// What `cargo xtask stress` runs against the service besides its own
+/// clients: ApacheBench and slowhttptest (Debian's packages).
+pub const STRESS_TOOLS: &[(&str, &str)] = &[("ab", "apache2-utils"), ("slowhttptest", "slowhttptest")];
+
 pub const BENCH_TOOLS: &[(&str, &str)] = &[("cc", "gcc"), ("lttng", "lttng-tools"), ("/usr/include/x86_64-linux-gnu/lttng/tracepoint.h", "liblttng-ust-dev")];
 
 /// Missing tools among `tools` as (tool, package).

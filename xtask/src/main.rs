@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod deps;
+mod hostfwd;
 mod image;
 mod peer;
 mod qemu;

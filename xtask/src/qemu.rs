@@ -285,6 +285,11 @@ pub fn spawn(spec: &Spec, log: &Path, echo: bool) -> Result<Running> {
         .spawn()
         .map_err(|e| format!("cannot start qemu-system-x86_64: {e} (cargo xtask deps installs it)"))?;
     let started = Instant::now();
+    if let Some((port, _)) = &spec.net
+        && let Err(e) = crate::hostfwd::widen_backlog(child.id(), *port, Duration::from_secs(5))
+    {
+        eprintln!("xtask: QEMU's forward of 127.0.0.1:{port} keeps libslirp's backlog of 1 (clients connecting at once may wait or be lost): {e}");
+    }
     let (tx, rx) = mpsc::channel();
     if let Some(parent) = log.parent() {
         std::fs::create_dir_all(parent)?;
