@@ -29,8 +29,11 @@
 //! - `rt.rs`: what the prebuilt `core` needs from us (memcpy & co.) and the panic handler.
 //! - `patch/`: live text patching, one file per room (see `patch/mod.rs`); its
 //!   configuration (`config.rs`).
-//! - `nmi/`: the NMI watchdog (`watchdog.rs`), which NMIs are the watchdog's own
-//!   (`ledger.rs`), PMU facts (`pmu.rs`), the NMI-safe log (`log.rs`), its configuration (`config.rs`).
+//! - `nmi/`: the NMI watchdog (`watchdog.rs`), who sends a round of watchdog IPIs
+//!   (`round.rs`), which NMIs are the watchdog's own (`ledger.rs`), when a CPU that does
+//!   not answer is shown (`stall.rs`) and its NMI backtrace (`cpu_backtrace.rs`), the
+//!   lockup selftest (`lockup_selftest.rs`), PMU facts (`pmu.rs`), the NMI-safe log
+//!   (`log.rs`), its configuration (`config.rs`).
 //! - `events.rs`: the sinks trace events go to (the application installs them).
 //! - `debug/`: symbol table (`symbols.rs`), call traces (`backtrace.rs`), logging (`log.rs`).
 //! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`), the RTC's CMOS registers (`rtc.rs`),
