@@ -1,14 +1,21 @@
-//! The TSC frequency CPUID enumerates (`kernel::time::reference`), over the
-//! CPUID dumps of 88 real processors in `../shared/cpuid-real`, compared with
-//! the values an independent decoder wrote into its `index.json`. The data is
-//! read at test time and never committed; a missing folder fails the test
-//! and says where it is looked for.
+//! The TSC frequency CPUID enumerates (`kernel::time::reference`) and the
+//! performance-counter watchdog's choice (`kernel::nmi::pmu::offer`) over
+//! the CPUID of 88 real processors, compared with what an independent
+//! decoder read in each (its `index.json`).
 //!
-//! The dumps are parsed here from their documented text format
-//! (`../shared/cpuid-real/README.md`): `CPUID <leaf>: EAX-EBX-ECX-EDX`, the
-//! first logical CPU's block only (it ends where leaf 0 comes again).
+//! The dumps (`../shared/cpuid-real`) ship with no licence, so the
+//! repository keeps a table of the facts the tests use, taken from them by
+//! `cargo xtask corpora`: per processor the dump's name and sha1, the
+//! decoder's fields, and the registers of the leaves the kernel reads
+//! (`kernel/tests/data/cpuid-real/facts.json`, see `support/cpuid_dump.rs`).
+//! The tests run over the table; where `../shared/cpuid-real` lies beside
+//! the clone they also check that the table is what the dumps give, and run
+//! over the dumps' whole first blocks (so a leaf the table lacks shows).
 
-use std::collections::HashMap;
+#[path = "support/cpuid_dump.rs"]
+mod cpuid_dump;
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use kernel::time::reference::{self, Candidate, CpuidLeaves, CrystalFrom, Reference, ppm};
@@ -18,35 +25,48 @@ fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/cpuid-real")
 }
 
-fn hex8(s: &str) -> Option<u32> {
-    (s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| u32::from_str_radix(s, 16).ok()).flatten()
+/// One processor: the dump's name, the decoder's reading, the registers.
+struct Cpu {
+    file: String,
+    index: Value,
+    leaves: BTreeMap<u32, [u32; 4]>,
 }
 
-/// Subleaf-0 values of every leaf in the first logical CPU's block.
-fn first_block(text: &str) -> HashMap<u32, [u32; 4]> {
-    let mut leaves = HashMap::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("CPUID ") {
-        rest = &rest[i + 6..];
-        let Some(leaf) = rest.get(..8).and_then(hex8) else { continue };
-        // Then optional blanks and a colon, then the four registers.
-        let after = rest[8..].trim_start_matches([' ', '\t', ':']);
-        let regs: Vec<u32> = after.get(..35).map(|r| r.split('-').filter_map(hex8).collect()).unwrap_or_default();
-        if regs.len() != 4 {
-            continue;
-        }
-        if leaf == 0 && leaves.contains_key(&0) {
-            break; // the next logical CPU
-        }
-        leaves.entry(leaf).or_insert([regs[0], regs[1], regs[2], regs[3]]);
+/// The committed table.
+fn table() -> Vec<Cpu> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/cpuid-real/facts.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let rows: Vec<Value> = serde_json::from_str(&text).expect("facts.json");
+    rows.iter().map(|r| Cpu { file: r["file"].as_str().expect("file").to_string(), index: r["index"].clone(), leaves: cpuid_dump::row_leaves(r) }).collect()
+}
+
+/// The dumps themselves, when `../shared/cpuid-real` is there: their whole
+/// first blocks. Also checks that the committed table is what they give.
+fn dumps() -> Option<Vec<Cpu>> {
+    let text = std::fs::read_to_string(shared().join("index.json")).ok()?;
+    let index: Vec<Value> = serde_json::from_str(&text).expect("index.json");
+    let committed = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/cpuid-real/facts.json")).expect("facts.json");
+    let committed: Vec<Value> = serde_json::from_str(&committed).expect("facts.json");
+    let mut out = Vec::new();
+    for e in &index {
+        let file = e["file"].as_str().expect("file");
+        let dump = String::from_utf8_lossy(&std::fs::read(shared().join("dumps").join(file)).unwrap_or_else(|err| panic!("{file}: {err}"))).to_string();
+        let row = cpuid_dump::facts_row(e, &dump);
+        let mine = committed.iter().find(|r| r["file"] == file).unwrap_or_else(|| panic!("{file} is not in facts.json: run `cargo xtask corpora`"));
+        assert_eq!(&row, mine, "{file}: facts.json is not what the dump gives: run `cargo xtask corpora`");
+        out.push(Cpu { file: file.to_string(), index: e.clone(), leaves: cpuid_dump::first_block(&dump) });
     }
-    leaves
+    Some(out)
 }
 
-fn index() -> Vec<Value> {
-    let path = shared().join("index.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}: the real-CPU data lives beside the clone in ../shared/cpuid-real", path.display()));
-    serde_json::from_str(&text).expect("index.json")
+/// The table, and the dumps where they are beside the clone.
+fn sources() -> Vec<(&'static str, Vec<Cpu>)> {
+    let mut v = vec![("facts.json", table())];
+    match dumps() {
+        Some(d) => v.push(("../shared/cpuid-real", d)),
+        None => eprintln!("../shared/cpuid-real is not beside the clone: the tests ran over the committed facts table only"),
+    }
+    v
 }
 
 fn u(v: &Value) -> u64 {
@@ -55,14 +75,17 @@ fn u(v: &Value) -> u64 {
 
 #[test]
 fn tsc_from_cpuid_over_real_processors() {
-    let entries = index();
-    assert!(entries.len() >= 88, "index.json lists {} dumps", entries.len());
+    for (from, cpus) in sources() {
+        tsc_from_cpuid(from, &cpus);
+    }
+}
+
+fn tsc_from_cpuid(from: &str, entries: &[Cpu]) {
+    assert!(entries.len() >= 88, "{from} has {} processors", entries.len());
     let (mut leaf15, mut leaf16, mut model, mut none) = (0, 0, 0, 0);
     let mut problems = Vec::new();
-    for e in &entries {
-        let file = e["file"].as_str().expect("file");
-        let text = std::fs::read(shared().join("dumps").join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
-        let leaves = first_block(&String::from_utf8_lossy(&text));
+    for cpu in entries {
+        let (file, e, leaves) = (&cpu.file, &cpu.index, &cpu.leaves);
         let l = CpuidLeaves::read(|leaf, _| leaves.get(&leaf).copied().unwrap_or([0; 4]));
         // The parse agrees with the decoder on what the computation reads.
         let mut check = |what: &str, ours: String, theirs: String| {
@@ -136,7 +159,7 @@ fn tsc_from_cpuid_over_real_processors() {
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
     // The data covers every path (counts from the data, not from this code).
     assert!(leaf15 >= 15 && leaf16 >= 5 && model >= 1 && none >= 40, "crystal from 0x15: {leaf15}, from 0x16: {leaf16}, by model: {model}, none: {none}");
-    eprintln!("{} CPUs: crystal from 0x15 {leaf15}, from 0x16 {leaf16}, by model {model}, no CPUID frequency {none}", entries.len());
+    eprintln!("{from}: {} CPUs: crystal from 0x15 {leaf15}, from 0x16 {leaf16}, by model {model}, no CPUID frequency {none}", entries.len());
 }
 
 /// The performance-counter watchdog's choice (`kernel::nmi::pmu::offer`) on
@@ -144,13 +167,18 @@ fn tsc_from_cpuid_over_real_processors() {
 /// register set, the counter width and how many counters, or no counter.
 #[test]
 fn pmu_offer_over_real_processors() {
+    for (from, cpus) in sources() {
+        pmu_offer(from, &cpus);
+    }
+}
+
+fn pmu_offer(from: &str, cpus: &[Cpu]) {
     use kernel::nmi::pmu::{Counter, Offer, offer};
     let (mut intel, mut amd, mut none) = (0, 0, 0);
     let mut problems = Vec::new();
-    for e in &index() {
-        let file = e["file"].as_str().expect("file");
-        let text = std::fs::read(shared().join("dumps").join(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
-        let leaves = first_block(&String::from_utf8_lossy(&text));
+    for cpu in cpus {
+        let (file, e) = (&cpu.file, &cpu.index);
+        let leaves = cpu.leaves.clone();
         let c = raw_cpuid::CpuId::with_cpuid_reader(move |l: u32, _s: u32| {
             let [a, b, c, d] = leaves.get(&l).copied().unwrap_or([0; 4]);
             raw_cpuid::CpuIdResult { eax: a, ebx: b, ecx: c, edx: d }
@@ -190,5 +218,5 @@ fn pmu_offer_over_real_processors() {
     }
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
     assert!(intel >= 40 && amd >= 15 && none >= 5, "intel {intel}, amd {amd}, none {none}");
-    eprintln!("PMU offers: Intel-architectural {intel}, AMD {amd}, none {none}");
+    eprintln!("{from}: PMU offers: Intel-architectural {intel}, AMD {amd}, none {none}");
 }

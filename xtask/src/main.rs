@@ -5,6 +5,7 @@
 
 mod bench;
 mod build;
+mod corpora;
 mod deps;
 mod hostfwd;
 mod image;
@@ -65,6 +66,8 @@ enum Cmd {
         #[arg(long)]
         name: String,
     },
+    /// Regenerate what the repository keeps of ../shared's real-hardware corpora (MADTs, CPUID facts)
+    Corpora,
     /// Boot once per CPU model with the watchdog and the patching loop; report in target/soak/
     Soak(soak::SoakArgs),
     /// Write the image to a USB stick (removable whole disks only, after confirmation)
@@ -148,6 +151,7 @@ fn main() {
         Cmd::Stress(a) => stress::main(&a),
         Cmd::Fetch(a) => remote::fetch_main(&a),
         Cmd::CpuidDump { name } => cpuid_dump(&name),
+        Cmd::Corpora => corpora::main(),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");
