@@ -343,7 +343,14 @@ impl Running {
     fn recv(&mut self, deadline: Instant) -> Recv {
         let now = Instant::now();
         if now >= deadline {
-            return Recv::TimedOut;
+            // Lines that came already are still read: a caller whose
+            // deadline passed while it did something else (an HTTP poll)
+            // must not miss them.
+            return match self.lines.try_recv() {
+                Ok(line) => Recv::Line(line),
+                Err(mpsc::TryRecvError::Empty) => Recv::TimedOut,
+                Err(mpsc::TryRecvError::Disconnected) => Recv::Closed,
+            };
         }
         match self.lines.recv_timeout((deadline - now).min(Duration::from_millis(200))) {
             Ok(line) => Recv::Line(line),
