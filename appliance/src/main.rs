@@ -13,6 +13,7 @@ mod bench;
 mod events;
 mod health;
 mod net;
+mod net_state;
 mod screen;
 mod status;
 mod traced;
@@ -133,9 +134,9 @@ fn appliance_main(k: Kernel, sites: Option<&'static Registry>) -> ! {
             info!("net: served by cpu{n}, polling without pause");
             // The patching loop still prints the NMI log, and serves when
             // the serving CPU stops polling; the screen is the serving CPU's too.
-            kernel::patch::run::set_poll_hook(net::poll_if_unserved);
+            kernel::patch::poll_hook::set_poll_hook(net::poll_if_unserved);
         }
-        None => kernel::patch::run::set_poll_hook(poll_services),
+        None => kernel::patch::poll_hook::set_poll_hook(poll_services),
     }
     LOOP_ARGS.call_once(|| (k.options.clone(), sites));
     LOOP_GO.store(true, Ordering::Release);

@@ -7,12 +7,13 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::boot::cmdline::NetConfig;
 use kernel::drivers::nic::Nic;
 use log::{info, warn};
-use appliance::contract::{HttpStatus, NetStatus};
+
+use crate::net_state::{ADDR, BUSY, CUT_STALLED, DOWNLOADS, EVICTED, LENT_POLLS, NET_STATUS, PORT, REFUSED_BUSY, REQUESTS, RESCUED_POLLS, STATE, TIMEOUTS};
 use appliance::serve::{self, Stall};
 use appliance::http::{Method, Parse, Request};
 use appliance::trace::ctf::TarStream;
@@ -56,35 +57,6 @@ impl Conn {
     }
 }
 
-/// What the service's policy did, for `/status` and `/metrics`.
-static REQUESTS: AtomicU64 = AtomicU64::new(0);
-static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
-static REFUSED_BUSY: AtomicU64 = AtomicU64::new(0);
-static CUT_STALLED: AtomicU64 = AtomicU64::new(0);
-static BUSY: AtomicU64 = AtomicU64::new(0);
-static DOWNLOADS: AtomicU64 = AtomicU64::new(0);
-static LENT_POLLS: AtomicU64 = AtomicU64::new(0);
-/// Incomplete requests whose socket went to a newcomer (`serve::evict`).
-static EVICTED: AtomicU64 = AtomicU64::new(0);
-
-/// The HTTP service as `/status` reports it.
-pub fn http_status() -> HttpStatus {
-    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let up = STATE.load(Ordering::Relaxed) != 0;
-    HttpStatus {
-        sockets: if up { serve::SOCKETS as u64 } else { 0 },
-        busy: n(&BUSY),
-        downloads: n(&DOWNLOADS),
-        buffer_bytes: if up { serve::buffer_bytes() as u64 } else { 0 },
-        requests: n(&REQUESTS),
-        timeouts: n(&TIMEOUTS),
-        refused_busy: n(&REFUSED_BUSY),
-        cut_stalled: n(&CUT_STALLED),
-        lent_polls: n(&LENT_POLLS),
-        rescued_polls: n(&RESCUED_POLLS),
-        evicted: n(&EVICTED),
-    }
-}
 
 
 /// How often the link state is read, and how long the gateway gets to
@@ -132,24 +104,6 @@ struct Cell(Option<Service>);
 unsafe impl Send for Cell {}
 static SERVICE: spin::Mutex<Cell> = spin::Mutex::new(Cell(None));
 
-/// The network as `/status` and the screen report it, published by the poller
-/// (readable while another CPU holds the service; never from NMI context).
-static NET_STATUS: spin::Mutex<NetStatus> = spin::Mutex::new(NetStatus {
-    nic: String::new(),
-    link: String::new(),
-    address: None,
-    gateway: None,
-    gateway_answers: None,
-    dhcp: false,
-    dhcp_leases: 0,
-    link_changes: 0,
-    warnings: Vec::new(),
-});
-
-/// What `/status` says of the network now.
-pub fn status() -> NetStatus {
-    NET_STATUS.lock().clone()
-}
 
 /// A warning for the console, `/status` and the screen.
 fn warn_user(text: String) {
@@ -157,21 +111,6 @@ fn warn_user(text: String) {
     NET_STATUS.lock().warnings.push(text);
 }
 
-/// What the screen shows of the network, readable without the service lock:
-/// 0 no NIC, 1 waiting for an address, 2 listening.
-static STATE: AtomicU32 = AtomicU32::new(0);
-static ADDR: AtomicU32 = AtomicU32::new(0);
-static PORT: AtomicU32 = AtomicU32::new(0);
-
-/// The network as the screen shows it.
-pub fn address() -> appliance::status_screen::Net {
-    use appliance::status_screen::Net;
-    match STATE.load(Ordering::Relaxed) {
-        0 => Net::Off,
-        1 => Net::Waiting,
-        _ => Net::Listening(ADDR.load(Ordering::Relaxed).to_be_bytes(), PORT.load(Ordering::Relaxed) as u16),
-    }
-}
 
 fn now() -> Instant {
     Instant::from_micros(kernel::time::clock::now_ns() as i64 / 1000)
@@ -535,8 +474,6 @@ static LAST_POLL_NS: AtomicU64 = AtomicU64::new(0);
 /// Far above a round of the loop (tens of ms under TCG), far below a
 /// client's patience.
 pub const UNSERVED_NS: u64 = 200_000_000;
-/// Polls made by a CPU that found the service unpolled for `UNSERVED_NS`.
-static RESCUED_POLLS: AtomicU64 = AtomicU64::new(0);
 
 /// Poll the service (and print the NMI log) if nobody has for
 /// `UNSERVED_NS`: a worker's or an idle CPU's duty when the CPU that owns

@@ -41,7 +41,7 @@ pub fn refresh() {
         },
         watchdog: &st.watchdog.source,
         watchdog_hz: st.watchdog.hz,
-        net: crate::net::address(),
+        net: crate::net_state::address(),
         net_problem: if st.net.link == "down" { Some("link down") } else { st.net.warnings.last().map(|w| w.as_str()) },
         strategy: &st.patching.strategy,
         sync: &st.patching.sync,

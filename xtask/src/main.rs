@@ -7,13 +7,17 @@ mod bench;
 mod build;
 mod corpora;
 mod deps;
+mod fetch_rates;
 mod hostfwd;
 mod image;
+#[cfg(test)]
+mod layout;
 mod peer;
 mod qemu;
 mod remote;
 mod run;
 mod soak;
+mod soak_run;
 mod stress;
 mod test;
 mod usb;

@@ -270,7 +270,7 @@ const CYCLE_FETCH_LIMIT: Duration = Duration::from_secs(240);
 
 /// Timed fetches of `/file` until the switching loop has completed `cycles`
 /// on-and-off cycles and at least `fetches` were timed, after one untimed
-/// fetch (`bench::fetch_rates_while`): MB/s, sorted.
+/// fetch (`fetch_rates::fetch_rates_while`): MB/s, sorted.
 fn fetch_through_cycle(
     run: &mut qemu::Running,
     serial: &mut String,
@@ -291,7 +291,7 @@ fn fetch_through_cycle(
         }
         Ok(true)
     };
-    Ok(crate::bench::fetch_rates_while(fetch, port, "/file", more)?.0)
+    Ok(crate::fetch_rates::fetch_rates_while(fetch, port, "/file", more)?.0)
 }
 
 /// Boot the peer with `cpu`/`smp` under `accel`, take its timings and
@@ -346,7 +346,7 @@ pub fn measure(
     let (dd_off_ns, dd_on_ns, dd_events) = dd[DD_REPS / 2];
     // MB/s of `fetches` fetches of `path`, sorted.
     let rates_of = |path: &str, what: &str| -> Result<Vec<f64>> {
-        Ok(crate::bench::fetch_rates(&fetch, port, path, fetches).map_err(|e| format!("peer {path}{what}: {e}"))?.0)
+        Ok(crate::fetch_rates::fetch_rates(&fetch, port, path, fetches).map_err(|e| format!("peer {path}{what}: {e}"))?.0)
     };
     let rates = rates_of("/file", "")?;
     let small = rates_of("/small", "")?;

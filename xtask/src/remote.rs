@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::Result;
 use crate::qemu;
-use crate::soak::{Counters, Machine, RunReport, parse_status};
+use crate::soak_run::{Counters, Machine, RunReport, parse_status};
 
 /// `http://host[:port][/...]` or `host[:port]` as `host:port` (port 80 by default).
 pub fn target_addr(url: &str) -> std::result::Result<String, String> {

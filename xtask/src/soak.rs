@@ -13,11 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use appliance::contract::{CpuStatus, Status};
 
 use crate::qemu::{self, Accel, Boot, Spec};
 use crate::{Result, root};
+
+mod report;
+
+use report::{duration, plot};
+pub use report::{ReportHeader, report_md};
+pub use crate::soak_run::{Counters, Machine, RunReport, crash_line, parse_status};
 
 /// The default models: Intel and AMD generations from 2006 to 2025 and a
 /// Zhaoxin, with and without x2APIC in their CPUID (QEMU 10's TCG emulates
@@ -139,131 +143,12 @@ fn parse(a: &SoakArgs) -> Result<Opts> {
     Ok(o)
 }
 
-/// The counters of one `/status` answer that the report compares.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct Counters {
-    pub uptime_s: f64,
-    pub nmis: u64,
-    pub patch_cycles: u64,
-    pub sync_rounds: u64,
-    pub sync_failures: u64,
-    pub int3_emulations: u64,
-    pub torn: u64,
-    pub traced_while_off: u64,
-    pub missed_while_on: u64,
-    pub lockups: u64,
-    pub nested_nmis: u64,
-    /// NMIs no source claimed (must stay 0), and latched duplicates of
-    /// watchdog IPIs the ledger recognized.
-    pub unknown_nmis: u64,
-    pub swallowed_nmis: u64,
-    pub exceptions_in_nmi: u64,
-    pub nmi_warnings: u64,
-    pub nmi_site_calls: u64,
-    pub events: u64,
-    pub lost: u64,
-}
-
-/// What a `/status` answer says of the machine (constant over a run).
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct Machine {
-    pub cpu_brand: String,
-    pub cpus: u64,
-    pub apic: String,
-    pub watchdog: String,
-    pub watchdog_hz: u64,
-    /// The TSC's time reference and frequency.
-    pub clock: String,
-    pub tsc_mhz: f64,
-    pub strategy: String,
-    pub sites: u64,
-}
-
-/// Parse a `/status` body into the machine facts and the counters.
-pub fn parse_status(body: &str) -> std::result::Result<(Machine, Counters), String> {
-    let st: Status = serde_json::from_str(body).map_err(|e| format!("/status is not the appliance's Status: {e}"))?;
-    let sum = |f: fn(&CpuStatus) -> u64| st.cpus.iter().map(f).sum::<u64>();
-    let m = Machine {
-        cpu_brand: st.cpu_brand.clone(),
-        cpus: st.cpus_online.into(),
-        apic: st.apic.clone(),
-        watchdog: st.watchdog.source.clone(),
-        watchdog_hz: st.watchdog.hz.into(),
-        clock: st.clock.reference.clone(),
-        tsc_mhz: st.clock.tsc_hz as f64 / 1e6,
-        strategy: st.patching.strategy.clone(),
-        sites: st.patching.sites,
-    };
-    let c = Counters {
-        uptime_s: st.uptime_ns as f64 / 1e9,
-        nmis: sum(|c| c.nmis),
-        patch_cycles: st.patching.cycles,
-        sync_rounds: st.patching.sync_rounds,
-        sync_failures: st.patching.sync_failures,
-        int3_emulations: sum(|c| c.int3_emulated),
-        torn: sum(|c| c.torn),
-        traced_while_off: sum(|c| c.traced_while_off),
-        missed_while_on: sum(|c| c.missed_while_on),
-        lockups: st.watchdog.lockups,
-        nested_nmis: st.watchdog.nested,
-        unknown_nmis: st.watchdog.unknown,
-        swallowed_nmis: st.watchdog.swallowed,
-        exceptions_in_nmi: st.watchdog.exceptions_in_nmi,
-        nmi_warnings: st.watchdog.ftrace_nmi_warnings,
-        nmi_site_calls: sum(|c| c.nmi_site_calls),
-        events: sum(|c| c.events),
-        lost: sum(|c| c.lost),
-    };
-    Ok((m, c))
-}
-
-/// A serial line that means the guest crashed: a panic, a fatal exception
-/// (both print `cut here` then a named header), a triple fault QEMU reports,
-/// or a QEMU error.
-pub fn crash_line(line: &str) -> bool {
-    line.contains("Kernel panic on CPU")
-        || line.starts_with("FATAL: ")
-        || line.contains("---[ end trace")
-        || line.starts_with("qemu: ") && (line.contains("error") || line.contains("fatal") || line.contains("Triple fault"))
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RunReport {
-    pub model: String,
-    pub passed: bool,
-    /// Why the run failed (crash, silence, verdict), if it did.
-    pub failure: Option<String>,
-    /// The kernel's own verdict line at the end of the patching loop.
-    pub kernel_verdict: Option<String>,
-    pub machine: Option<Machine>,
-    pub last: Option<Counters>,
-    /// Every `/status` sample, seconds since QEMU started.
-    pub samples: Vec<(f64, Counters)>,
-    pub serial_log: PathBuf,
-    pub wall_s: f64,
-}
-
 /// Seconds allowed from QEMU start to the first `/status` answer.
 const BOOT_BUDGET: Duration = Duration::from_secs(180);
 /// A guest that answered once and then not for this long has stopped.
 const SILENCE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_secs(5);
 
-impl RunReport {
-    pub(crate) fn not_started(model: &str, why: String) -> RunReport {
-        RunReport {
-            model: model.into(),
-            passed: false,
-            failure: Some(why),
-            kernel_verdict: None,
-            machine: None,
-            last: None,
-            samples: Vec::new(),
-            serial_log: PathBuf::new(),
-            wall_s: 0.0,
-        }
-    }
-}
 
 /// One `/status` poll.
 enum Poll {
@@ -549,204 +434,13 @@ pub fn main(args: &SoakArgs) -> Result<()> {
     if failed.is_empty() { Ok(()) } else { Err(format!("soak failed on: {}", failed.join(", ")).into()) }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct ReportHeader {
-    pub accel: String,
-    pub seconds: u64,
-    pub smp: String,
-    pub strategy: String,
-    pub append: String,
-    pub jobs: usize,
-    pub host: String,
-    pub wall_s: f64,
-}
-
-/// "10 min" or "45 s".
-fn duration(secs: u64) -> String {
-    if secs.is_multiple_of(60) { format!("{} min", secs / 60) } else { format!("{secs} s") }
-}
-
-/// The Markdown report: one row per model, then the failed runs' logs.
-pub fn report_md(h: &ReportHeader, runs: &[RunReport], plots: &[(String, std::result::Result<PathBuf, String>)]) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let passed = runs.iter().filter(|r| r.passed).count();
-    let _ = writeln!(s, "# Soak report\n");
-    let _ = writeln!(
-        s,
-        "{} of {} runs passed. {} per model, `--smp {}`, strategy `{}`, accelerator {}, {} runs at a time on {} (wall {:.0} s).{}\n",
-        passed,
-        runs.len(),
-        duration(h.seconds),
-        h.smp,
-        h.strategy,
-        h.accel,
-        h.jobs,
-        h.host,
-        h.wall_s,
-        if h.append.trim().is_empty() { String::new() } else { format!(" Extra command line: `{}`.", h.append.trim()) }
-    );
-    let _ = writeln!(
-        s,
-        "| model | guest CPU | CPUs | APIC | clock | watchdog | NMIs | NMIs/s/CPU | unknown NMIs | swallowed | patch cycles | sync rounds | int3 emulations | torn | lockups | NMI-context warnings | events | lost | result |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in runs {
-        let (m, c) = (r.machine.clone().unwrap_or_default(), r.last.clone().unwrap_or_default());
-        let rate = if c.uptime_s > 0.0 && m.cpus > 0 { c.nmis as f64 / c.uptime_s / m.cpus as f64 } else { 0.0 };
-        let result = match &r.failure {
-            None => "passed".to_string(),
-            Some(f) => format!("**FAILED**: {}", f.replace('|', "\\|")),
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} {:.1} MHz | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.model,
-            m.cpu_brand,
-            m.cpus,
-            m.apic,
-            m.clock,
-            m.tsc_mhz,
-            m.watchdog,
-            c.nmis,
-            rate,
-            c.unknown_nmis,
-            c.swallowed_nmis,
-            c.patch_cycles,
-            c.sync_rounds,
-            c.int3_emulations,
-            c.torn,
-            c.lockups,
-            c.nmi_warnings,
-            c.events,
-            c.lost,
-            result
-        );
-    }
-    let _ = writeln!(s);
-    for (name, p) in plots {
-        match p {
-            Ok(path) => {
-                let _ = writeln!(s, "![{name}]({})\n", path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default());
-            }
-            Err(e) => {
-                let _ = writeln!(s, "Plot `{name}` not drawn: {e}\n");
-            }
-        }
-    }
-    let failed: Vec<&RunReport> = runs.iter().filter(|r| !r.passed).collect();
-    if !failed.is_empty() {
-        let _ = writeln!(s, "## Failed runs\n");
-        for r in failed {
-            let tail: Vec<String> = std::fs::read_to_string(&r.serial_log).unwrap_or_default().lines().rev().take(60).map(str::to_string).collect();
-            let _ = writeln!(s, "### {}\n\n{}\n\nSerial log: `{}` (last lines):\n", r.model, r.failure.as_deref().unwrap_or(""), r.serial_log.display());
-            let _ = writeln!(s, "```text");
-            for l in tail.iter().rev() {
-                let _ = writeln!(s, "{l}");
-            }
-            let _ = writeln!(s, "```\n");
-        }
-    }
-    s
-}
-
-mod plot {
-    //! PNG plots of the soak: one per metric, one line per model, rate per
-    //! second against minutes of uptime (plotters, with the DejaVu font
-    //! from the system since plotters draws text through ab_glyph).
-
-    use std::path::{Path, PathBuf};
-
-    use plotters::prelude::*;
-
-    use super::{Counters, RunReport};
-
-    const FONT: &[&str] = &["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
-
-    type Metric = (&'static str, &'static str, fn(&Counters) -> u64);
-
-    const METRICS: &[Metric] = &[
-        ("nmi_rate", "NMIs per second (all CPUs)", |c| c.nmis),
-        ("int3_rate", "int3 emulations per second", |c| c.int3_emulations),
-        ("cycle_rate", "patch cycles per minute", |c| c.patch_cycles),
-        ("event_rate", "trace events per second", |c| c.events),
-    ];
-
-    fn font() -> Result<(), String> {
-        static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-        DONE.get_or_init(|| {
-            let path = FONT.iter().find(|p| Path::new(p).exists()).ok_or("no DejaVu Sans font (install fonts-dejavu-core)")?;
-            let bytes: &'static [u8] = Box::leak(std::fs::read(path).map_err(|e| e.to_string())?.into_boxed_slice());
-            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("{path}: not a usable font"))
-        })
-        .clone()
-    }
-
-    /// Rates between consecutive samples: (minutes, per second, or per minute for cycles).
-    pub fn rates(samples: &[(f64, Counters)], f: fn(&Counters) -> u64, per: f64) -> Vec<(f64, f64)> {
-        samples
-            .windows(2)
-            .filter(|w| w[1].1.uptime_s > w[0].1.uptime_s)
-            .map(|w| {
-                let dt = w[1].1.uptime_s - w[0].1.uptime_s;
-                (w[1].1.uptime_s / 60.0, f(&w[1].1).saturating_sub(f(&w[0].1)) as f64 / dt * per)
-            })
-            .collect()
-    }
-
-    pub fn write_all(dir: &Path, runs: &[RunReport]) -> Vec<(String, Result<PathBuf, String>)> {
-        METRICS
-            .iter()
-            .map(|(name, title, f)| {
-                let per = if *name == "cycle_rate" { 60.0 } else { 1.0 };
-                let path = dir.join(format!("{name}.png"));
-                (name.to_string(), font().and_then(|_| draw(&path, title, runs, *f, per).map(|_| path)))
-            })
-            .collect()
-    }
-
-    fn draw(path: &Path, title: &str, runs: &[RunReport], f: fn(&Counters) -> u64, per: f64) -> Result<(), String> {
-        let series: Vec<(String, Vec<(f64, f64)>)> = runs.iter().map(|r| (r.model.clone(), rates(&r.samples, f, per))).collect();
-        let xmax = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).fold(1.0f64, f64::max);
-        let ymax = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.1;
-        let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
-        let e = |e: &dyn std::fmt::Display| e.to_string();
-        root.fill(&WHITE).map_err(|x| e(&x))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
-            .map_err(|x| e(&x))?;
-        chart.configure_mesh().x_desc("minutes of uptime").draw().map_err(|x| e(&x))?;
-        for (i, (model, pts)) in series.into_iter().enumerate() {
-            let color = Palette99::pick(i).stroke_width(2);
-            chart
-                .draw_series(LineSeries::new(pts, color))
-                .map_err(|x| e(&x))?
-                .label(model)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], Palette99::pick(i).stroke_width(2)));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|x| e(&x))?;
-        root.present().map_err(|x| e(&x))?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A `/status` answer as the appliance encodes it.
     fn status_json() -> String {
-        use appliance::contract::{FtraceStatus, PatchingStatus, WatchdogStatus};
+        use appliance::contract::{CpuStatus, FtraceStatus, PatchingStatus, Status, WatchdogStatus};
         let cpu = |cpu, nmis, int3_emulated, torn, traced_while_off, nmi_site_calls, events, lost| CpuStatus {
             cpu,
             apic_id: cpu,

@@ -14,56 +14,9 @@ use alloc::vec::Vec;
 /// Most processors the kernel starts (enabled ones; disabled entries do not count).
 pub const MAX_CPUS: usize = 1024;
 
-/// MADT processor flags (ACPI 6.5, table 5.45 "Local APIC Flags").
-pub const MADT_CPU_ENABLED: u32 = 1 << 0;
-pub const MADT_CPU_ONLINE_CAPABLE: u32 = 1 << 1;
-/// MADT flags: the system also has dual 8259 PICs (ACPI 6.5, table 5.44).
-pub const MADT_PCAT_COMPAT: u32 = 1 << 0;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cpu {
-    pub apic_id: u32,
-    /// ACPI processor UID (matches the UID in local-APIC NMI entries).
-    pub uid: u32,
-    /// Usable now.
-    pub enabled: bool,
-    /// Not enabled, but may be brought online (hot-add).
-    pub online_capable: bool,
-    /// Described by a Local x2APIC entry (APIC id may exceed 254).
-    pub x2apic_entry: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoApic {
-    pub id: u8,
-    pub address: u32,
-    pub gsi_base: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SourceOverride {
-    pub bus: u8,
-    pub irq: u8,
-    pub gsi: u32,
-    /// MPS INTI flags: polarity (bits 0-1) and trigger mode (bits 2-3).
-    pub flags: u16,
-}
-
-/// Which processors a local-APIC NMI entry applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NmiTarget {
-    All,
-    Uid(u32),
-}
-
-/// "NMI is wired to LINTn of these processors" (MADT Local APIC NMI / Local x2APIC NMI).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LapicNmi {
-    pub target: NmiTarget,
-    /// 0 = LINT0, 1 = LINT1.
-    pub lint: u8,
-    pub flags: u16,
-}
+// The MADT's record types live with its parser; re-exported here as the
+// machine's description is made of them.
+pub use super::madt::{Cpu, IoApic, LapicNmi, MADT_CPU_ENABLED, MADT_CPU_ONLINE_CAPABLE, MADT_PCAT_COMPAT, NmiTarget, SourceOverride};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hpet {

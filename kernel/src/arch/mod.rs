@@ -3,5 +3,6 @@ pub mod cpu;
 pub mod gdt;
 pub mod idt;
 pub mod msr;
+pub mod msr_probe;
 pub mod percpu;
 pub mod trap;

@@ -248,7 +248,7 @@ pub fn exception_name(v: u8) -> &'static str {
 /// Write a register dump of `frame` (Linux-like layout).
 pub fn write_dump(out: &mut impl Write, frame: &TrapFrame) -> fmt::Result {
     let cpu = this_cpu();
-    writeln!(out, "CPU: {} APIC: {} {}", cpu.index(), cpu.apic_id(), crate::debug::backtrace::context_name(frame))?;
+    writeln!(out, "CPU: {} APIC: {} {}", cpu.index(), cpu.apic_id(), crate::debug::backtrace::context_name())?;
     write!(out, "RIP: {:04x}:[<{:016x}>] ", frame.cs, frame.rip)?;
     crate::debug::backtrace::write_symbol(out, frame.rip)?;
     writeln!(out)?;

@@ -6,7 +6,6 @@ use core::fmt::{self, Write};
 use core::sync::atomic::Ordering;
 
 use crate::arch::percpu::this_cpu;
-use crate::arch::trap::TrapFrame;
 use crate::debug::symbols::{Error, SymbolTable};
 
 unsafe extern "C" {
@@ -64,7 +63,7 @@ pub fn write_return_symbol(out: &mut impl Write, ret: u64) -> fmt::Result {
 }
 
 /// Where the trapping code ran, for the dump header.
-pub fn context_name(_frame: &TrapFrame) -> &'static str {
+pub fn context_name() -> &'static str {
     if this_cpu().nmi_depth.load(Ordering::Relaxed) > 0 { "<NMI>" } else { "" }
 }
 

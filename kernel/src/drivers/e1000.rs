@@ -542,6 +542,6 @@ impl phy::Device for E1000 {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        super::nic::ethernet_capabilities()
+        super::ethernet::ethernet_capabilities()
     }
 }

@@ -1,6 +1,7 @@
 //! Device drivers.
 pub mod dma;
 pub mod e1000;
+pub mod ethernet;
 pub mod pci;
 pub mod nic;
 pub mod qemu;

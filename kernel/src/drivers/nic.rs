@@ -2,7 +2,7 @@
 //! gigabit family (e1000, e1000e, igb), found on PCI, or a USB CDC-ECM
 //! adapter on an xHCI controller's root port.
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 use virtio_drivers::transport::pci::bus::DeviceFunction;
 
@@ -16,15 +16,7 @@ use super::pci::Found;
 use super::virtio_legacy::LegacyPciTransport;
 use super::virtio_net::{self, LEGACY_QUEUE_SIZE, LegacyVirtioNet, VirtioNet};
 
-/// What every driver here offers smoltcp: Ethernet frames of up to 1514
-/// bytes, one packet per poll round (the drivers are polled, not interrupt-driven).
-pub fn ethernet_capabilities() -> DeviceCapabilities {
-    let mut c = DeviceCapabilities::default();
-    c.medium = Medium::Ethernet;
-    c.max_transmission_unit = 1514;
-    c.max_burst_size = Some(1);
-    c
-}
+pub use super::ethernet::ethernet_capabilities;
 
 pub enum Nic {
     Virtio(VirtioNet),

@@ -253,6 +253,6 @@ impl phy::Device for UsbNet {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        super::nic::ethernet_capabilities()
+        super::ethernet::ethernet_capabilities()
     }
 }

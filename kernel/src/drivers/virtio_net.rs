@@ -230,6 +230,6 @@ impl<T: Transport, const Q: usize> phy::Device for VirtioNet<T, Q> {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        super::nic::ethernet_capabilities()
+        super::ethernet::ethernet_capabilities()
     }
 }

@@ -13,7 +13,7 @@
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
-use super::watchdog::NMI_LOG;
+use super::log::NMI_LOG;
 use crate::apic::lapic::{self, Dest, icr};
 use crate::arch::percpu::PerCpu;
 use crate::arch::trap::{self, TrapFrame};

@@ -175,6 +175,10 @@ pub fn format_ftrace_nmi_warning(
     Ok(())
 }
 
+/// The NMI warning log: lockup reports, NMI backtraces and ftrace
+/// NMI-context warnings, from every CPU.
+pub static NMI_LOG: NmiLog<32> = NmiLog::new();
+
 #[cfg(test)]
 mod tests {
     use super::*;

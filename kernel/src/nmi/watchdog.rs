@@ -22,22 +22,20 @@ use log::{info, warn};
 use raw_cpuid::CpuId;
 
 use super::ledger;
-use super::log::NmiLog;
 use super::pmu::{self, Counter, Source};
 use super::pmu_driver;
 use super::round;
 use super::cpu_backtrace;
 use crate::apic::lapic::{self, Dest, icr};
 use crate::arch::idt::vector;
-use crate::arch::msr;
+use crate::arch::msr_probe;
 use crate::arch::percpu::{self, PerCpu, this_cpu};
 use crate::arch::trap::{self, Disposition, TrapFrame};
 use super::config::{Config, NmiSourceChoice};
 use crate::events::EventKind;
 use crate::time::clock;
 
-/// The NMI warning log: lockup reports and ftrace NMI-context warnings.
-pub static NMI_LOG: NmiLog<32> = NmiLog::new();
+pub use super::log::NMI_LOG;
 
 /// Records already printed on the console.
 static PRINTED: AtomicUsize = AtomicUsize::new(0);
@@ -80,10 +78,10 @@ struct CpuRegs;
 
 impl pmu_driver::Regs for CpuRegs {
     fn rdmsr(&mut self, m: u32) -> Option<u64> {
-        msr::try_rdmsr(m)
+        msr_probe::try_rdmsr(m)
     }
     fn wrmsr(&mut self, m: u32, v: u64) -> bool {
-        msr::try_wrmsr(m, v)
+        msr_probe::try_wrmsr(m, v)
     }
     fn arm_lvtpc(&mut self) {
         lapic::write(lapic::reg::LVT_PERF, lapic::LVT_DELIVERY_NMI);
@@ -96,23 +94,23 @@ fn probe(c: Counter, counters: u8) -> Result<bool, pmu_driver::ArmError> {
     use pmu_driver::ArmError::Fault;
     let n = pmu_driver::free_counter(&mut CpuRegs, c, counters)?;
     let (sel, ctr) = c.msrs_n(n);
-    let w = |m: u32, v: u64| if msr::try_wrmsr(m, v) { Ok(()) } else { Err(Fault(m)) };
+    let w = |m: u32, v: u64| if msr_probe::try_wrmsr(m, v) { Ok(()) } else { Err(Fault(m)) };
     w(sel, 0)?;
     w(ctr, 0)?;
-    let global = c.global().map(|g| (g, msr::try_rdmsr(g.ctrl).unwrap_or(0)));
+    let global = c.global().map(|g| (g, msr_probe::try_rdmsr(g.ctrl).unwrap_or(0)));
     if let Some((g, ctl)) = global {
         w(g.ctrl, ctl | 1 << n)?;
     }
     w(sel, c.evtsel(false))?;
-    let before = msr::try_rdmsr(ctr).ok_or(Fault(ctr))?;
+    let before = msr_probe::try_rdmsr(ctr).ok_or(Fault(ctr))?;
     let mut x = 0u64;
     for i in 0..200_000u64 {
         x = core::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
     }
-    let after = msr::try_rdmsr(ctr).ok_or(Fault(ctr))?;
-    msr::try_wrmsr(sel, 0);
+    let after = msr_probe::try_rdmsr(ctr).ok_or(Fault(ctr))?;
+    msr_probe::try_wrmsr(sel, 0);
     if let Some((g, ctl)) = global {
-        msr::try_wrmsr(g.ctrl, ctl);
+        msr_probe::try_wrmsr(g.ctrl, ctl);
     }
     Ok(after != before)
 }
@@ -207,7 +205,7 @@ pub fn init_cpu() {
                 };
                 if !ok {
                     cpu.wd_pmu_index.store(NOT_ARMED, Ordering::Release);
-                    msr::try_wrmsr(c.msrs_n(a.index).0, 0);
+                    msr_probe::try_wrmsr(c.msrs_n(a.index).0, 0);
                     cpu.wd_fallback_why.store(WHY_NO_PMI, Ordering::Relaxed);
                     cpu.wd_ipi_fallback.store(true, Ordering::Release);
                     warn!(

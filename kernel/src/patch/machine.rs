@@ -171,7 +171,7 @@ impl Platform for Machine {
             // Meanwhile this CPU keeps its other duties: the NMI log (the
             // silent CPU's backtrace) and the services it polls.
             crate::nmi::watchdog::drain_to_console();
-            super::run::poll_hook();
+            super::poll_hook::poll_hook();
             protocol::Error::Sync
         })
     }

@@ -12,7 +12,7 @@
 //! - `nmi_policy.rs`: traced code that ran in NMI context (the 2008 warning);
 //! - `strategy.rs`: int3, stop_machine and naive batches;
 //! - `control.rs`: run-time control and what is in force (typed, lock-free);
-//! - `stats.rs`: counters; `run.rs`: the patching loop; `setup.rs`: boot-time
+//! - `stats.rs`: counters; `run.rs`: the patching loop; `poll_hook.rs`: the services it polls; `setup.rs`: boot-time
 //!   set-up; `bench.rs`: what the benchmarks measure.
 pub mod config;
 pub mod index;
@@ -26,6 +26,8 @@ pub mod control;
 pub mod machine;
 #[cfg(kernel_target)]
 pub mod nmi_policy;
+#[cfg(kernel_target)]
+pub mod poll_hook;
 #[cfg(kernel_target)]
 pub mod run;
 #[cfg(kernel_target)]

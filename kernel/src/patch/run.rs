@@ -2,7 +2,7 @@
 //! strategy in force; act on disable requests and run-time control between
 //! batches; print status lines; end with every site off and verified.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
 use alloc::vec::Vec;
 use log::{info, warn};
@@ -14,6 +14,7 @@ use super::protocol::{self, BatchStats, Insn, Patch};
 use super::site::{self, Registry, state};
 use super::stats::{STATS, Totals, totals};
 use super::strategy::{GUARDED, apply};
+use super::poll_hook::poll_hook;
 use super::trap_context::torn_events;
 use crate::arch::percpu::{self, this_cpu};
 use crate::time::clock;
@@ -26,23 +27,6 @@ fn log_torn_events() {
 }
 
 
-/// Called between batches (the network service polls cooperatively here).
-static POLL_HOOK: AtomicUsize = AtomicUsize::new(0);
-
-pub fn set_poll_hook(f: fn()) {
-    POLL_HOOK.store(f as usize, Ordering::Release);
-}
-
-/// Run the services' poll hook, if one is set (between batches, and between
-/// the tries of a sync round that a CPU did not answer).
-pub(super) fn poll_hook() {
-    let h = POLL_HOOK.load(Ordering::Acquire);
-    if h != 0 {
-        // SAFETY: only `set_poll_hook` stores here, from a `fn()`.
-        let f = unsafe { core::mem::transmute::<usize, fn()>(h) };
-        f();
-    }
-}
 
 
 /// Turn `sites[range]` on or off as one batch, publishing their states.
