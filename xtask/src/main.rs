@@ -162,3 +162,101 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// Every `cargo xtask` command the README and the docs show in their shell
+/// blocks parses as `cargo xtask` would take it (issue 30).
+#[cfg(test)]
+mod doc_commands {
+    use clap::Parser;
+
+    /// Shell words of `line` up to a comment or the next command (`&&`,
+    /// `||`, `;`, `|`), with double- and single-quoted words unquoted.
+    pub fn words(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur: Option<String> = None;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' | '\'' => {
+                    let w = cur.get_or_insert_with(String::new);
+                    for d in chars.by_ref() {
+                        if d == c {
+                            break;
+                        }
+                        w.push(d);
+                    }
+                }
+                '#' if cur.is_none() => break,
+                ';' | '|' | '&' => break,
+                c if c.is_whitespace() => out.extend(cur.take()),
+                c => cur.get_or_insert_with(String::new).push(c),
+            }
+        }
+        out.extend(cur);
+        out
+    }
+
+    /// (file, line) of every `cargo xtask ...` line in a fenced `sh`,
+    /// `bash`, `console` or unlabelled block of the given Markdown files.
+    pub fn documented(files: &[std::path::PathBuf]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            let mut shell = None;
+            for l in text.lines() {
+                if let Some(lang) = l.trim_start().strip_prefix("```") {
+                    shell = match shell {
+                        Some(_) => None,
+                        None => Some(matches!(lang.trim(), "" | "sh" | "bash" | "console" | "shell")),
+                    };
+                    continue;
+                }
+                let cmd = l.trim().trim_start_matches("$ ");
+                if shell == Some(true) && cmd.starts_with("cargo xtask ") {
+                    out.push((f.display().to_string(), cmd.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn shell_words_are_split_as_a_shell_would() {
+        assert_eq!(words(r#"cargo xtask soak --models "A,B C" --seconds 5 # a comment"#), ["cargo", "xtask", "soak", "--models", "A,B C", "--seconds", "5"]);
+        assert_eq!(words("cargo xtask image && ls"), ["cargo", "xtask", "image"]);
+    }
+
+    #[test]
+    fn every_documented_command_parses() {
+        let root = crate::root();
+        let mut files = vec![root.join("README.md"), root.join("bench/README.md")];
+        files.extend(std::fs::read_dir(root.join("docs")).expect("docs/").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "md")));
+        let cmds = documented(&files);
+        assert!(cmds.len() >= 10, "only {} documented commands found", cmds.len());
+        let mut bad = Vec::new();
+        for (file, line) in &cmds {
+            let w = words(line);
+            let args = std::iter::once("cargo xtask".to_string()).chain(w.into_iter().skip(2));
+            if let Err(e) = super::Cli::try_parse_from(args)
+                && !matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion)
+            {
+                bad.push(format!("{file}: `{line}`: {}", e.to_string().lines().next().unwrap_or("")));
+            }
+        }
+        assert!(bad.is_empty(), "{} of {} documented commands do not parse:\n{}", bad.len(), cmds.len(), bad.join("\n"));
+        eprintln!("{} documented `cargo xtask` commands parse", cmds.len());
+    }
+
+    #[test]
+    fn a_wrong_option_is_caught() {
+        let dir = std::env::temp_dir().join(format!("doc-commands-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let md = dir.join("x.md");
+        std::fs::write(&md, "```sh\ncargo xtask run --no-such-option\n```\n```text\ncargo xtask run [options]\n```\n").unwrap();
+        let cmds = documented(std::slice::from_ref(&md));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(cmds.len(), 1, "text blocks are synopses, not commands");
+        let args = std::iter::once("cargo xtask".to_string()).chain(words(&cmds[0].1).into_iter().skip(2));
+        assert!(super::Cli::try_parse_from(args).is_err());
+    }
+}
