@@ -345,9 +345,50 @@ pub struct BenchArgs {
     /// Only the Linux peer (its figures, without ratios to the appliance's)
     #[arg(long, conflicts_with_all = ["no_peer", "nics_only"])]
     peer_only: bool,
+    /// Append this run's figures to bench/history.csv (commit, date, host)
+    #[arg(long)]
+    record: bool,
+    /// Append an earlier run's figures (a folder with its kernel.json) to
+    /// bench/history.csv, and run nothing
+    #[arg(long, value_name = "DIR")]
+    record_from: Vec<std::path::PathBuf>,
+}
+
+/// `--record-from`: earlier runs into the history, named by their folders.
+fn record_from(dirs: &[std::path::PathBuf]) -> Result<()> {
+    let history = root().join("bench/history.csv");
+    for d in dirs {
+        let k: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("kernel.json")).map_err(|e| format!("{}: {e}", d.join("kernel.json").display()))?)?;
+        let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (commit, date) = crate::bench_history::from_folder_name(&name);
+        let rows = crate::bench_history::rows(&commit, &date, &name, &k)?;
+        crate::bench_history::append(&history, &rows)?;
+        println!("{}: {} figures into {}", d.display(), rows.len(), history.display());
+    }
+    Ok(())
+}
+
+/// `--record`: the run just written to `dir` into the history, with this
+/// checkout's commit (`-dirty` when it has changes) and today's date.
+fn record(dir: &std::path::Path) -> Result<()> {
+    let git = |args: &[&str]| std::process::Command::new("git").current_dir(root()).args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let mut commit = git(&["rev-parse", "--short", "HEAD"]);
+    if !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        commit += "-dirty";
+    }
+    let k: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("kernel.json"))?)?;
+    let date = crate::bench_history::today();
+    let rows = crate::bench_history::rows(&commit, &date, &format!("bench-{date}-{commit}"), &k)?;
+    let history = root().join("bench/history.csv");
+    crate::bench_history::append(&history, &rows)?;
+    println!("recorded {} figures in {}", rows.len(), history.display());
+    Ok(())
 }
 
 pub fn main(args: &BenchArgs) -> Result<()> {
+    if !args.record_from.is_empty() {
+        return record_from(&args.record_from);
+    }
     let seconds = args.seconds.to_string();
     crate::deps::ensure_all()?;
     let dir = root().join("target/bench");
@@ -415,6 +456,9 @@ pub fn main(args: &BenchArgs) -> Result<()> {
         println!("note: {n}");
     }
     println!("wrote {} and report.md", dir.join("kernel.json").display());
+    if args.record {
+        record(&dir)?;
+    }
     if args.nics_only || !appliance {
         return Ok(());
     }

@@ -4,6 +4,7 @@
 //! options (clap derive: the [`Cmd`] enum is the one list).
 
 mod bench;
+mod bench_history;
 mod build;
 mod corpora;
 mod deps;
