@@ -36,11 +36,13 @@
 //!   (`log.rs`), its configuration (`config.rs`).
 //! - `events.rs`: the sinks trace events go to (the application installs them).
 //! - `debug/`: symbol table (`symbols.rs`), call traces (`backtrace.rs`), logging (`log.rs`).
-//! - `drivers/`: COM1 serial (`serial.rs`), QEMU debug exit (`qemu.rs`), the RTC's CMOS registers (`rtc.rs`),
-//!   PCI (`pci.rs`), NICs (`nic.rs`, `e1000.rs`, `virtio_net.rs`, `virtio_legacy.rs`), the xHCI USB
-//!   host controller (`xhci.rs`) and USB Ethernet over it (`usb_net.rs`).
-//! - `gbe/`: Intel gigabit Ethernet PCH parts' PHY bring-up (`pch.rs`), pure.
-//! - `usb/`: USB descriptors and requests (`desc.rs`), xHCI rings, TRBs and contexts (`xhci.rs`), pure.
+//! - `drivers/`: one folder per device with pure and hardware parts: the xHCI USB host
+//!   controller (`xhci/`: `spec.rs` and `desc.rs` pure, `controller.rs`), USB CDC Ethernet
+//!   on it (`usb_net/`), the Intel gigabit family (`intel_gbe/`: `e1000.rs`, and the PCH
+//!   parts' PHY bring-up `pch.rs`, pure), virtio-net (`virtio/`: `net.rs`, `legacy.rs`); and
+//!   COM1 (`serial.rs`), QEMU debug exit (`qemu.rs`), the RTC's CMOS registers (`rtc.rs`),
+//!   PCI (`pci.rs`), DMA memory (`dma.rs`), the NIC as one smoltcp device (`nic.rs`,
+//!   `ethernet.rs`).
 //! - `screen/`: the screen console: text rows on the loader's framebuffer or
 //!   VGA text (`render.rs`, pure), the machine's screen (`device.rs`).
 
@@ -51,20 +53,17 @@ extern crate alloc;
 pub mod acpi;
 pub mod boot;
 pub mod debug;
-pub mod gbe;
+pub mod drivers;
 pub mod mem;
 pub mod nmi;
 pub mod patch;
 pub mod screen;
 pub mod time;
-pub mod usb;
 
 #[cfg(kernel_target)]
 pub mod apic;
 #[cfg(kernel_target)]
 pub mod arch;
-#[cfg(kernel_target)]
-pub mod drivers;
 #[cfg(kernel_target)]
 pub mod events;
 #[cfg(kernel_target)]

@@ -9,12 +9,12 @@ use virtio_drivers::transport::pci::bus::DeviceFunction;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::e1000::{self, E1000};
+use super::intel_gbe::e1000::{self, E1000};
 use super::usb_net::{self, UsbNet};
-use super::xhci;
+use super::xhci::controller as xhci;
 use super::pci::Found;
-use super::virtio_legacy::LegacyPciTransport;
-use super::virtio_net::{self, LEGACY_QUEUE_SIZE, LegacyVirtioNet, VirtioNet};
+use super::virtio::legacy::LegacyPciTransport;
+use super::virtio::net::{self as virtio_net, LEGACY_QUEUE_SIZE, LegacyVirtioNet, VirtioNet};
 
 pub use super::ethernet::ethernet_capabilities;
 
@@ -182,8 +182,8 @@ fn usb_nic(f: &Found, listing: &mut Vec<String>) -> Option<Result<Up, Failed>> {
         match a {
             Err(e) => listing.push(alloc::format!("usb {} port {}: device failed: {}", f.df, e.port, e.why)),
             Ok(dev) => {
-                let what = alloc::format!("usb {} port {} {} {} ({})", f.df, dev.port, dev.id(), crate::usb::desc::describe(&dev.device, &dev.configs), crate::usb::xhci::speed_name(dev.speed));
-                match (crate::usb::desc::ecm_of(&dev.configs), &chosen) {
+                let what = alloc::format!("usb {} port {} {} {} ({})", f.df, dev.port, dev.id(), crate::drivers::xhci::desc::describe(&dev.device, &dev.configs), crate::drivers::xhci::spec::speed_name(dev.speed));
+                match (crate::drivers::xhci::desc::ecm_of(&dev.configs), &chosen) {
                     (Ok(ecm), None) => chosen = Some((dev, ecm, what)),
                     (Ok(_), Some(_)) => listing.push(alloc::format!("{what}: CDC-ECM, not used (one USB adapter is driven)")),
                     (Err(why), _) => listing.push(alloc::format!("{what}: no driver ({why})")),

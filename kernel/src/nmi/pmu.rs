@@ -6,7 +6,7 @@
 //! Intel: architectural performance monitoring (SDM Vol. 3B §20.2, CPUID leaf
 //! 0xA), general-purpose counter 0 counting UnHalted Core Cycles (event 0x3C,
 //! umask 0). AMD: the legacy counters (PERF_CTL0/PERF_CTR0) or, when CPUID
-//! Fn8000_0001_ECX[23] (PerfCtrExtCore) says so, the extended core counters
+//! `Fn8000_0001_ECX[23]` (PerfCtrExtCore) says so, the extended core counters
 //! (AMD APM Vol. 2 §13.2), counting CPU Clocks not Halted (event 0x76).
 
 use raw_cpuid::{CpuId, CpuIdReader};
@@ -51,7 +51,7 @@ pub enum Counter {
     AmdLegacy,
     AmdExtCore,
     /// The core-extension counters with PerfMonV2's global enable and
-    /// overflow status (Zen 4 on: CPUID Fn8000_0022_EAX[0]).
+    /// overflow status (Zen 4 on: CPUID `Fn8000_0022_EAX[0]`).
     AmdPerfMonV2,
 }
 

@@ -8,7 +8,7 @@
 //! descriptor, the packet filter admits directed and broadcast frames.
 //! Frames: one per bulk transfer, each receive buffer one frame (the device
 //! ends every frame with a short packet); a sent frame goes as two transfers
-//! split at its last whole packet (`usb::desc::split_out`).
+//! split at its last whole packet (`xhci::desc::split_out`).
 //!
 //! A bulk endpoint that halts (stall or transaction error) is not recovered:
 //! the link reads down and the console says why.
@@ -20,10 +20,10 @@ use core::cell::RefCell;
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 
-use super::dma::alloc_zeroed as dma;
-use super::xhci::{Attached, Controller};
-use crate::usb::desc::{self, Setup};
-use crate::usb::xhci::{self as spec, Producer, Trb};
+use crate::drivers::dma::alloc_zeroed as dma;
+use crate::drivers::xhci::controller::{Attached, Controller};
+use crate::drivers::xhci::desc::{self, Setup};
+use crate::drivers::xhci::spec::{self as spec, Producer, Trb};
 
 /// Bulk rings (TRBs, the last one the link), receive buffers queued at any
 /// time, frames in flight on the way out; one buffer per TRB slot (IN) or
@@ -253,6 +253,6 @@ impl phy::Device for UsbNet {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        super::ethernet::ethernet_capabilities()
+        crate::drivers::ethernet::ethernet_capabilities()
     }
 }

@@ -1,7 +1,7 @@
 //! xHCI data structures and register bits: TRBs, the producer and consumer
 //! sides of rings, device contexts, the PORTSC write rule. Pure logic over
 //! memory the caller owns, host-tested; the controller itself is
-//! `drivers/xhci.rs`.
+//! `controller.rs`.
 //!
 //! Source: eXtensible Host Controller Interface for Universal Serial Bus
 //! (xHCI) Requirements Specification, Rev. 1.2 (Intel, 2019); sections cited
@@ -208,7 +208,7 @@ impl Trb {
     /// A control transfer's stages (§6.4.1.2): Setup with the 8 request
     /// bytes as immediate data; Data; Status, in the direction opposite the
     /// data (IN when there is none), with completion reported.
-    pub fn setup(s: crate::usb::desc::Setup) -> Trb {
+    pub fn setup(s: crate::drivers::xhci::desc::Setup) -> Trb {
         let trt = match (s.length, s.is_in()) {
             (0, _) => 0,
             (_, true) => SETUP_TRT_IN,
@@ -494,7 +494,7 @@ mod tests {
 
     #[test]
     fn control_stages_follow_the_data_direction() {
-        let get = crate::usb::desc::Setup::get_descriptor(crate::usb::desc::DT_DEVICE, 0, 18);
+        let get = crate::drivers::xhci::desc::Setup::get_descriptor(crate::drivers::xhci::desc::DT_DEVICE, 0, 18);
         let s = Trb::setup(get);
         assert_eq!(s.kind(), trb_type::SETUP);
         assert_eq!(s.control & (3 << 16), SETUP_TRT_IN);
@@ -502,7 +502,7 @@ mod tests {
         // IN data: status OUT; no data: status IN.
         assert_eq!(Trb::status_stage(true, true).control & TRB_DIR_IN, 0);
         assert_ne!(Trb::status_stage(false, false).control & TRB_DIR_IN, 0);
-        assert_eq!(Trb::setup(crate::usb::desc::Setup::set_configuration(1)).control & (3 << 16), 0);
+        assert_eq!(Trb::setup(crate::drivers::xhci::desc::Setup::set_configuration(1)).control & (3 << 16), 0);
     }
 
     #[test]

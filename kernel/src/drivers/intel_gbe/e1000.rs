@@ -16,7 +16,7 @@
 //!   0x3800), as Linux's `E1000_RDBAL(0)` has them.
 //!
 //! - PCH parts: I217, I218, I219 (the MAC in the chipset, legacy
-//!   descriptors as the 82574L) after the PHY bring-up of `gbe/pch.rs`
+//!   descriptors as the 82574L) after the PHY bring-up of `pch.rs`
 //!   (leaving ULP mode, LANPHYPC, the firmware semaphore), following Linux's
 //!   e1000e `ich8lan.c`. Datasheet-only: the sequence is host-tested against
 //!   a model, never run on an emulator (none has these parts). Not done:
@@ -35,7 +35,7 @@ use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 use virtio_drivers::transport::pci::bus::DeviceFunction;
 
-use super::dma::alloc_zeroed as dma;
+use crate::drivers::dma::alloc_zeroed as dma;
 
 /// PCI vendor and device ids this driver takes.
 pub const INTEL: u16 = 0x8086;
@@ -51,7 +51,7 @@ pub enum Family {
     Igb,
     /// I217/I218/I219 (the MAC in the PCH): legacy descriptors as the
     /// 82574L, after the PHY is brought out of ULP mode and made reachable
-    /// (`gbe/pch.rs`); the MAC reset resets the PHY too, under the
+    /// (`pch.rs`); the MAC reset resets the PHY too, under the
     /// firmware semaphore. Datasheet-only: no emulator models these parts.
     Pch,
 }
@@ -321,8 +321,8 @@ impl Hw {
     }
 }
 
-/// The PCH sequences (`gbe/pch.rs`) on the real registers.
-impl crate::gbe::pch::Mac for Hw {
+/// The PCH sequences (`pch.rs`) on the real registers.
+impl crate::drivers::intel_gbe::pch::Mac for Hw {
     fn r(&mut self, off: usize) -> u32 {
         Hw::r(self, off)
     }
@@ -353,7 +353,7 @@ pub struct E1000 {
 
 impl E1000 {
     pub fn new(df: DeviceFunction, model: &'static str, family: Family) -> Result<E1000, &'static str> {
-        let (mmio, _) = super::pci::map_bar0(df)?;
+        let (mmio, _) = crate::drivers::pci::map_bar0(df)?;
         let mut hw = Hw { mmio, family, rx: core::ptr::null_mut(), tx: core::ptr::null_mut(), rx_bufs: 0, tx_bufs: 0, rx_next: 0, tx_next: 0 };
         // Reset, then link up (8254x §14.3 "General Configuration"; 82576 §4.5).
         hw.w(reg::IMC, u32::MAX);
@@ -366,7 +366,7 @@ impl E1000 {
             hw.wait_ns(reg::STATUS, |v| v & STATUS_GIO_MASTER_ENABLE == 0, MASTER_DISABLE_NS);
         }
         if family == Family::Pch {
-            use crate::gbe::pch;
+            use crate::drivers::intel_gbe::pch;
             // Out of ULP, reachable on MDIC, reset (Linux
             // `e1000_init_phy_workarounds_pchlan`); then the MAC and PHY
             // reset together under the semaphore, which the reset releases
@@ -399,7 +399,7 @@ impl E1000 {
             // Copper parts: (re)start autonegotiation, as Linux's
             // igb_copper_link_autoneg does; the link comes up when it ends.
             // The PCH parts' PHY has its standard registers at address 2.
-            let phy = if family == Family::Pch { crate::gbe::pch::PHY_ADDR_LOW_PAGES } else { MDIC_PHY_INTERNAL };
+            let phy = if family == Family::Pch { crate::drivers::intel_gbe::pch::PHY_ADDR_LOW_PAGES } else { MDIC_PHY_INTERNAL };
             let bmcr = hw.phy_read(phy, PHY_BMCR).ok_or("the PHY does not answer on MDIC")?;
             if !hw.phy_write(phy, PHY_BMCR, bmcr | (BMCR_AN_ENABLE | BMCR_AN_RESTART) as u16) {
                 return Err("the PHY refused the autonegotiation restart");
@@ -542,6 +542,6 @@ impl phy::Device for E1000 {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        super::ethernet::ethernet_capabilities()
+        crate::drivers::ethernet::ethernet_capabilities()
     }
 }

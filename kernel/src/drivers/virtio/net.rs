@@ -16,8 +16,8 @@ use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
-use super::pci::PortCam;
-use super::virtio_legacy::LegacyPciTransport;
+use crate::drivers::pci::PortCam;
+use crate::drivers::virtio::legacy::LegacyPciTransport;
 use virtio_drivers::transport::Transport;
 
 /// Queue size of the receive and transmit virtqueues.
@@ -230,6 +230,6 @@ impl<T: Transport, const Q: usize> phy::Device for VirtioNet<T, Q> {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        super::ethernet::ethernet_capabilities()
+        crate::drivers::ethernet::ethernet_capabilities()
     }
 }

@@ -7,7 +7,7 @@
 //! (device slot initialization) and §4.6 (commands); the firmware handoff
 //! and the Intel port routing follow Linux `drivers/usb/host/pci-quirks.c`
 //! (`quirk_usb_handoff_xhci`, `usb_enable_intel_xhci_ports`). Data structures
-//! and register bits: `usb/xhci.rs`. Devices behind hubs are listed as hubs,
+//! and register bits: `spec.rs`. Devices behind hubs are listed as hubs,
 //! not walked. Resetting the controller drops every device on it, the USB
 //! stick the image booted from included: it is not needed after boot.
 //!
@@ -19,11 +19,11 @@ use alloc::vec::Vec;
 
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 
-use super::dma::alloc_zeroed as dma;
-use super::pci::PortCam;
+use crate::drivers::dma::alloc_zeroed as dma;
+use crate::drivers::pci::PortCam;
 use crate::time::clock::{delay_ns, spin_until as until};
-use crate::usb::desc::{self, Config, Device, Setup};
-use crate::usb::xhci::{self as spec, Consumer, InputContext, Producer, Trb, cap, op, rt, trb_type};
+use crate::drivers::xhci::desc::{self, Config, Device, Setup};
+use crate::drivers::xhci::spec::{self as spec, Consumer, InputContext, Producer, Trb, cap, op, rt, trb_type};
 
 /// PCI class of an xHCI controller: serial bus, USB, programming interface
 /// 0x30 (PCI Code and ID Assignment Specification §1.13).
@@ -155,7 +155,7 @@ impl Controller {
 
     /// Take the controller at `df` from the firmware, reset it and run it.
     pub fn start(df: DeviceFunction, vendor: u16, device: u16) -> Result<Controller, &'static str> {
-        let (mmio, _) = super::pci::map_bar0(df)?;
+        let (mmio, _) = crate::drivers::pci::map_bar0(df)?;
         // SAFETY: BAR0 mapped just above; CAPLENGTH is its first byte.
         let caplength = unsafe { ((mmio + cap::CAPLENGTH as u64) as *const u8).read_volatile() } as u64;
         let mut c = Controller {

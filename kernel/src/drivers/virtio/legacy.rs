@@ -12,7 +12,7 @@ use virtio_drivers::{Error, PhysAddr};
 use x86_64::instructions::port::Port;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use super::pci::PortCam;
+use crate::drivers::pci::PortCam;
 
 // Register offsets in the legacy I/O BAR.
 const DEVICE_FEATURES: u16 = 0;
