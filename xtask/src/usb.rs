@@ -14,7 +14,7 @@ pub struct Disk {
     pub removable: bool,
     pub bytes: u64,
     pub model: String,
-    /// A partition (has /sys/block/<disk>/<part>), not a whole disk.
+    /// A partition (has `/sys/block/<disk>/<part>`), not a whole disk.
     pub partition: bool,
     pub mounted: bool,
 }

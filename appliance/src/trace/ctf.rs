@@ -1,8 +1,7 @@
 //! CTF 1.8 (the Common Trace Format specification, diamon.org/ctf/v1.8.3) as
 //! Debian's babeltrace2 2.0.4 reads it: the TSDL metadata, one binary stream
-//! per CPU (packets carrying `cpu_id` and the running `events_discarded`,
-//! which babeltrace2 turns into its "Tracer may have discarded events"
-//! warning; `content_size` and `packet_size` count bits), and a ustar archive
+//! per CPU (packets carrying `cpu_id` and the running `events_discarded`;
+//! `content_size` and `packet_size` count bits), and a ustar archive
 //! holding them, so that `tar x` then `babeltrace2 trace/` reads a snapshot.
 //! Pure logic, host-tested; the QEMU tests run babeltrace2 on a real snapshot.
 
@@ -80,10 +79,22 @@ stream {{
     m
 }
 
-/// Bytes of a CPU's stream of `n` events: its packets' heads and its events
-/// (an empty CPU still has one packet, carrying its losses).
+/// Bytes of a CPU's stream of `n` events: the empty packet that opens it,
+/// its packets' heads and its events (an empty CPU still has one packet
+/// after the first, carrying its losses).
+///
+/// babeltrace2 counts the events a tracer discarded as the difference of
+/// `events_discarded` between two consecutive packets of a stream, and says
+/// only "may have discarded" for a stream's first packet, which has none
+/// before it (`src/plugins/ctf/common/msg-iter/msg-iter.c`: the discarded
+/// events message carries a count only when a previous packet's value is
+/// known). So every stream opens with an empty packet at time 0 with
+/// nothing discarded: the events overwritten before the snapshot (older
+/// than every event kept) are then counted by babeltrace2 as "Tracer
+/// discarded N events between" boot and the first event kept, and the ones
+/// dropped by the writer (newer) between the last two packets.
 pub fn stream_len(n: usize) -> usize {
-    n.div_ceil(EVENTS_PER_PACKET).max(1) * PACKET_HEAD + n * EVENT_BYTES
+    PACKET_HEAD + n.div_ceil(EVENTS_PER_PACKET).max(1) * PACKET_HEAD + n * EVENT_BYTES
 }
 
 /// A ustar header (POSIX.1-1988) for a file of `size` bytes.
@@ -146,6 +157,8 @@ enum Piece {
     Header(usize),
     /// The metadata from this offset.
     Meta(usize),
+    /// CPU `.0`'s opening packet: empty, at time 0, nothing discarded.
+    Opening(usize),
     /// CPU `.0`'s packet whose first event is `.1`.
     Packet(usize, usize),
     /// CPU `.0`'s event `.1`.
@@ -264,7 +277,11 @@ impl Archive {
                 let mut name = String::new();
                 let _ = write!(name, "trace/stream_{}", f - 1);
                 tar_header(&name, stream_len(self.cpus[f - 1].events.len()), buf);
-                (512, Piece::Packet(f - 1, 0))
+                (512, Piece::Opening(f - 1))
+            }
+            Piece::Opening(c) => {
+                packet_head(c as u32, &[], 0, &mut buf[..PACKET_HEAD]);
+                (PACKET_HEAD, Piece::Packet(c, 0))
             }
             Piece::Meta(off) => {
                 let n = (self.meta.len() - off).min(512);
@@ -363,20 +380,27 @@ mod tests {
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["trace/metadata", "trace/stream_0", "trace/stream_1"]);
         let s = &files[2].1;
-        assert_eq!(s.len(), 2 * PACKET_HEAD + 1500 * EVENT_BYTES, "two packets");
+        assert_eq!(s.len(), 3 * PACKET_HEAD + 1500 * EVENT_BYTES, "the opening packet and two packets");
         let u32_at = |o: usize| u32::from_le_bytes(s[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap());
+        // The opening packet: empty, at time 0, nothing discarded (so that
+        // babeltrace2 counts what the next packet says was discarded).
         assert_eq!(u32_at(0), MAGIC);
-        assert_eq!((u64_at(8), u64_at(16)), (1000, 1000 + 1023), "timestamps of the first packet");
-        assert_eq!(u64_at(24), ((PACKET_HEAD + 1024 * EVENT_BYTES) * 8) as u64, "content size in bits");
-        assert_eq!(u64_at(40), 2, "the overwritten events are older than the first packet");
-        assert_eq!(u32_at(48), 1, "cpu_id");
-        let second = PACKET_HEAD + 1024 * EVENT_BYTES;
+        assert_eq!((u64_at(8), u64_at(16)), (0, 0));
+        assert_eq!((u64_at(24), u64_at(32)), ((PACKET_HEAD * 8) as u64, (PACKET_HEAD * 8) as u64));
+        assert_eq!((u64_at(40), u32_at(48)), (0, 1));
+        let p = PACKET_HEAD;
+        assert_eq!(u32_at(p), MAGIC);
+        assert_eq!((u64_at(p + 8), u64_at(p + 16)), (1000, 1000 + 1023), "timestamps of the first packet");
+        assert_eq!(u64_at(p + 24), ((PACKET_HEAD + 1024 * EVENT_BYTES) * 8) as u64, "content size in bits");
+        assert_eq!(u64_at(p + 40), 2, "the overwritten events are older than the first packet");
+        assert_eq!(u32_at(p + 48), 1, "cpu_id");
+        let second = p + PACKET_HEAD + 1024 * EVENT_BYTES;
         assert_eq!(u32_at(second), MAGIC);
         assert_eq!(u64_at(second + 24), ((PACKET_HEAD + 476 * EVENT_BYTES) * 8) as u64);
         assert_eq!(u64_at(second + 40), 9, "the last packet carries every event lost");
         // First event: id, timestamp, ip, parent, tsc, context, arg, duration.
-        let e = PACKET_HEAD;
+        let e = p + PACKET_HEAD;
         assert_eq!(u16::from_le_bytes([s[e], s[e + 1]]), 0);
         assert_eq!(u64_at(e + 2), 1000);
         assert_eq!(u64_at(e + 10), 0x20_0000 + 1000);
@@ -384,8 +408,9 @@ mod tests {
         assert_eq!(u64_at(e + 26), 3000);
         assert_eq!(s[e + 34], 2, "nmi context");
         let empty = &files[1].1;
-        assert_eq!(empty.len(), PACKET_HEAD, "an empty CPU still has a packet");
-        assert_eq!(u64::from_le_bytes(empty[40..48].try_into().unwrap()), 4, "and its losses");
+        assert_eq!(empty.len(), 2 * PACKET_HEAD, "an empty CPU still has a packet after the opening one");
+        assert_eq!(u64::from_le_bytes(empty[40..48].try_into().unwrap()), 0);
+        assert_eq!(u64::from_le_bytes(empty[PACKET_HEAD + 40..PACKET_HEAD + 48].try_into().unwrap()), 4, "and its losses");
     }
 
     #[test]

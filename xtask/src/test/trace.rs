@@ -48,6 +48,21 @@ pub(super) fn babeltrace_text(dir: &Path, args: &[&str]) -> std::result::Result<
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// What babeltrace2 itself says was discarded, read from its warnings
+/// (standard error): the sum of its `Tracer discarded N events between ...`
+/// counts, how many such lines, and how many streams it could only say
+/// `Tracer may have discarded events` of (no count).
+pub(super) fn babeltrace_discarded(dir: &Path) -> std::result::Result<(u64, usize, usize), String> {
+    let out = Command::new("babeltrace2").arg("trace").current_dir(dir).output().map_err(|e| format!("babeltrace2: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("babeltrace2 failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let counts: Vec<u64> = err.lines().filter_map(|l| l.split("Tracer discarded ").nth(1)?.split(' ').next()?.parse().ok()).collect();
+    let uncounted = err.lines().filter(|l| l.contains("Tracer may have discarded")).count();
+    Ok((counts.iter().sum(), counts.len(), uncounted))
+}
+
 /// `snapshot_*` figures of the snapshot's metadata (`key = N;`).
 pub(super) fn ctf_figure(dir: &Path, key: &str) -> std::result::Result<u64, String> {
     let meta = std::fs::read_to_string(dir.join("trace/metadata")).map_err(|e| e.to_string())?;
@@ -57,6 +72,10 @@ pub(super) fn ctf_figure(dir: &Path, key: &str) -> std::result::Result<u64, Stri
         .ok_or_else(|| format!("no {key} in the metadata"))
 }
 
+/// The `events_discarded` of each stream's last packet (the CPU's lost
+/// events at the end of the snapshot), read from the packet contexts as
+/// declared in the metadata: magic, stream id, begin, end, content size,
+/// packet size (bits), events_discarded, cpu_id.
 /// The `events_discarded` of each stream's last packet (the CPU's lost
 /// events at the end of the snapshot), read from the packet contexts as
 /// declared in the metadata: magic, stream id, begin, end, content size,
@@ -117,7 +136,8 @@ pub(super) fn ctf_check(port: u16, logs: &Path, nic: &str) -> std::result::Resul
 /// overflow mode: events must be lost, and every format keeps exact books.
 /// `/trace`: event lines + LOST markers = its trailer's kept + lost =
 /// produced. CTF: babeltrace2's count = snapshot_events, the streams' last
-/// events_discarded add up to snapshot_lost, and events + lost = produced.
+/// events_discarded add up to snapshot_lost, and events + lost = produced;
+/// babeltrace2's own `Tracer discarded N events` warnings add up to it too.
 /// `/status`: per CPU and context, what is kept fits the ring.
 pub(crate) fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::result::Result<String, String> {
     let port = qemu::free_port().map_err(|e| e.to_string())?;
@@ -162,6 +182,12 @@ pub(crate) fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::r
     if read != events || discarded != lost || events + lost != produced || lost == 0 {
         return Err(format!("CTF books: babeltrace2 read {read}, snapshot_events {events}, snapshot_lost {lost}, discarded in the streams {discarded}, produced {produced}"));
     }
+    // babeltrace2 (and so Trace Compass) states the exact number lost, per
+    // stream and where in time: never only "may have discarded".
+    let (said, said_lines, uncounted) = babeltrace_discarded(&dir)?;
+    if said != lost || uncounted != 0 || said_lines == 0 {
+        return Err(format!("babeltrace2 said `Tracer discarded` {said} events in {said_lines} warnings and `may have discarded` {uncounted} times; the snapshot lost {lost}"));
+    }
     // trace.dat: per CPU, `trace-cmd report` prints as many events as the
     // CPU's statistics say were read; losses show where the mode puts them
     // (overwritten: a `[K EVENTS DROPPED]` marker equal to the overrun;
@@ -184,7 +210,7 @@ pub(crate) fn accounting_case(elf: &Path, overflow: &str, logs: &Path) -> std::r
     if dat_lost == 0 {
         return Err(format!("trace.dat shows no lost events with 4 KiB rings: {stats:?}"));
     }
-    Ok(format!("/trace {} kept + {} lost, CTF {events} + {lost} = {produced}, trace.dat {dat_read} + {dat_lost}", books.kept, books.lost))
+    Ok(format!("/trace {} kept + {} lost, CTF {events} + {lost} = {produced} (babeltrace2: discarded {said} in {said_lines} warnings), trace.dat {dat_read} + {dat_lost}", books.kept, books.lost))
 }
 
 /// Fetch `/trace.dat` into `dir/trace.dat`.
