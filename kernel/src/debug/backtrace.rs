@@ -100,10 +100,15 @@ pub const MAX_FRAMES: usize = 32;
 /// following the frame-pointer chain from `rbp`.
 pub fn write_call_trace(out: &mut impl Write, rip: u64, rbp: u64) -> fmt::Result {
     writeln!(out, "Call Trace:")?;
+    write_frames(out, rip, return_addresses(rbp))
+}
+
+/// ` [<rip>] symbol`, then ` [<ret>] symbol` for each return address.
+fn write_frames(out: &mut impl Write, rip: u64, rets: impl Iterator<Item = u64>) -> fmt::Result {
     write!(out, " [<{rip:016x}>] ")?;
     write_symbol(out, rip)?;
     writeln!(out)?;
-    for ret in return_addresses(rbp) {
+    for ret in rets {
         write!(out, " [<{ret:016x}>] ")?;
         write_return_symbol(out, ret)?;
         writeln!(out)?;
@@ -138,15 +143,7 @@ pub fn write_nmi_call_trace(out: &mut impl Write, rip: u64, rbp: u64) -> fmt::Re
         fp = next;
     }
     writeln!(out, " </NMI>")?;
-    write!(out, " [<{rip:016x}>] ")?;
-    write_symbol(out, rip)?;
-    writeln!(out)?;
-    for ret in return_addresses(rbp) {
-        write!(out, " [<{ret:016x}>] ")?;
-        write_return_symbol(out, ret)?;
-        writeln!(out)?;
-    }
-    Ok(())
+    write_frames(out, rip, return_addresses(rbp))
 }
 
 /// Call trace from the caller of this function.
