@@ -10,7 +10,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
-use crate::trace::encode::{json_str, prometheus_counter};
+use crate::trace::encode::{json_str, label_value, prometheus_counter};
 
 /// `GET /status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -418,6 +418,12 @@ impl Status {
         for c in &self.cpus {
             let _ = writeln!(o, "appliance_xcall_stalled_seconds{{cpu=\"{}\",apic_id=\"{}\"}} {}.{:03}", c.cpu, c.apic_id, c.xcall_stalled_ms / 1000, c.xcall_stalled_ms % 1000);
         }
+        // Each CPU's watchdog source as an info metric (value 1), so an
+        // alert can match a CPU on the IPI fallback where a PMU was expected.
+        let _ = writeln!(o, "# HELP appliance_watchdog_info each CPU's NMI watchdog source\n# TYPE appliance_watchdog_info gauge");
+        for c in &self.cpus {
+            let _ = writeln!(o, "appliance_watchdog_info{{cpu=\"{}\",apic_id=\"{}\",source=\"{}\"}} 1", c.cpu, c.apic_id, label_value(&c.watchdog));
+        }
         let _ = writeln!(o, "# HELP appliance_cpus_online CPUs online\n# TYPE appliance_cpus_online gauge\nappliance_cpus_online {}", self.cpus.len());
         let h = &self.http;
         for (name, help, v) in [
@@ -709,6 +715,7 @@ mod tests {
         assert!(m.contains("appliance_stalled_xcalls_total{cpu=\"1\",apic_id=\"2\"} 1\n"), "{m}");
         assert!(m.contains("appliance_xcall_stalled_seconds{cpu=\"1\",apic_id=\"2\"} 1.500\n"), "{m}");
         assert!(m.contains("appliance_nmi_takeover_rounds_total 6\n"), "{m}");
+        assert!(m.contains("appliance_watchdog_info{cpu=\"1\",apic_id=\"2\",source=\"ipi-broadcast (fallback: the counter raised no NMI after arming)\"} 1\n"), "{m}");
         assert!(m.contains("appliance_patch_sync_rounds_total 270\n"), "{m}");
         assert!(m.contains("appliance_cpus_online 2\n"), "{m}");
         assert!(m.contains("appliance_heap_bytes{state=\"free\"} 66060288\n") && m.contains("appliance_net_link_up 1\n"), "{m}");

@@ -493,6 +493,8 @@ pub fn main(args: &TestArgs) -> Result<()> {
     driven.push(("nmi_unknown_reported", false, false, Box::new(move || unknown_nmi_case(elf, logs))));
     driven.push(("elf_vector_state_is_xmm_only", true, false, Box::new(move || elf_vector_state_case(elf))));
     driven.push(("net_static_misconfigured", false, true, Box::new(move || static_misconfig_case(elf, logs))));
+    driven.push(("prometheus_rules_fire_and_stay_silent", true, false, Box::new(prometheus_rules_case)));
+    driven.push(("prometheus_scrapes_two_appliances", false, false, Box::new(move || prometheus_two_guests_case(elf, logs))));
     for f in faults::FAULTS {
         driven.push((f.name, false, false, Box::new(move || faults::run(elf, f, logs))));
     }

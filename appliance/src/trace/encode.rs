@@ -264,6 +264,12 @@ pub fn arg_name(k: Kind) -> &'static str {
     }
 }
 
+/// A Prometheus label value: backslash, double quote and line feed escaped
+/// (the text exposition format).
+pub fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 /// A Prometheus counter family: `# HELP`, `# TYPE`, then one sample per
 /// `(labels, value)`; labels are `key="value"` pairs.
 pub fn prometheus_counter(out: &mut String, name: &str, help: &str, samples: impl IntoIterator<Item = (String, u64)>) {
@@ -281,6 +287,12 @@ pub fn prometheus_counter(out: &mut String, name: &str, help: &str, samples: imp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(label_value("ipi-broadcast (fallback: x)"), "ipi-broadcast (fallback: x)");
+    }
 
     fn ev() -> Event {
         Event { ts_ns: 12_345_678_901, tsc: 1, ip: 0x21_4d14, parent: 0x20_e533, kind: Kind::Function, ctx: 2, cpu: 1, arg: 0, dur_ns: 0 }
