@@ -13,6 +13,7 @@ mod hostfwd;
 mod image;
 #[cfg(test)]
 mod layout;
+mod netboot;
 mod peer;
 mod qemu;
 mod remote;
@@ -73,6 +74,8 @@ enum Cmd {
     },
     /// Regenerate what the repository keeps of ../shared's real-hardware corpora (MADTs, CPUID facts)
     Corpora,
+    /// Write a TFTP folder that boots the appliance over the network (BIOS: iPXE; UEFI: GRUB)
+    Netboot(netboot::NetbootArgs),
     /// Boot once per CPU model with the watchdog and the patching loop; report in target/soak/
     Soak(soak::SoakArgs),
     /// Write the image to a USB stick (removable whole disks only, after confirmation)
@@ -157,6 +160,7 @@ fn main() {
         Cmd::Fetch(a) => remote::fetch_main(&a),
         Cmd::CpuidDump { name } => cpuid_dump(&name),
         Cmd::Corpora => corpora::main(),
+        Cmd::Netboot(a) => netboot::main(&a),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");

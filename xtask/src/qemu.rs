@@ -98,6 +98,9 @@ pub enum Boot {
     Cdrom(PathBuf),
     /// The ISO as a USB stick (qemu-xhci + usb-storage).
     Usb(PathBuf),
+    /// From the network: the firmware's PXE (`-boot n`) fetches `bootfile`
+    /// from the user network's TFTP server, which serves `dir`.
+    Net { dir: PathBuf, bootfile: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -199,6 +202,7 @@ impl Spec {
                 "-device".into(),
                 "usb-storage,bus=xhci.0,drive=usbstick,bootindex=0".into(),
             ]),
+            Boot::Net { .. } => a.extend(["-boot".into(), "n".into()]),
         }
         a.extend(self.extra.iter().cloned());
         match &self.net {
@@ -211,7 +215,11 @@ impl Spec {
                     }
                     None => model.clone(),
                 };
-                a.extend(["-netdev".into(), format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80"), "-device".into(), format!("{device},netdev=n0")]);
+                let tftp = match &self.boot {
+                    Boot::Net { dir, bootfile } => format!(",tftp={},bootfile={bootfile}", dir.display()),
+                    _ => String::new(),
+                };
+                a.extend(["-netdev".into(), format!("user,id=n0{tftp},hostfwd=tcp:127.0.0.1:{port}-:80"), "-device".into(), format!("{device},netdev=n0")]);
             }
             None => a.extend(["-nic".into(), "none".into()]),
         }

@@ -35,8 +35,8 @@ pub struct RunArgs {
     /// SeaBIOS or OVMF
     #[arg(long, value_enum, default_value_t = Firmware::Bios)]
     pub firmware: Firmware,
-    /// The ISO as CD-ROM or USB stick, or QEMU -kernel with the ELF (fast path)
-    #[arg(long, value_parser = ["cdrom", "usb", "kernel"], default_value = "cdrom")]
+    /// The ISO as CD-ROM or USB stick, QEMU -kernel with the ELF (fast path), or the network (iPXE under BIOS, GRUB under UEFI; `cargo xtask netboot`)
+    #[arg(long, value_parser = ["cdrom", "usb", "kernel", "net"], default_value = "cdrom")]
     pub boot: String,
     /// Host 127.0.0.1:PORT forwarded to guest TCP 80
     #[arg(long, default_value_t = 8080)]
@@ -65,6 +65,11 @@ pub fn spec_for(o: &RunArgs) -> Result<(Spec, String)> {
     let (accel, why) = qemu::choose_accel(o.accel)?;
     let boot = match o.boot.as_str() {
         "kernel" => Boot::Kernel { elf: crate::build::build_elf()?, append: o.append.clone() },
+        "net" => {
+            let dir = crate::netboot::write(&root().join("target/netboot"), &crate::build::build_elf()?, "10.0.2.2", &o.append)?;
+            let bootfile = if o.firmware == crate::qemu::Firmware::Uefi { crate::netboot::GRUB_EFI } else { crate::netboot::IPXE_SCRIPT };
+            Boot::Net { dir, bootfile: bootfile.into() }
+        }
         kind => {
             let iso = crate::image::build_image(Some(&o.append))?;
             if kind == "usb" { Boot::Usb(iso) } else { Boot::Cdrom(iso) }

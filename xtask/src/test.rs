@@ -29,6 +29,7 @@ mod screen;
 mod clocks;
 mod kvm;
 mod fleet;
+mod netboot;
 
 use harness::*;
 use boot::*;
@@ -41,6 +42,7 @@ use screen::*;
 use clocks::*;
 use kvm::*;
 use fleet::*;
+use netboot::*;
 
 use crate::qemu::{self, Boot, EXIT_FAILURE, EXIT_SUCCESS, Firmware, Spec};
 use crate::{Result, root};
@@ -494,6 +496,9 @@ pub fn main(args: &TestArgs) -> Result<()> {
     driven.push(("elf_vector_state_is_xmm_only", true, false, Box::new(move || elf_vector_state_case(elf))));
     driven.push(("net_static_misconfigured", false, true, Box::new(move || static_misconfig_case(elf, logs))));
     driven.push(("prometheus_rules_fire_and_stay_silent", true, false, Box::new(prometheus_rules_case)));
+    for (name, nic, firmware) in [("netboot_bios_ipxe_e1000", "e1000", Firmware::Bios), ("netboot_bios_ipxe_virtio", "virtio-net-pci", Firmware::Bios), ("netboot_uefi_grub_e1000", "e1000", Firmware::Uefi)] {
+        driven.push((name, false, false, Box::new(move || netboot_case(elf, name, nic, firmware, logs))));
+    }
     driven.push(("prometheus_scrapes_two_appliances", false, false, Box::new(move || prometheus_two_guests_case(elf, logs))));
     for f in faults::FAULTS {
         driven.push((f.name, false, false, Box::new(move || faults::run(elf, f, logs))));
