@@ -147,8 +147,8 @@ fn choose_by_link(nics: &[kernel::drivers::nic::Up]) -> usize {
 /// Find a NIC and bring the service up. Boot CPU, after SMP. Returns
 /// whether there is a service to run.
 pub fn init(conf: &NetConfig, ecam: Option<&kernel::acpi::machine::EcamRegion>) -> bool {
-    let (devs, how) = kernel::drivers::pci::enumerate(ecam);
-    info!("pci: {} functions found through {how}", devs.len());
+    let (devs, how, scan) = kernel::drivers::pci::enumerate(ecam);
+    info!("pci: {} functions found through {how} on {} buses (from the first, through bridges), {} configuration reads", devs.len(), scan.buses, scan.reads);
     for f in &devs {
         info!("pci: {} {:04x}:{:04x} class {:02x}.{:02x}", f.df, f.info.vendor_id, f.info.device_id, f.info.class, f.info.subclass);
     }

@@ -102,6 +102,16 @@ fn cases(elf: &Path, iso: &Path) -> Vec<Case> {
         ok("grub_uefi_usb", uefi_usb, &[0, 1, 2]),
     ];
     v.last_mut().expect("cases").timeout = Duration::from_secs(180);
+    // A NIC behind a PCI Express root port (bus 1): found by following the
+    // bridge from bus 0, at a fraction of the reads of walking every bus.
+    let mut behind = kernel_boot(elf, "", "2");
+    behind.extra = vec!["-device".into(), "pcie-root-port,id=rp1,chassis=1".into()];
+    behind.net = Some((qemu::free_port().unwrap_or(0), "e1000e,bus=rp1".into()));
+    let mut bridge = ok("pci_nic_behind_a_root_port_found_through_the_bridge", behind, &[0, 1]);
+    bridge.expect.push("pci: 01:00.0 8086:10d3 class 02.00".into());
+    bridge.expect.push("net: 82574L at 01:00.0 MAC ".into());
+    bridge.check = Some(pci_scan_is_cheap);
+    v.push(bridge);
     // The command line: unknown words and bad values are reported, the rest applies.
     let mut diag = ok("cmdline_reports_bad_words", kernel_boot(elf, "frobnicate timer_hz=0 loglevel=debug", "2"), &[0, 1]);
     diag.expect.push("cmdline: unknown option `frobnicate` (ignored)".into());

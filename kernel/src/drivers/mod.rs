@@ -3,10 +3,11 @@
 //! (`xhci/`), USB CDC Ethernet on it (`usb_net/`), the Intel gigabit family
 //! (`intel_gbe/`), virtio-net (`virtio/`); and the small ones, one file
 //! each: COM1 (`serial.rs`), QEMU's debug exit (`qemu.rs`), the RTC's CMOS
-//! registers (`rtc.rs`), PCI (`pci.rs`), DMA memory (`dma.rs`), the NIC as
+//! registers (`rtc.rs`), PCI (`pci.rs`; enumeration through bridges in `pci_scan.rs`, pure), DMA memory (`dma.rs`), the NIC as
 //! one smoltcp device (`nic.rs`, `ethernet.rs`).
 
 pub mod intel_gbe;
+pub mod pci_scan;
 pub mod xhci;
 pub mod virtio;
 #[cfg(kernel_target)]

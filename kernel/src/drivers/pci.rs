@@ -50,30 +50,25 @@ pub struct Found {
     pub info: DeviceFunctionInfo,
 }
 
-/// Enumerate segment 0: through ECAM when the MCFG gives a window for it
-/// (only its buses: reading past the window's end reads whatever lies
-/// there), else every bus with legacy port access (the machines we boot on
-/// decode it).
-pub fn enumerate(ecam: Option<&crate::acpi::machine::EcamRegion>) -> (alloc::vec::Vec<Found>, &'static str) {
-    match ecam {
+/// Enumerate segment 0 from its first bus, following bridges
+/// (`pci_scan.rs`): through ECAM when the MCFG gives a window for it (only
+/// its buses: reading past the window's end reads whatever lies there),
+/// else with legacy port access (the machines we boot on decode it).
+/// Returns the functions, how they were read, and the scan's cost.
+pub fn enumerate(ecam: Option<&crate::acpi::machine::EcamRegion>) -> (alloc::vec::Vec<Found>, &'static str, super::pci_scan::Scan) {
+    let (scan, how) = match ecam {
         Some(e) => {
             // The MCFG base is where bus 0 would be; the window covers bus_start..=bus_end
             // (PCI Firmware Spec 3.0, Table 4-3; Linux `PCI_MMCFG_BUS_OFFSET`).
             let _ = crate::mem::paging::map_mmio(e.base + ((e.bus_start as u64) << 20), ((e.bus_end as u64 - e.bus_start as u64) + 1) << 20);
             // SAFETY: the MCFG's ECAM window, identity-mapped MMIO; only its buses are read.
-            let root = PciRoot::new(unsafe { MmioCam::new(e.base as *mut u8, Cam::Ecam) });
-            (scan(root, e.bus_start..=e.bus_end), "ECAM")
+            let cam = unsafe { MmioCam::new(e.base as *mut u8, Cam::Ecam) };
+            (super::pci_scan::scan(e.bus_start, e.bus_end, |df, off| cam.read_word(df, off)), "ECAM")
         }
-        None => (scan(PciRoot::new(PortCam), 0..=255), "ports 0xCF8/0xCFC"),
-    }
-}
-
-fn scan<C: ConfigurationAccess>(root: PciRoot<C>, buses: core::ops::RangeInclusive<u8>) -> alloc::vec::Vec<Found> {
-    let mut out = alloc::vec::Vec::new();
-    for bus in buses {
-        out.extend(root.enumerate_bus(bus).map(|(df, info)| Found { df, info }));
-    }
-    out
+        None => (super::pci_scan::scan(0, 255, |df, off| PortCam.read_word(df, off)), "ports 0xCF8/0xCFC"),
+    };
+    let found = scan.functions.iter().map(|(df, info)| Found { df: *df, info: info.clone() }).collect();
+    (found, how, scan)
 }
 
 /// A device's registers: BAR0 as an assigned memory BAR, mapped (the

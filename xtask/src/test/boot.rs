@@ -78,3 +78,16 @@ pub(super) fn relocated_case(iso: &Path) -> Case {
         check: Some(moved),
     }
 }
+
+/// The PCI scan's cost from its boot line (`pci: N functions found through
+/// ECAM on B buses (...), R configuration reads`): bus 0 and the bus behind
+/// the root port, far below the 65,536 probes of every bus and function.
+pub(super) fn pci_scan_is_cheap(log: &str) -> std::result::Result<(), String> {
+    let line = log.lines().find(|l| l.contains("pci: ") && l.contains(" configuration reads")).ok_or("no `pci: ... configuration reads` line")?;
+    let buses = number_after(line, " on ").ok_or("no bus count")?;
+    let reads = number_after(line, "bridges), ").ok_or("no read count")?;
+    if buses != 2 || reads > 200 {
+        return Err(format!("expected bus 0 and bus 1 in under 200 reads: {line}"));
+    }
+    Ok(())
+}
