@@ -90,6 +90,27 @@ extern "C" fn no_site() {
     core::arch::naked_asm!("push rbp", "mov rbp, rsp", "pop rbp", "ret")
 }
 
+/// The event's physical floor: what any recorder of a timestamped event
+/// must do at least, the TSC read, its conversion to ns and the same ring
+/// store, in a plain loop (no trampoline, no site lookup, no parent read),
+/// less the loop alone. Nanoseconds per event over `n` events, into `rings`
+/// (not the hook's, whose count the event test checks).
+fn floor_per_event(rings: &CpuRings, tsc_base: u64, ns_per_tick_32: u64, n: u64) -> f64 {
+    let t = Instant::now();
+    for i in 0..n {
+        let tsc = rdtsc();
+        let ts_ns = ((tsc.saturating_sub(tsc_base) as u128 * ns_per_tick_32 as u128) >> 32) as u64;
+        let ev = Event { ts_ns, tsc, ip: i, parent: 0, kind: Kind::Function, ctx: 0, cpu: 0, arg: 0, dur_ns: 0 };
+        rings.rings[0].push(core::hint::black_box(&ev));
+    }
+    let with_store = t.elapsed().as_nanos() as f64 / n as f64;
+    let t = Instant::now();
+    for i in 0..n {
+        core::hint::black_box(i);
+    }
+    with_store - t.elapsed().as_nanos() as f64 / n as f64
+}
+
 /// Nanoseconds per call of `f` over `n` calls.
 fn per_call(f: extern "C" fn(), n: u64) -> f64 {
     let t = Instant::now();
@@ -129,6 +150,10 @@ pub struct Appliance {
     pub event: Spread,
     /// site off minus no site, per rep.
     pub disabled: Spread,
+    /// The floor: RDTSC and the same ring store with no trampoline, per rep;
+    /// and the event's median over the floor's.
+    pub floor: Spread,
+    pub event_over_floor: f64,
     /// Calls that reached the hook, and events the ring was given.
     pub recorded: u64,
     pub ring_written: u64,
@@ -167,8 +192,15 @@ pub fn appliance(cpu: usize, calls: u64, reps: usize) -> Appliance {
     for f in [no_site as extern "C" fn(), site_off, site_on] {
         per_call(f, calls / 10);
     }
-    let (mut a, mut b, mut c, mut ev, mut dis) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let floor_rings = CpuRings::new([1 << 16, 2, 2], Overflow::Overwrite);
+    let (tsc_base, ns_per_tick_32) = {
+        let h = HOOK.get().expect("the hook was installed above");
+        (h.tsc_base, h.ns_per_tick_32)
+    };
+    floor_per_event(&floor_rings, tsc_base, ns_per_tick_32, calls / 10);
+    let (mut a, mut b, mut c, mut ev, mut dis, mut fl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
+        fl.push(floor_per_event(&floor_rings, tsc_base, ns_per_tick_32, calls));
         let plain = per_call(no_site, calls);
         let off = per_call(site_off, calls);
         let on = per_call(site_on, calls);
@@ -184,13 +216,16 @@ pub fn appliance(cpu: usize, calls: u64, reps: usize) -> Appliance {
     let ring_written = ring.written();
     let (mut last_ip, mut last_parent) = (0, 0);
     ring.read(ring_written.saturating_sub(1), 1, |_, e| (last_ip, last_parent) = (e.ip, e.parent));
+    let (event, floor) = (Spread::of(ev), Spread::of(fl));
     Appliance {
+        event_over_floor: event.median / floor.median,
+        event,
+        floor,
         calls_per_rep: calls,
         reps,
         no_site: Spread::of(a),
         site_off: Spread::of(b),
         site_on: Spread::of(c),
-        event: Spread::of(ev),
         disabled: Spread::of(dis),
         recorded,
         ring_written,

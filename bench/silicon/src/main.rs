@@ -49,11 +49,12 @@ fn events(args: &Args, cpu: &str) {
     println!("  plain call (no site)                      {}", f(&a.no_site));
     println!("  disabled site (5-byte NOP)                {}  (+{} over no site)", f(&a.site_off), f(&a.disabled));
     println!("  appliance event (trampoline + ring)       {}  (+{} over no site)", f(&a.site_on), f(&a.event));
+    println!("  floor: RDTSC + the same ring store        {}  (the event is {:.2}x it, medians)", f(&a.floor), a.event_over_floor);
     let mut doc = serde_json::json!({
         "cpu": cpu,
         "calls_per_rep": a.calls_per_rep,
         "reps": a.reps,
-        "appliance": {"no_site_ns": a.no_site.json(), "site_off_ns": a.site_off.json(), "site_on_ns": a.site_on.json(), "event_ns": a.event.json(), "disabled_site_ns": a.disabled.json(), "events_recorded": a.recorded},
+        "appliance": {"no_site_ns": a.no_site.json(), "site_off_ns": a.site_off.json(), "site_on_ns": a.site_on.json(), "event_ns": a.event.json(), "disabled_site_ns": a.disabled.json(), "floor_ns": a.floor.json(), "event_over_floor": a.event_over_floor, "events_recorded": a.recorded},
     });
     match silicon::events::lttng_run(&args.dir, core, args.calls, args.reps) {
         Ok(l) => {

@@ -14,4 +14,7 @@ fn every_enabled_call_is_one_event_in_the_ring() {
     assert_eq!(a.last_ip, a.site, "the newest event names the measured site");
     assert_ne!(a.last_parent, 0, "the parent's return address was read through the frame pointer");
     assert!(a.event.median > 0.0 && a.no_site.median > 0.0);
+    // The floor (RDTSC and the ring store alone) costs something, and its
+    // ring is its own: the hook's count above is untouched by it.
+    assert!(a.floor.median > 0.0 && a.event_over_floor.is_finite(), "floor {:?}", a.floor);
 }
