@@ -220,7 +220,7 @@ const CMD_EOP: u8 = 1 << 0;
 const CMD_IFCS: u8 = 1 << 1;
 const CMD_RS: u8 = 1 << 3;
 
-const RING: usize = 32;
+const RING: usize = 128;
 const BUF: usize = 2048;
 
 /// A receive descriptor: the buffer address, then what the NIC writes back
