@@ -32,21 +32,24 @@ struct Cpu {
     leaves: BTreeMap<u32, [u32; 4]>,
 }
 
-/// The committed table.
-fn table() -> Vec<Cpu> {
+/// The committed table's rows.
+fn facts() -> Vec<Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/cpuid-real/facts.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let rows: Vec<Value> = serde_json::from_str(&text).expect("facts.json");
+    serde_json::from_str(&text).expect("facts.json")
+}
+
+/// The processors of the committed table.
+fn table(rows: &[Value]) -> Vec<Cpu> {
     rows.iter().map(|r| Cpu { file: r["file"].as_str().expect("file").to_string(), index: r["index"].clone(), leaves: cpuid_dump::row_leaves(r) }).collect()
 }
 
 /// The dumps themselves, when `../shared/cpuid-real` is there: their whole
-/// first blocks. Also checks that the committed table is what they give.
-fn dumps() -> Option<Vec<Cpu>> {
+/// first blocks. Also checks that the committed table (`committed`) is what
+/// they give.
+fn dumps(committed: &[Value]) -> Option<Vec<Cpu>> {
     let text = std::fs::read_to_string(shared().join("index.json")).ok()?;
     let index: Vec<Value> = serde_json::from_str(&text).expect("index.json");
-    let committed = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/cpuid-real/facts.json")).expect("facts.json");
-    let committed: Vec<Value> = serde_json::from_str(&committed).expect("facts.json");
     let mut out = Vec::new();
     for e in &index {
         let file = e["file"].as_str().expect("file");
@@ -61,8 +64,9 @@ fn dumps() -> Option<Vec<Cpu>> {
 
 /// The table, and the dumps where they are beside the clone.
 fn sources() -> Vec<(&'static str, Vec<Cpu>)> {
-    let mut v = vec![("facts.json", table())];
-    match dumps() {
+    let rows = facts();
+    let mut v = vec![("facts.json", table(&rows))];
+    match dumps(&rows) {
         Some(d) => v.push(("../shared/cpuid-real", d)),
         None => eprintln!("../shared/cpuid-real is not beside the clone: the tests ran over the committed facts table only"),
     }

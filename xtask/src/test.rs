@@ -459,8 +459,7 @@ pub fn main(args: &TestArgs) -> Result<()> {
                         Ok(format!("{:.2} s{}", out.elapsed.as_secs_f64(), at.map(|d| format!(", smp online at {:.2} s", d.as_secs_f64())).unwrap_or_default()))
                     }
                     Err(why) => {
-                        let tail: Vec<String> = out.log.lines().rev().take(25).map(|l| format!("    | {l}")).collect::<Vec<_>>().into_iter().rev().collect();
-                        Err(format!("{why} (log: {})\n{}", log.display(), tail.join("\n")))
+                        Err(format!("{why} (log: {})\n{}", log.display(), log_tail(&out.log, 25)))
                     }
                 }
             }),

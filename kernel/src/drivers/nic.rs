@@ -16,7 +16,6 @@ use super::pci::Found;
 use super::virtio::legacy::LegacyPciTransport;
 use super::virtio::net::{self as virtio_net, LEGACY_QUEUE_SIZE, LegacyVirtioNet, VirtioNet};
 
-pub use super::ethernet::ethernet_capabilities;
 
 pub enum Nic {
     Virtio(VirtioNet),

@@ -10,7 +10,7 @@
 //! traced calls, a network poll). The application arms it ([`arm`]) once
 //! every CPU has its role. The default CPU is the last one.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use log::{info, warn};
 
@@ -22,9 +22,6 @@ const NONE: u32 = u32::MAX;
 static CPU: AtomicU32 = AtomicU32::new(NONE);
 /// How long it spins, in seconds (0: for good).
 static SECS: AtomicU32 = AtomicU32::new(0);
-
-/// CPUs that resumed after a bounded stall, and how long they had spun.
-static RESUMED: AtomicU64 = AtomicU64::new(0);
 
 /// Arm the stall of `cpu` (None: the last CPU) for `secs` seconds (0: for
 /// good). Returns the CPU armed, or None with a warning when it cannot be.
@@ -64,7 +61,6 @@ fn stall(me: u32, secs: u32) {
     let t0 = clock::now_ns();
     x86_64::instructions::interrupts::without_interrupts(|| spin_with_interrupts_off(secs));
     let ms = (clock::now_ns() - t0) / 1_000_000;
-    RESUMED.fetch_add(1, Ordering::Relaxed);
     info!("selftest: cpu{me} resumes after {ms} ms with interrupts off");
 }
 
@@ -76,9 +72,4 @@ pub extern "C" fn spin_with_interrupts_off(secs: u32) {
     while crate::arch::cpu::rdtsc() < deadline {
         core::hint::spin_loop();
     }
-}
-
-/// Stalls that ended.
-pub fn resumed() -> u64 {
-    RESUMED.load(Ordering::Relaxed)
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::harness::{log_tail, number_after, seen_or_wait};
 use crate::qemu::{self, Boot, Spec};
 
 /// One case of the matrix.
@@ -83,11 +84,6 @@ fn poll_status(port: u16, stop: Arc<AtomicBool>, polls: Arc<Mutex<Polls>>) -> st
     })
 }
 
-/// The number right after `marker` in `line`.
-fn number_after(line: &str, marker: &str) -> Option<u64> {
-    line.split(marker).nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-}
-
 /// Boot the case with the loop on and the service up, and check it.
 pub fn run(elf: &Path, f: Fault, logs: &Path) -> Result<String, String> {
     let port = qemu::free_port().map_err(|e| e.to_string())?;
@@ -111,10 +107,7 @@ pub fn run(elf: &Path, f: Fault, logs: &Path) -> Result<String, String> {
     let log_path = logs.join(format!("{}.log", f.name));
     let mut run = qemu::spawn(&spec, &log_path, false).map_err(|e| e.to_string())?;
     let mut log = String::new();
-    let fail = |why: String, log: &str| -> String {
-        let tail: Vec<String> = log.lines().rev().take(30).map(|l| format!("    | {l}")).collect::<Vec<_>>().into_iter().rev().collect();
-        format!("{why} (log: {})\n{}", log_path.display(), tail.join("\n"))
-    };
+    let fail = |why: String, log: &str| -> String { format!("{why} (log: {})\n{}", log_path.display(), log_tail(log, 30)) };
     seen_or_wait(&mut run, &mut log, Duration::from_secs(90), |l| l.contains("net: listening on http://")).ok_or_else(|| fail("the service never listened".into(), &log))?;
     let stop = Arc::new(AtomicBool::new(false));
     let polls = Arc::new(Mutex::new(Polls::default()));
@@ -150,9 +143,8 @@ fn stuck_cpu(f: Fault) -> u32 {
 
 /// Follow the console through the fault.
 fn watch(run: &mut qemu::Running, log: &mut String, f: Fault, recovers: bool, bounded: bool) -> Result<String, String> {
-    let within = |s: u64| run_deadline(s);
     if f.selftest == "nmi_race" {
-        let line = seen_or_wait(run, log, within(240), |l| l.contains("patch: verdict: ")).ok_or("no verdict")?;
+        let line = seen_or_wait(run, log, Duration::from_secs(240), |l| l.contains("patch: verdict: ")).ok_or("no verdict")?;
         let v = appliance::contract::Verdict::find_in(log)?;
         let race = log.lines().find(|l| l.contains("selftest: nmi_race: ")).ok_or("no `selftest: nmi_race:` line")?;
         let (left, unknown) = (number_after(race, "nmi_race: ").ok_or("no count left")?, number_after(race, "unknown=").ok_or("no unknown count")?);
@@ -165,7 +157,7 @@ fn watch(run: &mut qemu::Running, log: &mut String, f: Fault, recovers: bool, bo
     let thresh_ms = f.thresh.unwrap_or(DEFAULT_THRESH) as u64 * 1000;
     if f.selftest.starts_with("lockup") {
         let spins = format!("selftest: cpu{stuck} spins with interrupts off");
-        seen_or_wait(run, log, within(60), |l| l.contains(&spins)).ok_or("the selftest CPU never spun")?;
+        seen_or_wait(run, log, Duration::from_secs(60), |l| l.contains(&spins)).ok_or("the selftest CPU never spun")?;
     }
     // Guest time runs close to the host's under TCG; the bound is checked
     // on the guest's own figure below, the host waits with a margin.
@@ -197,8 +189,8 @@ fn watch(run: &mut qemu::Running, log: &mut String, f: Fault, recovers: bool, bo
     }
     if recovers {
         let back = format!("selftest: cpu{stuck} resumes after ");
-        seen_or_wait(run, log, within(120), |l| l.contains(&back)).ok_or("the stuck CPU never resumed")?;
-        let line = seen_or_wait(run, log, within(300), |l| l.contains("patch: verdict: ")).ok_or("no verdict after the CPU came back")?;
+        seen_or_wait(run, log, Duration::from_secs(120), |l| l.contains(&back)).ok_or("the stuck CPU never resumed")?;
+        let line = seen_or_wait(run, log, Duration::from_secs(300), |l| l.contains("patch: verdict: ")).ok_or("no verdict after the CPU came back")?;
         let v = appliance::contract::Verdict::find_in(log)?;
         if !line.contains("verdict: ok") || v.torn != 0 || v.wrong_final_bytes != 0 {
             return Err(format!("after the CPU came back: {line}"));
@@ -212,18 +204,4 @@ fn watch(run: &mut qemu::Running, log: &mut String, f: Fault, recovers: bool, bo
         }
     }
     Ok(detail)
-}
-
-/// A deadline `s` seconds from QEMU's start.
-fn run_deadline(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-/// The first line of the log so far that satisfies `pred`, else the next
-/// one the console prints before `timeout` (from QEMU's start).
-fn seen_or_wait(run: &mut qemu::Running, log: &mut String, timeout: Duration, mut pred: impl FnMut(&str) -> bool) -> Option<String> {
-    if let Some(l) = log.lines().find(|l| pred(l)) {
-        return Some(l.to_string());
-    }
-    run.wait_line(timeout, log, pred)
 }

@@ -69,3 +69,19 @@ pub(crate) fn spawn_serving(spec: &Spec, log_path: &Path) -> std::result::Result
     })?;
     Ok((run, log))
 }
+
+/// The last `n` lines of a console log, indented under a failure.
+pub(crate) fn log_tail(log: &str, n: usize) -> String {
+    let tail: Vec<&str> = log.lines().rev().take(n).collect();
+    tail.into_iter().rev().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// The first line of the log so far that satisfies `pred`, else the next
+/// one the console prints before `timeout` (from QEMU's start): a line may
+/// have come while the caller waited for another.
+pub(crate) fn seen_or_wait(run: &mut qemu::Running, log: &mut String, timeout: Duration, mut pred: impl FnMut(&str) -> bool) -> Option<String> {
+    if let Some(l) = log.lines().find(|l| pred(l)) {
+        return Some(l.to_string());
+    }
+    run.wait_line(timeout, log, pred)
+}

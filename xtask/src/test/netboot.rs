@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::harness::seen_or_wait;
 use crate::qemu::{self, Boot, Firmware, Spec};
 
 /// Boot `folder` (written by `netboot::write`) from the network with `nic`
@@ -38,11 +39,9 @@ pub(super) fn netboot_case(elf: &Path, name: &str, nic: &str, firmware: Firmware
     if st.cpus_online != 2 {
         return Err(format!("/status: {} CPUs online", st.cpus_online));
     }
-    // The loop may end before the service listens: look in what came first.
-    let verdict = match log.lines().find(|l| l.contains("patch: verdict: ")) {
-        Some(l) => l.to_string(),
-        None => run.wait_line(run.started.elapsed() + Duration::from_secs(240), &mut log, |l| l.contains("patch: verdict: ")).ok_or_else(|| fail("no verdict".into(), &log))?,
-    };
+    // The loop may end before the service listens.
+    let until = run.started.elapsed() + Duration::from_secs(240);
+    let verdict = seen_or_wait(&mut run, &mut log, until, |l| l.contains("patch: verdict: ")).ok_or_else(|| fail("no verdict".into(), &log))?;
     if !verdict.contains("verdict: ok") {
         return Err(fail(verdict, &log));
     }
